@@ -1,0 +1,183 @@
+//! A batch of task networks flattened into one table of cells and neurons, so that every
+//! layer of every network is perceived, and updated, by one rule call per step.
+
+use crate::perception::{CellView, NeuronView, PerceptionSpec, perceive};
+use crate::task::DenseNet;
+use crate::topology::{CellId, Topology};
+
+/// Where one cell of the batch lives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CellSlot {
+    /// Network index in the batch.
+    pub net: usize,
+    /// The cell's id within its network.
+    pub id: CellId,
+    /// Global index of the pre-neuron.
+    pub pre: usize,
+    /// Global index of the post-neuron.
+    pub post: usize,
+}
+
+/// Many task networks, possibly of different architectures, as one flat cell/neuron table.
+///
+/// Cells are ordered network by network, each in [`Topology::cells`] order; neurons network
+/// by network, layer by layer (`n_k` neurons, then the bias neuron for `k < L`).
+#[derive(Debug, Clone)]
+pub struct Batch {
+    topologies: Vec<Topology>,
+    cells: Vec<CellSlot>,
+    /// Per network: the first cell index, and one past the last.
+    net_cells: Vec<(usize, usize)>,
+    /// Per network, per layer `k in 0..=L`: global index of neuron 0 of layer `k`.
+    neuron_base: Vec<Vec<usize>>,
+    in_count: Vec<usize>,
+    out_count: Vec<usize>,
+}
+
+impl Batch {
+    /// Flattens `topologies`.
+    pub fn new(topologies: Vec<Topology>) -> Self {
+        let mut cells = Vec::new();
+        let mut net_cells = Vec::new();
+        let mut neuron_base = Vec::new();
+        let mut next = 0;
+        for (net, t) in topologies.iter().enumerate() {
+            let sizes = t.sizes();
+            let bases: Vec<usize> = (0..sizes.len())
+                .map(|k| {
+                    let base = next;
+                    next += sizes[k] + usize::from(t.bias() && k + 1 < sizes.len());
+                    base
+                })
+                .collect();
+            let start = cells.len();
+            for &id in t.cells() {
+                cells.push(CellSlot { net, id, pre: bases[id.layer] + id.pre, post: bases[id.layer + 1] + id.post });
+            }
+            net_cells.push((start, cells.len()));
+            neuron_base.push(bases);
+        }
+        let mut in_count = vec![0; next];
+        let mut out_count = vec![0; next];
+        for c in &cells {
+            in_count[c.post] += 1;
+            out_count[c.pre] += 1;
+        }
+        Self { topologies, cells, net_cells, neuron_base, in_count, out_count }
+    }
+
+    /// The networks' topologies.
+    pub fn topologies(&self) -> &[Topology] {
+        &self.topologies
+    }
+
+    /// Every live cell, in state-row order.
+    pub fn cells(&self) -> &[CellSlot] {
+        &self.cells
+    }
+
+    /// Number of live cells (rows of the state).
+    pub fn num_cells(&self) -> usize {
+        self.cells.len()
+    }
+
+    /// Number of networks.
+    pub fn num_nets(&self) -> usize {
+        self.topologies.len()
+    }
+
+    /// Number of neurons, bias neurons included.
+    pub fn num_neurons(&self) -> usize {
+        self.in_count.len()
+    }
+
+    /// State rows `start..end` of network `net`.
+    pub fn net_cells(&self, net: usize) -> (usize, usize) {
+        self.net_cells[net]
+    }
+
+    /// Global index of neuron `idx` of layer `k` of network `net`.
+    pub fn neuron(&self, net: usize, k: usize, idx: usize) -> usize {
+        self.neuron_base[net][k] + idx
+    }
+
+    /// Live cells into / out of each neuron.
+    pub fn counts(&self) -> (&[usize], &[usize]) {
+        (&self.in_count, &self.out_count)
+    }
+
+    /// The dense masked weights of network `net` read from the `w` column of `state`.
+    pub fn dense_net(&self, net: usize, state: &[f64], width: usize) -> DenseNet<f64> {
+        let t = &self.topologies[net];
+        let mut dense = DenseNet::zeros(t.sizes(), t.bias());
+        let (start, end) = self.net_cells[net];
+        for (c, slot) in self.cells[start..end].iter().enumerate() {
+            let cols = t.cols(slot.id.layer);
+            dense.weights[slot.id.layer][slot.id.pre * cols + slot.id.post] = state[(start + c) * width];
+        }
+        dense
+    }
+
+    /// Sums of the state rows of the cells into (`in`) and out of (`out`) every neuron, `[N, width]`.
+    pub fn neuron_sums(&self, state: &[f64], width: usize) -> (Vec<f64>, Vec<f64>) {
+        let mut ins = vec![0.0; self.num_neurons() * width];
+        let mut outs = vec![0.0; self.num_neurons() * width];
+        for (c, slot) in self.cells.iter().enumerate() {
+            let row = &state[c * width..(c + 1) * width];
+            for k in 0..width {
+                ins[slot.post * width + k] += row[k];
+                outs[slot.pre * width + k] += row[k];
+            }
+        }
+        (ins, outs)
+    }
+}
+
+/// Per-neuron batch statistics and per-cell correlations of the networks' activity; zeros
+/// when the perception needs no activity.
+#[derive(Debug, Clone)]
+pub struct ActivityStats {
+    /// Batch mean of each neuron's activation.
+    pub act: Vec<f64>,
+    /// Batch mean of each neuron's pre-activation.
+    pub pre_act: Vec<f64>,
+    /// Batch mean of each output neuron's error signal.
+    pub err: Vec<f64>,
+    /// Per cell: batch mean of `a_pre * z_post`.
+    pub hebb_z: Vec<f64>,
+    /// Per cell: batch mean of `a_pre * e_post` (output-layer cells).
+    pub hebb_e: Vec<f64>,
+}
+
+impl ActivityStats {
+    /// All zeros for `batch`.
+    pub fn zeros(batch: &Batch) -> Self {
+        let n = batch.num_neurons();
+        let c = batch.num_cells();
+        Self { act: vec![0.0; n], pre_act: vec![0.0; n], err: vec![0.0; n], hebb_z: vec![0.0; c], hebb_e: vec![0.0; c] }
+    }
+}
+
+/// Perception of every cell of `batch`: `[cells, spec.width()]`, from the state `[cells, width]`
+/// and the activity statistics. The batched form of [`perceive`].
+pub fn perceive_batch(spec: &PerceptionSpec, batch: &Batch, state: &[f64], stats: &ActivityStats) -> Vec<f64> {
+    let s = spec.state_width();
+    let f = spec.width();
+    let (ins, outs) = batch.neuron_sums(state, s);
+    let (in_count, out_count) = batch.counts();
+    let view = |g: usize| NeuronView {
+        in_sum: &ins[g * s..(g + 1) * s],
+        in_count: in_count[g],
+        out_sum: &outs[g * s..(g + 1) * s],
+        out_count: out_count[g],
+        act: stats.act[g],
+        pre_act: stats.pre_act[g],
+        err: stats.err[g],
+    };
+    let mut p = vec![0.0; batch.num_cells() * f];
+    for (c, slot) in batch.cells().iter().enumerate() {
+        let cell = CellView { state: &state[c * s..(c + 1) * s], hebb_z: stats.hebb_z[c], hebb_e: stats.hebb_e[c] };
+        perceive(spec, cell, view(slot.pre), view(slot.post), &mut p[c * f..(c + 1) * f]);
+    }
+    p
+}

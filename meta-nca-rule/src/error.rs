@@ -1,0 +1,76 @@
+//! The one error type of `meta-nca-rule`: every variant names what was wrong and where.
+
+use std::path::PathBuf;
+
+/// Everything that can go wrong in the rule library.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A file could not be read or written.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file involved.
+        path: PathBuf,
+        /// The underlying error.
+        source: std::io::Error,
+    },
+    /// A CSV table is malformed (ragged row, non-numeric cell, missing value, ...).
+    #[error("{source_name}, line {line}: {message}")]
+    Csv {
+        /// The file name (or "embedded iris") the table came from.
+        source_name: String,
+        /// 1-based line number of the offending row (0 for whole-table problems).
+        line: usize,
+        /// What is wrong with it.
+        message: String,
+    },
+    /// A dataset is unusable as a classification task (one class only, too few rows, ...).
+    #[error("dataset {name}: {message}")]
+    Dataset {
+        /// The dataset name.
+        name: String,
+        /// What is wrong with it.
+        message: String,
+    },
+    /// A configuration value is impossible.
+    #[error("config: {key}: {message}")]
+    Config {
+        /// The offending key, kebab-case as in the TOML file.
+        key: String,
+        /// Why the value is rejected.
+        message: String,
+    },
+    /// A cell's layer or index does not fit the hidden-state encoding fixed when the rule was created.
+    #[error("cell (layer {layer}, index {index}) does not fit the hidden-state encoding ({layer_bits} layer bits, {index_bits} index bits)")]
+    EncodingOverflow {
+        /// The cell's layer.
+        layer: usize,
+        /// The cell's index within its layer.
+        index: usize,
+        /// Bits available for the layer code.
+        layer_bits: usize,
+        /// Bits available for the index code.
+        index_bits: usize,
+    },
+    /// A topology operation names something that does not exist, or is otherwise impossible.
+    #[error("topology: {0}")]
+    Topology(String),
+    /// A checkpoint is missing, corrupt, or does not match what it is loaded for.
+    #[error("checkpoint {path}: {message}")]
+    Checkpoint {
+        /// The checkpoint file.
+        path: PathBuf,
+        /// What is wrong with it.
+        message: String,
+    },
+    /// Meta-training cannot continue (zero or non-finite meta-gradient, dead network, ...).
+    #[error("meta-training stopped at meta-epoch {epoch}: {message}")]
+    Training {
+        /// The meta-epoch at which training stopped.
+        epoch: usize,
+        /// Why.
+        message: String,
+    },
+}
+
+/// Result alias for this crate.
+pub type Result<T, E = Error> = std::result::Result<T, E>;

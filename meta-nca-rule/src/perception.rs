@@ -1,0 +1,230 @@
+//! Perception: what a cell sees before it asks the rule for an update. One definition,
+//! [`perceive`], used by the batched reference path and by the actor simulation alike.
+//!
+//! Every group is either the cell's own state, a function of its two neurons' activity, or a
+//! sum over a neuron's incoming or outgoing cells, so neurons can aggregate it ([`NeuronView`]).
+
+use serde::{Deserialize, Serialize};
+
+use crate::{Error, Result};
+
+/// A feature group of the perception vector (SPEC "Perception").
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Group {
+    /// The cell's own `w`, `h`.
+    #[serde(rename = "self")]
+    SelfState,
+    /// Mean `w`, `h` of the other live cells into the post-neuron.
+    Column,
+    /// Mean `w`, `h` of the other live cells out of the pre-neuron.
+    Row,
+    /// Batch mean of the pre-neuron's activation and of the post-neuron's pre-activation.
+    Activations,
+    /// Mean `w`, `h` of the live cells into the pre-neuron (previous layer).
+    Upstream,
+    /// Mean `w`, `h` of the live cells out of the post-neuron (next layer).
+    Downstream,
+    /// Output-layer cells: batch mean of `e_j = onehot(y)_j - softmax(z_L)_j`; 0 elsewhere.
+    Feedback,
+    /// Batch mean of `a_i * z_j`; output-layer cells also batch mean of `a_i * e_j` (0 elsewhere).
+    Hebbian,
+}
+
+impl Group {
+    /// Every group, in the canonical order the perception vector is laid out in.
+    pub const ALL: [Group; 8] = [
+        Group::SelfState,
+        Group::Column,
+        Group::Row,
+        Group::Activations,
+        Group::Upstream,
+        Group::Downstream,
+        Group::Feedback,
+        Group::Hebbian,
+    ];
+
+    /// Width of this group for state width `s = 1 + d`.
+    pub fn width(self, s: usize) -> usize {
+        match self {
+            Group::SelfState | Group::Column | Group::Row | Group::Upstream | Group::Downstream => s,
+            Group::Activations | Group::Hebbian => 2,
+            Group::Feedback => 1,
+        }
+    }
+
+    /// The name used in configs.
+    pub fn name(self) -> &'static str {
+        match self {
+            Group::SelfState => "self",
+            Group::Column => "column",
+            Group::Row => "row",
+            Group::Activations => "activations",
+            Group::Upstream => "upstream",
+            Group::Downstream => "downstream",
+            Group::Feedback => "feedback",
+            Group::Hebbian => "hebbian",
+        }
+    }
+}
+
+/// The enabled groups, in canonical order, for a given state width.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PerceptionSpec {
+    groups: Vec<Group>,
+    state_width: usize,
+}
+
+impl PerceptionSpec {
+    /// Validates and orders `groups` (no duplicates, at least one) for cells of state width `1 + d`.
+    pub fn new(groups: &[Group], hidden_dim: usize) -> Result<Self> {
+        let mut sorted = groups.to_vec();
+        sorted.sort();
+        if sorted.is_empty() {
+            return Err(Error::Config { key: "perception".into(), message: "at least one group is needed".into() });
+        }
+        if let Some(w) = sorted.windows(2).find(|w| w[0] == w[1]) {
+            return Err(Error::Config {
+                key: "perception".into(),
+                message: format!("group '{}' is listed twice", w[0].name()),
+            });
+        }
+        Ok(Self { groups: sorted, state_width: 1 + hidden_dim })
+    }
+
+    /// The enabled groups in layout order.
+    pub fn groups(&self) -> &[Group] {
+        &self.groups
+    }
+
+    /// `1 + d`: a cell's state row `[w, h..]`.
+    pub fn state_width(&self) -> usize {
+        self.state_width
+    }
+
+    /// Length of the perception vector.
+    pub fn width(&self) -> usize {
+        self.groups.iter().map(|g| g.width(self.state_width)).sum()
+    }
+
+    /// Whether any enabled group needs the task network's forward pass.
+    pub fn needs_activity(&self) -> bool {
+        self.groups
+            .iter()
+            .any(|g| matches!(g, Group::Activations | Group::Feedback | Group::Hebbian))
+    }
+}
+
+/// What a neuron knows about its live incident cells and its own activity on the batch.
+///
+/// The sums are over state rows `[w, h..]`; an empty sum is all zeros with count 0.
+#[derive(Debug, Clone, Copy)]
+pub struct NeuronView<'a, E> {
+    /// Sum of the state rows of the live cells into this neuron.
+    pub in_sum: &'a [E],
+    /// Number of live cells into this neuron.
+    pub in_count: usize,
+    /// Sum of the state rows of the live cells out of this neuron.
+    pub out_sum: &'a [E],
+    /// Number of live cells out of this neuron.
+    pub out_count: usize,
+    /// Batch mean of the neuron's activation `a` (inputs: the feature; bias: 1).
+    pub act: E,
+    /// Batch mean of the neuron's pre-activation `z` (0 for input and bias neurons).
+    pub pre_act: E,
+    /// Batch mean of the error `e = onehot(y) - softmax(z)` for output neurons, 0 elsewhere.
+    pub err: E,
+}
+
+/// What a cell knows about itself.
+#[derive(Debug, Clone, Copy)]
+pub struct CellView<'a, E> {
+    /// The cell's state row `[w, h..]`.
+    pub state: &'a [E],
+    /// Batch mean of `a_pre * z_post`.
+    pub hebb_z: E,
+    /// Batch mean of `a_pre * e_post` for output-layer cells, 0 elsewhere.
+    pub hebb_e: E,
+}
+
+/// Writes the perception vector of a cell into `out` (length [`PerceptionSpec::width`]).
+///
+/// Means are over live neighbours only and 0 where a group has no members; `column` and `row`
+/// exclude the cell itself.
+pub fn perceive<E: num_traits::Float>(
+    spec: &PerceptionSpec,
+    cell: CellView<'_, E>,
+    pre: NeuronView<'_, E>,
+    post: NeuronView<'_, E>,
+    out: &mut [E],
+) {
+    let s = spec.state_width;
+    let mut at = 0;
+    let mean_into = |out: &mut [E], at: &mut usize, sum: &[E], minus: Option<&[E]>, count: usize| {
+        let dst = &mut out[*at..*at + s];
+        if count == 0 {
+            dst.iter_mut().for_each(|v| *v = E::zero());
+        } else {
+            let inv = E::one() / E::from(count).unwrap_or_else(E::one);
+            for k in 0..s {
+                let v = sum[k] - minus.map_or(E::zero(), |m| m[k]);
+                dst[k] = v * inv;
+            }
+        }
+        *at += s;
+    };
+    for g in &spec.groups {
+        match g {
+            Group::SelfState => {
+                out[at..at + s].copy_from_slice(cell.state);
+                at += s;
+            }
+            Group::Column => {
+                mean_into(out, &mut at, post.in_sum, Some(cell.state), post.in_count.saturating_sub(1))
+            }
+            Group::Row => mean_into(out, &mut at, pre.out_sum, Some(cell.state), pre.out_count.saturating_sub(1)),
+            Group::Upstream => mean_into(out, &mut at, pre.in_sum, None, pre.in_count),
+            Group::Downstream => mean_into(out, &mut at, post.out_sum, None, post.out_count),
+            Group::Activations => {
+                out[at] = pre.act;
+                out[at + 1] = post.pre_act;
+                at += 2;
+            }
+            Group::Feedback => {
+                out[at] = post.err;
+                at += 1;
+            }
+            Group::Hebbian => {
+                out[at] = cell.hebb_z;
+                out[at + 1] = cell.hebb_e;
+                at += 2;
+            }
+        }
+    }
+    debug_assert_eq!(at, out.len());
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn spec_orders_and_rejects_duplicates() {
+        let spec = PerceptionSpec::new(&[Group::Row, Group::SelfState, Group::Hebbian], 3).expect("valid");
+        assert_eq!(spec.groups(), &[Group::SelfState, Group::Row, Group::Hebbian]);
+        assert_eq!(spec.width(), 4 + 4 + 2);
+        assert!(PerceptionSpec::new(&[Group::Row, Group::Row], 3).is_err());
+        assert!(PerceptionSpec::new(&[], 3).is_err());
+    }
+
+    #[test]
+    fn column_excludes_self_and_empty_is_zero() {
+        let spec = PerceptionSpec::new(&[Group::Column, Group::Upstream], 0).expect("valid");
+        let lonely = NeuronView { in_sum: &[0.0], in_count: 0, out_sum: &[0.0], out_count: 0, act: 0.0, pre_act: 0.0, err: 0.0 };
+        let post = NeuronView { in_sum: &[6.0], in_count: 3, ..lonely };
+        let cell = CellView { state: &[2.0], hebb_z: 0.0, hebb_e: 0.0 };
+        let mut out = [9.0; 2];
+        perceive(&spec, cell, lonely, post, &mut out);
+        assert_eq!(out, [2.0, 0.0]);
+    }
+}

@@ -1,0 +1,198 @@
+//! Topology of one task network: layer sizes, bias cells, the live connections and their
+//! stable cell ids. Both the batched reference path and the actor simulation read it.
+
+use serde::{Deserialize, Serialize};
+
+use crate::{Error, Result};
+
+/// One live connection `(layer, pre, post)` and the stable index it got at creation.
+///
+/// `pre` counts the layer's neurons `0..n_l`; when bias cells are on, `pre == n_l` is the
+/// constant-1 bias neuron. `post` counts the next layer's neurons `0..n_{l+1}`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct CellId {
+    /// Weight-matrix index `l` (the connection goes from layer `l` to layer `l+1`).
+    pub layer: usize,
+    /// Pre-synaptic neuron (row of `W_l`); `n_l` is the bias neuron.
+    pub pre: usize,
+    /// Post-synaptic neuron (column of `W_l`).
+    pub post: usize,
+    /// Index within the layer: row-major `pre * n_{l+1} + post` at creation; a cell added
+    /// later takes the next unused index. Feeds the hidden-state index code.
+    pub index: usize,
+}
+
+impl std::fmt::Display for CellId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}:{}:{}", self.layer, self.pre, self.post)
+    }
+}
+
+/// The live cells of one weight matrix.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LayerCells {
+    /// Live cells, in creation order (fully connected layers: row-major).
+    pub cells: Vec<CellId>,
+    /// The index the next added cell of this layer gets.
+    pub next_index: usize,
+}
+
+/// Layer sizes, bias flag and live connections of one task network.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Topology {
+    sizes: Vec<usize>,
+    bias: bool,
+    layers: Vec<LayerCells>,
+}
+
+impl Topology {
+    /// A fully connected network with layer sizes `[n0, .., nL]` (at least two entries, all > 0).
+    pub fn dense(sizes: &[usize], bias: bool) -> Result<Self> {
+        if sizes.len() < 2 {
+            return Err(Error::Topology(format!(
+                "an architecture needs at least an input and an output layer, got {sizes:?}"
+            )));
+        }
+        if let Some(pos) = sizes.iter().position(|&n| n == 0) {
+            return Err(Error::Topology(format!("layer {pos} of {sizes:?} has no neurons")));
+        }
+        let layers = (0..sizes.len() - 1)
+            .map(|l| {
+                let rows = sizes[l] + usize::from(bias);
+                let cols = sizes[l + 1];
+                let cells = (0..rows)
+                    .flat_map(|pre| (0..cols).map(move |post| (pre, post)))
+                    .map(|(pre, post)| CellId { layer: l, pre, post, index: pre * cols + post })
+                    .collect();
+                LayerCells { cells, next_index: rows * cols }
+            })
+            .collect();
+        Ok(Self { sizes: sizes.to_vec(), bias, layers })
+    }
+
+    /// Neurons per layer, bias neurons not counted.
+    pub fn sizes(&self) -> &[usize] {
+        &self.sizes
+    }
+
+    /// Whether each non-output layer has a constant-1 bias neuron.
+    pub fn bias(&self) -> bool {
+        self.bias
+    }
+
+    /// Number of weight matrices `L`.
+    pub fn num_layers(&self) -> usize {
+        self.layers.len()
+    }
+
+    /// Rows of `W_l`: the layer's neurons plus the bias neuron when on.
+    pub fn rows(&self, layer: usize) -> usize {
+        self.sizes[layer] + usize::from(self.bias)
+    }
+
+    /// Columns of `W_l`.
+    pub fn cols(&self, layer: usize) -> usize {
+        self.sizes[layer + 1]
+    }
+
+    /// The live cells of weight matrix `layer`.
+    pub fn layer(&self, layer: usize) -> &LayerCells {
+        &self.layers[layer]
+    }
+
+    /// All live cells, layer by layer.
+    pub fn cells(&self) -> impl Iterator<Item = &CellId> {
+        self.layers.iter().flat_map(|l| l.cells.iter())
+    }
+
+    /// Number of live cells.
+    pub fn num_cells(&self) -> usize {
+        self.layers.iter().map(|l| l.cells.len()).sum()
+    }
+
+    /// The live-connection mask of `W_l`, row-major `[rows, cols]`.
+    pub fn mask(&self, layer: usize) -> Vec<bool> {
+        let cols = self.cols(layer);
+        let mut m = vec![false; self.rows(layer) * cols];
+        for c in &self.layers[layer].cells {
+            m[c.pre * cols + c.post] = true;
+        }
+        m
+    }
+
+    fn check_connection(&self, layer: usize, pre: usize, post: usize) -> Result<()> {
+        if layer >= self.num_layers() {
+            return Err(Error::Topology(format!(
+                "no weight matrix {layer}: the network {:?} has {}",
+                self.sizes,
+                self.num_layers()
+            )));
+        }
+        if pre >= self.rows(layer) || post >= self.cols(layer) {
+            return Err(Error::Topology(format!(
+                "connection {layer}:{pre}:{post} is outside W_{layer} ({} x {})",
+                self.rows(layer),
+                self.cols(layer)
+            )));
+        }
+        Ok(())
+    }
+
+    /// Removes the live connection `layer:pre:post`; an error if there is no such live cell.
+    pub fn remove_connection(&mut self, layer: usize, pre: usize, post: usize) -> Result<CellId> {
+        self.check_connection(layer, pre, post)?;
+        let cells = &mut self.layers[layer].cells;
+        let pos = cells
+            .iter()
+            .position(|c| c.pre == pre && c.post == post)
+            .ok_or_else(|| Error::Topology(format!("connection {layer}:{pre}:{post} is not live")))?;
+        Ok(cells.remove(pos))
+    }
+
+    /// Adds connection `layer:pre:post` as a fresh cell with the layer's next unused index;
+    /// an error if it is already live.
+    pub fn add_connection(&mut self, layer: usize, pre: usize, post: usize) -> Result<CellId> {
+        self.check_connection(layer, pre, post)?;
+        let lc = &mut self.layers[layer];
+        if lc.cells.iter().any(|c| c.pre == pre && c.post == post) {
+            return Err(Error::Topology(format!("connection {layer}:{pre}:{post} is already live")));
+        }
+        let id = CellId { layer, pre, post, index: lc.next_index };
+        lc.next_index += 1;
+        lc.cells.push(id);
+        Ok(id)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dense_counts_and_indices() {
+        let t = Topology::dense(&[4, 5, 3], true).expect("valid");
+        assert_eq!(t.num_cells(), 5 * 5 + 6 * 3);
+        let l1: Vec<usize> = t.layer(1).cells.iter().map(|c| c.index).collect();
+        assert_eq!(l1, (0..18).collect::<Vec<_>>());
+        assert_eq!(t.layer(1).cells[4], CellId { layer: 1, pre: 1, post: 1, index: 4 });
+    }
+
+    #[test]
+    fn remove_and_add_take_fresh_index() {
+        let mut t = Topology::dense(&[2, 2], false).expect("valid");
+        t.remove_connection(0, 1, 0).expect("live");
+        assert!(t.remove_connection(0, 1, 0).is_err());
+        assert!(t.remove_connection(0, 2, 0).is_err());
+        assert!(t.remove_connection(1, 0, 0).is_err());
+        let id = t.add_connection(0, 1, 0).expect("free");
+        assert_eq!(id.index, 4);
+        assert!(t.add_connection(0, 1, 0).is_err());
+        assert_eq!(t.mask(0), vec![true, true, true, true]);
+    }
+
+    #[test]
+    fn rejects_bad_architectures() {
+        assert!(Topology::dense(&[4], true).is_err());
+        assert!(Topology::dense(&[4, 0, 3], true).is_err());
+    }
+}
