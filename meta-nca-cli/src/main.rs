@@ -1,1 +1,75 @@
-fn main() {}
+//! `meta-nca`: meta-learn a local rule that grows neural networks weight by weight.
+//!
+//! A thin layer over `meta-nca-rule`: argument parsing, progress, files and tables.
+//!
+//! # Layout
+//! - `main.rs`: the command line and logging set-up.
+//! - [`run_dir`]: a run folder (resolved config, metrics, checkpoints).
+//! - [`train`], [`eval`], [`grow`], [`bench`]: one module per subcommand.
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+mod bench;
+mod eval;
+mod grow;
+mod run_dir;
+mod train;
+
+/// Meta-learn a local rule network that grows a working neural network weight by weight.
+#[derive(Debug, Parser)]
+#[command(name = "meta-nca", version, about, long_about = None)]
+struct Cli {
+    /// More logging on stderr (-v: info, -vv: debug); RUST_LOG overrides.
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    verbose: u8,
+    /// Threads for dfdx's matrix products (1 is fastest at these sizes).
+    #[arg(long, default_value_t = 1, global = true)]
+    threads: usize,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Meta-train a rule; writes config, metrics.csv and checkpoints into the run folder.
+    Train(train::Args),
+    /// Grow many fresh networks with a trained rule and compare with backprop.
+    Eval(eval::Args),
+    /// Grow one network with a trained rule and save every step as JSON.
+    Grow(grow::Args),
+    /// Time meta-epochs of standard configurations and print a table.
+    Bench(bench::Args),
+}
+
+fn init_logging(verbose: u8) {
+    let default = match verbose {
+        0 => "warn",
+        1 => "info",
+        _ => "debug",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.verbose);
+    // dfdx's CPU matmul runs on rayon's global pool; pin it before the first tensor op.
+    let _ = rayon::ThreadPoolBuilder::new().num_threads(cli.threads.max(1)).build_global();
+    let result = match cli.command {
+        Command::Train(args) => train::run(args),
+        Command::Eval(args) => eval::run(args),
+        Command::Grow(args) => grow::run(args),
+        Command::Bench(args) => bench::run(args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

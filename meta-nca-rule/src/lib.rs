@@ -11,18 +11,34 @@
 //! - [`batch`]: many networks flattened into one cell/neuron table.
 //! - [`rule`]: the rule network (a dfdx MLP with a bounded output).
 //! - [`reference`]: the batched, unrolled, differentiable grow on one dfdx tape.
+//! - [`episode`]: the random draws of one grow, from a seed.
+//! - [`config`]: the TOML experiment config and its validation.
 //! - [`data`]: datasets (Iris embedded, CSV), stratified split, standardisation.
+//! - [`experiment`]: a checked config with its data loaded.
+//! - [`optim`]: Adam and global-norm clipping.
+//! - [`train`]: meta-training.
+//! - [`checkpoint`]: atomic safetensors checkpoints with metadata.
+//! - [`eval`]: growing many networks with a trained rule; recorded single grows.
+//! - [`baseline`]: the backprop-trained network every evaluation is compared to.
 //! - [`error`]: the crate's error type.
 
+pub mod baseline;
 pub mod batch;
+pub mod checkpoint;
+pub mod config;
 pub mod data;
+pub mod episode;
 pub mod error;
+pub mod eval;
+pub mod experiment;
 pub mod firing;
 pub mod init;
+pub mod optim;
 pub mod perception;
 pub mod reference;
 pub mod rule;
 pub mod task;
 pub mod topology;
+pub mod train;
 
 pub use error::{Error, Result};

@@ -267,7 +267,7 @@ mod tests {
         let mut net = DenseNet::zeros(&[2, 3, 2], true);
         for (l, w) in net.weights.iter_mut().enumerate() {
             for (k, v) in w.iter_mut().enumerate() {
-                *v = ((k * 7 + l * 3) % 5) as f64 * 0.3 - 0.6;
+                *v = ((k * 7 + l * 3) % 5) as f64 * 0.3 - 0.57;
             }
         }
         net

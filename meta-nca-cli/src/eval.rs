@@ -1,0 +1,72 @@
+//! `meta-nca eval`: grow many fresh networks with a trained rule, next to backprop.
+
+use std::path::PathBuf;
+
+use anyhow::{Result, bail};
+use meta_nca_rule::eval::{EvalReport, EvalSpec, evaluate};
+
+use crate::run_dir::{Which, load_run};
+
+/// Arguments of `meta-nca eval`.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Run folder written by `meta-nca train`.
+    #[arg(long)]
+    run: PathBuf,
+    /// Which checkpoint of the run.
+    #[arg(long, value_enum, default_value_t = Which::Best)]
+    checkpoint: Which,
+    /// Fresh networks to grow.
+    #[arg(long, default_value_t = 100)]
+    networks: usize,
+    /// Rule steps per grow (default: the run's grow.steps).
+    #[arg(long)]
+    steps: Option<usize>,
+    /// Firing fraction (default: the run's grow.fire-fraction).
+    #[arg(long)]
+    p: Option<f64>,
+    /// Seed of the grows (default: the run's seed).
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Print one JSON object instead of a table.
+    #[arg(long)]
+    json: bool,
+}
+
+/// Prints an evaluation as a table.
+pub fn print_report(r: &EvalReport) {
+    println!("grown networks {}  steps {}  p {}  seed {}", r.networks, r.steps, r.fire_fraction, r.seed);
+    println!("{:<22}{:>8}{:>8}{:>8}", "", "mean", "min", "max");
+    println!("{:<22}{:>8.4}{:>8.4}{:>8.4}", "grown train acc", r.train_acc.mean, r.train_acc.min, r.train_acc.max);
+    println!("{:<22}{:>8.4}{:>8.4}{:>8.4}", "grown val acc", r.val_acc.mean, r.val_acc.min, r.val_acc.max);
+    println!("{:<22}{:>8.4}", "backprop train acc", r.baseline.train_acc);
+    println!("{:<22}{:>8.4}", "backprop val acc", r.baseline.val_acc);
+}
+
+/// Runs `meta-nca eval`.
+pub fn run(args: Args) -> Result<()> {
+    if args.networks == 0 {
+        bail!("--networks must be at least 1");
+    }
+    let (ckpt, exp) = load_run(&args.run, args.checkpoint)?;
+    let grow = &exp.config.grow;
+    let spec = EvalSpec {
+        networks: args.networks,
+        steps: args.steps.unwrap_or(grow.steps),
+        fire_fraction: args.p.unwrap_or(grow.fire_fraction),
+        seed: args.seed.unwrap_or(exp.config.seed),
+    };
+    if spec.steps == 0 {
+        bail!("--steps must be at least 1");
+    }
+    if !(spec.fire_fraction > 0.0 && spec.fire_fraction <= 1.0) {
+        bail!("--p must be in (0, 1], got {}", spec.fire_fraction);
+    }
+    let report = evaluate(&ckpt.rule, &ckpt.meta, &exp, spec)?;
+    if args.json {
+        println!("{}", serde_json::to_string(&report)?);
+    } else {
+        print_report(&report);
+    }
+    Ok(())
+}

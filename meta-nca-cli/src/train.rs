@@ -1,0 +1,159 @@
+//! `meta-nca train`: meta-train a rule and keep its run folder up to date.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{Context, Result};
+use indicatif::{ProgressBar, ProgressStyle};
+use meta_nca_rule::checkpoint::{Checkpoint, write_atomic};
+use meta_nca_rule::config::Config;
+use meta_nca_rule::eval::{EvalSpec, evaluate};
+use meta_nca_rule::experiment::Experiment;
+use meta_nca_rule::train::Trainer;
+use tracing::info;
+
+use crate::eval::print_report;
+use crate::run_dir::{MetricsWriter, Which, checkpoint_path};
+
+/// Arguments of `meta-nca train`.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Experiment config (TOML). Without it, the built-in default (the prototype's README
+    /// configuration on the embedded Iris data) is used.
+    #[arg(long, short)]
+    config: Option<PathBuf>,
+    /// Override a config value, e.g. `--set seed=3 --set train.lr=0.003` (repeatable).
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    overrides: Vec<String>,
+    /// Run folder (default: runs/<config name>-seed<seed>).
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Continue the run in --out (or this folder) from its last checkpoint.
+    #[arg(long)]
+    resume: bool,
+    /// Networks grown by the final evaluation of the best rule (0 skips it).
+    #[arg(long, default_value_t = 100)]
+    eval_networks: usize,
+    /// No progress bar.
+    #[arg(long, short)]
+    quiet: bool,
+}
+
+fn load_config(args: &Args) -> Result<(Config, String)> {
+    let (mut config, name) = match &args.config {
+        Some(path) => {
+            let text = std::fs::read_to_string(path).with_context(|| format!("reading config {}", path.display()))?;
+            let config = Config::from_toml(&text).with_context(|| format!("in config {}", path.display()))?;
+            let name = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "run".into());
+            (config, name)
+        }
+        None => (Config::default(), "default".to_string()),
+    };
+    for o in &args.overrides {
+        config = config.with_override(o).with_context(|| format!("in --set {o}"))?;
+    }
+    config.check()?;
+    Ok((config, name))
+}
+
+/// Runs `meta-nca train`.
+pub fn run(args: Args) -> Result<()> {
+    let (config, name) = load_config(&args)?;
+    let out = args.out.clone().unwrap_or_else(|| PathBuf::from(format!("runs/{name}-seed{}", config.seed)));
+    let exp = Experiment::new(config.clone()).context("preparing the experiment")?;
+    let mut trainer = if args.resume {
+        let path = checkpoint_path(&out, Which::Last);
+        let ckpt = Checkpoint::load(&path).context("resuming")?;
+        Trainer::resume(ckpt, exp, &path)?
+    } else {
+        Trainer::new(exp)?
+    };
+    std::fs::create_dir_all(&out).with_context(|| format!("creating run folder {}", out.display()))?;
+    write_atomic(&out.join("config.toml"), config.to_toml().as_bytes())?;
+    println!(
+        "seed {}  dataset {}  run folder {}  rule parameters {}",
+        config.seed,
+        config.data.dataset,
+        out.display(),
+        trainer.rule.num_params()
+    );
+    let total = config.train.meta_epochs;
+    let mut metrics = MetricsWriter::open(&out, args.resume)?;
+    let bar = if args.quiet { ProgressBar::hidden() } else { ProgressBar::new(total as u64) };
+    bar.set_style(
+        ProgressStyle::with_template("{elapsed_precise} [{bar:30}] {pos}/{len} {msg}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    bar.set_position(trainer.epoch as u64);
+    let started = Instant::now();
+    let first = trainer.epoch;
+    let mut recent = Vec::new();
+    while trainer.epoch < total {
+        let m = match trainer.meta_epoch() {
+            Ok(m) => m,
+            Err(e) => {
+                metrics.flush()?;
+                bar.abandon();
+                return Err(e).context(format!(
+                    "training stopped; the checkpoints in {} are from before the failure",
+                    out.display()
+                ));
+            }
+        };
+        metrics.write(&m)?;
+        recent.push(m);
+        if recent.len() > 50 {
+            recent.remove(0);
+        }
+        let improved = trainer.best_val_acc.is_none_or(|b| m.val_acc > b);
+        if improved {
+            trainer.best_val_acc = Some(m.val_acc);
+            trainer.checkpoint().save(&checkpoint_path(&out, Which::Best))?;
+        }
+        if trainer.epoch % config.train.checkpoint_every == 0 || trainer.epoch == total {
+            metrics.flush()?;
+            trainer.checkpoint().save(&checkpoint_path(&out, Which::Last))?;
+        }
+        info!(epoch = m.epoch, loss = m.loss, train_acc = m.train_acc, val_acc = m.val_acc, grad_norm = m.grad_norm, "meta-epoch");
+        bar.set_message(format!("loss {:.4} val {:.3} |g| {:.2e}", m.loss, m.val_acc, m.grad_norm));
+        bar.inc(1);
+    }
+    metrics.flush()?;
+    // A resumed run that was already complete still gets a last checkpoint and a summary.
+    trainer.checkpoint().save(&checkpoint_path(&out, Which::Last))?;
+    bar.finish_and_clear();
+    let secs = started.elapsed().as_secs_f64();
+    let ran = trainer.epoch - first;
+    let n = recent.len().max(1) as f64;
+    println!();
+    println!("meta-epochs         {} ({} this invocation)", trainer.epoch, ran);
+    println!("time                {secs:.2} s ({:.3} ms per meta-epoch)", 1e3 * secs / ran.max(1) as f64);
+    if !recent.is_empty() {
+        println!("last {:>3} epochs     loss {:.4}  train acc {:.3}  val acc {:.3}", recent.len(),
+            recent.iter().map(|m| m.loss).sum::<f64>() / n,
+            recent.iter().map(|m| m.train_acc).sum::<f64>() / n,
+            recent.iter().map(|m| m.val_acc).sum::<f64>() / n);
+    }
+    if let Some(b) = trainer.best_val_acc {
+        println!("best epoch val acc  {b:.3}");
+    }
+    if args.eval_networks > 0 {
+        evaluate_best(&out, &config, args.eval_networks)?;
+    }
+    Ok(())
+}
+
+fn evaluate_best(out: &Path, config: &Config, networks: usize) -> Result<()> {
+    let (ckpt, exp) = crate::run_dir::load_run(out, Which::Best)?;
+    let spec = EvalSpec {
+        networks,
+        steps: config.grow.steps,
+        fire_fraction: config.grow.fire_fraction,
+        seed: config.seed,
+    };
+    let report = evaluate(&ckpt.rule, &ckpt.meta, &exp, spec)?;
+    println!();
+    println!("best rule, {networks} fresh networks:");
+    print_report(&report);
+    Ok(())
+}

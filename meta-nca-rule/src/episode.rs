@@ -1,0 +1,87 @@
+//! A grow episode: the random draws of one grow (architectures, starting state, firing flags
+//! of every step), made from a seed so that any grow can be replayed exactly, by the
+//! reference path or by anything that must match it.
+
+use rand::SeedableRng;
+use rand::rngs::StdRng;
+
+use crate::config::Architectures;
+use crate::firing::choose_firing;
+use crate::init::{HiddenCode, WeightInit, initial_state};
+use crate::topology::Topology;
+
+/// Independent random streams derived from one seed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stream {
+    /// Meta-training episodes.
+    Train = 1,
+    /// Evaluation episodes.
+    Eval = 2,
+    /// Single grows (`meta-nca grow`).
+    Grow = 3,
+}
+
+fn splitmix(mut z: u64) -> u64 {
+    z = z.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+/// The generator of item `index` of `stream` under `seed`.
+pub fn rng_for(seed: u64, stream: Stream, index: u64) -> StdRng {
+    StdRng::seed_from_u64(splitmix(splitmix(seed) ^ splitmix(stream as u64 ^ (index << 8))))
+}
+
+/// What a grow needs besides the rule.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EpisodeSpec<'a> {
+    /// Architectures to draw from.
+    pub archs: &'a Architectures,
+    /// Networks grown together.
+    pub networks: usize,
+    /// Bias cells on.
+    pub bias: bool,
+    /// Starting weights.
+    pub weight_init: WeightInit,
+    /// Hidden-state layout of the rule.
+    pub code: HiddenCode,
+    /// Steps to draw firing flags for.
+    pub steps: usize,
+    /// Firing fraction.
+    pub fire_fraction: f64,
+}
+
+/// The draws of one grow.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Episode {
+    /// The networks.
+    pub topologies: Vec<Topology>,
+    /// Starting state rows `[w, h..]` of every cell, networks in order.
+    pub state0: Vec<f64>,
+    /// `fires[t]`: firing flags of every cell at step `t`.
+    pub fires: Vec<Vec<bool>>,
+}
+
+impl Episode {
+    /// Draws an episode: architectures, then every network's starting state, then the firing
+    /// flags step by step (networks in order, layers in order within a step).
+    pub fn draw(spec: &EpisodeSpec<'_>, rng: &mut StdRng) -> crate::Result<Self> {
+        let topologies = (0..spec.networks)
+            .map(|_| Topology::dense(&spec.archs.sample(rng), spec.bias))
+            .collect::<crate::Result<Vec<_>>>()?;
+        Self::draw_for(topologies, spec, rng)
+    }
+
+    /// Draws the starting state and firing flags for given networks.
+    pub fn draw_for(topologies: Vec<Topology>, spec: &EpisodeSpec<'_>, rng: &mut StdRng) -> crate::Result<Self> {
+        let mut state0 = Vec::new();
+        for t in &topologies {
+            state0.extend(initial_state(&spec.code, spec.weight_init, t, rng)?);
+        }
+        let fires = (0..spec.steps)
+            .map(|_| topologies.iter().flat_map(|t| choose_firing(rng, t, spec.fire_fraction)).collect())
+            .collect();
+        Ok(Self { topologies, state0, fires })
+    }
+}

@@ -1,0 +1,215 @@
+//! Evaluation: grow many fresh networks with a trained rule (no tape) and score them next to
+//! the backprop baseline; and single grows recorded step by step.
+
+use std::collections::BTreeMap;
+
+use dfdx::prelude::*;
+use serde::Serialize;
+
+use crate::baseline::{BaselineSpec, train_baseline};
+use crate::batch::Batch;
+use crate::checkpoint::RuleMeta;
+use crate::episode::{Episode, EpisodeSpec, Stream, rng_for};
+use crate::experiment::Experiment;
+use crate::reference::{Grower, score};
+use crate::rule::RuleNet;
+use crate::topology::{CellId, Topology};
+use crate::Result;
+
+/// Mean, min and max of a sample.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct Stats {
+    /// Mean.
+    pub mean: f64,
+    /// Minimum.
+    pub min: f64,
+    /// Maximum.
+    pub max: f64,
+}
+
+impl Stats {
+    /// Stats of `v` (NaN for an empty sample).
+    pub fn of(v: &[f64]) -> Self {
+        if v.is_empty() {
+            return Self { mean: f64::NAN, min: f64::NAN, max: f64::NAN };
+        }
+        Self {
+            mean: v.iter().sum::<f64>() / v.len() as f64,
+            min: v.iter().copied().fold(f64::INFINITY, f64::min),
+            max: v.iter().copied().fold(f64::NEG_INFINITY, f64::max),
+        }
+    }
+}
+
+/// Backprop baseline accuracies, averaged over the grown networks' architectures.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct BaselineAcc {
+    /// Training accuracy.
+    pub train_acc: f64,
+    /// Validation accuracy.
+    pub val_acc: f64,
+}
+
+/// What `meta-nca eval` reports.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct EvalReport {
+    /// Networks grown.
+    pub networks: usize,
+    /// Rule steps per grow.
+    pub steps: usize,
+    /// Firing fraction.
+    pub fire_fraction: f64,
+    /// Seed of the grows.
+    pub seed: u64,
+    /// Training accuracy of the grown networks.
+    pub train_acc: Stats,
+    /// Validation accuracy of the grown networks.
+    pub val_acc: Stats,
+    /// Mean training loss of the grown networks.
+    pub train_loss: f64,
+    /// The backprop baseline on the same split.
+    pub baseline: BaselineAcc,
+}
+
+/// How to evaluate.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct EvalSpec {
+    /// Networks to grow.
+    pub networks: usize,
+    /// Rule steps per grow.
+    pub steps: usize,
+    /// Firing fraction.
+    pub fire_fraction: f64,
+    /// Seed of the grows.
+    pub seed: u64,
+}
+
+/// Grows `spec.networks` fresh networks (architectures drawn as in training) and scores them.
+pub fn evaluate(rule: &RuleNet, meta: &RuleMeta, exp: &Experiment, spec: EvalSpec) -> Result<EvalReport> {
+    let dev = Cpu::default();
+    let cfg = &exp.config;
+    let mut rng = rng_for(spec.seed, Stream::Eval, 0);
+    let episode_spec = EpisodeSpec {
+        archs: &exp.archs,
+        networks: spec.networks,
+        bias: cfg.task.bias,
+        weight_init: cfg.task.weight_init,
+        code: meta.code,
+        steps: spec.steps,
+        fire_fraction: spec.fire_fraction,
+    };
+    let episode = Episode::draw(&episode_spec, &mut rng)?;
+    let sizes: Vec<Vec<usize>> = episode.topologies.iter().map(|t| t.sizes().to_vec()).collect();
+    let grower = Grower::new(&dev, Batch::new(episode.topologies), meta.perception.clone(), exp.train.clone())?;
+    let last = grower.unroll(rule, grower.state_tensor(episode.state0), &episode.fires).as_vec();
+    let nets = grower.dense_nets(&last);
+    let train: Vec<_> = nets.iter().map(|n| score(n, &exp.train)).collect();
+    let val: Vec<f64> = nets.iter().map(|n| score(n, &exp.val).acc).collect();
+    let mut baselines = BTreeMap::new();
+    for s in &sizes {
+        if !baselines.contains_key(s) {
+            let b = train_baseline(s, cfg.task.bias, &exp.train, &exp.val, BaselineSpec::default())?;
+            baselines.insert(s.clone(), b);
+        }
+    }
+    let k = sizes.len().max(1) as f64;
+    let baseline = BaselineAcc {
+        train_acc: sizes.iter().map(|s| baselines[s].train.acc).sum::<f64>() / k,
+        val_acc: sizes.iter().map(|s| baselines[s].val.acc).sum::<f64>() / k,
+    };
+    Ok(EvalReport {
+        networks: spec.networks,
+        steps: spec.steps,
+        fire_fraction: spec.fire_fraction,
+        seed: spec.seed,
+        train_acc: Stats::of(&train.iter().map(|s| s.acc).collect::<Vec<_>>()),
+        val_acc: Stats::of(&val),
+        train_loss: train.iter().map(|s| s.loss).sum::<f64>() / k,
+        baseline,
+    })
+}
+
+/// One step of a recorded grow.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct GrowStep {
+    /// Steps applied so far (0 = the starting state).
+    pub step: usize,
+    /// Weight of every cell, in `cells` order.
+    pub weights: Vec<f64>,
+    /// Hidden state of every cell, in `cells` order.
+    pub hidden: Vec<Vec<f64>>,
+    /// Which cells fired to reach this state (empty at step 0).
+    pub fired: Vec<bool>,
+    /// Training loss of the network in this state.
+    pub train_loss: f64,
+    /// Training accuracy.
+    pub train_acc: f64,
+    /// Validation accuracy.
+    pub val_acc: f64,
+}
+
+/// A recorded grow of one network (what `meta-nca grow --save` writes).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct GrowRecord {
+    /// Layer sizes.
+    pub sizes: Vec<usize>,
+    /// Bias cells on.
+    pub bias: bool,
+    /// Seed of the grow.
+    pub seed: u64,
+    /// Firing fraction.
+    pub fire_fraction: f64,
+    /// The live cells, in state-row order.
+    pub cells: Vec<CellId>,
+    /// The starting state and the state after every step.
+    pub steps: Vec<GrowStep>,
+}
+
+/// Grows one network of layer sizes `sizes` for `steps` steps, recording every state.
+pub fn grow_one(
+    rule: &RuleNet,
+    meta: &RuleMeta,
+    exp: &Experiment,
+    sizes: &[usize],
+    steps: usize,
+    fire_fraction: f64,
+    seed: u64,
+) -> Result<GrowRecord> {
+    let dev = Cpu::default();
+    let cfg = &exp.config;
+    let topology = Topology::dense(sizes, cfg.task.bias)?;
+    let cells: Vec<CellId> = topology.cells().copied().collect();
+    let spec = EpisodeSpec {
+        archs: &exp.archs,
+        networks: 1,
+        bias: cfg.task.bias,
+        weight_init: cfg.task.weight_init,
+        code: meta.code,
+        steps,
+        fire_fraction,
+    };
+    let mut rng = rng_for(seed, Stream::Grow, 0);
+    let episode = Episode::draw_for(vec![topology], &spec, &mut rng)?;
+    let grower = Grower::new(&dev, Batch::new(episode.topologies), meta.perception.clone(), exp.train.clone())?;
+    let width = meta.perception.state_width();
+    let record = |step: usize, values: &[f64], fired: Vec<bool>| {
+        let net = &grower.dense_nets(values)[0];
+        let train = score(net, &exp.train);
+        GrowStep {
+            step,
+            weights: values.chunks(width).map(|r| r[0]).collect(),
+            hidden: values.chunks(width).map(|r| r[1..].to_vec()).collect(),
+            fired,
+            train_loss: train.loss,
+            train_acc: train.acc,
+            val_acc: score(net, &exp.val).acc,
+        }
+    };
+    let mut values = episode.state0.clone();
+    let mut out = vec![record(0, &values, Vec::new())];
+    for (t, fire) in episode.fires.iter().enumerate() {
+        values = grower.step(rule, grower.state_tensor(values), fire).as_vec();
+        out.push(record(t + 1, &values, fire.clone()));
+    }
+    Ok(GrowRecord { sizes: sizes.to_vec(), bias: cfg.task.bias, seed, fire_fraction, cells, steps: out })
+}
