@@ -1,12 +1,97 @@
-//! `meta-nca bench`: time meta-epochs of standard configurations.
+//! `meta-nca bench`: median milliseconds per meta-epoch (forward, backward and Adam) of
+//! standard configurations, measured side by side in one run.
+
+use std::time::Instant;
 
 use anyhow::Result;
+use meta_nca_rule::config::{Config, FamilyConfig};
+use meta_nca_rule::experiment::Experiment;
+use meta_nca_rule::train::Trainer;
 
 /// Arguments of `meta-nca bench`.
 #[derive(Debug, clap::Args)]
-pub struct Args {}
+pub struct Args {
+    /// Timed meta-epochs per configuration (after 10 untimed ones).
+    #[arg(long, default_value_t = 200)]
+    epochs: usize,
+    /// Override a config value in every configuration, e.g. `--set rule.hidden=[16]`.
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    overrides: Vec<String>,
+    /// Only the configurations whose name contains this text.
+    #[arg(long)]
+    only: Option<String>,
+}
+
+fn cases() -> Vec<(&'static str, Config)> {
+    let base = Config::default();
+    let with = |f: &dyn Fn(&mut Config)| {
+        let mut c = base.clone();
+        f(&mut c);
+        c
+    };
+    vec![
+        ("prototype README: [4,3], 1 net", base.clone()),
+        ("3 layers hidden 5: [4,5,5,3], 1 net", with(&|c| c.task.hidden = vec![vec![5, 5]])),
+        ("[4,5,5,3], 32 nets", with(&|c| {
+            c.task.hidden = vec![vec![5, 5]];
+            c.train.num_models = 32;
+        })),
+        ("sampled 1-5 layers x hidden 2/5/10, 8 nets", with(&|c| {
+            c.task.family = Some(FamilyConfig { depths: vec![1, 2, 3, 4, 5], widths: vec![2, 5, 10] });
+            c.train.num_models = 8;
+        })),
+    ]
+}
+
+fn cpu_model() -> String {
+    std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| s.lines().find(|l| l.starts_with("model name")).map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string()))
+        .unwrap_or_else(|| "unknown CPU".to_string())
+}
 
 /// Runs `meta-nca bench`.
-pub fn run(_args: Args) -> Result<()> {
-    anyhow::bail!("not built yet")
+pub fn run(args: Args) -> Result<()> {
+    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    println!("machine: {} ({cores} cores available), dfdx matmul threads: {}", cpu_model(), rayon::current_num_threads());
+    println!("each row: 10 untimed meta-epochs, then {} timed; K = 10, p = 0.8, full Iris train set (120 rows)", args.epochs);
+    println!();
+    println!("{:<44}{:>8}{:>10}{:>10}{:>10}", "configuration", "cells", "median ms", "p10 ms", "p90 ms");
+    for (name, mut config) in cases() {
+        if args.only.as_deref().is_some_and(|o| !name.contains(o)) {
+            continue;
+        }
+        for o in &args.overrides {
+            config = config.with_override(o)?;
+        }
+        let mut trainer = Trainer::new(Experiment::new(config)?)?;
+        for _ in 0..10 {
+            trainer.meta_epoch()?;
+        }
+        let mut times = Vec::with_capacity(args.epochs);
+        for _ in 0..args.epochs.max(1) {
+            let t = Instant::now();
+            trainer.meta_epoch()?;
+            times.push(t.elapsed().as_secs_f64() * 1e3);
+        }
+        times.sort_by(f64::total_cmp);
+        let q = |f: f64| times[((times.len() - 1) as f64 * f).round() as usize];
+        let cells = cells_of(&trainer);
+        println!("{name:<44}{cells:>8}{:>10.3}{:>10.3}{:>10.3}", q(0.5), q(0.1), q(0.9));
+    }
+    Ok(())
+}
+
+fn cells_of(trainer: &Trainer) -> String {
+    let c = trainer.config();
+    if c.task.family.is_some() {
+        "varies".to_string()
+    } else {
+        let bias = usize::from(c.task.bias);
+        let mut sizes = vec![trainer.exp.train.features];
+        sizes.extend(&c.task.hidden[0]);
+        sizes.push(trainer.exp.train.classes);
+        let per_net: usize = sizes.windows(2).map(|w| (w[0] + bias) * w[1]).sum();
+        (per_net * c.train.num_models).to_string()
+    }
 }

@@ -105,10 +105,12 @@ pub fn run(args: Args) -> Result<()> {
         if recent.len() > 50 {
             recent.remove(0);
         }
-        let improved = trainer.best_val_acc.is_none_or(|b| m.val_acc > b);
-        if improved {
-            trainer.best_val_acc = Some(m.val_acc);
-            trainer.checkpoint().save(&checkpoint_path(&out, Which::Best))?;
+        if trainer.epoch % config.train.probe_every == 0 || trainer.epoch == total {
+            let probe = trainer.probe()?;
+            info!(epoch = probe.epoch, loss = probe.train_loss, val_acc = probe.val_acc, best = probe.best, "probe");
+            if probe.best {
+                trainer.checkpoint().save(&checkpoint_path(&out, Which::Best))?;
+            }
         }
         if trainer.epoch % config.train.checkpoint_every == 0 || trainer.epoch == total {
             metrics.flush()?;
@@ -134,8 +136,8 @@ pub fn run(args: Args) -> Result<()> {
             recent.iter().map(|m| m.train_acc).sum::<f64>() / n,
             recent.iter().map(|m| m.val_acc).sum::<f64>() / n);
     }
-    if let Some(b) = trainer.best_val_acc {
-        println!("best epoch val acc  {b:.3}");
+    if let Some(b) = trainer.best_probe_loss {
+        println!("best probe loss     {b:.4} (mean train loss of {} fixed fresh networks)", config.train.probe_networks);
     }
     if args.eval_networks > 0 {
         evaluate_best(&out, &config, args.eval_networks)?;

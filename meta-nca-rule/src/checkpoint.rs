@@ -36,8 +36,8 @@ pub struct RuleMeta {
     pub config: Config,
     /// Meta-epochs completed.
     pub meta_epoch: usize,
-    /// Best mean validation accuracy seen so far (by the grown networks of a meta-epoch).
-    pub best_val_acc: Option<f64>,
+    /// Lowest mean training loss of the probe networks so far (what picks `best`).
+    pub best_probe_loss: Option<f64>,
 }
 
 /// A rule with its metadata and optimiser state.

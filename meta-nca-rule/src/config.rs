@@ -128,6 +128,11 @@ pub struct TrainConfig {
     pub loss_step: LossStep,
     /// Write the `last` checkpoint every this many meta-epochs (and at the end).
     pub checkpoint_every: usize,
+    /// Every this many meta-epochs, grow the fixed probe networks; the rule whose probe has
+    /// the lowest mean training loss is kept as `best` (validation data is never used to pick).
+    pub probe_every: usize,
+    /// Networks in the probe.
+    pub probe_networks: usize,
 }
 
 impl Default for Config {
@@ -167,8 +172,8 @@ impl Default for RuleConfig {
                 Group::Hebbian,
             ],
             hidden: vec![32, 32],
-            activation: Activation::Tanh,
-            output_scale: 0.25,
+            activation: Activation::Relu,
+            output_scale: 0.5,
             last_init: 1e-3,
             index_code: true,
             extra_channels: 2,
@@ -193,6 +198,8 @@ impl Default for TrainConfig {
             clip_norm: 1.0,
             loss_step: LossStep::Last,
             checkpoint_every: 100,
+            probe_every: 50,
+            probe_networks: 20,
         }
     }
 }
@@ -321,6 +328,9 @@ impl Config {
         }
         if tr.checkpoint_every == 0 {
             return Err(bad("train.checkpoint-every", "must be >= 1"));
+        }
+        if tr.probe_every == 0 || tr.probe_networks == 0 {
+            return Err(bad("train.probe-every", "probe-every and probe-networks must be >= 1"));
         }
         Ok(())
     }

@@ -19,6 +19,8 @@ pub enum Stream {
     Eval = 2,
     /// Single grows (`meta-nca grow`).
     Grow = 3,
+    /// The fixed probe networks that pick the best checkpoint during training.
+    Probe = 4,
 }
 
 fn splitmix(mut z: u64) -> u64 {

@@ -11,7 +11,9 @@ use crate::batch::Batch;
 use crate::checkpoint::RuleMeta;
 use crate::episode::{Episode, EpisodeSpec, Stream, rng_for};
 use crate::experiment::Experiment;
-use crate::reference::{Grower, score};
+use crate::reference::{Grower, Score, score};
+use crate::init::HiddenCode;
+use crate::perception::PerceptionSpec;
 use crate::rule::RuleNet;
 use crate::topology::{CellId, Topology};
 use crate::Result;
@@ -84,47 +86,68 @@ pub struct EvalSpec {
     pub seed: u64,
 }
 
-/// Grows `spec.networks` fresh networks (architectures drawn as in training) and scores them.
-pub fn evaluate(rule: &RuleNet, meta: &RuleMeta, exp: &Experiment, spec: EvalSpec) -> Result<EvalReport> {
+/// The layer sizes and scores (train, validation) of freshly grown networks.
+pub type Grown = Vec<(Vec<usize>, Score, Score)>;
+
+/// Grows `spec.networks` fresh networks in one batch (architectures drawn as in training,
+/// from `stream`) and scores each on the training and validation sets.
+pub fn grow_and_score(
+    rule: &RuleNet,
+    perception: &PerceptionSpec,
+    code: HiddenCode,
+    exp: &Experiment,
+    spec: EvalSpec,
+    stream: Stream,
+) -> Result<Grown> {
     let dev = Cpu::default();
     let cfg = &exp.config;
-    let mut rng = rng_for(spec.seed, Stream::Eval, 0);
+    let mut rng = rng_for(spec.seed, stream, 0);
     let episode_spec = EpisodeSpec {
         archs: &exp.archs,
         networks: spec.networks,
         bias: cfg.task.bias,
         weight_init: cfg.task.weight_init,
-        code: meta.code,
+        code,
         steps: spec.steps,
         fire_fraction: spec.fire_fraction,
     };
     let episode = Episode::draw(&episode_spec, &mut rng)?;
     let sizes: Vec<Vec<usize>> = episode.topologies.iter().map(|t| t.sizes().to_vec()).collect();
-    let grower = Grower::new(&dev, Batch::new(episode.topologies), meta.perception.clone(), exp.train.clone())?;
+    let grower = Grower::new(&dev, Batch::new(episode.topologies), perception.clone(), exp.train.clone())?;
     let last = grower.unroll(rule, grower.state_tensor(episode.state0), &episode.fires).as_vec();
-    let nets = grower.dense_nets(&last);
-    let train: Vec<_> = nets.iter().map(|n| score(n, &exp.train)).collect();
-    let val: Vec<f64> = nets.iter().map(|n| score(n, &exp.val).acc).collect();
+    Ok(grower
+        .dense_nets(&last)
+        .iter()
+        .zip(sizes)
+        .map(|(n, s)| (s, score(n, &exp.train), score(n, &exp.val)))
+        .collect())
+}
+
+/// Grows `spec.networks` fresh networks and scores them next to the backprop baseline.
+pub fn evaluate(rule: &RuleNet, meta: &RuleMeta, exp: &Experiment, spec: EvalSpec) -> Result<EvalReport> {
+    let grown = grow_and_score(rule, &meta.perception, meta.code, exp, spec, Stream::Eval)?;
     let mut baselines = BTreeMap::new();
-    for s in &sizes {
+    for (s, _, _) in &grown {
         if !baselines.contains_key(s) {
-            let b = train_baseline(s, cfg.task.bias, &exp.train, &exp.val, BaselineSpec::default())?;
+            let b = train_baseline(s, exp.config.task.bias, &exp.train, &exp.val, BaselineSpec::default())?;
             baselines.insert(s.clone(), b);
         }
     }
-    let k = sizes.len().max(1) as f64;
+    let k = grown.len().max(1) as f64;
     let baseline = BaselineAcc {
-        train_acc: sizes.iter().map(|s| baselines[s].train.acc).sum::<f64>() / k,
-        val_acc: sizes.iter().map(|s| baselines[s].val.acc).sum::<f64>() / k,
+        train_acc: grown.iter().map(|(s, _, _)| baselines[s].train.acc).sum::<f64>() / k,
+        val_acc: grown.iter().map(|(s, _, _)| baselines[s].val.acc).sum::<f64>() / k,
     };
+    let train: Vec<f64> = grown.iter().map(|g| g.1.acc).collect();
+    let val: Vec<f64> = grown.iter().map(|g| g.2.acc).collect();
     Ok(EvalReport {
         networks: spec.networks,
         steps: spec.steps,
         fire_fraction: spec.fire_fraction,
         seed: spec.seed,
-        train_acc: Stats::of(&train.iter().map(|s| s.acc).collect::<Vec<_>>()),
+        train_acc: Stats::of(&train),
         val_acc: Stats::of(&val),
-        train_loss: train.iter().map(|s| s.loss).sum::<f64>() / k,
+        train_loss: grown.iter().map(|g| g.1.loss).sum::<f64>() / k,
         baseline,
     })
 }

@@ -15,7 +15,7 @@ use dfdx::prelude::*;
 
 use crate::batch::{ActivityStats, Batch, perceive_batch};
 use crate::perception::{Group, PerceptionSpec};
-use crate::rule::RuleNet;
+use crate::rule::{RuleNet, bound};
 use crate::task::{self, Activity, ActivityGrad, DenseNet};
 
 /// A dfdx tensor of rows × columns.
@@ -59,7 +59,13 @@ pub struct Grower {
     data: Arc<TaskData>,
 }
 
-type Backward = Box<dyn FnOnce(&[f64]) -> Vec<f64>>;
+/// Maps an op's output gradient to its input gradient; may also add to other gradients
+/// (an untaped operand's) through the store it is given.
+type Backward = Box<dyn FnOnce(&[f64], &mut Gradients<f64, Cpu>) -> Result<Vec<f64>, CpuError>>;
+
+fn pure(f: impl FnOnce(&[f64]) -> Vec<f64> + 'static) -> Backward {
+    Box::new(move |g, _| Ok(f(g)))
+}
 
 /// A fused op on the tape: `forward` maps the input's values to the output's values and a
 /// closure that maps the output's gradient to the input's gradient.
@@ -76,7 +82,7 @@ pub fn fused<T: Tape<f64, Cpu>, S: Shape>(
         let (x_ghost, out_ghost) = (x.ghost(), out.ghost());
         tape.add_backward_op(move |grads| {
             let g_out: Vec<f64> = grads.get_or_alloc_mut(&out_ghost)?.to_vec();
-            let g_x = backward(&g_out);
+            let g_x = backward(&g_out, grads)?;
             for (a, b) in grads.get_or_alloc_mut(&x_ghost)?.iter_mut().zip(&g_x) {
                 *a += b;
             }
@@ -132,11 +138,38 @@ impl Grower {
     pub fn step<T: Tape<f64, Cpu>>(&self, rule: &RuleNet, state: Tensor2<T>, fire: &[bool]) -> Tensor2<T> {
         let (value, tape) = state.split_tape();
         let p = self.perceive(value.clone().put_tape(tape));
-        let delta = rule.forward(p);
+        self.apply(rule, rule.logits(p), value, fire)
+    }
+
+    /// Fused update: `state + fire ⊙ bound(logits)`. The state's gradient passes straight
+    /// through; it is written to the untaped `state`'s id, which perception also writes to.
+    fn apply<T: Tape<f64, Cpu>>(&self, rule: &RuleNet, logits: Tensor2<T>, state: Tensor2<NoneTape>, fire: &[bool]) -> Tensor2<T> {
         let s = self.spec.state_width();
-        let mask: Vec<f64> = fire.iter().flat_map(|&f| std::iter::repeat_n(if f { 1.0 } else { 0.0 }, s)).collect();
-        let mask = self.dev.tensor_from_vec(mask, (fire.len(), s));
-        delta * mask + value
+        let shape = (fire.len(), s);
+        let state_values = state.as_vec();
+        let fire = fire.to_vec();
+        let scale = rule.shape.output_scale;
+        let state_ghost = state.ghost();
+        fused(&self.dev, logits, shape, move |logits| {
+            let mut next = state_values;
+            let mut slope = vec![0.0; logits.len()];
+            for (c, &f) in fire.iter().enumerate() {
+                if f {
+                    for k in c * s..(c + 1) * s {
+                        let (d, ds) = bound(scale, logits[k]);
+                        next[k] += d;
+                        slope[k] = ds;
+                    }
+                }
+            }
+            let backward = move |g: &[f64], grads: &mut Gradients<f64, Cpu>| -> Result<Vec<f64>, CpuError> {
+                for (a, b) in grads.get_or_alloc_mut(&state_ghost)?.iter_mut().zip(g) {
+                    *a += b;
+                }
+                Ok(g.iter().zip(&slope).map(|(g, s)| g * s).collect())
+            };
+            (next, Box::new(backward))
+        })
     }
 
     /// `fires.len()` steps from `state`; `fires[t]` flags the cells that fire at step `t`.
@@ -151,7 +184,7 @@ impl Grower {
         fused(&self.dev, state, shape, move |state| {
             let (stats, acts) = this.activity(state);
             let p = perceive_batch(&this.spec, &this.batch, state, &stats);
-            (p, Box::new(move |dp| this.perceive_adjoint(&acts, dp)))
+            (p, pure(move |dp| this.perceive_adjoint(&acts, dp)))
         })
     }
 
@@ -173,7 +206,7 @@ impl Grower {
                 }
                 ds
             };
-            (vec![loss], Box::new(backward))
+            (vec![loss], pure(backward))
         })
     }
 

@@ -16,9 +16,9 @@ use serde::{Deserialize, Serialize};
 #[serde(rename_all = "kebab-case")]
 pub enum Activation {
     /// `max(0, x)`.
+    #[default]
     Relu,
     /// `tanh(x)`.
-    #[default]
     Tanh,
 }
 
@@ -71,8 +71,8 @@ impl RuleNet {
         Self { shape, weights, biases }
     }
 
-    /// Forward pass: perception `[cells, input]` → bounded update `[cells, output]`.
-    pub fn forward<T: Tape<f64, Cpu>>(
+    /// The MLP before the bound: perception `[cells, input]` → `[cells, output]`.
+    pub fn logits<T: Tape<f64, Cpu>>(
         &self,
         x: Tensor<(usize, usize), f64, Cpu, T>,
     ) -> Tensor<(usize, usize), f64, Cpu, T> {
@@ -82,16 +82,21 @@ impl RuleNet {
         for (k, (w, b)) in self.weights.iter().zip(&self.biases).enumerate() {
             let cols = w.shape().1;
             let z = h.matmul(w.clone()) + b.clone().broadcast_like::<_, Axis<0>>(&(rows, cols));
-            h = if k == last {
-                z.tanh()
-            } else {
-                match self.shape.activation {
-                    Activation::Relu => z.relu(),
-                    Activation::Tanh => z.tanh(),
-                }
+            h = match (k == last, self.shape.activation) {
+                (true, _) => z,
+                (false, Activation::Relu) => z.relu(),
+                (false, Activation::Tanh) => z.tanh(),
             };
         }
-        h * self.shape.output_scale
+        h
+    }
+
+    /// The update of every cell: perception `[cells, input]` → `Δ [cells, output]`.
+    pub fn forward<T: Tape<f64, Cpu>>(
+        &self,
+        x: Tensor<(usize, usize), f64, Cpu, T>,
+    ) -> Tensor<(usize, usize), f64, Cpu, T> {
+        self.logits(x).tanh() * self.shape.output_scale
     }
 
     /// Every parameter as `(name, flat values)`, weights then bias per layer.
@@ -127,6 +132,12 @@ impl RuleNet {
         self.weights.iter().map(|w| w.shape().0 * w.shape().1).sum::<usize>()
             + self.biases.iter().map(|b| b.shape().0).sum::<usize>()
     }
+}
+
+/// The bound applied to every logit, `Δ = scale · tanh(logit)`, and its derivative.
+pub fn bound(scale: f64, logit: f64) -> (f64, f64) {
+    let t = logit.tanh();
+    (scale * t, scale * (1.0 - t * t))
 }
 
 impl RuleShape {

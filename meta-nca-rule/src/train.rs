@@ -10,6 +10,7 @@ use crate::batch::Batch;
 use crate::checkpoint::{Checkpoint, RuleMeta, FORMAT, config_mismatches};
 use crate::config::{Config, LossStep};
 use crate::episode::{Episode, EpisodeSpec, Stream, rng_for};
+use crate::eval::{EvalSpec, grow_and_score};
 use crate::experiment::Experiment;
 use crate::init::HiddenCode;
 use crate::optim::{Adam, clip_global_norm, global_norm};
@@ -37,6 +38,21 @@ pub struct EpochMetrics {
     pub seconds: f64,
 }
 
+/// What a probe of the current rule measured.
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
+pub struct ProbeResult {
+    /// Meta-epochs completed when probed.
+    pub epoch: usize,
+    /// Mean training loss of the probe networks.
+    pub train_loss: f64,
+    /// Mean training accuracy.
+    pub train_acc: f64,
+    /// Mean validation accuracy (reported, never used to pick).
+    pub val_acc: f64,
+    /// Whether this is the lowest probe loss so far.
+    pub best: bool,
+}
+
 /// A rule being meta-trained, with everything needed to continue or checkpoint it.
 #[derive(Debug)]
 pub struct Trainer {
@@ -52,8 +68,8 @@ pub struct Trainer {
     pub adam: Adam,
     /// Meta-epochs completed.
     pub epoch: usize,
-    /// Best mean validation accuracy of a meta-epoch so far.
-    pub best_val_acc: Option<f64>,
+    /// Lowest mean training loss of the probe networks so far.
+    pub best_probe_loss: Option<f64>,
     dev: Cpu,
 }
 
@@ -69,7 +85,7 @@ impl Trainer {
         let mut rng = rng_for(exp.config.seed, Stream::Train, u64::MAX);
         let rule = RuleNet::new(&dev, shape, &mut rng);
         let adam = Adam::new(exp.config.train.lr, &rule.params_flat().into_iter().map(|(_, v)| v).collect::<Vec<_>>());
-        Ok(Self { exp, code, spec, rule, adam, epoch: 0, best_val_acc: None, dev })
+        Ok(Self { exp, code, spec, rule, adam, epoch: 0, best_probe_loss: None, dev })
     }
 
     /// Continues from a checkpoint. `exp` must agree with the checkpoint's config on every
@@ -91,7 +107,7 @@ impl Trainer {
             rule: ckpt.rule,
             adam,
             epoch: ckpt.meta.meta_epoch,
-            best_val_acc: ckpt.meta.best_val_acc,
+            best_probe_loss: ckpt.meta.best_probe_loss,
             dev: Cpu::default(),
         })
     }
@@ -106,11 +122,37 @@ impl Trainer {
                 shape: self.rule.shape.clone(),
                 config: self.exp.config.clone(),
                 meta_epoch: self.epoch,
-                best_val_acc: self.best_val_acc,
+                best_probe_loss: self.best_probe_loss,
             },
             rule: self.rule.clone(),
             adam: self.adam.clone(),
         }
+    }
+
+    /// Grows the fixed probe networks (`train.probe-networks`, the same draws every time)
+    /// with the current rule and scores them; records a new best probe loss and says whether
+    /// this rule is the best so far.
+    pub fn probe(&mut self) -> Result<ProbeResult> {
+        let cfg = &self.exp.config;
+        let spec = EvalSpec {
+            networks: cfg.train.probe_networks,
+            steps: cfg.grow.steps,
+            fire_fraction: cfg.grow.fire_fraction,
+            seed: cfg.seed,
+        };
+        let grown = grow_and_score(&self.rule, &self.spec, self.code, &self.exp, spec, Stream::Probe)?;
+        let n = grown.len().max(1) as f64;
+        let result = ProbeResult {
+            epoch: self.epoch,
+            train_loss: grown.iter().map(|g| g.1.loss).sum::<f64>() / n,
+            train_acc: grown.iter().map(|g| g.1.acc).sum::<f64>() / n,
+            val_acc: grown.iter().map(|g| g.2.acc).sum::<f64>() / n,
+            best: self.best_probe_loss.is_none_or(|b| grown.iter().map(|g| g.1.loss).sum::<f64>() / n < b),
+        };
+        if result.best {
+            self.best_probe_loss = Some(result.train_loss);
+        }
+        Ok(result)
     }
 
     /// The config being trained.

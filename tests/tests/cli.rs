@@ -1,0 +1,409 @@
+//! End-to-end tests of the `meta-nca` binary: train / eval / grow on `configs/smoke.toml`,
+//! determinism, resume, and bad input (clear errors on stderr, non-zero exit, no panics,
+//! nothing overwritten).
+//!
+//! The binary belongs to another package, so `CARGO_BIN_EXE_meta-nca` is not available here.
+//! The first test to need it runs `cargo build -p meta-nca-cli --bin meta-nca` once, into the
+//! same target folder and profile as this test executable (a no-op when it is up to date, and
+//! never a stale binary), and uses `<target>/<profile>/meta-nca`.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::OnceLock;
+
+/// The workspace root (commands run there, so `configs/smoke.toml` resolves).
+fn root() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("tests/ is inside the workspace")
+}
+
+/// Path of an up-to-date `meta-nca` binary of this test executable's profile.
+fn bin() -> &'static Path {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        let exe = std::env::current_exe().expect("test executable path");
+        // <target>/<profile>/deps/cli-<hash>
+        let profile_dir = exe.parent().and_then(Path::parent).expect("test executable is in <target>/<profile>/deps");
+        let target_dir = profile_dir.parent().expect("profile folder is in the target folder");
+        let profile = profile_dir.file_name().and_then(|n| n.to_str()).expect("profile folder name");
+        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+        let mut cmd = Command::new(cargo);
+        cmd.current_dir(root())
+            .args(["build", "--quiet", "-p", "meta-nca-cli", "--bin", "meta-nca", "--target-dir"])
+            .arg(target_dir);
+        match profile {
+            "debug" => {}
+            "release" => {
+                cmd.arg("--release");
+            }
+            other => {
+                cmd.args(["--profile", other]);
+            }
+        }
+        let out = cmd.output().expect("running cargo build");
+        assert!(
+            out.status.success(),
+            "cargo build of meta-nca failed:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let path = profile_dir.join(format!("meta-nca{}", std::env::consts::EXE_SUFFIX));
+        assert!(path.is_file(), "{} was not built", path.display());
+        path
+    })
+}
+
+/// A fresh scratch folder, removed on drop unless the test failed (then its path is printed).
+struct Scratch(PathBuf);
+
+impl Scratch {
+    fn new(test: &str) -> Self {
+        let dir = std::env::temp_dir().join(format!("meta-nca-cli-test-{}-{test}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("creating a scratch folder");
+        Self(dir)
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.0.join(name)
+    }
+
+    /// `path(name)` as a string argument.
+    fn arg(&self, name: &str) -> String {
+        self.path(name).to_string_lossy().into_owned()
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("scratch folder kept: {}", self.0.display());
+        } else {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+}
+
+/// Runs `meta-nca args..` in the workspace root.
+fn run(args: &[&str]) -> Output {
+    Command::new(bin())
+        .current_dir(root())
+        .env_remove("RUST_LOG")
+        .args(args)
+        .output()
+        .expect("running meta-nca")
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// Asserts success and returns stdout.
+fn ok(args: &[&str]) -> String {
+    let o = run(args);
+    assert!(o.status.success(), "meta-nca {args:?} failed ({}):\n{}\n{}", o.status, stdout(&o), stderr(&o));
+    stdout(&o)
+}
+
+/// Asserts a clean failure (non-zero exit, no panic, an `error` on stderr mentioning every one
+/// of `needles`) and returns stderr.
+fn fails(args: &[&str], needles: &[&str]) -> String {
+    let o = run(args);
+    let err = stderr(&o);
+    assert!(!o.status.success(), "meta-nca {args:?} should fail but succeeded:\n{}", stdout(&o));
+    assert_ne!(o.status.code(), None, "meta-nca {args:?} was killed by a signal:\n{err}");
+    assert!(!err.contains("panicked"), "meta-nca {args:?} panicked:\n{err}");
+    assert!(err.to_lowercase().contains("error"), "meta-nca {args:?}: no error on stderr:\n{err}");
+    for n in needles {
+        assert!(err.contains(n), "meta-nca {args:?}: stderr does not mention '{n}':\n{err}");
+    }
+    err
+}
+
+/// `train --config configs/smoke.toml --out DIR --quiet --eval-networks 0 extra..`.
+fn train_smoke(dir: &str, extra: &[&str]) -> String {
+    let mut args = vec!["train", "--config", "configs/smoke.toml", "--out", dir, "--quiet", "--eval-networks", "0"];
+    args.extend_from_slice(extra);
+    ok(&args)
+}
+
+/// Data rows of a `metrics.csv`, each as its fields; checks the header and field count.
+fn metrics(path: &Path) -> Vec<Vec<String>> {
+    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let mut lines = text.lines();
+    let header: Vec<&str> = lines.next().expect("a header line").split(',').collect();
+    assert_eq!(header.len(), 7, "header {header:?}");
+    assert_eq!(header[0], "epoch");
+    assert_eq!(header[6], "seconds");
+    lines
+        .map(|l| {
+            let fields: Vec<String> = l.split(',').map(str::to_string).collect();
+            assert_eq!(fields.len(), 7, "row {l:?}");
+            for f in &fields {
+                let v: f64 = f.parse().unwrap_or_else(|_| panic!("field {f:?} of row {l:?} is not a number"));
+                assert!(v.is_finite(), "row {l:?}");
+            }
+            fields
+        })
+        .collect()
+}
+
+fn read(path: &Path) -> Vec<u8> {
+    std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+fn json(text: &str) -> serde_json::Value {
+    serde_json::from_str(text.trim()).unwrap_or_else(|e| panic!("not one JSON value ({e}):\n{text}"))
+}
+
+fn num(v: &serde_json::Value, path: &[&str]) -> f64 {
+    let mut node = v;
+    for key in path {
+        node = node.get(key).unwrap_or_else(|| panic!("no {path:?} in {v}"));
+    }
+    node.as_f64().unwrap_or_else(|| panic!("{path:?} is not a number in {v}"))
+}
+
+#[test]
+fn smoke_train_eval_grow() {
+    let tmp = Scratch::new("smoke");
+    let run_dir = tmp.arg("run");
+    let out = ok(&["train", "--config", "configs/smoke.toml", "--out", &run_dir, "--quiet", "--eval-networks", "5"]);
+    assert!(out.contains("seed 1"), "the seed is not printed:\n{out}");
+    for f in ["config.toml", "metrics.csv", "best.safetensors", "last.safetensors"] {
+        assert!(tmp.path("run").join(f).is_file(), "{f} missing from the run folder");
+    }
+    let rows = metrics(&tmp.path("run").join("metrics.csv"));
+    assert_eq!(rows.len(), 20);
+    for (k, r) in rows.iter().enumerate() {
+        assert_eq!(r[0], k.to_string(), "epochs in order");
+    }
+    // The resolved config in the run folder is a valid config that names the smoke settings.
+    let config = std::fs::read_to_string(tmp.path("run").join("config.toml")).expect("config.toml");
+    let parsed = meta_nca_rule::config::Config::from_toml(&config).expect("the run's config.toml parses");
+    assert_eq!((parsed.seed, parsed.grow.steps, parsed.train.meta_epochs), (1, 4, 20));
+
+    let report = json(&ok(&["eval", "--run", &run_dir, "--networks", "10", "--json"]));
+    assert!(report.is_object(), "{report}");
+    for set in ["val_acc", "train_acc"] {
+        let (mean, min, max) = (num(&report, &[set, "mean"]), num(&report, &[set, "min"]), num(&report, &[set, "max"]));
+        for v in [mean, min, max] {
+            assert!((0.0..=1.0).contains(&v), "{set} = {v}");
+        }
+        // The mean is a sum divided by n: allow rounding in its last bits.
+        assert!(min <= mean + 1e-12 && mean <= max + 1e-12, "{set}: min {min} mean {mean} max {max}");
+    }
+    for key in ["val_acc", "train_acc"] {
+        let v = num(&report, &["baseline", key]);
+        assert!((0.0..=1.0).contains(&v), "baseline.{key} = {v}");
+    }
+
+    let grow_file = tmp.arg("g.json");
+    ok(&["grow", "--run", &run_dir, "--steps", "3", "--save", &grow_file]);
+    let record = json(&String::from_utf8(read(&tmp.path("g.json"))).expect("utf-8"));
+    let cells = record["cells"].as_array().expect("cells").len();
+    // Iris, hidden [3], bias: (4 + 1) * 3 + (3 + 1) * 3.
+    assert_eq!(cells, 27);
+    let steps = record["steps"].as_array().expect("steps");
+    assert_eq!(steps.len(), 4, "start + 3 steps");
+    for (k, s) in steps.iter().enumerate() {
+        assert_eq!(s["step"].as_u64(), Some(k as u64));
+        assert_eq!(s["weights"].as_array().expect("weights").len(), cells, "step {k}");
+        assert_eq!(s["hidden"].as_array().expect("hidden").len(), cells, "step {k}");
+    }
+}
+
+/// The columns of a metrics file without the wall-clock seconds.
+fn without_seconds(rows: &[Vec<String>]) -> Vec<Vec<String>> {
+    rows.iter().map(|r| r[..6].to_vec()).collect()
+}
+
+#[test]
+fn same_seed_same_metrics_other_seed_other_losses() {
+    let tmp = Scratch::new("determinism");
+    train_smoke(&tmp.arg("a"), &[]);
+    train_smoke(&tmp.arg("b"), &[]);
+    train_smoke(&tmp.arg("c"), &["--set", "seed=2"]);
+    let a = metrics(&tmp.path("a").join("metrics.csv"));
+    let b = metrics(&tmp.path("b").join("metrics.csv"));
+    let c = metrics(&tmp.path("c").join("metrics.csv"));
+    assert_eq!(a.len(), 20);
+    assert_eq!(without_seconds(&a), without_seconds(&b), "same config and seed, different metrics");
+    let losses = |rows: &[Vec<String>]| rows.iter().map(|r| r[2].clone()).collect::<Vec<_>>();
+    assert_ne!(losses(&a), losses(&c), "seed 2 gives the same losses as seed 1");
+    // The checkpoints of identical runs are identical too.
+    assert_eq!(read(&tmp.path("a").join("last.safetensors")), read(&tmp.path("b").join("last.safetensors")));
+}
+
+#[test]
+fn resume_continues_where_it_stopped() {
+    let tmp = Scratch::new("resume");
+    let dir = tmp.arg("run");
+    train_smoke(&dir, &["--set", "train.meta-epochs=10"]);
+    assert_eq!(metrics(&tmp.path("run").join("metrics.csv")).len(), 10);
+    train_smoke(&dir, &["--resume", "--set", "train.meta-epochs=20"]);
+    let rows = metrics(&tmp.path("run").join("metrics.csv"));
+    assert_eq!(rows.len(), 20, "10 + 10 rows after the resume");
+    let epochs: Vec<String> = rows.iter().map(|r| r[0].clone()).collect();
+    let want: Vec<String> = (0..20).map(|k| k.to_string()).collect();
+    assert_eq!(epochs, want);
+    // Resuming is exact: the same numbers as one uninterrupted run of 20 meta-epochs.
+    let whole = tmp.arg("whole");
+    train_smoke(&whole, &[]);
+    assert_eq!(without_seconds(&rows), without_seconds(&metrics(&tmp.path("whole").join("metrics.csv"))));
+}
+
+#[test]
+fn unknown_config_key_is_named() {
+    let tmp = Scratch::new("unknown-key");
+    std::fs::write(tmp.path("bad.toml"), "seed = 1\n[train]\nmeta-epochz = 3\n").expect("write");
+    fails(&["train", "--config", &tmp.arg("bad.toml"), "--out", &tmp.arg("run"), "--quiet"], &["meta-epochz"]);
+    assert!(!tmp.path("run").exists(), "a failed train created its run folder");
+}
+
+#[test]
+fn impossible_value_is_named() {
+    let tmp = Scratch::new("impossible");
+    fails(
+        &["train", "--config", "configs/smoke.toml", "--set", "grow.fire-fraction=1.5", "--out", &tmp.arg("run"), "--quiet"],
+        &["grow.fire-fraction", "1.5"],
+    );
+    assert!(!tmp.path("run").exists(), "a failed train created its run folder");
+}
+
+#[test]
+fn override_without_equals_sign() {
+    let tmp = Scratch::new("no-equals");
+    fails(
+        &["train", "--config", "configs/smoke.toml", "--set", "train.lr", "--out", &tmp.arg("run"), "--quiet"],
+        &["train.lr", "key=value"],
+    );
+}
+
+#[test]
+fn unknown_override_key_is_named() {
+    let tmp = Scratch::new("unknown-override");
+    fails(
+        &["train", "--config", "configs/smoke.toml", "--set", "train.nope=1", "--out", &tmp.arg("run"), "--quiet"],
+        &["nope"],
+    );
+}
+
+#[test]
+fn missing_config_file_is_named() {
+    let tmp = Scratch::new("missing-config");
+    let path = tmp.arg("does-not-exist.toml");
+    fails(&["train", "--config", &path, "--out", &tmp.arg("run"), "--quiet"], &[&path]);
+}
+
+/// Trains on the CSV `text` and expects a clean failure mentioning each of `needles`.
+fn bad_csv(test: &str, text: &str, needles: &[&str]) {
+    let tmp = Scratch::new(test);
+    std::fs::write(tmp.path("data.csv"), text).expect("write");
+    let set = format!("data.dataset={}", tmp.arg("data.csv"));
+    let mut all = vec!["data.csv"];
+    all.extend_from_slice(needles);
+    fails(&["train", "--config", "configs/smoke.toml", "--set", &set, "--out", &tmp.arg("run"), "--quiet"], &all);
+    assert!(!tmp.path("run").exists(), "a failed train created its run folder");
+}
+
+const CSV_HEAD: &str = "a,b,label\n1,2,x\n3,4,y\n5,6,x\n7,8,y\n";
+
+#[test]
+fn csv_ragged_row() {
+    bad_csv("csv-ragged", &format!("{CSV_HEAD}9,10,y,extra\n"), &["line 6", "expected 3 fields, found 4"]);
+}
+
+#[test]
+fn csv_non_numeric_cell() {
+    bad_csv("csv-non-numeric", &format!("{CSV_HEAD}9,ten,y\n"), &["line 6", "'ten' is not a number"]);
+}
+
+#[test]
+fn csv_missing_value() {
+    bad_csv("csv-missing", &format!("{CSV_HEAD}9,,y\n"), &["line 6", "missing value", "'b'"]);
+}
+
+#[test]
+fn csv_single_class() {
+    bad_csv("csv-one-class", "a,b,label\n1,2,x\n3,4,x\n5,6,x\n", &["only one class"]);
+}
+
+#[test]
+fn csv_missing_file() {
+    let tmp = Scratch::new("csv-missing-file");
+    let path = tmp.arg("nowhere.csv");
+    fails(
+        &["train", "--config", "configs/smoke.toml", "--set", &format!("data.dataset={path}"), "--out", &tmp.arg("run"), "--quiet"],
+        &[&path],
+    );
+}
+
+#[test]
+fn eval_missing_run_folder() {
+    let tmp = Scratch::new("eval-missing");
+    let dir = tmp.arg("no-such-run");
+    fails(&["eval", "--run", &dir], &[&dir, "does not exist"]);
+    fails(&["grow", "--run", &dir, "--save", &tmp.arg("g.json")], &[&dir]);
+    assert!(!tmp.path("g.json").exists());
+}
+
+#[test]
+fn eval_corrupt_checkpoint_is_reported_and_kept() {
+    let tmp = Scratch::new("eval-corrupt");
+    let dir = tmp.arg("run");
+    train_smoke(&dir, &[]);
+    let best = tmp.path("run").join("best.safetensors");
+    let garbage: Vec<u8> = (0..4096u32).map(|k| (k.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
+    std::fs::write(&best, &garbage).expect("write");
+    fails(&["eval", "--run", &dir, "--networks", "3"], &["best.safetensors"]);
+    fails(&["grow", "--run", &dir, "--save", &tmp.arg("g.json")], &["best.safetensors"]);
+    assert_eq!(read(&best), garbage, "the corrupt checkpoint was overwritten");
+    assert!(!tmp.path("g.json").exists());
+    // A truncated checkpoint (valid prefix) is an error too.
+    let last = tmp.path("run").join("last.safetensors");
+    let bytes = read(&last);
+    std::fs::write(&last, &bytes[..bytes.len() / 2]).expect("write");
+    fails(&["eval", "--run", &dir, "--checkpoint", "last", "--networks", "3"], &["last.safetensors"]);
+    assert_eq!(read(&last), bytes[..bytes.len() / 2].to_vec());
+}
+
+#[test]
+fn grow_rejects_zero_width_and_bad_p() {
+    let tmp = Scratch::new("grow-bad");
+    let dir = tmp.arg("run");
+    train_smoke(&dir, &[]);
+    let save = tmp.arg("g.json");
+    fails(&["grow", "--run", &dir, "--hidden", "0", "--save", &save], &["--hidden", "width 0"]);
+    fails(&["grow", "--run", &dir, "--hidden", "3,x", "--save", &save], &["--hidden", "'x'"]);
+    fails(&["grow", "--run", &dir, "--p", "0", "--save", &save], &["--p"]);
+    fails(&["eval", "--run", &dir, "--networks", "0"], &["--networks"]);
+    assert!(!tmp.path("g.json").exists());
+}
+
+#[test]
+fn resume_with_changed_rule_is_refused_and_changes_nothing() {
+    let tmp = Scratch::new("resume-mismatch");
+    let dir = tmp.arg("run");
+    train_smoke(&dir, &["--set", "train.meta-epochs=5"]);
+    let files = ["last.safetensors", "best.safetensors", "metrics.csv", "config.toml"];
+    let before: Vec<Vec<u8>> = files.iter().map(|f| read(&tmp.path("run").join(f))).collect();
+    fails(
+        &["train", "--config", "configs/smoke.toml", "--out", &dir, "--quiet", "--resume", "--set", "rule.hidden=[4]"],
+        &["rule.hidden", "[8]", "[4]"],
+    );
+    for (f, b) in files.iter().zip(&before) {
+        assert_eq!(&read(&tmp.path("run").join(f)), b, "{f} changed by a refused resume");
+    }
+}
+
+#[test]
+fn resume_without_a_checkpoint_names_it() {
+    let tmp = Scratch::new("resume-none");
+    fails(
+        &["train", "--config", "configs/smoke.toml", "--out", &tmp.arg("run"), "--quiet", "--resume"],
+        &["last.safetensors"],
+    );
+}
