@@ -82,10 +82,9 @@ impl Checkpoint {
     /// Saves to `path` atomically.
     pub fn save(&self, path: &Path) -> Result<()> {
         let params = self.rule.params_flat();
-        let dims = self.rule.shape.dims();
+        let shapes = self.rule.param_shapes();
         let mut named: Vec<(String, Vec<usize>, Vec<u8>)> = Vec::new();
-        for (k, (name, values)) in params.iter().enumerate() {
-            let shape = if k % 2 == 0 { vec![dims[k / 2], dims[k / 2 + 1]] } else { vec![dims[k / 2 + 1]] };
+        for (k, ((name, values), shape)) in params.iter().zip(shapes).enumerate() {
             named.push((name.clone(), shape.clone(), to_bytes(values)));
             named.push((format!("adam.m.{name}"), shape.clone(), to_bytes(&self.adam.m[k])));
             named.push((format!("adam.v.{name}"), shape, to_bytes(&self.adam.v[k])));
@@ -149,12 +148,10 @@ impl Checkpoint {
             }
             Ok(t.data().chunks_exact(8).map(|c| f64::from_le_bytes(c.try_into().unwrap_or([0; 8]))).collect())
         };
-        let dims = meta.shape.dims();
         let names: Vec<String> = rule.params_flat().into_iter().map(|(n, _)| n).collect();
         let mut params = Vec::new();
         let (mut m, mut v) = (Vec::new(), Vec::new());
-        for (k, name) in names.iter().enumerate() {
-            let shape = if k % 2 == 0 { vec![dims[k / 2], dims[k / 2 + 1]] } else { vec![dims[k / 2 + 1]] };
+        for (name, shape) in names.iter().zip(rule.param_shapes()) {
             params.push(read(name, &shape)?);
             m.push(read(&format!("adam.m.{name}"), &shape)?);
             v.push(read(&format!("adam.v.{name}"), &shape)?);

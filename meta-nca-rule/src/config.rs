@@ -171,7 +171,7 @@ impl Default for RuleConfig {
                 Group::Feedback,
                 Group::Hebbian,
             ],
-            hidden: vec![32, 32],
+            hidden: vec![16, 16],
             activation: Activation::Relu,
             output_scale: 0.5,
             last_init: 1e-3,

@@ -9,6 +9,7 @@
 //! - [`firing`]: which cells fire at a step.
 //! - [`task`]: the task network's forward and reverse pass.
 //! - [`batch`]: many networks flattened into one cell/neuron table.
+//! - [`fused`]: fused ops on the dfdx tape with hand-written adjoints.
 //! - [`rule`]: the rule network (a dfdx MLP with a bounded output).
 //! - [`reference`]: the batched, unrolled, differentiable grow on one dfdx tape.
 //! - [`episode`]: the random draws of one grow, from a seed.
@@ -32,6 +33,7 @@ pub mod error;
 pub mod eval;
 pub mod experiment;
 pub mod firing;
+pub mod fused;
 pub mod init;
 pub mod optim;
 pub mod perception;

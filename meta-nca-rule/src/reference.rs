@@ -18,8 +18,8 @@ use crate::perception::{Group, PerceptionSpec};
 use crate::rule::{RuleNet, bound};
 use crate::task::{self, Activity, ActivityGrad, DenseNet};
 
-/// A dfdx tensor of rows × columns.
-pub type Tensor2<T> = Tensor<(usize, usize), f64, Cpu, T>;
+pub use crate::fused::Tensor2;
+use crate::fused::{fused, pure};
 
 /// The data a batch is grown on: standardised features and labels (the "batch" of SPEC).
 #[derive(Debug, Clone)]
@@ -57,39 +57,6 @@ pub struct Grower {
     batch: Arc<Batch>,
     spec: Arc<PerceptionSpec>,
     data: Arc<TaskData>,
-}
-
-/// Maps an op's output gradient to its input gradient; may also add to other gradients
-/// (an untaped operand's) through the store it is given.
-type Backward = Box<dyn FnOnce(&[f64], &mut Gradients<f64, Cpu>) -> Result<Vec<f64>, CpuError>>;
-
-fn pure(f: impl FnOnce(&[f64]) -> Vec<f64> + 'static) -> Backward {
-    Box::new(move |g, _| Ok(f(g)))
-}
-
-/// A fused op on the tape: `forward` maps the input's values to the output's values and a
-/// closure that maps the output's gradient to the input's gradient.
-pub fn fused<T: Tape<f64, Cpu>, S: Shape>(
-    dev: &Cpu,
-    x: Tensor2<T>,
-    out_shape: S,
-    forward: impl FnOnce(&[f64]) -> (Vec<f64>, Backward),
-) -> Tensor<S, f64, Cpu, T> {
-    let (x, mut tape) = x.split_tape();
-    let (values, backward) = forward(&x.as_vec());
-    let out = dev.tensor_from_vec(values, out_shape);
-    if T::OWNS_TAPE {
-        let (x_ghost, out_ghost) = (x.ghost(), out.ghost());
-        tape.add_backward_op(move |grads| {
-            let g_out: Vec<f64> = grads.get_or_alloc_mut(&out_ghost)?.to_vec();
-            let g_x = backward(&g_out, grads)?;
-            for (a, b) in grads.get_or_alloc_mut(&x_ghost)?.iter_mut().zip(&g_x) {
-                *a += b;
-            }
-            Ok(())
-        });
-    }
-    out.put_tape(tape)
 }
 
 impl Grower {
@@ -221,37 +188,32 @@ impl Grower {
         let mut out = Vec::with_capacity(self.batch.num_nets());
         for (n, net) in self.dense_nets(state).into_iter().enumerate() {
             let act = task::forward(&net, &self.data.x, Some(&self.data.y));
-            let b = act.batch;
-            let inv = 1.0 / b.max(1) as f64;
+            let inv = 1.0 / act.batch.max(1) as f64;
             let nl = net.num_layers();
+            let (start, end) = self.batch.net_cells(n);
             for k in 0..nl {
                 let (rows, cols) = (net.rows(k), net.cols(k));
-                for r in 0..rows {
-                    stats.act[self.batch.neuron(n, k, r)] = (0..b).map(|i| act.acts[k][i * rows + r]).sum::<f64>() * inv;
-                }
-                for j in 0..cols {
-                    stats.pre_act[self.batch.neuron(n, k + 1, j)] =
-                        (0..b).map(|i| act.pre[k][i * cols + j]).sum::<f64>() * inv;
-                }
-            }
-            let c = net.classes();
-            for j in 0..c {
-                stats.err[self.batch.neuron(n, nl, j)] = (0..b).map(|i| act.err[i * c + j]).sum::<f64>() * inv;
-            }
-            if hebbian {
-                let (start, end) = self.batch.net_cells(n);
-                for cell in start..end {
-                    let id = self.batch.cells()[cell].id;
-                    let (rows, cols) = (net.rows(id.layer), net.cols(id.layer));
-                    let a = &act.acts[id.layer];
-                    let z = &act.pre[id.layer];
-                    stats.hebb_z[cell] = (0..b).map(|i| a[i * rows + id.pre] * z[i * cols + id.post]).sum::<f64>() * inv;
-                    if id.layer + 1 == nl {
-                        stats.hebb_e[cell] =
-                            (0..b).map(|i| a[i * rows + id.pre] * act.err[i * cols + id.post]).sum::<f64>() * inv;
+                let first = self.batch.neuron(n, k, 0);
+                stats.act[first..first + rows].copy_from_slice(&task::col_means(&act.acts[k], rows));
+                let next = self.batch.neuron(n, k + 1, 0);
+                stats.pre_act[next..next + cols].copy_from_slice(&task::col_means(&act.pre[k], cols));
+                if hebbian {
+                    let hz = task::at_z(&act.acts[k], rows, &act.pre[k], cols);
+                    let he = (k + 1 == nl).then(|| task::at_z(&act.acts[k], rows, &act.err, cols));
+                    for cell in start..end {
+                        let id = self.batch.cells()[cell].id;
+                        if id.layer == k {
+                            stats.hebb_z[cell] = hz[id.pre * cols + id.post] * inv;
+                            if let Some(he) = &he {
+                                stats.hebb_e[cell] = he[id.pre * cols + id.post] * inv;
+                            }
+                        }
                     }
                 }
             }
+            let c = net.classes();
+            let last = self.batch.neuron(n, nl, 0);
+            stats.err[last..last + c].copy_from_slice(&task::col_means(&act.err, c));
             out.push((net, act));
         }
         (stats, out)
@@ -339,45 +301,48 @@ impl Grower {
     /// Per-sample gradients of network `n`'s activity from gradients `g` of its statistics.
     fn activity_grad(&self, n: usize, net: &DenseNet<f64>, act: &Activity<f64>, g: &ActivityStats) -> ActivityGrad<f64> {
         let mut grad = ActivityGrad::zeros_like(act);
-        let b = act.batch;
-        let inv = 1.0 / b.max(1) as f64;
+        let inv = 1.0 / act.batch.max(1) as f64;
         let nl = net.num_layers();
-        for k in 0..nl {
-            let (rows, cols) = (net.rows(k), net.cols(k));
-            if k > 0 {
-                for r in 0..net.sizes[k] {
-                    let v = g.act[self.batch.neuron(n, k, r)] * inv;
-                    (0..b).for_each(|i| grad.d_acts[k][i * rows + r] += v);
-                }
+        let broadcast = |m: &mut [f64], cols: usize, v: &[f64]| {
+            for row in m.chunks_exact_mut(cols) {
+                row.iter_mut().zip(v).for_each(|(o, v)| *o += v * inv);
             }
-            for j in 0..cols {
-                let v = g.pre_act[self.batch.neuron(n, k + 1, j)] * inv;
-                (0..b).for_each(|i| grad.d_pre[k][i * cols + j] += v);
-            }
-        }
-        let c = net.classes();
-        for j in 0..c {
-            let v = g.err[self.batch.neuron(n, nl, j)] * inv;
-            (0..b).for_each(|i| grad.d_err[i * c + j] += v);
-        }
+        };
+        // Dense per-layer gradients of the Hebbian statistics, [rows, cols].
+        let mut gz: Vec<Vec<f64>> = (0..nl).map(|k| vec![0.0; net.rows(k) * net.cols(k)]).collect();
+        let mut ge = vec![0.0; net.rows(nl - 1) * net.cols(nl - 1)];
         let (start, end) = self.batch.net_cells(n);
         for cell in start..end {
             let id = self.batch.cells()[cell].id;
-            let (gz, ge) = (g.hebb_z[cell] * inv, g.hebb_e[cell] * inv);
-            let (rows, cols) = (net.rows(id.layer), net.cols(id.layer));
-            let l = id.layer;
-            for i in 0..b {
-                let a = act.acts[l][i * rows + id.pre];
-                let z = act.pre[l][i * cols + id.post];
-                grad.d_acts[l][i * rows + id.pre] += gz * z;
-                grad.d_pre[l][i * cols + id.post] += gz * a;
-                if l + 1 == nl {
-                    let e = act.err[i * cols + id.post];
-                    grad.d_acts[l][i * rows + id.pre] += ge * e;
-                    grad.d_err[i * cols + id.post] += ge * a;
-                }
+            let at = id.pre * net.cols(id.layer) + id.post;
+            gz[id.layer][at] = g.hebb_z[cell] * inv;
+            if id.layer + 1 == nl {
+                ge[at] = g.hebb_e[cell] * inv;
             }
         }
+        for k in 0..nl {
+            let (rows, cols) = (net.rows(k), net.cols(k));
+            if k > 0 {
+                // Inputs and the bias column are constants: only hidden layers take a gradient.
+                let first = self.batch.neuron(n, k, 0);
+                let mut v = g.act[first..first + rows].to_vec();
+                if net.bias {
+                    v[rows - 1] = 0.0;
+                }
+                broadcast(&mut grad.d_acts[k], rows, &v);
+                task::add_z_gt(&mut grad.d_acts[k], rows, &act.pre[k], cols, &gz[k]);
+                if k + 1 == nl {
+                    task::add_z_gt(&mut grad.d_acts[k], rows, &act.err, cols, &ge);
+                }
+            }
+            let next = self.batch.neuron(n, k + 1, 0);
+            broadcast(&mut grad.d_pre[k], cols, &g.pre_act[next..next + cols]);
+            task::add_a_g(&mut grad.d_pre[k], cols, &act.acts[k], rows, &gz[k]);
+        }
+        let c = net.classes();
+        let last = self.batch.neuron(n, nl, 0);
+        broadcast(&mut grad.d_err, c, &g.err[last..last + c]);
+        task::add_a_g(&mut grad.d_err, c, &act.acts[nl - 1], net.rows(nl - 1), &ge);
         grad
     }
 }

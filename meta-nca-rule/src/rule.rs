@@ -10,6 +10,8 @@ use dfdx::prelude::*;
 use rand::Rng;
 use serde::{Deserialize, Serialize};
 
+use crate::fused::{Tensor2, fused, pure};
+
 
 /// Hidden-layer nonlinearity of the rule network.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -41,96 +43,116 @@ pub struct RuleShape {
 }
 
 /// A runtime-sized rule MLP on dfdx's CPU device.
+///
+/// Each layer is one matrix `[fan_in + 1, fan_out]` whose last row is the bias: a column of
+/// ones is appended to the layer's input by the same fused op that applies the hidden
+/// nonlinearity, which keeps a rule call at two tape ops per layer.
 #[derive(Debug, Clone)]
 pub struct RuleNet {
     /// Sizes and bound.
     pub shape: RuleShape,
-    /// `weights[k]`: `[fan_in, fan_out]` of layer `k`.
-    pub weights: Vec<Tensor<(usize, usize), f64, Cpu>>,
-    /// `biases[k]`: `[fan_out]` of layer `k`.
-    pub biases: Vec<Tensor<(usize,), f64, Cpu>>,
+    /// `layers[k]`: `[fan_in + 1, fan_out]`, the last row being the bias.
+    pub layers: Vec<Tensor<(usize, usize), f64, Cpu>>,
+    dev: Cpu,
+}
+
+/// Appends a column of ones to `x` after applying `act` (`None`: identity), as one fused op.
+fn activate_with_ones<T: Tape<f64, Cpu>>(
+    dev: &Cpu,
+    x: Tensor2<T>,
+    act: Option<Activation>,
+) -> Tensor2<T> {
+    let (rows, cols) = *x.shape();
+    fused(dev, x, (rows, cols + 1), move |x| {
+        let mut out = Vec::with_capacity(rows * (cols + 1));
+        let mut slope = Vec::with_capacity(rows * cols);
+        for row in x.chunks_exact(cols.max(1)).take(rows) {
+            for &v in row {
+                let (y, dy) = match act {
+                    None => (v, 1.0),
+                    Some(Activation::Relu) => if v > 0.0 { (v, 1.0) } else { (0.0, 0.0) },
+                    Some(Activation::Tanh) => {
+                        let t = v.tanh();
+                        (t, 1.0 - t * t)
+                    }
+                };
+                out.push(y);
+                slope.push(dy);
+            }
+            out.push(1.0);
+        }
+        let backward = move |g: &[f64]| {
+            let mut dx = Vec::with_capacity(rows * cols);
+            for (r, grow) in g.chunks_exact(cols + 1).enumerate() {
+                dx.extend(grow[..cols].iter().zip(&slope[r * cols..(r + 1) * cols]).map(|(g, s)| g * s));
+            }
+            dx
+        };
+        (out, pure(backward))
+    })
 }
 
 impl RuleNet {
     /// A fresh rule: hidden layers `U(±1/sqrt(fan_in))`, last layer `U(±last_init)`, biases 0.
     pub fn new<R: Rng>(dev: &Cpu, shape: RuleShape, rng: &mut R) -> Self {
         let dims = shape.dims();
-        let mut weights = Vec::new();
-        let mut biases = Vec::new();
+        let mut layers = Vec::new();
         for (k, pair) in dims.windows(2).enumerate() {
             let (fan_in, fan_out) = (pair[0], pair[1]);
             let a = if k + 2 == dims.len() { shape.last_init } else { 1.0 / (fan_in as f64).sqrt() };
-            let data: Vec<f64> = (0..fan_in * fan_out)
-                .map(|_| if a > 0.0 { rng.gen_range(-a..a) } else { 0.0 })
-                .collect();
-            let mut w = dev.zeros_like(&(fan_in, fan_out));
-            w.copy_from(&data);
-            weights.push(w);
-            biases.push(dev.zeros_like(&(fan_out,)));
+            let mut data: Vec<f64> =
+                (0..fan_in * fan_out).map(|_| if a > 0.0 { rng.gen_range(-a..a) } else { 0.0 }).collect();
+            data.extend(std::iter::repeat_n(0.0, fan_out));
+            layers.push(dev.tensor_from_vec(data, (fan_in + 1, fan_out)));
         }
-        Self { shape, weights, biases }
+        Self { shape, layers, dev: dev.clone() }
     }
 
     /// The MLP before the bound: perception `[cells, input]` → `[cells, output]`.
-    pub fn logits<T: Tape<f64, Cpu>>(
-        &self,
-        x: Tensor<(usize, usize), f64, Cpu, T>,
-    ) -> Tensor<(usize, usize), f64, Cpu, T> {
-        let rows = x.shape().0;
-        let last = self.weights.len() - 1;
-        let mut h = x;
-        for (k, (w, b)) in self.weights.iter().zip(&self.biases).enumerate() {
-            let cols = w.shape().1;
-            let z = h.matmul(w.clone()) + b.clone().broadcast_like::<_, Axis<0>>(&(rows, cols));
-            h = match (k == last, self.shape.activation) {
-                (true, _) => z,
-                (false, Activation::Relu) => z.relu(),
-                (false, Activation::Tanh) => z.tanh(),
-            };
+    pub fn logits<T: Tape<f64, Cpu>>(&self, x: Tensor2<T>) -> Tensor2<T> {
+        let dev = &self.dev;
+        let mut h = activate_with_ones(dev, x, None);
+        let last = self.layers.len() - 1;
+        for (k, w) in self.layers.iter().enumerate() {
+            let z = h.matmul(w.clone());
+            if k == last {
+                return z;
+            }
+            h = activate_with_ones(dev, z, Some(self.shape.activation));
         }
-        h
+        unreachable!("a rule has at least one layer")
     }
 
     /// The update of every cell: perception `[cells, input]` → `Δ [cells, output]`.
-    pub fn forward<T: Tape<f64, Cpu>>(
-        &self,
-        x: Tensor<(usize, usize), f64, Cpu, T>,
-    ) -> Tensor<(usize, usize), f64, Cpu, T> {
+    pub fn forward<T: Tape<f64, Cpu>>(&self, x: Tensor2<T>) -> Tensor2<T> {
         self.logits(x).tanh() * self.shape.output_scale
     }
 
-    /// Every parameter as `(name, flat values)`, weights then bias per layer.
+    /// Every parameter tensor as `(name, flat values)`.
     pub fn params_flat(&self) -> Vec<(String, Vec<f64>)> {
-        let mut out = Vec::new();
-        for (k, (w, b)) in self.weights.iter().zip(&self.biases).enumerate() {
-            out.push((format!("layers.{k}.weight"), w.as_vec()));
-            out.push((format!("layers.{k}.bias"), b.as_vec()));
-        }
-        out
+        self.layers.iter().enumerate().map(|(k, w)| (format!("layers.{k}"), w.as_vec())).collect()
     }
 
-    /// The gradient of every parameter, in [`Self::params_flat`] order (zeros where absent).
+    /// Shape of every parameter tensor, in [`Self::params_flat`] order.
+    pub fn param_shapes(&self) -> Vec<Vec<usize>> {
+        self.layers.iter().map(|w| vec![w.shape().0, w.shape().1]).collect()
+    }
+
+    /// The gradient of every parameter, in [`Self::params_flat`] order.
     pub fn grads_flat(&self, grads: &Gradients<f64, Cpu>) -> Vec<Vec<f64>> {
-        let mut out = Vec::new();
-        for (w, b) in self.weights.iter().zip(&self.biases) {
-            out.push(grads.get(w).as_vec());
-            out.push(grads.get(b).as_vec());
-        }
-        out
+        self.layers.iter().map(|w| grads.get(w).as_vec()).collect()
     }
 
     /// Overwrites every parameter from flat values in [`Self::params_flat`] order.
     pub fn set_params_flat(&mut self, values: &[Vec<f64>]) {
-        for (k, (w, b)) in self.weights.iter_mut().zip(self.biases.iter_mut()).enumerate() {
-            w.copy_from(&values[2 * k]);
-            b.copy_from(&values[2 * k + 1]);
+        for (w, v) in self.layers.iter_mut().zip(values) {
+            w.copy_from(v);
         }
     }
 
     /// Number of scalar parameters.
     pub fn num_params(&self) -> usize {
-        self.weights.iter().map(|w| w.shape().0 * w.shape().1).sum::<usize>()
-            + self.biases.iter().map(|b| b.shape().0).sum::<usize>()
+        self.layers.iter().map(|w| w.shape().0 * w.shape().1).sum()
     }
 }
 

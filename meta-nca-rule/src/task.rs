@@ -259,6 +259,51 @@ pub fn backward<E: Float>(net: &DenseNet<E>, act: &Activity<E>, mut grad: Activi
     dw
 }
 
+/// Column means of a row-major `[B, cols]` matrix.
+pub fn col_means(m: &[f64], cols: usize) -> Vec<f64> {
+    let mut out = vec![0.0; cols];
+    let rows = m.len() / cols.max(1);
+    for row in m.chunks_exact(cols.max(1)) {
+        out.iter_mut().zip(row).for_each(|(o, v)| *o += v);
+    }
+    let inv = 1.0 / rows.max(1) as f64;
+    out.iter_mut().for_each(|o| *o *= inv);
+    out
+}
+
+/// `A^T Z`: `a` is `[B, ra]`, `z` is `[B, cz]`, the result `[ra, cz]`.
+pub fn at_z(a: &[f64], ra: usize, z: &[f64], cz: usize) -> Vec<f64> {
+    let mut out = vec![0.0; ra * cz];
+    for (arow, zrow) in a.chunks_exact(ra).zip(z.chunks_exact(cz)) {
+        for (r, &av) in arow.iter().enumerate() {
+            if av != 0.0 {
+                out[r * cz..(r + 1) * cz].iter_mut().zip(zrow).for_each(|(o, zv)| *o += av * zv);
+            }
+        }
+    }
+    out
+}
+
+/// `out += Z G^T`: `z` is `[B, cz]`, `g` is `[ra, cz]`, `out` is `[B, ra]`.
+pub fn add_z_gt(out: &mut [f64], ra: usize, z: &[f64], cz: usize, g: &[f64]) {
+    for (orow, zrow) in out.chunks_exact_mut(ra).zip(z.chunks_exact(cz)) {
+        for (r, o) in orow.iter_mut().enumerate() {
+            *o += g[r * cz..(r + 1) * cz].iter().zip(zrow).map(|(g, z)| g * z).sum::<f64>();
+        }
+    }
+}
+
+/// `out += A G`: `a` is `[B, ra]`, `g` is `[ra, cz]`, `out` is `[B, cz]`.
+pub fn add_a_g(out: &mut [f64], cz: usize, a: &[f64], ra: usize, g: &[f64]) {
+    for (orow, arow) in out.chunks_exact_mut(cz).zip(a.chunks_exact(ra)) {
+        for (r, &av) in arow.iter().enumerate() {
+            if av != 0.0 {
+                orow.iter_mut().zip(&g[r * cz..(r + 1) * cz]).for_each(|(o, g)| *o += av * g);
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -234,7 +234,8 @@ fn same_seed_same_metrics_other_seed_other_losses() {
     let losses = |rows: &[Vec<String>]| rows.iter().map(|r| r[2].clone()).collect::<Vec<_>>();
     assert_ne!(losses(&a), losses(&c), "seed 2 gives the same losses as seed 1");
     // The checkpoints of identical runs are identical too.
-    assert_eq!(read(&tmp.path("a").join("last.safetensors")), read(&tmp.path("b").join("last.safetensors")));
+    let (ca, cb) = (load(&tmp.path("a").join("last.safetensors")), load(&tmp.path("b").join("last.safetensors")));
+    assert!(ca.rule.params_flat() == cb.rule.params_flat() && ca.adam == cb.adam && ca.meta == cb.meta, "same config and seed, different checkpoints");
 }
 
 #[test]
@@ -298,14 +299,13 @@ fn missing_config_file_is_named() {
     fails(&["train", "--config", &path, "--out", &tmp.arg("run"), "--quiet"], &[&path]);
 }
 
-/// Trains on the CSV `text` and expects a clean failure mentioning each of `needles`.
+/// Trains on the CSV `text` (saved as `data.csv`) and expects a clean failure mentioning each
+/// of `needles`.
 fn bad_csv(test: &str, text: &str, needles: &[&str]) {
     let tmp = Scratch::new(test);
     std::fs::write(tmp.path("data.csv"), text).expect("write");
     let set = format!("data.dataset={}", tmp.arg("data.csv"));
-    let mut all = vec!["data.csv"];
-    all.extend_from_slice(needles);
-    fails(&["train", "--config", "configs/smoke.toml", "--set", &set, "--out", &tmp.arg("run"), "--quiet"], &all);
+    fails(&["train", "--config", "configs/smoke.toml", "--set", &set, "--out", &tmp.arg("run"), "--quiet"], needles);
     assert!(!tmp.path("run").exists(), "a failed train created its run folder");
 }
 
@@ -313,22 +313,23 @@ const CSV_HEAD: &str = "a,b,label\n1,2,x\n3,4,y\n5,6,x\n7,8,y\n";
 
 #[test]
 fn csv_ragged_row() {
-    bad_csv("csv-ragged", &format!("{CSV_HEAD}9,10,y,extra\n"), &["line 6", "expected 3 fields, found 4"]);
+    bad_csv("csv-ragged", &format!("{CSV_HEAD}9,10,y,extra\n"), &["data.csv", "line 6", "expected 3 fields, found 4"]);
 }
 
 #[test]
 fn csv_non_numeric_cell() {
-    bad_csv("csv-non-numeric", &format!("{CSV_HEAD}9,ten,y\n"), &["line 6", "'ten' is not a number"]);
+    bad_csv("csv-non-numeric", &format!("{CSV_HEAD}9,ten,y\n"), &["data.csv", "line 6", "'ten' is not a number"]);
 }
 
 #[test]
 fn csv_missing_value() {
-    bad_csv("csv-missing", &format!("{CSV_HEAD}9,,y\n"), &["line 6", "missing value", "'b'"]);
+    bad_csv("csv-missing", &format!("{CSV_HEAD}9,,y\n"), &["data.csv", "line 6", "missing value", "'b'"]);
 }
 
 #[test]
 fn csv_single_class() {
-    bad_csv("csv-one-class", "a,b,label\n1,2,x\n3,4,x\n5,6,x\n", &["only one class"]);
+    // The message names the dataset by its file stem ("data"), not its path.
+    bad_csv("csv-one-class", "a,b,label\n1,2,x\n3,4,x\n5,6,x\n", &["data", "only one class"]);
 }
 
 #[test]
@@ -379,6 +380,9 @@ fn grow_rejects_zero_width_and_bad_p() {
     fails(&["grow", "--run", &dir, "--hidden", "0", "--save", &save], &["--hidden", "width 0"]);
     fails(&["grow", "--run", &dir, "--hidden", "3,x", "--save", &save], &["--hidden", "'x'"]);
     fails(&["grow", "--run", &dir, "--p", "0", "--save", &save], &["--p"]);
+    // Architectures the rule's hidden-state code cannot address are a clear error.
+    fails(&["grow", "--run", &dir, "--hidden", "10", "--save", &save], &["does not fit", "index bits"]);
+    fails(&["grow", "--run", &dir, "--hidden", "3,3,3", "--save", &save], &["does not fit", "layer bits"]);
     fails(&["eval", "--run", &dir, "--networks", "0"], &["--networks"]);
     assert!(!tmp.path("g.json").exists());
 }
@@ -406,4 +410,67 @@ fn resume_without_a_checkpoint_names_it() {
         &["train", "--config", "configs/smoke.toml", "--out", &tmp.arg("run"), "--quiet", "--resume"],
         &["last.safetensors"],
     );
+}
+
+/// A run whose metrics.csv got ahead of its last checkpoint (what a `Training` error mid-run
+/// leaves: the CLI flushes the rows and says the checkpoints are from before the failure; or a
+/// kill after BufWriter flushed rows past the last checkpoint). Simulated by putting back the
+/// epoch-5 `last.safetensors` after a run to epoch 7. Resuming must not write epochs 5 and 6
+/// twice.
+#[test]
+#[ignore = "bug: train --resume appends to metrics.csv without dropping rows newer than the checkpoint's meta-epoch (duplicate epochs)"]
+fn resume_after_metrics_got_ahead_of_the_checkpoint_keeps_epochs_unique() {
+    let tmp = Scratch::new("resume-ahead");
+    let dir = tmp.arg("run");
+    let last = tmp.path("run").join("last.safetensors");
+    train_smoke(&dir, &["--set", "train.meta-epochs=5"]);
+    let epoch5 = read(&last);
+    train_smoke(&dir, &["--resume", "--set", "train.meta-epochs=7"]);
+    std::fs::write(&last, &epoch5).expect("write");
+    train_smoke(&dir, &["--resume", "--set", "train.meta-epochs=10"]);
+    let epochs: Vec<String> = metrics(&tmp.path("run").join("metrics.csv")).iter().map(|r| r[0].clone()).collect();
+    let want: Vec<String> = (0..10).map(|k| k.to_string()).collect();
+    assert_eq!(epochs, want);
+}
+
+#[test]
+fn index_code_too_narrow_for_the_architecture_fails_cleanly() {
+    let tmp = Scratch::new("narrow-code");
+    fails(
+        &["train", "--config", "configs/smoke.toml", "--set", "rule.index-bits=1", "--out", &tmp.arg("run"), "--quiet"],
+        &["does not fit", "1 index bits"],
+    );
+}
+
+/// The code widths are known from the config before training starts, so a too-narrow code
+/// should be refused like any impossible config value: before a run folder is created, and
+/// without claiming "the checkpoints in DIR are from before the failure" when there are none.
+#[test]
+#[ignore = "bug: a too-narrow rule.index-bits is only found at the first meta-epoch, after the run folder, config.toml and metrics.csv were written"]
+fn index_code_too_narrow_is_refused_before_the_run_folder_is_created() {
+    let tmp = Scratch::new("narrow-code-early");
+    let err = fails(
+        &["train", "--config", "configs/smoke.toml", "--set", "rule.index-bits=1", "--out", &tmp.arg("run"), "--quiet"],
+        &["index"],
+    );
+    assert!(!err.contains("checkpoints in"), "{err}");
+    assert!(!tmp.path("run").exists(), "a refused config created its run folder");
+}
+
+/// `Error::Io`'s message already ends with the I/O error, and the error is also its `source`,
+/// so anyhow's `{:#}` chain prints it twice ("...: No such file or directory (os error 2): No
+/// such file or directory (os error 2)").
+#[test]
+#[ignore = "bug: I/O errors from meta-nca-rule are printed twice on stderr (Error::Io displays its source and also exposes it as source)"]
+fn io_errors_are_printed_once() {
+    let tmp = Scratch::new("io-twice");
+    let dir = tmp.arg("run");
+    train_smoke(&dir, &["--set", "train.meta-epochs=1"]);
+    let save = tmp.path("missing-folder").join("g.json");
+    let err = fails(&["grow", "--run", &dir, "--save", &save.to_string_lossy()], &["missing-folder"]);
+    assert_eq!(err.matches("os error 2").count(), 1, "{err}");
+}
+
+fn load(path: &Path) -> meta_nca_rule::checkpoint::Checkpoint {
+    meta_nca_rule::checkpoint::Checkpoint::load(path).unwrap_or_else(|e| panic!("{e}"))
 }
