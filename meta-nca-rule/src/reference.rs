@@ -160,7 +160,7 @@ impl Grower {
         let this = self.clone();
         fused(&self.dev, state, (), move |state| {
             let nets = self.dense_nets(state);
-            let acts: Vec<Activity<f64>> =
+            let acts: Vec<Activity> =
                 nets.iter().map(|n| task::forward(n, &this.data.x, Some(&this.data.y))).collect();
             let k = 1.0 / nets.len().max(1) as f64;
             let loss = acts.iter().map(|a| task::loss_and_correct(a, &this.data.y).0).sum::<f64>() * k;
@@ -179,7 +179,7 @@ impl Grower {
 
     /// Activity statistics of every network in `state` (zeros when the perception needs none),
     /// and the networks with their activity for the adjoint.
-    fn activity(&self, state: &[f64]) -> (ActivityStats, Vec<(DenseNet<f64>, Activity<f64>)>) {
+    fn activity(&self, state: &[f64]) -> (ActivityStats, Vec<(DenseNet<f64>, Activity)>) {
         let mut stats = ActivityStats::zeros(&self.batch);
         if !self.spec.needs_activity() {
             return (stats, Vec::new());
@@ -194,9 +194,9 @@ impl Grower {
             for k in 0..nl {
                 let (rows, cols) = (net.rows(k), net.cols(k));
                 let first = self.batch.neuron(n, k, 0);
-                stats.act[first..first + rows].copy_from_slice(&task::col_means(&act.acts[k], rows));
+                stats.act[first..first + rows].copy_from_slice(&task::means(&act.acts[k], rows));
                 let next = self.batch.neuron(n, k + 1, 0);
-                stats.pre_act[next..next + cols].copy_from_slice(&task::col_means(&act.pre[k], cols));
+                stats.pre_act[next..next + cols].copy_from_slice(&task::means(&act.pre[k], cols));
                 if hebbian {
                     let hz = task::at_z(&act.acts[k], rows, &act.pre[k], cols);
                     let he = (k + 1 == nl).then(|| task::at_z(&act.acts[k], rows, &act.err, cols));
@@ -213,7 +213,7 @@ impl Grower {
             }
             let c = net.classes();
             let last = self.batch.neuron(n, nl, 0);
-            stats.err[last..last + c].copy_from_slice(&task::col_means(&act.err, c));
+            stats.err[last..last + c].copy_from_slice(&task::means(&act.err, c));
             out.push((net, act));
         }
         (stats, out)
@@ -231,7 +231,7 @@ impl Grower {
     }
 
     /// The adjoint of [`Self::perceive`]: d loss / d state from d loss / d perception.
-    fn perceive_adjoint(&self, acts: &[(DenseNet<f64>, Activity<f64>)], dp: &[f64]) -> Vec<f64> {
+    fn perceive_adjoint(&self, acts: &[(DenseNet<f64>, Activity)], dp: &[f64]) -> Vec<f64> {
         let s = self.spec.state_width();
         let f = self.spec.width();
         let nn = self.batch.num_neurons();
@@ -299,13 +299,14 @@ impl Grower {
     }
 
     /// Per-sample gradients of network `n`'s activity from gradients `g` of its statistics.
-    fn activity_grad(&self, n: usize, net: &DenseNet<f64>, act: &Activity<f64>, g: &ActivityStats) -> ActivityGrad<f64> {
+    fn activity_grad(&self, n: usize, net: &DenseNet<f64>, act: &Activity, g: &ActivityStats) -> ActivityGrad {
         let mut grad = ActivityGrad::zeros_like(act);
         let inv = 1.0 / act.batch.max(1) as f64;
         let nl = net.num_layers();
-        let broadcast = |m: &mut [f64], cols: usize, v: &[f64]| {
-            for row in m.chunks_exact_mut(cols) {
-                row.iter_mut().zip(v).for_each(|(o, v)| *o += v * inv);
+        let broadcast = |m: &mut [f64], n: usize, v: &[f64]| {
+            let batch = m.len() / n.max(1);
+            for (row, v) in m.chunks_exact_mut(batch.max(1)).zip(v) {
+                row.iter_mut().for_each(|o| *o += v * inv);
             }
         };
         // Dense per-layer gradients of the Hebbian statistics, [rows, cols].

@@ -1,8 +1,8 @@
 //! The task network: a dense MLP `z_{l+1} = a_l · (W_l ⊙ M_l)`, ReLU on hidden layers, logits
 //! at the top, and its exact reverse pass. One home for the forward semantics: the reference
 //! path, evaluation and the backprop baseline all run this code.
-
-use num_traits::Float;
+//!
+//! Activity is stored neuron-major (`[neurons, B]`): every loop over the batch is contiguous.
 
 /// Dense weights of one task network. Dead connections hold 0 (`W ⊙ M`).
 #[derive(Debug, Clone, PartialEq)]
@@ -15,15 +15,17 @@ pub struct DenseNet<E> {
     pub weights: Vec<Vec<E>>,
 }
 
-impl<E: Float> DenseNet<E> {
+impl DenseNet<f64> {
     /// All-zero weights for `sizes`.
     pub fn zeros(sizes: &[usize], bias: bool) -> Self {
         let weights = (0..sizes.len() - 1)
-            .map(|l| vec![E::zero(); (sizes[l] + usize::from(bias)) * sizes[l + 1]])
+            .map(|l| vec![0.0; (sizes[l] + usize::from(bias)) * sizes[l + 1]])
             .collect();
         Self { sizes: sizes.to_vec(), bias, weights }
     }
+}
 
+impl<E> DenseNet<E> {
     /// Number of weight matrices.
     pub fn num_layers(&self) -> usize {
         self.weights.len()
@@ -47,112 +49,112 @@ impl<E: Float> DenseNet<E> {
 
 /// Everything the forward pass computed on a batch, kept for perception and the reverse pass.
 #[derive(Debug, Clone)]
-pub struct Activity<E> {
+pub struct Activity {
     /// Batch size `B`.
     pub batch: usize,
-    /// `a_l` for `l in 0..L`, row-major `[B, n_l + bias]` (bias column = 1).
-    pub acts: Vec<Vec<E>>,
-    /// `z_{l+1}` for `l in 0..L`, row-major `[B, n_{l+1}]`; the last is the logits.
-    pub pre: Vec<Vec<E>>,
-    /// `softmax(z_L)`, `[B, C]`.
-    pub probs: Vec<E>,
-    /// `e = onehot(y) - softmax(z_L)`, `[B, C]` (zeros when no labels were given).
-    pub err: Vec<E>,
+    /// `a_l` for `l in 0..L`, neuron-major `[n_l + bias, B]` (the bias row is all ones).
+    pub acts: Vec<Vec<f64>>,
+    /// `z_{l+1}` for `l in 0..L`, neuron-major `[n_{l+1}, B]`; the last is the logits.
+    pub pre: Vec<Vec<f64>>,
+    /// `softmax(z_L)`, `[C, B]`.
+    pub probs: Vec<f64>,
+    /// `e = onehot(y) - softmax(z_L)`, `[C, B]` (zeros when no labels were given).
+    pub err: Vec<f64>,
 }
 
-/// Forward pass of `net` on `x` (`[B, n0]` row-major). With labels, also the error signal.
-pub fn forward<E: Float>(net: &DenseNet<E>, x: &[E], y: Option<&[usize]>) -> Activity<E> {
+fn axpy(out: &mut [f64], k: f64, x: &[f64]) {
+    out.iter_mut().zip(x).for_each(|(o, x)| *o += k * x);
+}
+
+fn dot(a: &[f64], b: &[f64]) -> f64 {
+    a.iter().zip(b).map(|(a, b)| a * b).sum()
+}
+
+/// Forward pass of `net` on `x` (row-major `[B, n0]`). With labels, also the error signal.
+pub fn forward(net: &DenseNet<f64>, x: &[f64], y: Option<&[usize]>) -> Activity {
     let n0 = net.sizes[0];
-    let batch = x.len() / n0;
-    let mut acts = Vec::with_capacity(net.num_layers());
-    let mut pre = Vec::with_capacity(net.num_layers());
-    let mut a = with_bias(x, batch, n0, net.bias);
-    for l in 0..net.num_layers() {
+    let batch = x.len() / n0.max(1);
+    let nl = net.num_layers();
+    let mut a = vec![0.0; net.rows(0) * batch];
+    for (b, row) in x.chunks_exact(n0).enumerate() {
+        for (i, &v) in row.iter().enumerate() {
+            a[i * batch + b] = v;
+        }
+    }
+    if net.bias {
+        a[n0 * batch..].iter_mut().for_each(|v| *v = 1.0);
+    }
+    let mut acts = Vec::with_capacity(nl);
+    let mut pre = Vec::with_capacity(nl);
+    for l in 0..nl {
         let (rows, cols) = (net.rows(l), net.cols(l));
         let w = &net.weights[l];
-        let mut z = vec![E::zero(); batch * cols];
-        for b in 0..batch {
-            let zb = &mut z[b * cols..(b + 1) * cols];
-            for (r, &ar) in a[b * rows..(b + 1) * rows].iter().enumerate() {
-                if ar != E::zero() {
-                    for (zc, &wc) in zb.iter_mut().zip(&w[r * cols..(r + 1) * cols]) {
-                        *zc = *zc + ar * wc;
-                    }
+        let mut z = vec![0.0; cols * batch];
+        for (c, zc) in z.chunks_exact_mut(batch).enumerate() {
+            for r in 0..rows {
+                let wrc = w[r * cols + c];
+                if wrc != 0.0 {
+                    axpy(zc, wrc, &a[r * batch..(r + 1) * batch]);
                 }
             }
         }
-        let next = if l + 1 < net.num_layers() {
-            let relu: Vec<E> = z.iter().map(|&v| v.max(E::zero())).collect();
-            Some(with_bias(&relu, batch, cols, net.bias))
+        if l + 1 < nl {
+            let mut next = Vec::with_capacity(net.rows(l + 1) * batch);
+            next.extend(z.iter().map(|&v| v.max(0.0)));
+            if net.bias {
+                next.extend(std::iter::repeat_n(1.0, batch));
+            }
+            acts.push(std::mem::replace(&mut a, next));
         } else {
-            None
-        };
-        acts.push(a);
+            acts.push(std::mem::take(&mut a));
+        }
         pre.push(z);
-        match next {
-            Some(n) => a = n,
-            None => break,
-        }
     }
-    let logits = pre.last().map(Vec::as_slice).unwrap_or(&[]);
     let c = net.classes();
-    let mut probs = vec![E::zero(); batch * c];
+    let logits = &pre[nl - 1];
+    let mut probs = vec![0.0; c * batch];
     for b in 0..batch {
-        softmax_into(&logits[b * c..(b + 1) * c], &mut probs[b * c..(b + 1) * c]);
-    }
-    let mut err: Vec<E> = probs.iter().map(|&p| -p).collect();
-    if let Some(y) = y {
-        for (b, &label) in y.iter().enumerate() {
-            err[b * c + label] = err[b * c + label] + E::one();
+        let m = (0..c).fold(f64::NEG_INFINITY, |m, j| m.max(logits[j * batch + b]));
+        let mut sum = 0.0;
+        for j in 0..c {
+            let e = (logits[j * batch + b] - m).exp();
+            probs[j * batch + b] = e;
+            sum += e;
         }
-    } else {
-        err.iter_mut().for_each(|v| *v = E::zero());
+        for j in 0..c {
+            probs[j * batch + b] /= sum;
+        }
+    }
+    let mut err: Vec<f64> = probs.iter().map(|&p| -p).collect();
+    match y {
+        Some(y) => y.iter().enumerate().for_each(|(b, &label)| err[label * batch + b] += 1.0),
+        None => err.iter_mut().for_each(|v| *v = 0.0),
     }
     Activity { batch, acts, pre, probs, err }
 }
 
-fn with_bias<E: Float>(a: &[E], batch: usize, n: usize, bias: bool) -> Vec<E> {
-    if !bias {
-        return a.to_vec();
-    }
-    let mut out = Vec::with_capacity(batch * (n + 1));
-    for b in 0..batch {
-        out.extend_from_slice(&a[b * n..(b + 1) * n]);
-        out.push(E::one());
-    }
-    out
-}
-
-fn softmax_into<E: Float>(z: &[E], out: &mut [E]) {
-    let m = z.iter().fold(E::neg_infinity(), |m, &v| m.max(v));
-    let mut sum = E::zero();
-    for (o, &v) in out.iter_mut().zip(z) {
-        *o = (v - m).exp();
-        sum = sum + *o;
-    }
-    out.iter_mut().for_each(|o| *o = *o / sum);
-}
-
 /// Mean cross-entropy of the logits and the number of correct argmax predictions.
-pub fn loss_and_correct<E: Float>(act: &Activity<E>, y: &[usize]) -> (E, usize) {
+pub fn loss_and_correct(act: &Activity, y: &[usize]) -> (f64, usize) {
+    let batch = act.batch;
     let logits = act.pre.last().map(Vec::as_slice).unwrap_or(&[]);
-    let c = act.probs.len() / act.batch.max(1);
-    let mut loss = E::zero();
+    let c = logits.len() / batch.max(1);
+    let mut loss = 0.0;
     let mut correct = 0;
+    let mut z = vec![0.0; c];
     for (b, &label) in y.iter().enumerate() {
-        let z = &logits[b * c..(b + 1) * c];
-        let m = z.iter().fold(E::neg_infinity(), |m, &v| m.max(v));
-        let lse = m + z.iter().fold(E::zero(), |s, &v| s + (v - m).exp()).ln();
-        loss = loss + lse - z[label];
-        if argmax(z) == label {
+        z.iter_mut().enumerate().for_each(|(j, v)| *v = logits[j * batch + b]);
+        let m = z.iter().fold(f64::NEG_INFINITY, |m, &v| m.max(v));
+        let lse = m + z.iter().map(|&v| (v - m).exp()).sum::<f64>().ln();
+        loss += lse - z[label];
+        if argmax(&z) == label {
             correct += 1;
         }
     }
-    (loss / E::from(act.batch.max(1)).unwrap_or_else(E::one), correct)
+    (loss / batch.max(1) as f64, correct)
 }
 
 /// Index of the largest entry (the first one on ties).
-pub fn argmax<E: Float>(z: &[E]) -> usize {
+pub fn argmax(z: &[f64]) -> usize {
     let mut best = 0;
     for (k, &v) in z.iter().enumerate() {
         if v > z[best] {
@@ -162,39 +164,36 @@ pub fn argmax<E: Float>(z: &[E]) -> usize {
     best
 }
 
-/// Gradients arriving at a network's activity from outside (perception or a loss).
+/// Gradients arriving at a network's activity from outside (perception or a loss), laid out
+/// like [`Activity`].
 #[derive(Debug, Clone)]
-pub struct ActivityGrad<E> {
-    /// d/d `a_l`, `[B, n_l + bias]`; used for hidden layers `l >= 1` only (inputs and bias are constants).
-    pub d_acts: Vec<Vec<E>>,
-    /// d/d `z_{l+1}`, `[B, n_{l+1}]`.
-    pub d_pre: Vec<Vec<E>>,
-    /// d/d `e`, `[B, C]`.
-    pub d_err: Vec<E>,
+pub struct ActivityGrad {
+    /// d/d `a_l`, `[n_l + bias, B]`; used for hidden layers `l >= 1` only (inputs and bias are constants).
+    pub d_acts: Vec<Vec<f64>>,
+    /// d/d `z_{l+1}`, `[n_{l+1}, B]`.
+    pub d_pre: Vec<Vec<f64>>,
+    /// d/d `e`, `[C, B]`.
+    pub d_err: Vec<f64>,
 }
 
-impl<E: Float> ActivityGrad<E> {
+impl ActivityGrad {
     /// All-zero gradients shaped like `act`.
-    pub fn zeros_like(act: &Activity<E>) -> Self {
+    pub fn zeros_like(act: &Activity) -> Self {
         Self {
-            d_acts: act.acts.iter().map(|a| vec![E::zero(); a.len()]).collect(),
-            d_pre: act.pre.iter().map(|z| vec![E::zero(); z.len()]).collect(),
-            d_err: vec![E::zero(); act.err.len()],
+            d_acts: act.acts.iter().map(|a| vec![0.0; a.len()]).collect(),
+            d_pre: act.pre.iter().map(|z| vec![0.0; z.len()]).collect(),
+            d_err: vec![0.0; act.err.len()],
         }
     }
 
     /// The gradient of `scale * mean cross-entropy` at the logits.
-    pub fn cross_entropy(act: &Activity<E>, y: &[usize], scale: E) -> Self {
+    pub fn cross_entropy(act: &Activity, y: &[usize], scale: f64) -> Self {
         let mut g = Self::zeros_like(act);
-        let c = act.probs.len() / act.batch.max(1);
-        let k = scale / E::from(act.batch.max(1)).unwrap_or_else(E::one);
+        let batch = act.batch;
+        let k = scale / batch.max(1) as f64;
         if let Some(dz) = g.d_pre.last_mut() {
-            for (b, &label) in y.iter().enumerate() {
-                for j in 0..c {
-                    let onehot = if j == label { E::one() } else { E::zero() };
-                    dz[b * c + j] = (act.probs[b * c + j] - onehot) * k;
-                }
-            }
+            dz.iter_mut().zip(&act.probs).for_each(|(d, p)| *d = p * k);
+            y.iter().enumerate().for_each(|(b, &label)| dz[label * batch + b] -= k);
         }
         g
     }
@@ -202,103 +201,96 @@ impl<E: Float> ActivityGrad<E> {
 
 /// Reverse pass: d/d `W_l` (dense, same layout as the weights) of whatever produced `grad`.
 /// Consumes `grad` as scratch space.
-pub fn backward<E: Float>(net: &DenseNet<E>, act: &Activity<E>, mut grad: ActivityGrad<E>) -> Vec<Vec<E>> {
+pub fn backward(net: &DenseNet<f64>, act: &Activity, mut grad: ActivityGrad) -> Vec<Vec<f64>> {
     let batch = act.batch;
     let nl = net.num_layers();
     let c = net.classes();
-    // e = onehot - softmax(z_L): dz_L -= p ⊙ (de - <de, p>).
+    // e = onehot - softmax(z_L): dz_L -= p ⊙ (de - <de, p>), per sample.
     let dz_top = &mut grad.d_pre[nl - 1];
     for b in 0..batch {
-        let p = &act.probs[b * c..(b + 1) * c];
-        let de = &grad.d_err[b * c..(b + 1) * c];
-        let dot = p.iter().zip(de).fold(E::zero(), |s, (&p, &d)| s + p * d);
+        let dot_b = (0..c).map(|j| act.probs[j * batch + b] * grad.d_err[j * batch + b]).sum::<f64>();
         for j in 0..c {
-            dz_top[b * c + j] = dz_top[b * c + j] - p[j] * (de[j] - dot);
+            let p = act.probs[j * batch + b];
+            dz_top[j * batch + b] -= p * (grad.d_err[j * batch + b] - dot_b);
         }
     }
-    let mut dw: Vec<Vec<E>> = net.weights.iter().map(|w| vec![E::zero(); w.len()]).collect();
+    let mut dw: Vec<Vec<f64>> = net.weights.iter().map(|w| vec![0.0; w.len()]).collect();
     for l in (0..nl).rev() {
         let (rows, cols) = (net.rows(l), net.cols(l));
         let a = &act.acts[l];
         let dz = std::mem::take(&mut grad.d_pre[l]);
-        let dwl = &mut dw[l];
-        for b in 0..batch {
-            let dzb = &dz[b * cols..(b + 1) * cols];
-            for (r, &ar) in a[b * rows..(b + 1) * rows].iter().enumerate() {
-                if ar != E::zero() {
-                    for (g, &d) in dwl[r * cols..(r + 1) * cols].iter_mut().zip(dzb) {
-                        *g = *g + ar * d;
-                    }
-                }
+        for r in 0..rows {
+            let ar = &a[r * batch..(r + 1) * batch];
+            for (cc, dzc) in dz.chunks_exact(batch).enumerate() {
+                dw[l][r * cols + cc] = dot(ar, dzc);
             }
         }
         if l == 0 {
             break;
         }
-        // Into the hidden layer l: da_l += dz_{l+1} W_l^T, then dz_l += da_l ⊙ relu'(z_l).
+        // Into the hidden layer l: da_l += W_l dz_{l+1}, then dz_l += da_l ⊙ relu'(z_l).
         let w = &net.weights[l];
         let n = net.sizes[l];
-        let da = &mut grad.d_acts[l];
-        for b in 0..batch {
-            let dzb = &dz[b * cols..(b + 1) * cols];
-            for r in 0..n {
-                let s = w[r * cols..(r + 1) * cols].iter().zip(dzb).fold(E::zero(), |s, (&w, &d)| s + w * d);
-                da[b * rows + r] = da[b * rows + r] + s;
+        let mut da = std::mem::take(&mut grad.d_acts[l]);
+        for r in 0..n {
+            let dar = &mut da[r * batch..(r + 1) * batch];
+            for (cc, dzc) in dz.chunks_exact(batch).enumerate() {
+                let wrc = w[r * cols + cc];
+                if wrc != 0.0 {
+                    axpy(dar, wrc, dzc);
+                }
             }
         }
         let z = &act.pre[l - 1];
         let dzl = &mut grad.d_pre[l - 1];
-        for b in 0..batch {
-            for r in 0..n {
-                if z[b * n + r] > E::zero() {
-                    dzl[b * n + r] = dzl[b * n + r] + da[b * rows + r];
-                }
+        for ((d, &zv), &g) in dzl.iter_mut().zip(z).zip(&da[..n * batch]) {
+            if zv > 0.0 {
+                *d += g;
             }
         }
     }
     dw
 }
 
-/// Column means of a row-major `[B, cols]` matrix.
-pub fn col_means(m: &[f64], cols: usize) -> Vec<f64> {
-    let mut out = vec![0.0; cols];
-    let rows = m.len() / cols.max(1);
-    for row in m.chunks_exact(cols.max(1)) {
-        out.iter_mut().zip(row).for_each(|(o, v)| *o += v);
+/// Per-neuron batch means of a neuron-major `[n, B]` matrix.
+pub fn means(m: &[f64], n: usize) -> Vec<f64> {
+    let batch = m.len() / n.max(1);
+    m.chunks_exact(batch.max(1)).map(|row| row.iter().sum::<f64>() / batch.max(1) as f64).collect()
+}
+
+/// `H[r, c] = Σ_b a[r, b] z[c, b]`: `a` is `[ra, B]`, `z` is `[cz, B]`, `H` is `[ra, cz]`.
+pub fn at_z(a: &[f64], ra: usize, z: &[f64], cz: usize) -> Vec<f64> {
+    let batch = a.len() / ra.max(1);
+    let mut out = vec![0.0; ra * cz];
+    for (r, ar) in a.chunks_exact(batch.max(1)).enumerate() {
+        for (c, zc) in z.chunks_exact(batch.max(1)).enumerate().take(cz) {
+            out[r * cz + c] = dot(ar, zc);
+        }
     }
-    let inv = 1.0 / rows.max(1) as f64;
-    out.iter_mut().for_each(|o| *o *= inv);
     out
 }
 
-/// `A^T Z`: `a` is `[B, ra]`, `z` is `[B, cz]`, the result `[ra, cz]`.
-pub fn at_z(a: &[f64], ra: usize, z: &[f64], cz: usize) -> Vec<f64> {
-    let mut out = vec![0.0; ra * cz];
-    for (arow, zrow) in a.chunks_exact(ra).zip(z.chunks_exact(cz)) {
-        for (r, &av) in arow.iter().enumerate() {
-            if av != 0.0 {
-                out[r * cz..(r + 1) * cz].iter_mut().zip(zrow).for_each(|(o, zv)| *o += av * zv);
+/// `out[r, :] += Σ_c g[r, c] z[c, :]`: `out` is `[ra, B]`, `z` is `[cz, B]`, `g` is `[ra, cz]`.
+pub fn add_z_gt(out: &mut [f64], ra: usize, z: &[f64], cz: usize, g: &[f64]) {
+    let batch = out.len() / ra.max(1);
+    for (r, orow) in out.chunks_exact_mut(batch.max(1)).enumerate() {
+        for (c, zc) in z.chunks_exact(batch.max(1)).enumerate().take(cz) {
+            let k = g[r * cz + c];
+            if k != 0.0 {
+                axpy(orow, k, zc);
             }
         }
     }
-    out
 }
 
-/// `out += Z G^T`: `z` is `[B, cz]`, `g` is `[ra, cz]`, `out` is `[B, ra]`.
-pub fn add_z_gt(out: &mut [f64], ra: usize, z: &[f64], cz: usize, g: &[f64]) {
-    for (orow, zrow) in out.chunks_exact_mut(ra).zip(z.chunks_exact(cz)) {
-        for (r, o) in orow.iter_mut().enumerate() {
-            *o += g[r * cz..(r + 1) * cz].iter().zip(zrow).map(|(g, z)| g * z).sum::<f64>();
-        }
-    }
-}
-
-/// `out += A G`: `a` is `[B, ra]`, `g` is `[ra, cz]`, `out` is `[B, cz]`.
+/// `out[c, :] += Σ_r g[r, c] a[r, :]`: `out` is `[cz, B]`, `a` is `[ra, B]`, `g` is `[ra, cz]`.
 pub fn add_a_g(out: &mut [f64], cz: usize, a: &[f64], ra: usize, g: &[f64]) {
-    for (orow, arow) in out.chunks_exact_mut(cz).zip(a.chunks_exact(ra)) {
-        for (r, &av) in arow.iter().enumerate() {
-            if av != 0.0 {
-                orow.iter_mut().zip(&g[r * cz..(r + 1) * cz]).for_each(|(o, g)| *o += av * g);
+    let batch = out.len() / cz.max(1);
+    for (c, orow) in out.chunks_exact_mut(batch.max(1)).enumerate() {
+        for (r, ar) in a.chunks_exact(batch.max(1)).enumerate().take(ra) {
+            let k = g[r * cz + c];
+            if k != 0.0 {
+                axpy(orow, k, ar);
             }
         }
     }
