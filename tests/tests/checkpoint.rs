@@ -12,8 +12,7 @@ use meta_nca_rule::train::{EpochMetrics, Trainer};
 
 /// The smoke config (`configs/smoke.toml`), built here so the test does not depend on the file.
 fn smoke() -> Config {
-    let mut c = Config::default();
-    c.seed = 1;
+    let mut c = Config { seed: 1, ..Config::default() };
     c.task.hidden = vec![vec![3]];
     c.rule.hidden = vec![8];
     c.grow.steps = 4;
@@ -119,7 +118,7 @@ fn split(bytes: &[u8]) -> (serde_json::Map<String, serde_json::Value>, Vec<u8>) 
 /// Joins a header and data back into a safetensors file (header padded to 8 bytes).
 fn join(header: &serde_json::Map<String, serde_json::Value>, data: &[u8]) -> Vec<u8> {
     let mut text = serde_json::to_string(header).expect("serialise");
-    while text.len() % 8 != 0 {
+    while !text.len().is_multiple_of(8) {
         text.push(' ');
     }
     let mut out = (text.len() as u64).to_le_bytes().to_vec();
