@@ -53,6 +53,9 @@ pub fn run(args: Args) -> Result<()> {
     sizes.extend(&hidden);
     sizes.push(exp.train.classes);
     let steps = args.steps.unwrap_or(cfg.grow.steps);
+    if steps == 0 {
+        bail!("--steps must be at least 1");
+    }
     let p = args.p.unwrap_or(cfg.grow.fire_fraction);
     if !(p > 0.0 && p <= 1.0) {
         bail!("--p must be in (0, 1], got {p}");

@@ -5,7 +5,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
-use meta_nca_rule::checkpoint::Checkpoint;
+use meta_nca_rule::checkpoint::{Checkpoint, write_atomic};
 use meta_nca_rule::experiment::Experiment;
 use meta_nca_rule::train::EpochMetrics;
 
@@ -54,22 +54,27 @@ pub struct MetricsWriter {
 }
 
 impl MetricsWriter {
-    /// Opens `dir/metrics.csv`: fresh (truncated) or, when resuming, appended to.
-    pub fn open(dir: &Path, append: bool) -> Result<Self> {
+    /// Opens `dir/metrics.csv`. Fresh runs (`resume_from = None`) start it anew; a resumed
+    /// run keeps only the rows of meta-epochs before `resume_from` (rows written after the
+    /// checkpoint it resumes from are dropped, so no epoch appears twice) and appends.
+    pub fn open(dir: &Path, resume_from: Option<usize>) -> Result<Self> {
         let path = dir.join("metrics.csv");
-        let exists = path.exists();
+        let mut kept = format!("{METRICS_HEADER}\n");
+        if let (Some(first), Ok(text)) = (resume_from, std::fs::read_to_string(&path)) {
+            for line in text.lines().skip(1) {
+                let epoch = line.split(',').next().and_then(|e| e.parse::<usize>().ok());
+                if epoch.is_some_and(|e| e < first) {
+                    kept.push_str(line);
+                    kept.push('\n');
+                }
+            }
+        }
+        write_atomic(&path, kept.as_bytes())?;
         let file = std::fs::OpenOptions::new()
-            .create(true)
-            .append(append)
-            .write(true)
-            .truncate(!append)
+            .append(true)
             .open(&path)
             .with_context(|| format!("opening {}", path.display()))?;
-        let mut w = Self { file: std::io::BufWriter::new(file) };
-        if !append || !exists {
-            writeln!(w.file, "{METRICS_HEADER}")?;
-        }
-        Ok(w)
+        Ok(Self { file: std::io::BufWriter::new(file) })
     }
 
     /// Writes one row.

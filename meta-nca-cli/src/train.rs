@@ -78,7 +78,7 @@ pub fn run(args: Args) -> Result<()> {
         trainer.rule.num_params()
     );
     let total = config.train.meta_epochs;
-    let mut metrics = MetricsWriter::open(&out, args.resume)?;
+    let mut metrics = MetricsWriter::open(&out, args.resume.then_some(trainer.epoch))?;
     let bar = if args.quiet { ProgressBar::hidden() } else { ProgressBar::new(total as u64) };
     bar.set_style(
         ProgressStyle::with_template("{elapsed_precise} [{bar:30}] {pos}/{len} {msg}")

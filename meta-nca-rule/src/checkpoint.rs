@@ -20,6 +20,7 @@ use crate::{Error, Result};
 /// Version of the checkpoint layout.
 pub const FORMAT: u32 = 1;
 const META_KEY: &str = "meta-nca";
+const OPTIMIZER_KEY: &str = "optimizer";
 
 /// Everything about a rule that is not a tensor.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -94,9 +95,13 @@ impl Checkpoint {
             .map(|(n, s, b)| TensorView::new(SDtype::F64, s.clone(), b).map(|v| (n.clone(), v)))
             .collect::<std::result::Result<Vec<_>, _>>()
             .map_err(|e| ckpt_err(path, format!("cannot build tensor views: {e:?}")))?;
-        let meta = serde_json::to_string(&self.meta).map_err(|e| ckpt_err(path, e.to_string()))?;
-        let adam = serde_json::json!({ "lr": self.adam.lr, "beta1": self.adam.beta1, "beta2": self.adam.beta2, "eps": self.adam.eps, "t": self.adam.t });
-        let info = HashMap::from([(META_KEY.to_string(), meta), ("adam".to_string(), adam.to_string())]);
+        // One metadata entry (rule metadata plus the optimiser's scalars), so identical
+        // checkpoints are identical bytes.
+        let mut meta = serde_json::to_value(&self.meta).map_err(|e| ckpt_err(path, e.to_string()))?;
+        meta[OPTIMIZER_KEY] = serde_json::json!({
+            "lr": self.adam.lr, "beta1": self.adam.beta1, "beta2": self.adam.beta2, "eps": self.adam.eps, "t": self.adam.t,
+        });
+        let info = HashMap::from([(META_KEY.to_string(), meta.to_string())]);
         let bytes = ::safetensors::tensor::serialize(views, &Some(info))
             .map_err(|e| ckpt_err(path, format!("cannot serialise: {e:?}")))?;
         write_atomic(path, &bytes)
@@ -112,8 +117,14 @@ impl Checkpoint {
             .map_err(|e| ckpt_err(path, format!("unreadable header ({e:?})")))?;
         let info = header.metadata().clone().unwrap_or_default();
         let meta_text = info.get(META_KEY).ok_or_else(|| ckpt_err(path, "no meta-nca metadata: not a meta-nca checkpoint"))?;
-        let meta: RuleMeta =
+        let mut meta_json: serde_json::Value =
             serde_json::from_str(meta_text).map_err(|e| ckpt_err(path, format!("corrupt metadata: {e}")))?;
+        let adam_info = meta_json
+            .as_object_mut()
+            .and_then(|m| m.remove(OPTIMIZER_KEY))
+            .ok_or_else(|| ckpt_err(path, "metadata has no optimiser state"))?;
+        let meta: RuleMeta =
+            serde_json::from_value(meta_json).map_err(|e| ckpt_err(path, format!("corrupt metadata: {e}")))?;
         if meta.format != FORMAT {
             return Err(ckpt_err(path, format!("format {} is not supported (this build reads {FORMAT})", meta.format)));
         }
@@ -132,10 +143,6 @@ impl Checkpoint {
         if meta.code.dim() + 1 != meta.perception.state_width() {
             return Err(ckpt_err(path, "hidden-state widths do not match the perception's state width"));
         }
-        let adam_info: serde_json::Value = info
-            .get("adam")
-            .and_then(|t| serde_json::from_str(t).ok())
-            .ok_or_else(|| ckpt_err(path, "missing or corrupt optimiser metadata"))?;
         let mut rng = rand::rngs::mock::StepRng::new(0, 0);
         let mut rule = RuleNet::new(&dev, meta.shape.clone(), &mut rng);
         let read = |name: &str, want: &[usize]| -> Result<Vec<f64>> {

@@ -278,6 +278,9 @@ impl Config {
         if d.dataset.trim().is_empty() {
             return Err(bad("data.dataset", "is empty: use \"iris\" or a CSV path"));
         }
+        if d.dataset.eq_ignore_ascii_case("iris") && d.label_column.is_some() {
+            return Err(bad("data.label-column", "applies to CSV datasets only; the embedded iris has its label"));
+        }
         let t = &self.task;
         match &t.family {
             None if t.hidden.is_empty() => return Err(bad("task.hidden", "lists no architecture")),

@@ -5,8 +5,8 @@ use std::path::PathBuf;
 /// Everything that can go wrong in the rule library.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    /// A file could not be read or written.
-    #[error("{path}: {source}")]
+    /// A file could not be read or written (the I/O error is the `source`).
+    #[error("{path}")]
     Io {
         /// The file involved.
         path: PathBuf,

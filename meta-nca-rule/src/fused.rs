@@ -26,12 +26,17 @@ pub fn fused<T: Tape<f64, Cpu>, S: Shape>(
     forward: impl FnOnce(&[f64]) -> (Vec<f64>, Backward),
 ) -> Tensor<S, f64, Cpu, T> {
     let (x, mut tape) = x.split_tape();
-    let (values, backward) = forward(&x.as_vec());
+    // dfdx 0.13's `as_vec` panics on a tensor with no elements (a batch with no live cells).
+    let input = if x.shape().num_elements() == 0 { Vec::new() } else { x.as_vec() };
+    let (values, backward) = forward(&input);
     let out = dev.tensor_from_vec(values, out_shape);
     if T::OWNS_TAPE {
         let (x_ghost, out_ghost) = (x.ghost(), out.ghost());
         tape.add_backward_op(move |grads| {
             let g_out: Vec<f64> = grads.get_or_alloc_mut(&out_ghost)?.to_vec();
+            if g_out.is_empty() && x_ghost.shape().num_elements() == 0 {
+                return Ok(());
+            }
             let g_x = backward(&g_out, grads)?;
             for (a, b) in grads.get_or_alloc_mut(&x_ghost)?.iter_mut().zip(&g_x) {
                 *a += b;

@@ -50,6 +50,14 @@ impl HiddenCode {
         }
     }
 
+    /// Checks that networks of up to `layers` weight matrices with at most `cells` cells in
+    /// one matrix fit this layout; the error names the first cell that would not.
+    pub fn check_fits(&self, layers: usize, cells: usize) -> Result<()> {
+        let mut h = vec![0.0f64; self.dim()];
+        let last = CellId { layer: layers.saturating_sub(1), pre: 0, post: 0, index: cells.saturating_sub(1) };
+        self.encode_into(&last, &mut h)
+    }
+
     /// Hidden-state width `d`.
     pub fn dim(&self) -> usize {
         self.layer_bits + self.index_bits + self.extra

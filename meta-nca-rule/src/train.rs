@@ -80,6 +80,8 @@ impl Trainer {
             return Err(Error::Config { key: "task".into(), message: why });
         }
         let code = exp.config.hidden_code(&exp.archs);
+        let (layers, cells) = exp.archs.extent(exp.config.task.bias);
+        code.check_fits(layers, cells)?;
         let (spec, shape) = exp.config.rule_shape(&code)?;
         let dev = Cpu::default();
         let mut rng = rng_for(exp.config.seed, Stream::Train, u64::MAX);

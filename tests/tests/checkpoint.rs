@@ -205,7 +205,10 @@ fn damaged_and_missing_checkpoints_are_clear_errors() {
     expect_checkpoint_error(&tmp, "corrupt-meta.safetensors", &join(&corrupt_meta, &data), "metadata");
 
     let mut no_adam = header.clone();
-    no_adam["__metadata__"].as_object_mut().expect("metadata map").remove("adam");
+    let mut rule_meta: serde_json::Value =
+        serde_json::from_str(no_adam["__metadata__"]["meta-nca"].as_str().expect("a JSON string")).expect("JSON");
+    assert!(rule_meta.as_object_mut().expect("object").remove("optimizer").is_some(), "optimiser state is stored");
+    no_adam["__metadata__"]["meta-nca"] = serde_json::Value::String(rule_meta.to_string());
     expect_checkpoint_error(&tmp, "no-adam.safetensors", &join(&no_adam, &data), "optimiser");
 
     // A tensor missing from the file is named.

@@ -236,6 +236,7 @@ fn same_seed_same_metrics_other_seed_other_losses() {
     // The checkpoints of identical runs are identical too.
     let (ca, cb) = (load(&tmp.path("a").join("last.safetensors")), load(&tmp.path("b").join("last.safetensors")));
     assert!(ca.rule.params_flat() == cb.rule.params_flat() && ca.adam == cb.adam && ca.meta == cb.meta, "same config and seed, different checkpoints");
+    assert!(read(&tmp.path("a").join("last.safetensors")) == read(&tmp.path("b").join("last.safetensors")), "identical runs wrote different checkpoint bytes");
 }
 
 #[test]
@@ -418,7 +419,6 @@ fn resume_without_a_checkpoint_names_it() {
 /// epoch-5 `last.safetensors` after a run to epoch 7. Resuming must not write epochs 5 and 6
 /// twice.
 #[test]
-#[ignore = "bug: train --resume appends to metrics.csv without dropping rows newer than the checkpoint's meta-epoch (duplicate epochs)"]
 fn resume_after_metrics_got_ahead_of_the_checkpoint_keeps_epochs_unique() {
     let tmp = Scratch::new("resume-ahead");
     let dir = tmp.arg("run");
@@ -446,7 +446,6 @@ fn index_code_too_narrow_for_the_architecture_fails_cleanly() {
 /// should be refused like any impossible config value: before a run folder is created, and
 /// without claiming "the checkpoints in DIR are from before the failure" when there are none.
 #[test]
-#[ignore = "bug: a too-narrow rule.index-bits is only found at the first meta-epoch, after the run folder, config.toml and metrics.csv were written"]
 fn index_code_too_narrow_is_refused_before_the_run_folder_is_created() {
     let tmp = Scratch::new("narrow-code-early");
     let err = fails(
@@ -461,7 +460,6 @@ fn index_code_too_narrow_is_refused_before_the_run_folder_is_created() {
 /// so anyhow's `{:#}` chain prints it twice ("...: No such file or directory (os error 2): No
 /// such file or directory (os error 2)").
 #[test]
-#[ignore = "bug: I/O errors from meta-nca-rule are printed twice on stderr (Error::Io displays its source and also exposes it as source)"]
 fn io_errors_are_printed_once() {
     let tmp = Scratch::new("io-twice");
     let dir = tmp.arg("run");

@@ -541,7 +541,6 @@ proptest! {
 
 /// A grow batch whose every connection was removed: perception is empty, not a panic.
 #[test]
-#[ignore = "bug: Grower::perceive panics (index out of bounds in dfdx 0.13 Tensor::as_vec) on a batch with no live cells"]
 fn grower_with_no_live_cells_does_not_panic() {
     let dev = Cpu::default();
     let mut t = Topology::dense(&[1, 1], false).expect("valid");
