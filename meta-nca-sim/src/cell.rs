@@ -1,0 +1,245 @@
+//! A cell: one live connection `(l, i, j)` as an agent. It owns its state row `[w, h..]` and
+//! learns about its neighbourhood only through messages from its two neurons. The same code
+//! runs under every executor and in both modes; only who delivers its messages differs.
+
+use std::sync::Arc;
+
+use meta_nca_rule::perception::{CellView, NeuronView, perceive};
+use meta_nca_rule::topology::CellId;
+
+use crate::protocol::{CellDone, CellMsg, Fan, NeuronMsg, NeuronSummary, Outbox, Partial, Side};
+use crate::world::Ctx;
+
+/// Where a cell is within its current round.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    /// The round has not begun (waiting for `Begin` or its clock).
+    Idle,
+    /// Reported; waiting for fresh enough summaries.
+    Waiting { fire: bool },
+    /// Asked the rule service; waiting for the update.
+    Querying { staleness: u32 },
+    /// All rounds done.
+    Finished,
+}
+
+/// A cell agent's state.
+#[derive(Debug)]
+pub struct Cell {
+    /// State-row index (the order of [`meta_nca_rule::topology::Topology::cells`]).
+    pub index: u32,
+    /// Its connection.
+    pub id: CellId,
+    pre: u32,
+    post: u32,
+    state: Vec<f64>,
+    /// The round in progress (the state is the state at the start of it).
+    round: u32,
+    phase: Phase,
+    pre_view: Option<Arc<NeuronSummary>>,
+    post_view: Option<Arc<NeuronSummary>>,
+    /// Weights of finished rounds whose drive the post-neuron still needs.
+    pending_w: Vec<(u32, f64)>,
+    /// The current round's drive was already sent.
+    drive_sent: bool,
+    /// Activations of rounds the cell has not reached yet.
+    future_acts: Vec<(u32, Arc<[f64]>)>,
+    /// Async clock: a splitmix64 state.
+    clock: u64,
+    /// Span of a traced cell; untraced cells emit nothing.
+    span: Option<tracing::Span>,
+}
+
+fn splitmix(state: &mut u64) -> u64 {
+    *state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    let mut z = *state;
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+fn dot(a: &[f64], b: &[f64]) -> f64 {
+    a.iter().zip(b).map(|(a, b)| a * b).sum()
+}
+
+impl Cell {
+    /// A cell with starting state `state`; `seed` seeds its async clock; `traced` gives it a
+    /// span and an event per update.
+    pub fn new(index: u32, id: CellId, pre: u32, post: u32, state: Vec<f64>, seed: u64, traced: bool) -> Self {
+        let mut clock = seed ^ (u64::from(index) << 17) ^ 0x5EED;
+        splitmix(&mut clock);
+        let span = traced.then(|| tracing::info_span!("cell", layer = id.layer, i = id.pre, j = id.post));
+        Self {
+            index,
+            id,
+            pre,
+            post,
+            state,
+            round: 0,
+            phase: Phase::Idle,
+            pre_view: None,
+            post_view: None,
+            pending_w: Vec::new(),
+            drive_sent: false,
+            future_acts: Vec::new(),
+            clock,
+            span,
+        }
+    }
+
+    /// The state row `[w, h..]`.
+    pub fn state(&self) -> &[f64] {
+        &self.state
+    }
+
+    /// Whether every round is done.
+    pub fn finished(&self) -> bool {
+        self.phase == Phase::Finished
+    }
+
+    /// Handles one message.
+    pub fn handle(&mut self, msg: CellMsg, ctx: &Ctx, out: &mut impl Outbox) {
+        match msg {
+            CellMsg::Begin { round, fire } => self.begin(round, fire, ctx, out),
+            CellMsg::Tick => {
+                let draw = (splitmix(&mut self.clock) >> 11) as f64 / (1u64 << 53) as f64;
+                self.begin(self.round, draw < ctx.fire_rate, ctx, out);
+            }
+            CellMsg::Act { round, a } => self.on_act(round, a, out),
+            CellMsg::Summary { side, view } => {
+                let slot = match side {
+                    Side::Pre => &mut self.pre_view,
+                    Side::Post => &mut self.post_view,
+                };
+                if slot.as_ref().is_none_or(|v| v.round <= view.round) {
+                    *slot = Some(view);
+                }
+                self.try_fire(ctx, out);
+            }
+            CellMsg::Update { delta } => {
+                if let Phase::Querying { staleness } = self.phase {
+                    let w0 = self.state[0];
+                    self.state.iter_mut().zip(&delta).for_each(|(s, d)| *s += d);
+                    self.complete(w0, true, staleness, ctx, out);
+                }
+            }
+        }
+    }
+
+    fn begin(&mut self, round: u32, fire: bool, ctx: &Ctx, out: &mut impl Outbox) {
+        if self.phase != Phase::Idle || round != self.round {
+            return;
+        }
+        self.phase = Phase::Waiting { fire };
+        let part = Partial { sum: self.state.clone(), count: 1 };
+        out.to_neuron(self.pre, NeuronMsg::Report { round, fan: Fan::Out, part: part.clone() });
+        out.to_neuron(self.post, NeuronMsg::Report { round, fan: Fan::In, part });
+        self.try_fire(ctx, out);
+    }
+
+    fn on_act(&mut self, round: u32, a: Arc<[f64]>, out: &mut impl Outbox) {
+        let w = if round == self.round && !self.drive_sent {
+            self.drive_sent = true;
+            self.state[0]
+        } else if round > self.round {
+            self.future_acts.push((round, a));
+            return;
+        } else if let Some(k) = self.pending_w.iter().position(|(r, _)| *r == round) {
+            self.pending_w.swap_remove(k).1
+        } else {
+            return;
+        };
+        let sum = a.iter().map(|&v| w * v).collect();
+        out.to_neuron(self.post, NeuronMsg::Drive { round, part: Partial { sum, count: 1 } });
+    }
+
+    fn try_fire(&mut self, ctx: &Ctx, out: &mut impl Outbox) {
+        let Phase::Waiting { fire } = self.phase else { return };
+        let (Some(pre), Some(post)) = (&self.pre_view, &self.post_view) else { return };
+        let oldest = pre.round.min(post.round);
+        if oldest + ctx.max_staleness < self.round {
+            return;
+        }
+        let staleness = self.round - oldest;
+        if !fire {
+            let w0 = self.state[0];
+            self.complete(w0, false, staleness, ctx, out);
+            return;
+        }
+        fn view(v: &NeuronSummary) -> NeuronView<'_, f64> {
+            NeuronView {
+            in_sum: &v.in_sum,
+            in_count: v.in_count,
+            out_sum: &v.out_sum,
+            out_count: v.out_count,
+            act: v.act,
+            pre_act: v.pre_act,
+            err: v.err,
+            }
+        }
+        let (mut hebb_z, mut hebb_e) = (0.0, 0.0);
+        if ctx.hebbian {
+            let inv = 1.0 / ctx.samples.max(1) as f64;
+            if let (Some(a), Some(z)) = (&pre.a, &post.z) {
+                hebb_z = dot(a, z) * inv;
+            }
+            if let (Some(a), Some(e)) = (&pre.a, &post.e) {
+                hebb_e = dot(a, e) * inv;
+            }
+        }
+        let mut p = vec![0.0; ctx.spec.width()];
+        let cell = CellView { state: &self.state, hebb_z, hebb_e };
+        perceive(&ctx.spec, cell, view(pre), view(post), &mut p);
+        self.phase = Phase::Querying { staleness };
+        out.query(self.index, p);
+    }
+
+    /// Ends the round: `w0` is the weight the round started with.
+    fn complete(&mut self, w0: f64, fired: bool, staleness: u32, ctx: &Ctx, out: &mut impl Outbox) {
+        let round = self.round;
+        if ctx.activity && !self.drive_sent {
+            self.pending_w.push((round, w0));
+        }
+        let dw = self.state[0] - w0;
+        if let Some(span) = &self.span {
+            let _enter = span.enter();
+            tracing::info!(
+                target: "meta_nca_sim::cell",
+                step = round,
+                layer = self.id.layer,
+                i = self.id.pre,
+                j = self.id.post,
+                w = self.state[0],
+                dw,
+                fired,
+                staleness,
+                "update"
+            );
+        }
+        self.round += 1;
+        self.drive_sent = false;
+        let finished = self.round >= ctx.rounds;
+        self.phase = if finished { Phase::Finished } else { Phase::Idle };
+        out.done(CellDone {
+            cell: self.index,
+            round,
+            w: self.state[0],
+            dw,
+            fired,
+            staleness,
+            final_state: finished.then(|| self.state.clone()),
+        });
+        let now: Vec<_> = {
+            let r = self.round;
+            let (now, later) = std::mem::take(&mut self.future_acts).into_iter().partition(|(k, _)| *k == r);
+            self.future_acts = later;
+            now
+        };
+        for (r, a) in now {
+            self.on_act(r, a, out);
+        }
+        if ctx.async_mode && !finished {
+            out.tick_later(self.index);
+        }
+    }
+}

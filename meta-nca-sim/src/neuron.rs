@@ -1,0 +1,255 @@
+//! A neuron: the aggregator of its incident cells. It owns no weights; per round it sums the
+//! state rows its cells report, runs its part of the forward pass (activation from the
+//! drives of its incoming cells; output neurons share logits to form the softmax error) and
+//! answers every cell with one [`NeuronSummary`]. Like a cell it is a plain state machine
+//! driven by messages; an executor schedules it.
+
+use std::sync::Arc;
+
+use crate::protocol::{CellMsg, Fan, NeuronMsg, NeuronSummary, Outbox, Partial};
+use crate::world::Ctx;
+
+/// What kind of neuron, with what it knows that no message tells it.
+#[derive(Debug, Clone)]
+pub enum NeuronKind {
+    /// An input neuron: its activation is one feature column of the data.
+    Input(Arc<[f64]>),
+    /// A constant-1 bias neuron.
+    Bias(Arc<[f64]>),
+    /// A hidden neuron: `a = relu(z)`.
+    Hidden,
+    /// An output neuron: logits `z`; knows the labels to form `e = onehot(y) - softmax(z)`.
+    Output {
+        /// Its class.
+        class: u32,
+        /// Number of classes (output neurons).
+        classes: u32,
+        /// Global index of the output neuron of class 0 (peers are contiguous).
+        first: u32,
+        /// The labels of the batch.
+        labels: Arc<[usize]>,
+    },
+}
+
+/// What a neuron has gathered of one round so far.
+#[derive(Debug)]
+struct RoundAcc {
+    round: u32,
+    in_sum: Vec<f64>,
+    in_seen: usize,
+    out_sum: Vec<f64>,
+    out_seen: usize,
+    drive: Vec<f64>,
+    drive_seen: usize,
+    act_sent: bool,
+    a: Option<Arc<[f64]>>,
+    z: Option<Arc<[f64]>>,
+    logits: Vec<Option<Arc<[f64]>>>,
+    logits_seen: usize,
+    e: Option<Arc<[f64]>>,
+}
+
+/// A neuron actor's state.
+#[derive(Debug)]
+pub struct Neuron {
+    /// Global neuron index.
+    pub index: u32,
+    kind: NeuronKind,
+    in_count: usize,
+    out_count: usize,
+    width: usize,
+    /// Open rounds (more than one only in async mode), oldest first.
+    rounds: Vec<RoundAcc>,
+}
+
+fn mean(v: &[f64]) -> f64 {
+    v.iter().sum::<f64>() / v.len().max(1) as f64
+}
+
+impl Neuron {
+    /// A neuron with `in_count` incoming and `out_count` outgoing cells of state width `width`.
+    pub fn new(index: u32, kind: NeuronKind, in_count: usize, out_count: usize, width: usize) -> Self {
+        Self { index, kind, in_count, out_count, width, rounds: Vec::new() }
+    }
+
+    fn acc(&mut self, round: u32) -> usize {
+        if let Some(k) = self.rounds.iter().position(|a| a.round == round) {
+            return k;
+        }
+        let classes = match self.kind {
+            NeuronKind::Output { classes, .. } => classes as usize,
+            _ => 0,
+        };
+        self.rounds.push(RoundAcc {
+            round,
+            in_sum: vec![0.0; self.width],
+            in_seen: 0,
+            out_sum: vec![0.0; self.width],
+            out_seen: 0,
+            drive: Vec::new(),
+            drive_seen: 0,
+            act_sent: false,
+            a: None,
+            z: None,
+            logits: vec![None; classes],
+            logits_seen: 0,
+            e: None,
+        });
+        self.rounds.len() - 1
+    }
+
+    /// Handles one message.
+    pub fn handle(&mut self, msg: NeuronMsg, ctx: &Ctx, out: &mut impl Outbox) {
+        let (round, k) = match msg {
+            NeuronMsg::Report { round, fan, part } => {
+                let k = self.acc(round);
+                let acc = &mut self.rounds[k];
+                let (sum, seen) = match fan {
+                    Fan::In => (&mut acc.in_sum, &mut acc.in_seen),
+                    Fan::Out => (&mut acc.out_sum, &mut acc.out_seen),
+                };
+                sum.iter_mut().zip(&part.sum).for_each(|(a, b)| *a += b);
+                *seen += part.count as usize;
+                (round, k)
+            }
+            NeuronMsg::Drive { round, part } => {
+                let k = self.acc(round);
+                let acc = &mut self.rounds[k];
+                add_partial(&mut acc.drive, &part);
+                acc.drive_seen += part.count as usize;
+                (round, k)
+            }
+            NeuronMsg::Logit { round, class, z } => {
+                let k = self.acc(round);
+                let acc = &mut self.rounds[k];
+                if let Some(slot) = acc.logits.get_mut(class as usize) {
+                    if slot.is_none() {
+                        acc.logits_seen += 1;
+                    }
+                    *slot = Some(z);
+                }
+                (round, k)
+            }
+        };
+        self.progress(round, k, ctx, out);
+    }
+
+    /// Moves round `round` (at position `k`) as far as its inputs allow.
+    fn progress(&mut self, round: u32, k: usize, ctx: &Ctx, out: &mut impl Outbox) {
+        let index = self.index;
+        let in_count = self.in_count;
+        let acc = &mut self.rounds[k];
+        if ctx.activity && !acc.act_sent {
+            match &self.kind {
+                NeuronKind::Input(a) | NeuronKind::Bias(a) => {
+                    acc.a = Some(a.clone());
+                    out.broadcast(index, Fan::Out, CellMsg::Act { round, a: a.clone() });
+                    acc.act_sent = true;
+                }
+                NeuronKind::Hidden if acc.drive_seen >= in_count => {
+                    let z = take_drive(&mut acc.drive, ctx.samples);
+                    let a: Arc<[f64]> = z.iter().map(|&v| v.max(0.0)).collect::<Vec<_>>().into();
+                    acc.z = Some(z.into());
+                    acc.a = Some(a.clone());
+                    out.broadcast(index, Fan::Out, CellMsg::Act { round, a });
+                    acc.act_sent = true;
+                }
+                NeuronKind::Output { class, classes, first, .. } if acc.drive_seen >= in_count => {
+                    let z: Arc<[f64]> = take_drive(&mut acc.drive, ctx.samples).into();
+                    for peer in 0..*classes {
+                        if peer != *class {
+                            out.to_neuron(first + peer, NeuronMsg::Logit { round, class: *class, z: z.clone() });
+                        }
+                    }
+                    if acc.logits[*class as usize].is_none() {
+                        acc.logits_seen += 1;
+                    }
+                    acc.logits[*class as usize] = Some(z.clone());
+                    acc.z = Some(z);
+                    acc.act_sent = true;
+                }
+                _ => {}
+            }
+        }
+        let activity_done = !ctx.activity
+            || match &self.kind {
+                NeuronKind::Output { class, classes, labels, .. } => {
+                    if acc.act_sent && acc.e.is_none() && acc.logits_seen == *classes as usize {
+                        acc.e = Some(softmax_error(&acc.logits, *class as usize, labels).into());
+                    }
+                    acc.e.is_some()
+                }
+                _ => acc.act_sent,
+            };
+        if !(activity_done && acc.in_seen >= self.in_count && acc.out_seen >= self.out_count) {
+            return;
+        }
+        let acc = self.rounds.remove(k);
+        let is_output = matches!(self.kind, NeuronKind::Output { .. });
+        let (act, pre_act, err) = if ctx.activity {
+            (
+                if is_output { 0.0 } else { acc.a.as_deref().map_or(0.0, mean) },
+                acc.z.as_deref().map_or(0.0, mean),
+                acc.e.as_deref().map_or(0.0, mean),
+            )
+        } else {
+            (0.0, 0.0, 0.0)
+        };
+        let keep = |v: Option<Arc<[f64]>>| if ctx.hebbian { v } else { None };
+        let view = Arc::new(NeuronSummary {
+            round,
+            in_sum: acc.in_sum,
+            in_count: self.in_count,
+            out_sum: acc.out_sum,
+            out_count: self.out_count,
+            act,
+            pre_act,
+            err,
+            a: keep(if is_output { None } else { acc.a }),
+            z: keep(acc.z),
+            e: keep(acc.e),
+        });
+        if self.in_count > 0 {
+            out.broadcast(index, Fan::In, CellMsg::Summary { side: Fan::In.side(), view: view.clone() });
+        }
+        if self.out_count > 0 {
+            out.broadcast(index, Fan::Out, CellMsg::Summary { side: Fan::Out.side(), view });
+        }
+    }
+}
+
+fn add_partial(into: &mut Vec<f64>, part: &Partial) {
+    if into.is_empty() {
+        into.extend_from_slice(&part.sum);
+    } else {
+        into.iter_mut().zip(&part.sum).for_each(|(a, b)| *a += b);
+    }
+}
+
+/// The summed drive, or zeros when the neuron has no incoming cells.
+fn take_drive(drive: &mut Vec<f64>, samples: usize) -> Vec<f64> {
+    let mut z = std::mem::take(drive);
+    if z.is_empty() {
+        z = vec![0.0; samples];
+    }
+    z
+}
+
+/// `e_class[b] = onehot(y_b)_class - softmax(z[:, b])_class`, the same arithmetic as
+/// `meta_nca_rule::task::forward`.
+fn softmax_error(logits: &[Option<Arc<[f64]>>], class: usize, labels: &[usize]) -> Vec<f64> {
+    let zs: Vec<&[f64]> = logits.iter().map(|z| z.as_deref().unwrap_or(&[])).collect();
+    (0..labels.len())
+        .map(|b| {
+            let at = |z: &[f64]| z.get(b).copied().unwrap_or(0.0);
+            let m = zs.iter().fold(f64::NEG_INFINITY, |m, z| m.max(at(z)));
+            let sum: f64 = zs.iter().map(|z| (at(z) - m).exp()).sum();
+            let p = (at(zs[class]) - m).exp() / sum;
+            let mut e = -p;
+            if labels[b] == class {
+                e += 1.0;
+            }
+            e
+        })
+        .collect()
+}

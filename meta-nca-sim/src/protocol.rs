@@ -1,0 +1,186 @@
+//! The messages of the cell protocol and the [`Outbox`] through which cells and neurons send
+//! them. The protocol knows nothing about scheduling: an executor decides how (and how
+//! batched) a message reaches its destination.
+//!
+//! One round `r` of a cell (a step of the grow):
+//! 1. the cell reports its state row to its pre-neuron (as an outgoing cell) and to its
+//!    post-neuron (as an incoming cell): [`NeuronMsg::Report`];
+//! 2. when the perception needs activity, the pre-neuron sends its per-sample activation
+//!    ([`CellMsg::Act`]) and the cell answers its post-neuron with `w · a` ([`NeuronMsg::Drive`]);
+//!    output neurons exchange logits ([`NeuronMsg::Logit`]) to form the softmax error;
+//! 3. each neuron, once it has every report (and its activity) of round `r`, sends one
+//!    [`NeuronSummary`] to all its cells ([`CellMsg::Summary`]);
+//! 4. a firing cell perceives (the one [`meta_nca_rule::perception::perceive`]), queries the
+//!    rule service, applies the update ([`CellMsg::Update`]) and reports [`CellDone`].
+
+use std::sync::Arc;
+
+/// Which of a cell's two neurons a summary comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Side {
+    /// The pre-synaptic neuron (the cell is one of its outgoing cells).
+    Pre,
+    /// The post-synaptic neuron (the cell is one of its incoming cells).
+    Post,
+}
+
+/// A neuron's incident cells on one side.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fan {
+    /// Cells into the neuron (the neuron is their post-neuron).
+    In,
+    /// Cells out of the neuron (the neuron is their pre-neuron).
+    Out,
+}
+
+impl Fan {
+    /// The side a cell of this fan sees the neuron on.
+    pub fn side(self) -> Side {
+        match self {
+            Fan::In => Side::Post,
+            Fan::Out => Side::Pre,
+        }
+    }
+}
+
+/// A sum over some cells and how many cells it covers. Partial sums to the same neuron can be
+/// added on the way (shards do), since every aggregate is a sum.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Partial {
+    /// The sum.
+    pub sum: Vec<f64>,
+    /// Cells in the sum.
+    pub count: u32,
+}
+
+impl Partial {
+    /// Adds `other` into `self`.
+    pub fn merge(&mut self, other: &Partial) {
+        self.sum.iter_mut().zip(&other.sum).for_each(|(a, b)| *a += b);
+        self.count += other.count;
+    }
+}
+
+/// What a neuron tells its cells at the end of a round: the sums and counts of its incident
+/// cells' state rows, its batch statistics, and (for the Hebbian group) its per-sample activity.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NeuronSummary {
+    /// Round (grow step) this summary describes.
+    pub round: u32,
+    /// Sum of the state rows of the cells into the neuron.
+    pub in_sum: Vec<f64>,
+    /// Cells into the neuron.
+    pub in_count: usize,
+    /// Sum of the state rows of the cells out of the neuron.
+    pub out_sum: Vec<f64>,
+    /// Cells out of the neuron.
+    pub out_count: usize,
+    /// Batch mean of the activation (0 for output neurons).
+    pub act: f64,
+    /// Batch mean of the pre-activation (0 for input and bias neurons).
+    pub pre_act: f64,
+    /// Batch mean of the error (output neurons; 0 elsewhere).
+    pub err: f64,
+    /// Per-sample activation (sent when the Hebbian group is on; non-output neurons).
+    pub a: Option<Arc<[f64]>>,
+    /// Per-sample pre-activation (Hebbian; hidden and output neurons).
+    pub z: Option<Arc<[f64]>>,
+    /// Per-sample error (Hebbian; output neurons).
+    pub e: Option<Arc<[f64]>>,
+}
+
+/// A message to a cell.
+#[derive(Debug, Clone)]
+pub enum CellMsg {
+    /// Lockstep: start round `round`; `fire` comes from the episode's draws.
+    Begin {
+        /// The round.
+        round: u32,
+        /// Whether the cell fires this round.
+        fire: bool,
+    },
+    /// Async: the cell's own clock ticked; it starts its next round and draws its firing.
+    Tick,
+    /// The pre-neuron's per-sample activation of a round, for the forward pass.
+    Act {
+        /// The round.
+        round: u32,
+        /// `a[b]` for every sample `b`.
+        a: Arc<[f64]>,
+    },
+    /// A neuron's summary of a round.
+    Summary {
+        /// Which neuron of the cell sent it.
+        side: Side,
+        /// The summary (shared by all the neuron's cells).
+        view: Arc<NeuronSummary>,
+    },
+    /// The rule service's answer to the cell's query: `Δ = [Δw, Δh..]`.
+    Update {
+        /// The update.
+        delta: Vec<f64>,
+    },
+}
+
+/// A message to a neuron.
+#[derive(Debug, Clone)]
+pub enum NeuronMsg {
+    /// State rows of cells (a partial sum) of a round, from the `fan` side.
+    Report {
+        /// The round.
+        round: u32,
+        /// Incoming or outgoing cells.
+        fan: Fan,
+        /// Sum of their state rows.
+        part: Partial,
+    },
+    /// Per-sample `Σ w · a_pre` of some incoming cells of a round.
+    Drive {
+        /// The round.
+        round: u32,
+        /// Sum over the cells of `w · a_pre`, per sample.
+        part: Partial,
+    },
+    /// An output neuron's per-sample logits, for its peers' softmax.
+    Logit {
+        /// The round.
+        round: u32,
+        /// The sender's class index.
+        class: u32,
+        /// Its logits.
+        z: Arc<[f64]>,
+    },
+}
+
+/// What a cell reports when it finishes a round.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CellDone {
+    /// The cell's state-row index.
+    pub cell: u32,
+    /// The round finished.
+    pub round: u32,
+    /// Weight after the round.
+    pub w: f64,
+    /// Weight change of the round (0 when it did not fire).
+    pub dw: f64,
+    /// Whether it fired.
+    pub fired: bool,
+    /// Rounds between the cell's own round and the older of the two summaries it used.
+    pub staleness: u32,
+    /// The whole state row after the last round (`None` before).
+    pub final_state: Option<Vec<f64>>,
+}
+
+/// Where cells and neurons put the messages they send. Executors implement it.
+pub trait Outbox {
+    /// Sends `msg` to neuron `neuron` (a global neuron index of the [`crate::world::World`]).
+    fn to_neuron(&mut self, neuron: u32, msg: NeuronMsg);
+    /// Sends `msg` to every cell on the `fan` side of `neuron`.
+    fn broadcast(&mut self, neuron: u32, fan: Fan, msg: CellMsg);
+    /// Asks the rule service for the update of `cell` from its perception.
+    fn query(&mut self, cell: u32, perception: Vec<f64>);
+    /// A cell finished a round.
+    fn done(&mut self, done: CellDone);
+    /// Async mode: `cell` wants its clock to tick again (the executor adds jitter).
+    fn tick_later(&mut self, cell: u32);
+}

@@ -1,0 +1,398 @@
+//! The shard executor: a few tokio tasks, each hosting a contiguous block of cells and every
+//! `S`-th neuron, running the same cell and neuron code. Inside a shard a message is a push
+//! on a local queue; between shards messages travel in batches, one per destination per
+//! drain cycle, and reports and drives to the same neuron are summed on the way (every
+//! aggregate is a sum). A neuron's broadcast crosses to each shard once and fans out there.
+//! Inboxes are unbounded (no send ever waits, so no cycle can deadlock); rule answers come
+//! back into the shard's own inbox through a small forwarding task.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+
+use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender, unbounded_channel};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::cell::Cell;
+use crate::neuron::Neuron;
+use crate::protocol::{CellDone, CellMsg, Fan, NeuronMsg, Outbox, Partial};
+use crate::rule_service::RuleHandle;
+use crate::sim::Collector;
+use crate::tasks::{CoordMsg, FailGuard, receive};
+use crate::world::World;
+use crate::Result;
+
+/// A message between shards, or to a shard from the coordinator or the rule service.
+#[derive(Debug)]
+enum ShardMsg {
+    /// Messages from another shard.
+    Batch(Vec<Envelope>),
+    /// Lockstep: begin `round`; `fire` holds every cell's flag.
+    Begin { round: u32, fire: Arc<[bool]> },
+    /// Async: start every cell's clock.
+    Tick,
+    /// The rule service's answers for `cells`, row after row.
+    Rule { cells: Vec<u32>, deltas: Vec<f64> },
+}
+
+#[derive(Debug)]
+enum Envelope {
+    Neuron(u32, NeuronMsg),
+    Broadcast { neuron: u32, fan: Fan, msg: CellMsg },
+}
+
+enum Local {
+    Cell(u32, CellMsg),
+    Neuron(u32, NeuronMsg),
+}
+
+/// Static routing shared by all shards.
+struct Layout {
+    shards: usize,
+    /// Cells `bounds[s]..bounds[s+1]` live in shard `s`.
+    bounds: Vec<u32>,
+    /// Per neuron and fan (`[in, out]`): the shards that host some of its cells.
+    fan_shards: Vec<[Vec<u16>; 2]>,
+}
+
+impl Layout {
+    fn cell_shard(&self, c: u32) -> usize {
+        self.bounds.partition_point(|&b| b <= c) - 1
+    }
+    fn neuron_shard(&self, n: u32) -> usize {
+        n as usize % self.shards
+    }
+}
+
+fn fan_slot(fan: Fan) -> usize {
+    match fan {
+        Fan::In => 0,
+        Fan::Out => 1,
+    }
+}
+
+/// Everything a shard owns besides its cells and neurons.
+struct Io {
+    me: usize,
+    layout: Arc<Layout>,
+    world: Arc<World>,
+    /// Per global neuron and fan: this shard's cells on that fan.
+    local_fans: HashMap<u32, [Vec<u32>; 2]>,
+    queue: VecDeque<Local>,
+    outboxes: Vec<Vec<Envelope>>,
+    reports: HashMap<(u32, u32, u8), (Fan, Partial)>,
+    drives: HashMap<(u32, u32), Partial>,
+    rule_cells: Vec<u32>,
+    rule_rows: Vec<f64>,
+    done: Vec<CellDone>,
+    deferred: Vec<(u32, u32)>,
+    jitter: u32,
+    rng: u64,
+}
+
+impl Outbox for Io {
+    fn to_neuron(&mut self, neuron: u32, msg: NeuronMsg) {
+        match msg {
+            NeuronMsg::Report { round, fan, part } => {
+                let key = (neuron, round, fan_slot(fan) as u8);
+                match self.reports.get_mut(&key) {
+                    Some((_, p)) => p.merge(&part),
+                    None => {
+                        self.reports.insert(key, (fan, part));
+                    }
+                }
+            }
+            NeuronMsg::Drive { round, part } => match self.drives.get_mut(&(neuron, round)) {
+                Some(p) => p.merge(&part),
+                None => {
+                    self.drives.insert((neuron, round), part);
+                }
+            },
+            msg @ NeuronMsg::Logit { .. } => self.route_neuron(neuron, msg),
+        }
+    }
+    fn broadcast(&mut self, neuron: u32, fan: Fan, msg: CellMsg) {
+        let layout = self.layout.clone();
+        for &s in &layout.fan_shards[neuron as usize][fan_slot(fan)] {
+            if s as usize == self.me {
+                self.deliver_local(neuron, fan, &msg);
+            } else {
+                self.outboxes[s as usize].push(Envelope::Broadcast { neuron, fan, msg: msg.clone() });
+            }
+        }
+    }
+    fn query(&mut self, cell: u32, perception: Vec<f64>) {
+        self.rule_cells.push(cell);
+        self.rule_rows.extend_from_slice(&perception);
+    }
+    fn done(&mut self, done: CellDone) {
+        self.done.push(done);
+    }
+    fn tick_later(&mut self, cell: u32) {
+        let wait = if self.jitter == 0 {
+            0
+        } else {
+            self.rng ^= self.rng << 13;
+            self.rng ^= self.rng >> 7;
+            self.rng ^= self.rng << 17;
+            (self.rng % u64::from(self.jitter + 1)) as u32
+        };
+        if wait == 0 {
+            self.queue.push_back(Local::Cell(cell, CellMsg::Tick));
+        } else {
+            self.deferred.push((wait, cell));
+        }
+    }
+}
+
+impl Io {
+    fn route_neuron(&mut self, neuron: u32, msg: NeuronMsg) {
+        let s = self.layout.neuron_shard(neuron);
+        if s == self.me {
+            self.queue.push_back(Local::Neuron(neuron, msg));
+        } else {
+            self.outboxes[s].push(Envelope::Neuron(neuron, msg));
+        }
+    }
+
+    fn deliver_local(&mut self, neuron: u32, fan: Fan, msg: &CellMsg) {
+        if let Some(fans) = self.local_fans.get(&neuron) {
+            for &c in &fans[fan_slot(fan)] {
+                self.queue.push_back(Local::Cell(c, msg.clone()));
+            }
+        }
+    }
+
+    /// Sends the summed reports and drives on.
+    fn flush_sums(&mut self) {
+        for ((neuron, round, _), (fan, part)) in std::mem::take(&mut self.reports) {
+            self.route_neuron(neuron, NeuronMsg::Report { round, fan, part });
+        }
+        for ((neuron, round), part) in std::mem::take(&mut self.drives) {
+            self.route_neuron(neuron, NeuronMsg::Drive { round, part });
+        }
+    }
+}
+
+struct Shard {
+    lo: u32,
+    cells: Vec<Cell>,
+    neurons: HashMap<u32, Neuron>,
+    io: Io,
+}
+
+impl Shard {
+    fn ingest(&mut self, msg: ShardMsg) {
+        match msg {
+            ShardMsg::Batch(envelopes) => {
+                for e in envelopes {
+                    match e {
+                        Envelope::Neuron(n, m) => self.io.queue.push_back(Local::Neuron(n, m)),
+                        Envelope::Broadcast { neuron, fan, msg } => self.io.deliver_local(neuron, fan, &msg),
+                    }
+                }
+            }
+            ShardMsg::Begin { round, fire } => {
+                for c in &self.cells {
+                    let f = fire[c.index as usize];
+                    self.io.queue.push_back(Local::Cell(c.index, CellMsg::Begin { round, fire: f }));
+                }
+            }
+            ShardMsg::Tick => {
+                for c in &self.cells {
+                    self.io.queue.push_back(Local::Cell(c.index, CellMsg::Tick));
+                }
+            }
+            ShardMsg::Rule { cells, deltas } => {
+                let w = deltas.len() / cells.len().max(1);
+                for (c, d) in cells.into_iter().zip(deltas.chunks_exact(w.max(1))) {
+                    self.io.queue.push_back(Local::Cell(c, CellMsg::Update { delta: d.to_vec() }));
+                }
+            }
+        }
+    }
+
+    fn drain(&mut self) {
+        let world = self.io.world.clone();
+        let ctx = &world.ctx;
+        loop {
+            while let Some(item) = self.io.queue.pop_front() {
+                match item {
+                    Local::Cell(c, msg) => self.cells[(c - self.lo) as usize].handle(msg, ctx, &mut self.io),
+                    Local::Neuron(n, msg) => {
+                        if let Some(neuron) = self.neurons.get_mut(&n) {
+                            neuron.handle(msg, ctx, &mut self.io);
+                        }
+                    }
+                }
+            }
+            self.io.flush_sums();
+            if self.io.queue.is_empty() {
+                break;
+            }
+        }
+    }
+}
+
+async fn shard_task(
+    mut shard: Shard,
+    mut rx: UnboundedReceiver<ShardMsg>,
+    me_tx: UnboundedSender<ShardMsg>,
+    peers: Arc<Vec<UnboundedSender<ShardMsg>>>,
+    coord: UnboundedSender<CoordMsg>,
+    rule: RuleHandle,
+    guard: FailGuard,
+) {
+    loop {
+        let msg = if shard.io.deferred.is_empty() {
+            match rx.recv().await {
+                Some(m) => Some(m),
+                None => return,
+            }
+        } else {
+            tokio::task::yield_now().await;
+            rx.try_recv().ok()
+        };
+        if let Some(m) = msg {
+            shard.ingest(m);
+        }
+        while let Ok(m) = rx.try_recv() {
+            shard.ingest(m);
+        }
+        let io = &mut shard.io;
+        io.deferred.retain_mut(|(wait, cell)| {
+            *wait -= 1;
+            if *wait == 0 {
+                io.queue.push_back(Local::Cell(*cell, CellMsg::Tick));
+            }
+            *wait > 0
+        });
+        shard.drain();
+        let io = &mut shard.io;
+        for (s, out) in io.outboxes.iter_mut().enumerate() {
+            if !out.is_empty() {
+                let _ = peers[s].send(ShardMsg::Batch(std::mem::take(out)));
+            }
+        }
+        if !io.rule_cells.is_empty() {
+            let cells = std::mem::take(&mut io.rule_cells);
+            let rows = std::mem::take(&mut io.rule_rows);
+            let reply = rule.query(rows, cells.len());
+            let me = me_tx.clone();
+            let coord = coord.clone();
+            let actor = guard.actor.clone();
+            tokio::spawn(async move {
+                match reply.await {
+                    Ok(deltas) => {
+                        let _ = me.send(ShardMsg::Rule { cells, deltas });
+                    }
+                    Err(_) => {
+                        let message = "the rule service stopped answering".into();
+                        let _ = coord.send(CoordMsg::Failed { actor, message });
+                    }
+                }
+            });
+        }
+        if !io.done.is_empty() {
+            let _ = coord.send(CoordMsg::DoneBatch(std::mem::take(&mut io.done)));
+        }
+    }
+}
+
+/// Runs the simulation on `shards` shard tasks.
+#[allow(clippy::too_many_arguments)]
+pub(crate) async fn run(
+    world: Arc<World>,
+    cells: Vec<Cell>,
+    neurons: Vec<Neuron>,
+    rule: RuleHandle,
+    fires: &[Vec<bool>],
+    jitter: u32,
+    shards: usize,
+    mut collector: Collector,
+) -> Result<Collector> {
+    let n = world.num_cells();
+    let shards = shards.clamp(1, n.max(1));
+    let bounds: Vec<u32> = (0..=shards).map(|s| (s * n / shards) as u32).collect();
+    let mut layout = Layout { shards, bounds, fan_shards: Vec::new() };
+    let mut local_fans: Vec<HashMap<u32, [Vec<u32>; 2]>> = vec![HashMap::new(); shards];
+    for neuron in 0..world.num_neurons() as u32 {
+        let mut per = [Vec::new(), Vec::new()];
+        for fan in [Fan::In, Fan::Out] {
+            for &c in world.fan(neuron, fan) {
+                let s = layout.cell_shard(c);
+                local_fans[s].entry(neuron).or_insert_with(|| [Vec::new(), Vec::new()])[fan_slot(fan)].push(c);
+                if per[fan_slot(fan)].last() != Some(&(s as u16)) {
+                    per[fan_slot(fan)].push(s as u16);
+                }
+            }
+            per[fan_slot(fan)].sort_unstable();
+            per[fan_slot(fan)].dedup();
+        }
+        layout.fan_shards.push(per);
+    }
+    let layout = Arc::new(layout);
+    let token = CancellationToken::new();
+    let tracker = TaskTracker::new();
+    let (coord_tx, mut coord_rx) = unbounded_channel();
+    let (txs, rxs): (Vec<_>, Vec<_>) = (0..shards).map(|_| unbounded_channel()).unzip();
+    let peers = Arc::new(txs);
+    let mut cells = cells.into_iter();
+    let mut neuron_sets: Vec<HashMap<u32, Neuron>> = (0..shards).map(|_| HashMap::new()).collect();
+    for neuron in neurons {
+        neuron_sets[layout.neuron_shard(neuron.index)].insert(neuron.index, neuron);
+    }
+    for (s, ((rx, fans), neurons)) in rxs.into_iter().zip(local_fans).zip(neuron_sets).enumerate() {
+        let (lo, hi) = (layout.bounds[s], layout.bounds[s + 1]);
+        let block: Vec<Cell> = cells.by_ref().take((hi - lo) as usize).collect();
+        let io = Io {
+            me: s,
+            layout: layout.clone(),
+            world: world.clone(),
+            local_fans: fans,
+            queue: VecDeque::new(),
+            outboxes: (0..shards).map(|_| Vec::new()).collect(),
+            reports: HashMap::new(),
+            drives: HashMap::new(),
+            rule_cells: Vec::new(),
+            rule_rows: Vec::new(),
+            done: Vec::new(),
+            deferred: Vec::new(),
+            jitter,
+            rng: (s as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1,
+        };
+        let shard = Shard { lo, cells: block, neurons, io };
+        let guard = FailGuard { actor: format!("shard {s}"), coord: coord_tx.clone(), token: token.clone() };
+        let task = shard_task(shard, rx, peers[s].clone(), peers.clone(), coord_tx.clone(), rule.clone(), guard);
+        let token = token.clone();
+        tracker.spawn(async move { token.run_until_cancelled(task).await });
+    }
+    tracker.close();
+    let result = async {
+        if world.ctx.async_mode {
+            peers.iter().for_each(|tx| {
+                let _ = tx.send(ShardMsg::Tick);
+            });
+            while collector.finished < n {
+                receive(&mut coord_rx, &mut collector).await?;
+            }
+        } else {
+            for (round, fire) in fires.iter().enumerate() {
+                rule.expect(fire.iter().filter(|&&f| f).count());
+                let fire: Arc<[bool]> = fire.clone().into();
+                for tx in peers.iter() {
+                    let _ = tx.send(ShardMsg::Begin { round: round as u32, fire: fire.clone() });
+                }
+                let target = collector.stats.cell_steps + n as u64;
+                while collector.stats.cell_steps < target {
+                    receive(&mut coord_rx, &mut collector).await?;
+                }
+            }
+        }
+        Ok(())
+    }
+    .await;
+    token.cancel();
+    tracker.wait().await;
+    result.map(|()| collector)
+}

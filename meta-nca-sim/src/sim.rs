@@ -1,0 +1,321 @@
+//! The public face of the simulation: what to run ([`Setup`], [`SimSpec`]), how to run it
+//! ([`run`]: builds a tokio runtime and the chosen executor), and what came out ([`Outcome`]).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use meta_nca_rule::episode::{Episode, EpisodeSpec, Stream, rng_for};
+use meta_nca_rule::init::{HiddenCode, WeightInit};
+use meta_nca_rule::perception::PerceptionSpec;
+use meta_nca_rule::reference::TaskData;
+use meta_nca_rule::rule::RuleNet;
+use meta_nca_rule::topology::{CellId, Topology};
+
+use crate::protocol::CellDone;
+use crate::rule_service::{Batching, RuleHandle, RuleStats};
+use crate::trace::CellFilter;
+use crate::world::{Ctx, World};
+use crate::{Error, Result};
+
+/// How cells are scheduled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Executor {
+    /// One tokio task per cell and per neuron, one message per delivery.
+    Tasks,
+    /// `shards` tokio tasks, each hosting a block of cells and neurons; batched messages.
+    Shards {
+        /// Number of shards.
+        shards: usize,
+    },
+}
+
+/// Async-mode settings.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct AsyncSpec {
+    /// Probability that a cell fires at a tick of its clock.
+    pub fire_rate: f64,
+    /// How many rounds older than its own a summary a cell may use.
+    pub max_staleness: u32,
+    /// Scheduling jitter: before each tick a cell yields to the scheduler up to this many
+    /// times (uniformly drawn); shards defer the tick as many drain cycles.
+    pub jitter: u32,
+    /// The rule service runs when this many queries wait...
+    pub batch_rows: usize,
+    /// ...or this long after the oldest waiting query.
+    pub deadline: Duration,
+}
+
+impl Default for AsyncSpec {
+    fn default() -> Self {
+        Self { fire_rate: 0.8, max_staleness: 1, jitter: 4, batch_rows: 256, deadline: Duration::from_micros(200) }
+    }
+}
+
+/// Lockstep (a barrier per step, the episode's firing draws) or async (own clocks).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Mode {
+    /// A barrier per step; fires exactly the cells the reference path fires.
+    Lockstep,
+    /// No global barrier.
+    Async(AsyncSpec),
+}
+
+/// How to run a simulation.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SimSpec {
+    /// Scheduling.
+    pub executor: Executor,
+    /// Mode.
+    pub mode: Mode,
+    /// tokio worker threads.
+    pub workers: usize,
+    /// Keep every cell's weight after every step ([`Outcome::weights`]).
+    pub record_weights: bool,
+    /// Seed of the cells' async clocks.
+    pub seed: u64,
+    /// Cells that get a span and an update event.
+    pub trace: CellFilter,
+}
+
+impl Default for SimSpec {
+    fn default() -> Self {
+        Self {
+            executor: Executor::Tasks,
+            mode: Mode::Lockstep,
+            workers: 2,
+            record_weights: false,
+            seed: 0,
+            trace: CellFilter::none(),
+        }
+    }
+}
+
+/// What to grow: a network, its starting state, the firing draws, the rule.
+#[derive(Debug, Clone)]
+pub struct Setup {
+    /// The network and shared context.
+    pub world: Arc<World>,
+    /// Starting state rows `[cells, 1+d]`.
+    pub state0: Vec<f64>,
+    /// Lockstep firing flags per step (their count is the number of steps).
+    pub fires: Vec<Vec<bool>>,
+    /// The rule.
+    pub rule: RuleNet,
+}
+
+impl Setup {
+    /// The setup of the episode `meta_nca_rule::eval::grow_one` grows: the same seed gives
+    /// the same starting state and firing draws as the reference path.
+    #[allow(clippy::too_many_arguments)]
+    pub fn grow_episode(
+        rule: RuleNet,
+        spec: PerceptionSpec,
+        code: HiddenCode,
+        weight_init: WeightInit,
+        topology: Topology,
+        data: Arc<TaskData>,
+        steps: usize,
+        fire_fraction: f64,
+        seed: u64,
+    ) -> Result<Self> {
+        let archs = meta_nca_rule::config::Architectures::List(vec![topology.sizes().to_vec()]);
+        let ep_spec = EpisodeSpec {
+            archs: &archs,
+            networks: 1,
+            bias: topology.bias(),
+            weight_init,
+            code,
+            steps,
+            fire_fraction,
+        };
+        let mut rng = rng_for(seed, Stream::Grow, 0);
+        let episode = Episode::draw_for(vec![topology.clone()], &ep_spec, &mut rng)?;
+        Self::from_episode(rule, spec, topology, data, episode)
+    }
+
+    /// The setup of a drawn single-network episode.
+    pub fn from_episode(rule: RuleNet, spec: PerceptionSpec, topology: Topology, data: Arc<TaskData>, episode: Episode) -> Result<Self> {
+        if rule.shape.input != spec.width() || rule.shape.output != spec.state_width() {
+            return Err(Error::Config {
+                key: "rule",
+                message: format!(
+                    "rule maps {} -> {} but the perception has {} features and state width {}",
+                    rule.shape.input,
+                    rule.shape.output,
+                    spec.width(),
+                    spec.state_width()
+                ),
+            });
+        }
+        let ctx = Ctx {
+            spec: spec.clone(),
+            activity: false,
+            hebbian: false,
+            samples: 0,
+            rounds: episode.fires.len() as u32,
+            max_staleness: 0,
+            async_mode: false,
+            fire_rate: 0.0,
+        };
+        let world = World::new(topology, data, spec, ctx)?;
+        Ok(Self { world: Arc::new(world), state0: episode.state0, fires: episode.fires, rule })
+    }
+}
+
+/// Counts of what the cells did.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct RunStats {
+    /// Cell-rounds completed (cells × steps).
+    pub cell_steps: u64,
+    /// Rounds in which a cell fired.
+    pub updates: u64,
+    /// Sum of `|dw|` over updates.
+    pub sum_abs_dw: f64,
+    /// `staleness[k]`: updates (fired or not) that used summaries `k` rounds old.
+    pub staleness: Vec<u64>,
+    /// Wall-clock seconds of the simulation (runtime start-up excluded).
+    pub seconds: f64,
+    /// The rule service's counts.
+    pub rule: RuleStats,
+}
+
+impl RunStats {
+    /// Adds one finished round.
+    pub fn record(&mut self, d: &CellDone) {
+        self.cell_steps += 1;
+        if d.fired {
+            self.updates += 1;
+            self.sum_abs_dw += d.dw.abs();
+        }
+        let k = d.staleness as usize;
+        if self.staleness.len() <= k {
+            self.staleness.resize(k + 1, 0);
+        }
+        self.staleness[k] += 1;
+    }
+
+    /// Cell-steps per second.
+    pub fn rate(&self) -> f64 {
+        self.cell_steps as f64 / self.seconds.max(1e-12)
+    }
+}
+
+/// What a simulation produced.
+#[derive(Debug, Clone)]
+pub struct Outcome {
+    /// Final state rows `[cells, 1+d]`, in topology order.
+    pub state: Vec<f64>,
+    /// `weights[t][c]`: weight of cell `c` after step `t` (when recorded).
+    pub weights: Vec<Vec<f64>>,
+    /// Counts.
+    pub stats: RunStats,
+}
+
+impl Outcome {
+    /// The cells' ids, in state-row order.
+    pub fn cells(world: &World) -> Vec<CellId> {
+        world.topology.cells().copied().collect()
+    }
+}
+
+/// Collects the cells' reports into an [`Outcome`].
+pub(crate) struct Collector {
+    width: usize,
+    pub(crate) state: Vec<f64>,
+    pub(crate) weights: Vec<Vec<f64>>,
+    pub(crate) stats: RunStats,
+    pub(crate) finished: usize,
+    record: bool,
+}
+
+impl Collector {
+    pub(crate) fn new(world: &World, record: bool) -> Self {
+        let width = world.ctx.spec.state_width();
+        let rounds = if record { world.ctx.rounds as usize } else { 0 };
+        Self {
+            width,
+            state: vec![0.0; world.num_cells() * width],
+            weights: vec![vec![0.0; world.num_cells()]; rounds],
+            stats: RunStats::default(),
+            finished: 0,
+            record,
+        }
+    }
+
+    pub(crate) fn add(&mut self, d: CellDone) {
+        self.stats.record(&d);
+        let c = d.cell as usize;
+        if self.record {
+            if let Some(row) = self.weights.get_mut(d.round as usize) {
+                row[c] = d.w;
+            }
+        }
+        if let Some(s) = d.final_state {
+            self.state[c * self.width..(c + 1) * self.width].copy_from_slice(&s);
+            self.finished += 1;
+        }
+    }
+
+    pub(crate) fn finish(self, seconds: f64, rule: RuleStats) -> Outcome {
+        let mut stats = self.stats;
+        stats.seconds = seconds;
+        stats.rule = rule;
+        Outcome { state: self.state, weights: self.weights, stats }
+    }
+}
+
+/// Runs `setup` as `spec` says, on a fresh tokio runtime with `spec.workers` workers.
+pub fn run(setup: &Setup, spec: &SimSpec) -> Result<Outcome> {
+    let mut ctx = setup.world.ctx.clone();
+    let batching = match spec.mode {
+        Mode::Lockstep => Batching::Announced,
+        Mode::Async(a) => {
+            if !(a.fire_rate > 0.0 && a.fire_rate <= 1.0) {
+                return Err(Error::Config { key: "fire-rate", message: format!("must be in (0, 1], got {}", a.fire_rate) });
+            }
+            ctx.async_mode = true;
+            ctx.fire_rate = a.fire_rate;
+            ctx.max_staleness = a.max_staleness;
+            Batching::CountOrDeadline { max_rows: a.batch_rows.max(1), deadline: a.deadline }
+        }
+    };
+    if let Executor::Shards { shards: 0 } = spec.executor {
+        return Err(Error::Config { key: "shards", message: "at least one shard is needed".into() });
+    }
+    let world = if ctx.async_mode {
+        Arc::new(World::new(setup.world.topology.clone(), setup.world.data.clone(), ctx.spec.clone(), ctx)?)
+    } else {
+        setup.world.clone()
+    };
+    let traced = |id: &CellId| spec.trace.matches(id);
+    let cells = world.make_cells(&setup.state0, spec.seed, &traced)?;
+    let neurons = world.make_neurons();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(spec.workers.max(1))
+        .enable_time()
+        .build()
+        .map_err(Error::Runtime)?;
+    let (rule, service) = RuleHandle::spawn(setup.rule.clone(), batching).map_err(Error::Runtime)?;
+    let collector = Collector::new(&world, spec.record_weights);
+    let start = Instant::now();
+    let jitter = match spec.mode {
+        Mode::Async(a) => a.jitter,
+        Mode::Lockstep => 0,
+    };
+    let result = runtime.block_on(async {
+        match spec.executor {
+            Executor::Tasks => {
+                crate::tasks::run(world.clone(), cells, neurons, rule, &setup.fires, jitter, collector).await
+            }
+            Executor::Shards { shards } => {
+                crate::shards::run(world.clone(), cells, neurons, rule, &setup.fires, jitter, shards, collector).await
+            }
+        }
+    });
+    let seconds = start.elapsed().as_secs_f64();
+    drop(runtime);
+    let rule_stats = service
+        .join()
+        .map_err(|_| Error::ActorFailed { actor: "rule service".into(), message: "panicked".into() })?;
+    Ok(result?.finish(seconds, rule_stats))
+}

@@ -1,0 +1,201 @@
+//! The task-per-cell executor: every cell and every neuron is its own tokio task with an
+//! unbounded inbox, and every message is one channel send. Unbounded sends never wait, so the
+//! cycles that neighbouring cells and neurons form can never deadlock; the protocol bounds how
+//! many messages a round can produce. A coordinator drives lockstep rounds (the barrier) or
+//! just waits for every cell to finish (async). Shutdown: one [`CancellationToken`] for all
+//! tasks, a [`TaskTracker`] to wait for them; a panicking task reports itself through its
+//! [`FailGuard`] and cancels the rest instead of leaving the coordinator hanging.
+
+use std::sync::Arc;
+
+use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender, unbounded_channel};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::cell::Cell;
+use crate::neuron::Neuron;
+use crate::protocol::{CellDone, CellMsg, Fan, NeuronMsg, Outbox};
+use crate::rule_service::RuleHandle;
+use crate::sim::Collector;
+use crate::world::World;
+use crate::{Error, Result};
+
+/// What actors tell the coordinator.
+#[derive(Debug)]
+pub(crate) enum CoordMsg {
+    /// A cell finished a round.
+    Done(CellDone),
+    /// A batch of finished rounds (shards).
+    DoneBatch(Vec<CellDone>),
+    /// An actor failed; the run is over.
+    Failed { actor: String, message: String },
+}
+
+/// Reports a panic of the task that owns it, and cancels the run.
+pub(crate) struct FailGuard {
+    pub(crate) actor: String,
+    pub(crate) coord: UnboundedSender<CoordMsg>,
+    pub(crate) token: CancellationToken,
+}
+
+impl FailGuard {
+    pub(crate) fn fail(&self, message: String) {
+        let _ = self.coord.send(CoordMsg::Failed { actor: self.actor.clone(), message });
+        self.token.cancel();
+    }
+}
+
+impl Drop for FailGuard {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            self.fail("panicked".into());
+        }
+    }
+}
+
+struct Routes {
+    cells: Vec<UnboundedSender<CellMsg>>,
+    neurons: Vec<UnboundedSender<NeuronMsg>>,
+    coord: UnboundedSender<CoordMsg>,
+}
+
+/// One actor's outbox: sends go straight to the destination's inbox.
+struct TaskOut<'a> {
+    routes: &'a Routes,
+    world: &'a World,
+    query: Option<Vec<f64>>,
+    tick: bool,
+}
+
+impl Outbox for TaskOut<'_> {
+    fn to_neuron(&mut self, neuron: u32, msg: NeuronMsg) {
+        let _ = self.routes.neurons[neuron as usize].send(msg);
+    }
+    fn broadcast(&mut self, neuron: u32, fan: Fan, msg: CellMsg) {
+        for &c in self.world.fan(neuron, fan) {
+            let _ = self.routes.cells[c as usize].send(msg.clone());
+        }
+    }
+    fn query(&mut self, _cell: u32, perception: Vec<f64>) {
+        self.query = Some(perception);
+    }
+    fn done(&mut self, done: CellDone) {
+        let _ = self.routes.coord.send(CoordMsg::Done(done));
+    }
+    fn tick_later(&mut self, _cell: u32) {
+        self.tick = true;
+    }
+}
+
+async fn cell_task(
+    mut cell: Cell,
+    mut rx: UnboundedReceiver<CellMsg>,
+    world: Arc<World>,
+    routes: Arc<Routes>,
+    rule: RuleHandle,
+    jitter: u32,
+    guard: FailGuard,
+) {
+    let mut rng = u64::from(cell.index).wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    while let Some(mut msg) = rx.recv().await {
+        loop {
+            let mut out = TaskOut { routes: &routes, world: &world, query: None, tick: false };
+            cell.handle(msg, &world.ctx, &mut out);
+            if let Some(p) = out.query.take() {
+                match rule.query(p, 1).await {
+                    Ok(delta) => msg = CellMsg::Update { delta },
+                    Err(_) => return guard.fail("the rule service stopped answering".into()),
+                }
+            } else if out.tick {
+                if jitter > 0 {
+                    rng ^= rng << 13;
+                    rng ^= rng >> 7;
+                    rng ^= rng << 17;
+                    for _ in 0..rng % u64::from(jitter + 1) {
+                        tokio::task::yield_now().await;
+                    }
+                }
+                msg = CellMsg::Tick;
+            } else {
+                break;
+            }
+        }
+    }
+}
+
+async fn neuron_task(mut neuron: Neuron, mut rx: UnboundedReceiver<NeuronMsg>, world: Arc<World>, routes: Arc<Routes>, _guard: FailGuard) {
+    while let Some(msg) = rx.recv().await {
+        let mut out = TaskOut { routes: &routes, world: &world, query: None, tick: false };
+        neuron.handle(msg, &world.ctx, &mut out);
+    }
+}
+
+/// Runs the simulation with one task per cell and per neuron.
+pub(crate) async fn run(
+    world: Arc<World>,
+    cells: Vec<Cell>,
+    neurons: Vec<Neuron>,
+    rule: RuleHandle,
+    fires: &[Vec<bool>],
+    jitter: u32,
+    mut collector: Collector,
+) -> Result<Collector> {
+    let token = CancellationToken::new();
+    let tracker = TaskTracker::new();
+    let (coord_tx, mut coord_rx) = unbounded_channel();
+    let (cell_tx, cell_rx): (Vec<_>, Vec<_>) = (0..cells.len()).map(|_| unbounded_channel()).unzip();
+    let (neuron_tx, neuron_rx): (Vec<_>, Vec<_>) = (0..neurons.len()).map(|_| unbounded_channel()).unzip();
+    let routes = Arc::new(Routes { cells: cell_tx, neurons: neuron_tx, coord: coord_tx.clone() });
+    let guard = |actor: String| FailGuard { actor, coord: coord_tx.clone(), token: token.clone() };
+    for (cell, rx) in cells.into_iter().zip(cell_rx) {
+        let g = guard(format!("cell {}", cell.id));
+        let task = cell_task(cell, rx, world.clone(), routes.clone(), rule.clone(), jitter, g);
+        let token = token.clone();
+        tracker.spawn(async move { token.run_until_cancelled(task).await });
+    }
+    for (neuron, rx) in neurons.into_iter().zip(neuron_rx) {
+        let g = guard(format!("neuron {}", neuron.index));
+        let task = neuron_task(neuron, rx, world.clone(), routes.clone(), g);
+        let token = token.clone();
+        tracker.spawn(async move { token.run_until_cancelled(task).await });
+    }
+    tracker.close();
+    let n = world.num_cells();
+    let result = async {
+        if world.ctx.async_mode {
+            routes.cells.iter().for_each(|tx| {
+                let _ = tx.send(CellMsg::Tick);
+            });
+            while collector.finished < n {
+                receive(&mut coord_rx, &mut collector).await?;
+            }
+        } else {
+            for (round, fire) in fires.iter().enumerate() {
+                rule.expect(fire.iter().filter(|&&f| f).count());
+                for (tx, &f) in routes.cells.iter().zip(fire) {
+                    let _ = tx.send(CellMsg::Begin { round: round as u32, fire: f });
+                }
+                let target = collector.stats.cell_steps + n as u64;
+                while collector.stats.cell_steps < target {
+                    receive(&mut coord_rx, &mut collector).await?;
+                }
+            }
+        }
+        Ok(())
+    }
+    .await;
+    token.cancel();
+    tracker.wait().await;
+    result.map(|()| collector)
+}
+
+/// Takes one message off the coordinator's inbox.
+pub(crate) async fn receive(rx: &mut UnboundedReceiver<CoordMsg>, collector: &mut Collector) -> Result<()> {
+    match rx.recv().await {
+        Some(CoordMsg::Done(d)) => collector.add(d),
+        Some(CoordMsg::DoneBatch(ds)) => ds.into_iter().for_each(|d| collector.add(d)),
+        Some(CoordMsg::Failed { actor, message }) => return Err(Error::ActorFailed { actor, message }),
+        None => return Err(Error::ActorFailed { actor: "coordinator".into(), message: "every actor is gone".into() }),
+    }
+    Ok(())
+}
