@@ -14,6 +14,7 @@ use clap::{Parser, Subcommand};
 mod bench;
 mod eval;
 mod grow;
+mod plot;
 mod run_dir;
 mod train;
 
@@ -41,6 +42,8 @@ enum Command {
     Grow(grow::Args),
     /// Time meta-epochs of standard configurations and print a table.
     Bench(bench::Args),
+    /// Draw pictures: training curves of a run, weight GIFs of a grown network.
+    Plot(plot::Args),
 }
 
 fn init_logging(verbose: u8) {
@@ -64,6 +67,7 @@ fn main() -> ExitCode {
         Command::Eval(args) => eval::run(args),
         Command::Grow(args) => grow::run(args),
         Command::Bench(args) => bench::run(args),
+        Command::Plot(args) => plot::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,0 +1,109 @@
+//! Weights over meta-epochs: the same network (one architecture, one seed) grown by the rule of
+//! every snapshot a run kept (`meta-nca train --snapshot-every N` writes
+//! `snapshots/epoch-XXXXX.safetensors`), its final weights animated, one GIF per layer.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+use meta_nca_rule::checkpoint::Checkpoint;
+use meta_nca_rule::eval::grow_one;
+use meta_nca_rule::experiment::Experiment;
+
+use super::GifOptions;
+use super::grow_file::{Grow, LayerGrid};
+use super::weights::{Shot, animate};
+
+/// Folder of a run's snapshots.
+pub const SNAPSHOTS: &str = "snapshots";
+
+/// The snapshots of run `dir`, sorted by meta-epoch (none if it has no snapshot folder).
+pub fn snapshots(dir: &Path) -> Result<Vec<(usize, PathBuf)>> {
+    let folder = dir.join(SNAPSHOTS);
+    if !folder.is_dir() {
+        return Ok(Vec::new());
+    }
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir(&folder).with_context(|| format!("listing {}", folder.display()))? {
+        let path = entry?.path();
+        let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        if let Some(epoch) = name.strip_prefix("epoch-").and_then(|r| r.strip_suffix(".safetensors")) {
+            if let Ok(epoch) = epoch.parse::<usize>() {
+                found.push((epoch, path));
+            }
+        }
+    }
+    found.sort();
+    Ok(found)
+}
+
+/// How the network of every snapshot is grown (defaults: the run's config).
+#[derive(Debug, Clone, Default)]
+pub struct GrowArgs {
+    /// Rule steps.
+    pub steps: Option<usize>,
+    /// Firing fraction.
+    pub p: Option<f64>,
+    /// Seed (the same network for every snapshot).
+    pub seed: Option<u64>,
+    /// Hidden widths, comma-separated.
+    pub hidden: Option<String>,
+}
+
+/// Grows one network per snapshot and writes `<out>/epochs-layer<l>.gif`. Returns the files.
+pub fn gifs(snapshots: &[(usize, PathBuf)], args: &GrowArgs, opts: &GifOptions, out: &Path) -> Result<Vec<PathBuf>> {
+    let Some((_, first)) = snapshots.first() else { bail!("the run has no snapshots") };
+    let ckpt = Checkpoint::load(first).with_context(|| format!("loading snapshot {}", first.display()))?;
+    let exp = Experiment::new(ckpt.meta.config.clone()).context("loading the run's data")?;
+    let cfg = &exp.config;
+    let hidden: Vec<usize> = match &args.hidden {
+        Some(t) if t.trim().is_empty() => Vec::new(),
+        Some(t) => t
+            .split(',')
+            .map(|w| w.trim().parse::<usize>().ok().filter(|w| *w > 0).with_context(|| format!("--hidden: '{w}' is not a width")))
+            .collect::<Result<_>>()?,
+        None => cfg.task.hidden.first().cloned().unwrap_or_default(),
+    };
+    let mut sizes = vec![exp.train.features];
+    sizes.extend(&hidden);
+    sizes.push(exp.train.classes);
+    let steps = args.steps.unwrap_or(cfg.grow.steps);
+    if steps == 0 {
+        bail!("--steps must be at least 1");
+    }
+    let p = args.p.unwrap_or(cfg.grow.fire_fraction);
+    if !(p > 0.0 && p <= 1.0) {
+        bail!("--p must be in (0, 1], got {p}");
+    }
+    let seed = args.seed.unwrap_or(cfg.seed);
+    let mut grown: Vec<(usize, Grow)> = Vec::with_capacity(snapshots.len());
+    for (epoch, path) in snapshots {
+        let ckpt = Checkpoint::load(path).with_context(|| format!("loading snapshot {}", path.display()))?;
+        let record = grow_one(&ckpt.rule, &ckpt.meta, &exp, &sizes, steps, p, seed)
+            .with_context(|| format!("growing with snapshot {}", path.display()))?;
+        grown.push((*epoch, Grow::from_record(&record)?));
+    }
+    let last_epoch = snapshots.last().map_or(0, |s| s.0);
+    let mut written = Vec::new();
+    for layer in 0..sizes.len() - 1 {
+        let grid = LayerGrid::of(&grown[0].1, layer);
+        let shots: Vec<Shot<'_>> = grown
+            .iter()
+            .map(|(epoch, g)| {
+                let s = g.steps.last().expect("a grow record has its starting state");
+                Shot {
+                    values: &s.weights,
+                    fired: &[],
+                    title: format!("Layer {layer} weights after {steps} grow steps · meta-epoch {epoch} of {last_epoch}"),
+                    subtitle: format!(
+                        "same network (sizes {sizes:?}, seed {seed}, p = {p}) grown by each snapshot's rule · train acc {:.3} · val acc {:.3}",
+                        s.train_acc, s.val_acc
+                    ),
+                }
+            })
+            .collect();
+        let path = out.join(format!("epochs-layer{layer}.gif"));
+        animate(&grid, &shots, opts, &path)?;
+        written.push(path);
+    }
+    Ok(written)
+}

@@ -1,0 +1,137 @@
+//! `meta-nca plot`: pictures of a run or of a grown network, drawn in pure Rust and written
+//! next to the data they come from.
+//!
+//! - `--run DIR`: training curves of `DIR/metrics.csv` → `DIR/plots/training.png`; and, when
+//!   the run kept snapshots (`train --snapshot-every N`), one network grown from each →
+//!   `DIR/plots/epochs-layer<l>.gif` (a layer's weights over meta-epochs).
+//! - `--grow FILE.json` (from `meta-nca grow --save`): `FILE-layer<l>.gif` (a layer's weights
+//!   over the grow steps) and `FILE-hidden.png` (hidden-state channels as small multiples).
+//!
+//! # Layout
+//! - `mod.rs`: arguments, dispatch, where each picture goes.
+//! - [`canvas`]: RGB pictures drawn with `plotters`, PNG and GIF files.
+//! - [`text`]: the embedded font (DejaVu Sans) and text drawing.
+//! - [`chart`]: a line-chart panel (axes, ticks, grid, solid/dashed lines, markers, legend).
+//! - [`colormap`]: the diverging colour map and the GIF palette built around it.
+//! - [`grow_file`]: reading a grow record and laying a layer's cells out as a matrix.
+//! - [`curves`]: training curves from `metrics.csv`.
+//! - [`weights`]: weight-matrix heatmaps and their animations.
+//! - [`hidden`]: hidden-state channels as small multiples.
+//! - [`epochs`]: a network grown from every snapshot of a run, animated over meta-epochs.
+//!
+//! Adding a picture (say the robustness curves of issue 5): a module with a function that
+//! reads its data and returns a [`canvas::Picture`] (line charts: [`chart::Chart`] panels as in
+//! `curves`, with `markers` for the damage step and `Series::dashed` for baselines; matrices:
+//! `weights::draw_matrix` and `draw_colorbar`), and a branch in [`run`] that saves it next to
+//! its data.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+
+pub mod canvas;
+pub mod chart;
+pub mod colormap;
+pub mod curves;
+pub mod epochs;
+pub mod grow_file;
+pub mod hidden;
+pub mod text;
+pub mod weights;
+
+/// Arguments of `meta-nca plot`.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Run folder written by `meta-nca train`: training curves, and GIFs over meta-epochs if it
+    /// has snapshots. Pictures go to DIR/plots/.
+    #[arg(long, required_unless_present = "grow")]
+    run: Option<PathBuf>,
+    /// Grow record written by `meta-nca grow --save`: a weight GIF per layer over the grow
+    /// steps and a hidden-state PNG, next to the file.
+    #[arg(long)]
+    grow: Option<PathBuf>,
+    /// Folder for the pictures instead of next to the data.
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Colour scale ±S of the weight GIFs (default: the largest |w| of the layer over all frames).
+    #[arg(long, value_name = "S")]
+    scale: Option<f64>,
+    /// Milliseconds per GIF frame (the last frame is held longer).
+    #[arg(long, default_value_t = 250)]
+    frame_ms: u32,
+    /// Also write every GIF frame as a PNG into <gif>-frames/.
+    #[arg(long)]
+    debug_frames: bool,
+    /// Meta-epoch GIFs: rule steps of each grow (default: the run's grow.steps).
+    #[arg(long)]
+    steps: Option<usize>,
+    /// Meta-epoch GIFs: firing fraction (default: the run's grow.fire-fraction).
+    #[arg(long)]
+    p: Option<f64>,
+    /// Meta-epoch GIFs: seed of the grown network, the same for every snapshot (default: the run's seed).
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Meta-epoch GIFs: hidden-layer widths, comma-separated (default: the run's first architecture; "" = none).
+    #[arg(long)]
+    hidden: Option<String>,
+}
+
+/// What the GIF writers need to know.
+#[derive(Debug, Clone)]
+pub struct GifOptions {
+    /// Fixed colour scale, or `None` for the largest magnitude over all frames.
+    pub scale: Option<f64>,
+    /// Milliseconds per frame.
+    pub frame_ms: u32,
+    /// Also write every frame as a PNG.
+    pub debug_frames: bool,
+}
+
+/// Runs `meta-nca plot`.
+pub fn run(args: Args) -> Result<()> {
+    if let Some(s) = args.scale {
+        if !(s.is_finite() && s > 0.0) {
+            bail!("--scale must be a positive number, got {s}");
+        }
+    }
+    let gif = GifOptions { scale: args.scale, frame_ms: args.frame_ms.max(10), debug_frames: args.debug_frames };
+    let mut written = Vec::new();
+    if let Some(dir) = &args.run {
+        if !dir.is_dir() {
+            bail!("run folder {} does not exist", dir.display());
+        }
+        let out = args.out.clone().unwrap_or_else(|| dir.join("plots"));
+        create(&out)?;
+        let metrics = dir.join("metrics.csv");
+        let path = out.join("training.png");
+        let title = dir.file_name().map_or_else(|| dir.display().to_string(), |n| n.to_string_lossy().into_owned());
+        curves::draw(&curves::Metrics::load(&metrics)?, &title)?.save_png(&path)?;
+        written.push(path);
+        let snapshots = epochs::snapshots(dir)?;
+        if !snapshots.is_empty() {
+            let grow = epochs::GrowArgs { steps: args.steps, p: args.p, seed: args.seed, hidden: args.hidden.clone() };
+            written.extend(epochs::gifs(&snapshots, &grow, &gif, &out)?);
+        }
+    }
+    if let Some(file) = &args.grow {
+        let grow = grow_file::Grow::load(file)?;
+        let out = match &args.out {
+            Some(out) => out.clone(),
+            None => file.parent().map_or_else(|| PathBuf::from("."), Path::to_path_buf),
+        };
+        create(&out)?;
+        let stem = file.file_stem().map_or_else(|| "grow".to_string(), |s| s.to_string_lossy().into_owned());
+        written.extend(weights::grow_gifs(&grow, &out, &stem, &gif)?);
+        let path = out.join(format!("{stem}-hidden.png"));
+        hidden::draw(&grow)?.save_png(&path)?;
+        written.push(path);
+    }
+    for path in &written {
+        println!("wrote {}", path.display());
+    }
+    Ok(())
+}
+
+fn create(dir: &Path) -> Result<()> {
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))
+}
