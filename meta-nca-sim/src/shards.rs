@@ -10,14 +10,12 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 
 use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender, unbounded_channel};
-use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
 
 use crate::cell::Cell;
 use crate::neuron::Neuron;
 use crate::protocol::{CellDone, CellMsg, Fan, NeuronMsg, Outbox, Partial};
 use crate::rule_service::RuleHandle;
-use crate::sim::Collector;
+use crate::sim::{Collector, Spawner};
 use crate::tasks::{CoordMsg, FailGuard, receive};
 use crate::world::World;
 use crate::Result;
@@ -241,6 +239,7 @@ async fn shard_task(
     peers: Arc<Vec<UnboundedSender<ShardMsg>>>,
     coord: UnboundedSender<CoordMsg>,
     rule: RuleHandle,
+    spawner: Spawner,
     guard: FailGuard,
 ) {
     loop {
@@ -281,7 +280,7 @@ async fn shard_task(
             let me = me_tx.clone();
             let coord = coord.clone();
             let actor = guard.actor.clone();
-            tokio::spawn(async move {
+            spawner.spawn(async move {
                 match reply.await {
                     Ok(deltas) => {
                         let _ = me.send(ShardMsg::Rule { cells, deltas });
@@ -309,6 +308,7 @@ pub(crate) async fn run(
     fires: &[Vec<bool>],
     jitter: u32,
     shards: usize,
+    spawner: &Spawner,
     mut collector: Collector,
 ) -> Result<Collector> {
     let n = world.num_cells();
@@ -332,8 +332,7 @@ pub(crate) async fn run(
         layout.fan_shards.push(per);
     }
     let layout = Arc::new(layout);
-    let token = CancellationToken::new();
-    let tracker = TaskTracker::new();
+    let token = spawner.token.clone();
     let (coord_tx, mut coord_rx) = unbounded_channel();
     let (txs, rxs): (Vec<_>, Vec<_>) = (0..shards).map(|_| unbounded_channel()).unzip();
     let peers = Arc::new(txs);
@@ -363,11 +362,8 @@ pub(crate) async fn run(
         };
         let shard = Shard { lo, cells: block, neurons, io };
         let guard = FailGuard { actor: format!("shard {s}"), coord: coord_tx.clone(), token: token.clone() };
-        let task = shard_task(shard, rx, peers[s].clone(), peers.clone(), coord_tx.clone(), rule.clone(), guard);
-        let token = token.clone();
-        tracker.spawn(async move { token.run_until_cancelled(task).await });
+        spawner.spawn(shard_task(shard, rx, peers[s].clone(), peers.clone(), coord_tx.clone(), rule.clone(), spawner.clone(), guard));
     }
-    tracker.close();
     let result = async {
         if world.ctx.async_mode {
             peers.iter().for_each(|tx| {
@@ -392,7 +388,6 @@ pub(crate) async fn run(
         Ok(())
     }
     .await;
-    token.cancel();
-    tracker.wait().await;
+    spawner.shutdown().await;
     result.map(|()| collector)
 }

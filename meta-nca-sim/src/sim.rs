@@ -11,6 +11,10 @@ use meta_nca_rule::reference::TaskData;
 use meta_nca_rule::rule::RuleNet;
 use meta_nca_rule::topology::{CellId, Topology};
 
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::instrument::WithSubscriber;
+
 use crate::protocol::CellDone;
 use crate::rule_service::{Batching, RuleHandle, RuleStats};
 use crate::trace::CellFilter;
@@ -61,7 +65,7 @@ pub enum Mode {
 }
 
 /// How to run a simulation.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 pub struct SimSpec {
     /// Scheduling.
     pub executor: Executor,
@@ -75,6 +79,9 @@ pub struct SimSpec {
     pub seed: u64,
     /// Cells that get a span and an update event.
     pub trace: CellFilter,
+    /// Where the traced cells' spans and events go (default: the global subscriber). The
+    /// actors' futures run under it, so a caller can send them to a file of its own.
+    pub dispatch: Option<tracing::Dispatch>,
 }
 
 impl Default for SimSpec {
@@ -86,6 +93,7 @@ impl Default for SimSpec {
             record_weights: false,
             seed: 0,
             trace: CellFilter::none(),
+            dispatch: None,
         }
     }
 }
@@ -225,7 +233,6 @@ pub(crate) struct Collector {
     pub(crate) weights: Vec<Vec<f64>>,
     pub(crate) stats: RunStats,
     pub(crate) finished: usize,
-    record: bool,
 }
 
 impl Collector {
@@ -238,17 +245,14 @@ impl Collector {
             weights: vec![vec![0.0; world.num_cells()]; rounds],
             stats: RunStats::default(),
             finished: 0,
-            record,
         }
     }
 
     pub(crate) fn add(&mut self, d: CellDone) {
         self.stats.record(&d);
         let c = d.cell as usize;
-        if self.record {
-            if let Some(row) = self.weights.get_mut(d.round as usize) {
-                row[c] = d.w;
-            }
+        if let Some(row) = self.weights.get_mut(d.round as usize) {
+            row[c] = d.w;
         }
         if let Some(s) = d.final_state {
             self.state[c * self.width..(c + 1) * self.width].copy_from_slice(&s);
@@ -261,6 +265,36 @@ impl Collector {
         stats.seconds = seconds;
         stats.rule = rule;
         Outcome { state: self.state, weights: self.weights, stats }
+    }
+}
+
+/// Spawns the actors of one run: every task is tracked, stops when the token is cancelled,
+/// and runs under the run's tracing dispatcher when it has one.
+#[derive(Clone)]
+pub(crate) struct Spawner {
+    pub(crate) tracker: TaskTracker,
+    pub(crate) token: CancellationToken,
+    dispatch: Option<tracing::Dispatch>,
+}
+
+impl Spawner {
+    pub(crate) fn spawn<F: Future<Output = ()> + Send + 'static>(&self, task: F) {
+        let token = self.token.clone();
+        match &self.dispatch {
+            Some(d) => {
+                self.tracker.spawn(async move { token.run_until_cancelled(task).await }.with_subscriber(d.clone()));
+            }
+            None => {
+                self.tracker.spawn(async move { token.run_until_cancelled(task).await });
+            }
+        }
+    }
+
+    /// Cancels every actor and waits for all of them to stop.
+    pub(crate) async fn shutdown(&self) {
+        self.tracker.close();
+        self.token.cancel();
+        self.tracker.wait().await;
     }
 }
 
@@ -288,7 +322,11 @@ pub fn run(setup: &Setup, spec: &SimSpec) -> Result<Outcome> {
         setup.world.clone()
     };
     let traced = |id: &CellId| spec.trace.matches(id);
-    let cells = world.make_cells(&setup.state0, spec.seed, &traced)?;
+    let cells = match &spec.dispatch {
+        Some(d) => tracing::dispatcher::with_default(d, || world.make_cells(&setup.state0, spec.seed, &traced))?,
+        None => world.make_cells(&setup.state0, spec.seed, &traced)?,
+    };
+    let spawner = Spawner { tracker: TaskTracker::new(), token: CancellationToken::new(), dispatch: spec.dispatch.clone() };
     let neurons = world.make_neurons();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(spec.workers.max(1))
@@ -305,10 +343,11 @@ pub fn run(setup: &Setup, spec: &SimSpec) -> Result<Outcome> {
     let result = runtime.block_on(async {
         match spec.executor {
             Executor::Tasks => {
-                crate::tasks::run(world.clone(), cells, neurons, rule, &setup.fires, jitter, collector).await
+                crate::tasks::run(world.clone(), cells, neurons, rule, &setup.fires, jitter, &spawner, collector).await
             }
             Executor::Shards { shards } => {
-                crate::shards::run(world.clone(), cells, neurons, rule, &setup.fires, jitter, shards, collector).await
+                crate::shards::run(world.clone(), cells, neurons, rule, &setup.fires, jitter, shards, &spawner, collector)
+                    .await
             }
         }
     });

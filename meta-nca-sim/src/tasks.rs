@@ -2,21 +2,20 @@
 //! unbounded inbox, and every message is one channel send. Unbounded sends never wait, so the
 //! cycles that neighbouring cells and neurons form can never deadlock; the protocol bounds how
 //! many messages a round can produce. A coordinator drives lockstep rounds (the barrier) or
-//! just waits for every cell to finish (async). Shutdown: one [`CancellationToken`] for all
-//! tasks, a [`TaskTracker`] to wait for them; a panicking task reports itself through its
+//! just waits for every cell to finish (async). Shutdown: one `CancellationToken` for all
+//! tasks, a `TaskTracker` to wait for them (see `Spawner`); a panicking task reports itself through its
 //! [`FailGuard`] and cancels the rest instead of leaving the coordinator hanging.
 
 use std::sync::Arc;
 
 use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender, unbounded_channel};
 use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
 
 use crate::cell::Cell;
 use crate::neuron::Neuron;
 use crate::protocol::{CellDone, CellMsg, Fan, NeuronMsg, Outbox};
 use crate::rule_service::RuleHandle;
-use crate::sim::Collector;
+use crate::sim::{Collector, Spawner};
 use crate::world::World;
 use crate::{Error, Result};
 
@@ -138,10 +137,10 @@ pub(crate) async fn run(
     rule: RuleHandle,
     fires: &[Vec<bool>],
     jitter: u32,
+    spawner: &Spawner,
     mut collector: Collector,
 ) -> Result<Collector> {
-    let token = CancellationToken::new();
-    let tracker = TaskTracker::new();
+    let token = spawner.token.clone();
     let (coord_tx, mut coord_rx) = unbounded_channel();
     let (cell_tx, cell_rx): (Vec<_>, Vec<_>) = (0..cells.len()).map(|_| unbounded_channel()).unzip();
     let (neuron_tx, neuron_rx): (Vec<_>, Vec<_>) = (0..neurons.len()).map(|_| unbounded_channel()).unzip();
@@ -149,17 +148,12 @@ pub(crate) async fn run(
     let guard = |actor: String| FailGuard { actor, coord: coord_tx.clone(), token: token.clone() };
     for (cell, rx) in cells.into_iter().zip(cell_rx) {
         let g = guard(format!("cell {}", cell.id));
-        let task = cell_task(cell, rx, world.clone(), routes.clone(), rule.clone(), jitter, g);
-        let token = token.clone();
-        tracker.spawn(async move { token.run_until_cancelled(task).await });
+        spawner.spawn(cell_task(cell, rx, world.clone(), routes.clone(), rule.clone(), jitter, g));
     }
     for (neuron, rx) in neurons.into_iter().zip(neuron_rx) {
         let g = guard(format!("neuron {}", neuron.index));
-        let task = neuron_task(neuron, rx, world.clone(), routes.clone(), g);
-        let token = token.clone();
-        tracker.spawn(async move { token.run_until_cancelled(task).await });
+        spawner.spawn(neuron_task(neuron, rx, world.clone(), routes.clone(), g));
     }
-    tracker.close();
     let n = world.num_cells();
     let result = async {
         if world.ctx.async_mode {
@@ -184,8 +178,7 @@ pub(crate) async fn run(
         Ok(())
     }
     .await;
-    token.cancel();
-    tracker.wait().await;
+    spawner.shutdown().await;
     result.map(|()| collector)
 }
 

@@ -168,3 +168,23 @@ fn the_comparison_is_not_vacuous() {
     let out = meta_nca_sim::run(&other, &spec(Executor::Tasks, Mode::Lockstep)).expect("run");
     assert!(max_diff(&out.state, &b.reference) > 1e-3);
 }
+
+#[test]
+fn a_panicking_rule_service_is_reported_not_hung() {
+    let b = build(&all_groups_case(9));
+    let mut broken = b.setup.clone();
+    // A last layer of the wrong shape: the service's forward pass panics on the first batch.
+    let dev = Cpu::default();
+    let last = broken.rule.layers.len() - 1;
+    broken.rule.layers[last] = dev.tensor_from_vec(vec![0.0; 3 * 2], (3, 2));
+    for executor in [Executor::Tasks, Executor::Shards { shards: 2 }] {
+        let setup = broken.clone();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let _ = tx.send(meta_nca_sim::run(&setup, &spec(executor, Mode::Lockstep)).map(|_| ()));
+        });
+        let result = rx.recv_timeout(std::time::Duration::from_secs(20)).expect("the run hung");
+        let err = result.expect_err("a broken rule must fail the run");
+        assert!(err.to_string().contains("rule service") || err.to_string().contains("failed"), "{err}");
+    }
+}
