@@ -32,6 +32,9 @@ pub struct Args {
     /// JSON file to write: every step's weights, hidden states, firing flags and accuracy.
     #[arg(long)]
     save: PathBuf,
+    /// Engine (reference or actors) and the actor simulation's settings.
+    #[command(flatten)]
+    engine: crate::actors::EngineArgs,
 }
 
 /// Runs `meta-nca grow`.
@@ -61,6 +64,9 @@ pub fn run(args: Args) -> Result<()> {
         bail!("--p must be in (0, 1], got {p}");
     }
     let seed = args.seed.unwrap_or(cfg.seed);
+    if args.engine.is_actors() {
+        return crate::actors::grow(&args.engine, args.checkpoint, &args.run, &sizes, steps, p, seed, &args.save);
+    }
     let record = grow_one(&ckpt.rule, &ckpt.meta, &exp, &sizes, steps, p, seed)?;
     let json = serde_json::to_vec(&record)?;
     write_atomic(&args.save, &json).with_context(|| format!("saving {}", args.save.display()))?;

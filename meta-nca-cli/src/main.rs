@@ -11,9 +11,12 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod actors;
 mod bench;
+mod check;
 mod eval;
 mod grow;
+mod inspect;
 mod plot;
 mod run_dir;
 mod train;
@@ -42,6 +45,10 @@ enum Command {
     Grow(grow::Args),
     /// Time meta-epochs of standard configurations and print a table.
     Bench(bench::Args),
+    /// Compare the actor simulation with the reference path: lockstep per step, async over many runs.
+    Check(check::Args),
+    /// Summarise a cell trace written by `--trace-json`: updates per cell, mean |dw|, staleness.
+    Inspect(inspect::Args),
     /// Draw pictures: training curves of a run, weight GIFs of a grown network.
     Plot(plot::Args),
 }
@@ -67,6 +74,8 @@ fn main() -> ExitCode {
         Command::Eval(args) => eval::run(args),
         Command::Grow(args) => grow::run(args),
         Command::Bench(args) => bench::run(args),
+        Command::Check(args) => check::run(args),
+        Command::Inspect(args) => inspect::run(args),
         Command::Plot(args) => plot::run(args),
     };
     match result {

@@ -28,7 +28,7 @@ pub enum Batching {
 }
 
 /// What the service did, reported when it stops.
-#[derive(Debug, Clone, Copy, Default, PartialEq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, serde::Serialize)]
 pub struct RuleStats {
     /// Forward passes run.
     pub batches: u64,

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use meta_nca_rule::episode::{Episode, EpisodeSpec, Stream, rng_for};
 use meta_nca_rule::init::{HiddenCode, WeightInit};
 use meta_nca_rule::perception::PerceptionSpec;
-use meta_nca_rule::reference::TaskData;
+use meta_nca_rule::reference::{Grower, TaskData};
 use meta_nca_rule::rule::RuleNet;
 use meta_nca_rule::topology::{CellId, Topology};
 
@@ -170,8 +170,25 @@ impl Setup {
     }
 }
 
+impl Setup {
+    /// The reference path ([`Grower::step`]) on this setup: the state after every step,
+    /// `[0]` being the start. What lockstep mode must reproduce.
+    pub fn reference_states(&self) -> Result<Vec<Vec<f64>>> {
+        let dev = dfdx::prelude::Cpu::default();
+        let world = &self.world;
+        let batch = meta_nca_rule::batch::Batch::new(vec![world.topology.clone()]);
+        let grower = Grower::new(&dev, batch, world.ctx.spec.clone(), world.data.clone())?;
+        let mut states = vec![self.state0.clone()];
+        for fire in &self.fires {
+            let last = states.last().cloned().unwrap_or_default();
+            states.push(grower.step(&self.rule, grower.state_tensor(last), fire).as_vec());
+        }
+        Ok(states)
+    }
+}
+
 /// Counts of what the cells did.
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
 pub struct RunStats {
     /// Cell-rounds completed (cells × steps).
     pub cell_steps: u64,

@@ -98,6 +98,11 @@ impl World {
         }
     }
 
+    /// The dense weights of the network in state `state` (`[cells, 1+d]`).
+    pub fn dense_net(&self, state: &[f64]) -> meta_nca_rule::task::DenseNet<f64> {
+        self.batch.dense_net(0, state, self.ctx.spec.state_width())
+    }
+
     /// The id of cell `c`.
     pub fn cell_id(&self, c: u32) -> CellId {
         self.batch.cells()[c as usize].id

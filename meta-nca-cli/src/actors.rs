@@ -1,0 +1,295 @@
+//! The actor engine in the CLI: the flags shared by `grow --engine actors`, `check` and
+//! `bench-actors`, loading a run's rule and data, and a grow with the actor simulation.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use meta_nca_rule::checkpoint::{Checkpoint, write_atomic};
+use meta_nca_rule::data::Split;
+use meta_nca_rule::experiment::load_dataset;
+use meta_nca_rule::reference::{Score, TaskData, score};
+use meta_nca_rule::topology::Topology;
+use meta_nca_sim::trace::CellFilter;
+use meta_nca_sim::world::World;
+use meta_nca_sim::{AsyncSpec, Executor, Mode, Outcome, Setup, SimSpec};
+use serde::Serialize;
+
+use crate::inspect::JsonLines;
+use crate::run_dir::{Which, checkpoint_path};
+
+/// Which engine grows the network.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Engine {
+    /// The batched reference path.
+    Reference,
+    /// The actor simulation (`meta-nca-sim`).
+    Actors,
+}
+
+/// How the actor simulation schedules its cells.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ExecutorArg {
+    /// One tokio task per cell and per neuron.
+    Tasks,
+    /// Shard tasks hosting blocks of cells, with batched messages.
+    Shards,
+}
+
+/// Lockstep or async.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ModeArg {
+    /// A barrier per step; fires the same cells as the reference path.
+    Lockstep,
+    /// Every cell on its own clock, using summaries up to `--staleness` rounds old.
+    Async,
+}
+
+/// Flags of the actor simulation.
+#[derive(Debug, Clone, clap::Args)]
+pub struct SimArgs {
+    /// Task per cell, or shards.
+    #[arg(long, value_enum, default_value_t = ExecutorArg::Tasks)]
+    pub executor: ExecutorArg,
+    /// Lockstep or async.
+    #[arg(long, value_enum, default_value_t = ModeArg::Lockstep)]
+    pub mode: ModeArg,
+    /// Shards of the shard executor (default: 4 per worker).
+    #[arg(long)]
+    pub shards: Option<usize>,
+    /// tokio worker threads.
+    #[arg(long, default_value_t = 2)]
+    pub workers: usize,
+    /// Async: how many rounds older than its own a summary a cell may use.
+    #[arg(long, default_value_t = 1)]
+    pub staleness: u32,
+    /// Async: a cell yields to the scheduler up to this many times before each tick.
+    #[arg(long, default_value_t = 4)]
+    pub jitter: u32,
+    /// Async: the rule service runs when this many queries wait...
+    #[arg(long, default_value_t = 256)]
+    pub batch_rows: usize,
+    /// ...or this many microseconds after the oldest one.
+    #[arg(long, default_value_t = 200)]
+    pub deadline_us: u64,
+    /// Cells to trace, `layer:i:j` with `*` wildcards, comma-separated (e.g. `0:1:2,1:*:*`).
+    #[arg(long)]
+    pub trace_cells: Option<String>,
+    /// Write the traced cells' update events to this file as JSON lines (`meta-nca inspect`).
+    #[arg(long)]
+    pub trace_json: Option<PathBuf>,
+}
+
+/// `--engine` plus the simulation flags (flattened into `meta-nca grow`).
+#[derive(Debug, Clone, clap::Args)]
+pub struct EngineArgs {
+    /// Grow with the batched reference path or the actor simulation.
+    #[arg(long, value_enum, default_value_t = Engine::Reference)]
+    pub engine: Engine,
+    /// Actor simulation settings.
+    #[command(flatten)]
+    pub sim: SimArgs,
+}
+
+impl EngineArgs {
+    /// Whether the actor simulation grows.
+    pub fn is_actors(&self) -> bool {
+        self.engine == Engine::Actors
+    }
+}
+
+impl SimArgs {
+    /// The executor these flags choose.
+    pub fn executor(&self, which: ExecutorArg) -> Executor {
+        match which {
+            ExecutorArg::Tasks => Executor::Tasks,
+            ExecutorArg::Shards => Executor::Shards { shards: self.shards.unwrap_or(4 * self.workers.max(1)) },
+        }
+    }
+
+    /// The mode these flags choose, firing at rate `p` in async mode.
+    pub fn mode(&self, which: ModeArg, p: f64) -> Mode {
+        match which {
+            ModeArg::Lockstep => Mode::Lockstep,
+            ModeArg::Async => Mode::Async(AsyncSpec {
+                fire_rate: p,
+                max_staleness: self.staleness,
+                jitter: self.jitter,
+                batch_rows: self.batch_rows,
+                deadline: Duration::from_micros(self.deadline_us),
+            }),
+        }
+    }
+
+    /// A simulation spec; with `--trace-json`, also the trace file to flush after the run.
+    pub fn spec(&self, executor: ExecutorArg, mode: ModeArg, p: f64, seed: u64) -> Result<(SimSpec, Option<TraceFile>)> {
+        let trace = match &self.trace_cells {
+            Some(t) => CellFilter::parse(t)?,
+            None if self.trace_json.is_some() => CellFilter::all(),
+            None => CellFilter::none(),
+        };
+        let (dispatch, file) = match &self.trace_json {
+            Some(path) => {
+                let (dispatch, file) = JsonLines::dispatch(path)?;
+                (Some(dispatch), Some(file))
+            }
+            None => (None, None),
+        };
+        let spec = SimSpec {
+            executor: self.executor(executor),
+            mode: self.mode(mode, p),
+            workers: self.workers.max(1),
+            record_weights: true,
+            seed,
+            trace,
+            dispatch,
+        };
+        Ok((spec, file))
+    }
+}
+
+/// An open JSON-lines trace file, flushed on demand.
+pub type TraceFile = Arc<Mutex<std::io::BufWriter<std::fs::File>>>;
+
+/// A run's rule with its grow (training) and validation data.
+pub struct Loaded {
+    /// The checkpoint.
+    pub ckpt: Checkpoint,
+    /// The data networks are grown on.
+    pub train: Arc<TaskData>,
+    /// Held-out data.
+    pub val: Arc<TaskData>,
+}
+
+/// Loads a run's checkpoint and splits its primary dataset as training did.
+pub fn load(dir: &Path, which: Which) -> Result<Loaded> {
+    if !dir.is_dir() {
+        bail!("run folder {} does not exist", dir.display());
+    }
+    let ckpt = Checkpoint::load(&checkpoint_path(dir, which))
+        .with_context(|| format!("loading the rule of run {}", dir.display()))?;
+    let d = &ckpt.meta.config.data;
+    let data = load_dataset(&d.dataset, d.label_column.as_deref()).context("loading the run's data")?;
+    let split = Split::stratified(&data, d.train_fraction, d.split_seed)?;
+    let task = |x: &[f64], y: &[usize]| {
+        Arc::new(TaskData { x: x.to_vec(), y: y.to_vec(), features: split.num_features, classes: split.num_classes })
+    };
+    let (train, val) = (task(&split.train_x, &split.train_y), task(&split.val_x, &split.val_y));
+    Ok(Loaded { ckpt, train, val })
+}
+
+/// Layer sizes from `--hidden` (comma-separated widths; "" = none; default: the run's first).
+pub fn sizes(loaded: &Loaded, hidden: Option<&str>) -> Result<Vec<usize>> {
+    let hidden: Vec<usize> = match hidden {
+        Some(text) if text.trim().is_empty() => Vec::new(),
+        Some(text) => text
+            .split(',')
+            .map(|w| w.trim().parse::<usize>().with_context(|| format!("--hidden: '{w}' is not a width")))
+            .collect::<Result<_>>()?,
+        None => loaded.ckpt.meta.config.task.hidden.first().cloned().unwrap_or_default(),
+    };
+    if hidden.contains(&0) {
+        bail!("--hidden: a hidden layer has width 0");
+    }
+    let mut sizes = vec![loaded.train.features];
+    sizes.extend(hidden);
+    sizes.push(loaded.train.classes);
+    Ok(sizes)
+}
+
+/// The episode `meta-nca grow` grows with the reference path, for the actors.
+pub fn setup(loaded: &Loaded, sizes: &[usize], steps: usize, p: f64, seed: u64) -> Result<Setup> {
+    let m = &loaded.ckpt.meta;
+    let topology = Topology::dense(sizes, m.config.task.bias)?;
+    Ok(Setup::grow_episode(
+        loaded.ckpt.rule.clone(),
+        m.perception.clone(),
+        m.code,
+        m.config.task.weight_init,
+        topology,
+        loaded.train.clone(),
+        steps,
+        p,
+        seed,
+    )?)
+}
+
+/// Train and validation scores of the network in state `state`.
+pub fn scores(world: &World, loaded: &Loaded, state: &[f64]) -> (Score, Score) {
+    let net = world.dense_net(state);
+    (score(&net, &loaded.train), score(&net, &loaded.val))
+}
+
+#[derive(Serialize)]
+struct ActorGrow<'a> {
+    engine: Engine,
+    executor: ExecutorArg,
+    mode: ModeArg,
+    sizes: &'a [usize],
+    seed: u64,
+    steps: usize,
+    fire_fraction: f64,
+    cells: Vec<meta_nca_rule::topology::CellId>,
+    /// `weights[t][c]` after step `t`.
+    weights: &'a [Vec<f64>],
+    final_state: Vec<&'a [f64]>,
+    train_acc: f64,
+    val_acc: f64,
+    train_loss: f64,
+    stats: &'a meta_nca_sim::RunStats,
+}
+
+/// `meta-nca grow --engine actors`: grows one network with the actor simulation.
+pub fn grow(args: &EngineArgs, which: Which, run: &Path, sizes: &[usize], steps: usize, p: f64, seed: u64, save: &Path) -> Result<()> {
+    let loaded = load(run, which)?;
+    let setup = setup(&loaded, sizes, steps, p, seed)?;
+    let (spec, trace) = args.sim.spec(args.sim.executor, args.sim.mode, p, seed)?;
+    let out: Outcome = meta_nca_sim::run(&setup, &spec)?;
+    if let Some(t) = trace {
+        use std::io::Write;
+        t.lock().map_err(|_| anyhow::anyhow!("trace writer poisoned"))?.flush()?;
+    }
+    let (train, val) = scores(&setup.world, &loaded, &out.state);
+    let width = setup.world.ctx.spec.state_width();
+    let record = ActorGrow {
+        engine: Engine::Actors,
+        executor: args.sim.executor,
+        mode: args.sim.mode,
+        sizes,
+        seed,
+        steps,
+        fire_fraction: p,
+        cells: Outcome::cells(&setup.world),
+        weights: &out.weights,
+        final_state: out.state.chunks(width).collect(),
+        train_acc: train.acc,
+        val_acc: val.acc,
+        train_loss: train.loss,
+        stats: &out.stats,
+    };
+    write_atomic(save, &serde_json::to_vec(&record)?).with_context(|| format!("saving {}", save.display()))?;
+    let s = &out.stats;
+    println!(
+        "actors ({:?}, {:?})  seed {seed}  sizes {sizes:?}  steps {steps}  p {p}  final train acc {:.4}  val acc {:.4}  saved {}",
+        args.sim.executor,
+        args.sim.mode,
+        train.acc,
+        val.acc,
+        save.display()
+    );
+    println!(
+        "cell-steps {}  updates {}  mean |dw| {:.5}  staleness {:?}  rule batches {} (mean {:.1} rows)  {:.3} s",
+        s.cell_steps,
+        s.updates,
+        s.sum_abs_dw / s.updates.max(1) as f64,
+        s.staleness,
+        s.rule.batches,
+        s.rule.mean_batch(),
+        s.seconds
+    );
+    Ok(())
+}

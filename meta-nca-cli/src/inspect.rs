@@ -1,0 +1,164 @@
+//! Cell traces as JSON lines: the writer (a `tracing` layer that `--trace-json` puts under the
+//! actors) and `meta-nca inspect`, which summarises a trace: updates per cell, mean |dw|,
+//! and the staleness histogram.
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::io::{BufRead, BufReader, BufWriter, Write};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use anyhow::{Context, Result, bail};
+use meta_nca_sim::trace::TARGET;
+use serde_json::{Map, Value};
+use tracing::field::{Field, Visit};
+use tracing_subscriber::layer::{Context as LayerContext, Layer, SubscriberExt};
+
+use crate::actors::TraceFile;
+
+/// A layer that writes every event of target [`TARGET`] as one JSON object per line.
+pub struct JsonLines {
+    out: TraceFile,
+}
+
+struct Fields(Map<String, Value>);
+
+impl Visit for Fields {
+    fn record_f64(&mut self, field: &Field, value: f64) {
+        self.0.insert(field.name().into(), serde_json::json!(value));
+    }
+    fn record_i64(&mut self, field: &Field, value: i64) {
+        self.0.insert(field.name().into(), value.into());
+    }
+    fn record_u64(&mut self, field: &Field, value: u64) {
+        self.0.insert(field.name().into(), value.into());
+    }
+    fn record_bool(&mut self, field: &Field, value: bool) {
+        self.0.insert(field.name().into(), value.into());
+    }
+    fn record_str(&mut self, field: &Field, value: &str) {
+        self.0.insert(field.name().into(), value.into());
+    }
+    fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
+        self.0.insert(field.name().into(), format!("{value:?}").into());
+    }
+}
+
+impl<S: tracing::Subscriber> Layer<S> for JsonLines {
+    fn on_event(&self, event: &tracing::Event<'_>, _ctx: LayerContext<'_, S>) {
+        if event.metadata().target() != TARGET {
+            return;
+        }
+        let mut fields = Fields(Map::new());
+        event.record(&mut fields);
+        if let Ok(mut out) = self.out.lock() {
+            let _ = writeln!(out, "{}", Value::Object(fields.0));
+        }
+    }
+}
+
+impl JsonLines {
+    /// A dispatcher writing the cell events to `path` (created or truncated), and the file
+    /// handle to flush when the run is over.
+    pub fn dispatch(path: &Path) -> Result<(tracing::Dispatch, TraceFile)> {
+        let file = File::create(path).with_context(|| format!("creating trace file {}", path.display()))?;
+        let out: TraceFile = Arc::new(Mutex::new(BufWriter::new(file)));
+        let subscriber = tracing_subscriber::registry().with(JsonLines { out: out.clone() });
+        Ok((tracing::Dispatch::new(subscriber), out))
+    }
+}
+
+/// Arguments of `meta-nca inspect`.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// A JSON-lines trace written by `--trace-json`.
+    file: PathBuf,
+    /// Print at most this many cells (the rest are counted in the totals).
+    #[arg(long, default_value_t = 40)]
+    max_cells: usize,
+}
+
+#[derive(Default)]
+struct PerCell {
+    rounds: u64,
+    updates: u64,
+    sum_abs_dw: f64,
+    last_w: f64,
+    max_staleness: u64,
+}
+
+/// Runs `meta-nca inspect`.
+pub fn run(args: Args) -> Result<()> {
+    let file = File::open(&args.file).with_context(|| format!("opening {}", args.file.display()))?;
+    let mut cells: BTreeMap<(u64, u64, u64), PerCell> = BTreeMap::new();
+    let mut staleness: BTreeMap<u64, u64> = BTreeMap::new();
+    let mut steps = 0u64;
+    for (n, line) in BufReader::new(file).lines().enumerate() {
+        let line = line.with_context(|| format!("reading {}", args.file.display()))?;
+        if line.trim().is_empty() {
+            continue;
+        }
+        let v: Value = serde_json::from_str(&line)
+            .with_context(|| format!("{}, line {}: not JSON", args.file.display(), n + 1))?;
+        let num = |k: &str| {
+            v.get(k)
+                .and_then(Value::as_u64)
+                .with_context(|| format!("{}, line {}: no integer field '{k}'", args.file.display(), n + 1))
+        };
+        let real = |k: &str| {
+            v.get(k)
+                .and_then(Value::as_f64)
+                .with_context(|| format!("{}, line {}: no number field '{k}'", args.file.display(), n + 1))
+        };
+        let key = (num("layer")?, num("i")?, num("j")?);
+        let (step, stale, w, dw) = (num("step")?, num("staleness")?, real("w")?, real("dw")?);
+        let fired = v.get("fired").and_then(Value::as_bool).unwrap_or(dw != 0.0);
+        let c = cells.entry(key).or_default();
+        c.rounds += 1;
+        if fired {
+            c.updates += 1;
+            c.sum_abs_dw += dw.abs();
+        }
+        c.last_w = w;
+        c.max_staleness = c.max_staleness.max(stale);
+        *staleness.entry(stale).or_default() += 1;
+        steps = steps.max(step + 1);
+    }
+    if cells.is_empty() {
+        bail!("{} holds no cell update events", args.file.display());
+    }
+    let events: u64 = cells.values().map(|c| c.rounds).sum();
+    let updates: u64 = cells.values().map(|c| c.updates).sum();
+    let dw: f64 = cells.values().map(|c| c.sum_abs_dw).sum();
+    println!("{}: {} events, {} cells, {} steps", args.file.display(), events, cells.len(), steps);
+    println!();
+    println!("{:<12}{:>8}{:>9}{:>13}{:>12}{:>11}", "cell", "rounds", "updates", "mean |dw|", "final w", "max stale");
+    for ((l, i, j), c) in cells.iter().take(args.max_cells) {
+        let mean = if c.updates == 0 { 0.0 } else { c.sum_abs_dw / c.updates as f64 };
+        println!(
+            "{:<12}{:>8}{:>9}{:>13.6}{:>12.5}{:>11}",
+            format!("{l}:{i}:{j}"),
+            c.rounds,
+            c.updates,
+            mean,
+            c.last_w,
+            c.max_staleness
+        );
+    }
+    if cells.len() > args.max_cells {
+        println!("... {} more cells", cells.len() - args.max_cells);
+    }
+    println!();
+    println!(
+        "all cells: {updates} updates in {events} rounds ({:.1}% fired), mean |dw| {:.6}",
+        100.0 * updates as f64 / events as f64,
+        dw / updates.max(1) as f64
+    );
+    println!("staleness histogram (rounds old: rounds)");
+    let widest = staleness.values().copied().max().unwrap_or(1);
+    for (k, count) in &staleness {
+        let bar = "#".repeat(((40 * count).div_ceil(widest)) as usize);
+        println!("  {k:>3}: {count:>8}  {bar}");
+    }
+    Ok(())
+}
