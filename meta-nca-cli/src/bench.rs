@@ -88,9 +88,10 @@ fn cells_of(trainer: &Trainer) -> String {
         "varies".to_string()
     } else {
         let bias = usize::from(c.task.bias);
-        let mut sizes = vec![trainer.exp.train.features];
+        let task = trainer.exp.primary();
+        let mut sizes = vec![task.train.features];
         sizes.extend(&c.task.hidden[0]);
-        sizes.push(trainer.exp.train.classes);
+        sizes.push(task.train.classes);
         let per_net: usize = sizes.windows(2).map(|w| (w[0] + bias) * w[1]).sum();
         (per_net * c.train.num_models).to_string()
     }

@@ -2,7 +2,8 @@
 
 use std::path::PathBuf;
 
-use anyhow::{Result, bail};
+use anyhow::{Context, Result, bail};
+use meta_nca_rule::experiment::Experiment;
 use meta_nca_rule::eval::{EvalReport, EvalSpec, evaluate};
 
 use crate::run_dir::{Which, load_run};
@@ -28,6 +29,14 @@ pub struct Args {
     /// Seed of the grows (default: the run's seed).
     #[arg(long)]
     seed: Option<u64>,
+    /// Grow on this dataset instead of the run's (`iris`, `wine`, `breast-cancer` or a CSV
+    /// path): how a rule transfers to data it never saw.
+    #[arg(long)]
+    dataset: Option<String>,
+    /// Rename every class k to (k+1) mod C (train and validation alike): a rule that learned
+    /// to learn still works, one that memorised a network does not.
+    #[arg(long)]
+    permute_labels: bool,
     /// Print one JSON object instead of a table.
     #[arg(long)]
     json: bool,
@@ -35,7 +44,7 @@ pub struct Args {
 
 /// Prints an evaluation as a table.
 pub fn print_report(r: &EvalReport) {
-    println!("grown networks {}  steps {}  p {}  seed {}", r.networks, r.steps, r.fire_fraction, r.seed);
+    println!("dataset {}  grown networks {}  steps {}  p {}  seed {}", r.dataset, r.networks, r.steps, r.fire_fraction, r.seed);
     println!("{:<22}{:>8}{:>8}{:>8}", "", "mean", "min", "max");
     println!("{:<22}{:>8.4}{:>8.4}{:>8.4}", "grown train acc", r.train_acc.mean, r.train_acc.min, r.train_acc.max);
     println!("{:<22}{:>8.4}{:>8.4}{:>8.4}", "grown val acc", r.val_acc.mean, r.val_acc.min, r.val_acc.max);
@@ -62,7 +71,17 @@ pub fn run(args: Args) -> Result<()> {
     if !(spec.fire_fraction > 0.0 && spec.fire_fraction <= 1.0) {
         bail!("--p must be in (0, 1], got {}", spec.fire_fraction);
     }
-    let report = evaluate(&ckpt.rule, &ckpt.meta, &exp, spec)?;
+    let exp = match &args.dataset {
+        Some(name) => Experiment::with_dataset(&exp.config, name).with_context(|| format!("loading dataset {name}"))?,
+        None => exp,
+    };
+    let mut task = exp.primary().clone();
+    if args.permute_labels {
+        let c = task.split.num_classes;
+        let perm: Vec<usize> = (0..c).map(|k| (k + 1) % c).collect();
+        task = task.permuted(&exp.config, &perm)?;
+    }
+    let report = evaluate(&ckpt.rule, &ckpt.meta, &task, spec)?;
     if args.json {
         println!("{}", serde_json::to_string(&report)?);
     } else {

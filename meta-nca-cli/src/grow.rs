@@ -52,9 +52,10 @@ pub fn run(args: Args) -> Result<()> {
     if hidden.contains(&0) {
         bail!("--hidden: a hidden layer has width 0");
     }
-    let mut sizes = vec![exp.train.features];
+    let task = exp.primary();
+    let mut sizes = vec![task.train.features];
     sizes.extend(&hidden);
-    sizes.push(exp.train.classes);
+    sizes.push(task.train.classes);
     let steps = args.steps.unwrap_or(cfg.grow.steps);
     if steps == 0 {
         bail!("--steps must be at least 1");
@@ -67,7 +68,7 @@ pub fn run(args: Args) -> Result<()> {
     if args.engine.is_actors() {
         return crate::actors::grow(&args.engine, args.checkpoint, &args.run, &sizes, steps, p, seed, &args.save);
     }
-    let record = grow_one(&ckpt.rule, &ckpt.meta, &exp, &sizes, steps, p, seed)?;
+    let record = grow_one(&ckpt.rule, &ckpt.meta, task, &sizes, steps, p, seed)?;
     let json = serde_json::to_vec(&record)?;
     write_atomic(&args.save, &json).with_context(|| format!("saving {}", args.save.display()))?;
     let last = record.steps.last().context("a grow has at least its starting state")?;

@@ -9,7 +9,7 @@ use meta_nca_rule::checkpoint::{Checkpoint, write_atomic};
 use meta_nca_rule::config::Config;
 use meta_nca_rule::eval::{EvalSpec, evaluate};
 use meta_nca_rule::experiment::Experiment;
-use meta_nca_rule::train::Trainer;
+use meta_nca_rule::train::{EpochMetrics, Trainer};
 use tracing::info;
 
 use crate::eval::print_report;
@@ -39,8 +39,10 @@ pub struct Args {
     quiet: bool,
 }
 
-fn load_config(args: &Args) -> Result<(Config, String)> {
-    let (mut config, name) = match &args.config {
+/// Reads a config file (or the built-in default) and applies `--set` overrides; returns it
+/// with a name for its run folder.
+pub fn load_config(path: &Option<PathBuf>, overrides: &[String]) -> Result<(Config, String)> {
+    let (mut config, name) = match path {
         Some(path) => {
             let text = std::fs::read_to_string(path).with_context(|| format!("reading config {}", path.display()))?;
             let config = Config::from_toml(&text).with_context(|| format!("in config {}", path.display()))?;
@@ -49,41 +51,43 @@ fn load_config(args: &Args) -> Result<(Config, String)> {
         }
         None => (Config::default(), "default".to_string()),
     };
-    for o in &args.overrides {
+    for o in overrides {
         config = config.with_override(o).with_context(|| format!("in --set {o}"))?;
     }
     config.check()?;
     Ok((config, name))
 }
 
-/// Runs `meta-nca train`.
-pub fn run(args: Args) -> Result<()> {
-    let (config, name) = load_config(&args)?;
-    let out = args.out.clone().unwrap_or_else(|| PathBuf::from(format!("runs/{name}-seed{}", config.seed)));
+/// What a finished training run reports.
+pub struct RunSummary {
+    /// Meta-epochs completed in total.
+    pub epochs: usize,
+    /// Meta-epochs run by this call.
+    pub ran: usize,
+    /// Wall-clock seconds of this call (probes and checkpoint writes included).
+    pub seconds: f64,
+    /// The last (up to 50) meta-epochs' metrics.
+    pub recent: Vec<EpochMetrics>,
+    /// Lowest probe loss (what picked `best`).
+    pub best_probe_loss: Option<f64>,
+}
+
+/// Trains `config` in run folder `out` (fresh, or continuing its last checkpoint), writing
+/// `config.toml`, `metrics.csv` and the `best`/`last` checkpoints as it goes.
+pub fn train_run(config: &Config, out: &Path, resume: bool, bar: &ProgressBar) -> Result<RunSummary> {
     let exp = Experiment::new(config.clone()).context("preparing the experiment")?;
-    let mut trainer = if args.resume {
-        let path = checkpoint_path(&out, Which::Last);
+    let mut trainer = if resume {
+        let path = checkpoint_path(out, Which::Last);
         let ckpt = Checkpoint::load(&path).context("resuming")?;
         Trainer::resume(ckpt, exp, &path)?
     } else {
         Trainer::new(exp)?
     };
-    std::fs::create_dir_all(&out).with_context(|| format!("creating run folder {}", out.display()))?;
+    std::fs::create_dir_all(out).with_context(|| format!("creating run folder {}", out.display()))?;
     write_atomic(&out.join("config.toml"), config.to_toml().as_bytes())?;
-    println!(
-        "seed {}  dataset {}  run folder {}  rule parameters {}",
-        config.seed,
-        config.data.dataset,
-        out.display(),
-        trainer.rule.num_params()
-    );
     let total = config.train.meta_epochs;
-    let mut metrics = MetricsWriter::open(&out, args.resume.then_some(trainer.epoch))?;
-    let bar = if args.quiet { ProgressBar::hidden() } else { ProgressBar::new(total as u64) };
-    bar.set_style(
-        ProgressStyle::with_template("{elapsed_precise} [{bar:30}] {pos}/{len} {msg}")
-            .unwrap_or_else(|_| ProgressStyle::default_bar()),
-    );
+    let mut metrics = MetricsWriter::open(out, resume.then_some(trainer.epoch))?;
+    bar.set_length(total as u64);
     bar.set_position(trainer.epoch as u64);
     let started = Instant::now();
     let first = trainer.epoch;
@@ -109,34 +113,71 @@ pub fn run(args: Args) -> Result<()> {
             let probe = trainer.probe()?;
             info!(epoch = probe.epoch, loss = probe.train_loss, val_acc = probe.val_acc, best = probe.best, "probe");
             if probe.best {
-                trainer.checkpoint().save(&checkpoint_path(&out, Which::Best))?;
+                trainer.checkpoint().save(&checkpoint_path(out, Which::Best))?;
             }
         }
         if trainer.epoch % config.train.checkpoint_every == 0 || trainer.epoch == total {
             metrics.flush()?;
-            trainer.checkpoint().save(&checkpoint_path(&out, Which::Last))?;
+            trainer.checkpoint().save(&checkpoint_path(out, Which::Last))?;
         }
         info!(epoch = m.epoch, loss = m.loss, train_acc = m.train_acc, val_acc = m.val_acc, grad_norm = m.grad_norm, "meta-epoch");
         bar.set_message(format!("loss {:.4} val {:.3} |g| {:.2e}", m.loss, m.val_acc, m.grad_norm));
         bar.inc(1);
     }
     metrics.flush()?;
-    // A resumed run that was already complete still gets a last checkpoint and a summary.
-    trainer.checkpoint().save(&checkpoint_path(&out, Which::Last))?;
+    // A resumed run that was already complete still gets a last checkpoint.
+    trainer.checkpoint().save(&checkpoint_path(out, Which::Last))?;
+    Ok(RunSummary {
+        epochs: trainer.epoch,
+        ran: trainer.epoch - first,
+        seconds: started.elapsed().as_secs_f64(),
+        recent,
+        best_probe_loss: trainer.best_probe_loss,
+    })
+}
+
+/// A progress bar on stderr (hidden when `quiet`).
+pub fn progress_bar(quiet: bool) -> ProgressBar {
+    let bar = if quiet { ProgressBar::hidden() } else { ProgressBar::new(0) };
+    bar.set_style(
+        ProgressStyle::with_template("{elapsed_precise} [{bar:30}] {pos}/{len} {msg}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    bar
+}
+
+/// Runs `meta-nca train`.
+pub fn run(args: Args) -> Result<()> {
+    let (config, name) = load_config(&args.config, &args.overrides)?;
+    let out = args.out.clone().unwrap_or_else(|| PathBuf::from(format!("runs/{name}-seed{}", config.seed)));
+    println!(
+        "seed {}  dataset {}  run folder {}",
+        config.seed,
+        std::iter::once(&config.data.dataset).chain(&config.data.extra_datasets).cloned().collect::<Vec<_>>().join("+"),
+        out.display()
+    );
+    let bar = progress_bar(args.quiet);
+    let summary = train_run(&config, &out, args.resume, &bar)?;
     bar.finish_and_clear();
-    let secs = started.elapsed().as_secs_f64();
-    let ran = trainer.epoch - first;
+    let recent = &summary.recent;
     let n = recent.len().max(1) as f64;
     println!();
-    println!("meta-epochs         {} ({} this invocation)", trainer.epoch, ran);
-    println!("time                {secs:.2} s ({:.3} ms per meta-epoch)", 1e3 * secs / ran.max(1) as f64);
+    println!("meta-epochs         {} ({} this invocation)", summary.epochs, summary.ran);
+    println!(
+        "time                {:.2} s ({:.3} ms per meta-epoch, probes and checkpoints included)",
+        summary.seconds,
+        1e3 * summary.seconds / summary.ran.max(1) as f64
+    );
     if !recent.is_empty() {
-        println!("last {:>3} epochs     loss {:.4}  train acc {:.3}  val acc {:.3}", recent.len(),
+        println!(
+            "last {:>3} epochs     loss {:.4}  train acc {:.3}  val acc {:.3}",
+            recent.len(),
             recent.iter().map(|m| m.loss).sum::<f64>() / n,
             recent.iter().map(|m| m.train_acc).sum::<f64>() / n,
-            recent.iter().map(|m| m.val_acc).sum::<f64>() / n);
+            recent.iter().map(|m| m.val_acc).sum::<f64>() / n
+        );
     }
-    if let Some(b) = trainer.best_probe_loss {
+    if let Some(b) = summary.best_probe_loss {
         println!("best probe loss     {b:.4} (mean train loss of {} fixed fresh networks)", config.train.probe_networks);
     }
     if args.eval_networks > 0 {
@@ -153,7 +194,7 @@ fn evaluate_best(out: &Path, config: &Config, networks: usize) -> Result<()> {
         fire_fraction: config.grow.fire_fraction,
         seed: config.seed,
     };
-    let report = evaluate(&ckpt.rule, &ckpt.meta, &exp, spec)?;
+    let report = evaluate(&ckpt.rule, &ckpt.meta, exp.primary(), spec)?;
     println!();
     println!("best rule, {networks} fresh networks:");
     print_report(&report);

@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 use crate::config::Config;
 use crate::init::HiddenCode;
 use crate::optim::Adam;
+use crate::pool::Pool;
 use crate::perception::PerceptionSpec;
 use crate::rule::{RuleNet, RuleShape};
 use crate::{Error, Result};
@@ -39,6 +40,9 @@ pub struct RuleMeta {
     pub meta_epoch: usize,
     /// Lowest mean training loss of the probe networks so far (what picks `best`).
     pub best_probe_loss: Option<f64>,
+    /// The pool of partly grown networks (empty unless `train.pool-size > 0`).
+    #[serde(default)]
+    pub pool: Pool,
 }
 
 /// A rule with its metadata and optimiser state.

@@ -40,6 +40,9 @@ pub struct DataConfig {
     /// Seed of the stratified split (kept apart from `seed` so runs with different training
     /// seeds share one split).
     pub split_seed: u64,
+    /// More datasets grown on in every meta-epoch besides `dataset` (each gets `num-models`
+    /// networks; the meta-loss is the mean over all of them).
+    pub extra_datasets: Vec<String>,
 }
 
 /// Architectures of the task networks; input and output sizes come from the data.
@@ -133,6 +136,29 @@ pub struct TrainConfig {
     pub probe_every: usize,
     /// Networks in the probe.
     pub probe_networks: usize,
+    /// Rename the classes of every dataset by a fresh random permutation every meta-epoch:
+    /// a rule can then only succeed by learning from the labels it sees, not by memorising.
+    pub relabel_classes: bool,
+    /// How the meta-gradient is conditioned before clipping.
+    pub grad_normalisation: GradNormalisation,
+    /// Draw the number of grow steps of each meta-epoch uniformly from
+    /// `[steps-min, grow.steps]` (random unroll length); unset: always `grow.steps`.
+    pub steps_min: Option<usize>,
+    /// Partly grown networks kept across meta-epochs (0 = no pool).
+    pub pool_size: usize,
+    /// Fraction of each meta-epoch's networks taken from the pool (when it has them).
+    pub pool_fraction: f64,
+}
+
+/// How the meta-gradient is conditioned before global-norm clipping.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum GradNormalisation {
+    /// Leave it as it is.
+    #[default]
+    None,
+    /// Scale each parameter tensor's gradient to unit norm (Growing NCA).
+    PerTensor,
 }
 
 impl Default for Config {
@@ -150,7 +176,7 @@ impl Default for Config {
 
 impl Default for DataConfig {
     fn default() -> Self {
-        Self { dataset: "iris".into(), label_column: None, train_fraction: 0.8, split_seed: 0 }
+        Self { dataset: "iris".into(), label_column: None, train_fraction: 0.8, split_seed: 0, extra_datasets: Vec::new() }
     }
 }
 
@@ -200,6 +226,11 @@ impl Default for TrainConfig {
             checkpoint_every: 100,
             probe_every: 50,
             probe_networks: 20,
+            relabel_classes: false,
+            grad_normalisation: GradNormalisation::None,
+            steps_min: None,
+            pool_size: 0,
+            pool_fraction: 0.5,
         }
     }
 }
@@ -278,8 +309,8 @@ impl Config {
         if d.dataset.trim().is_empty() {
             return Err(bad("data.dataset", "is empty: use \"iris\" or a CSV path"));
         }
-        if d.dataset.eq_ignore_ascii_case("iris") && d.label_column.is_some() {
-            return Err(bad("data.label-column", "applies to CSV datasets only; the embedded iris has its label"));
+        if crate::data::is_embedded(&d.dataset) && d.label_column.is_some() {
+            return Err(bad("data.label-column", format!("applies to CSV datasets only; the embedded {} has its label", d.dataset)));
         }
         let t = &self.task;
         match &t.family {
@@ -335,6 +366,19 @@ impl Config {
         if tr.probe_every == 0 || tr.probe_networks == 0 {
             return Err(bad("train.probe-every", "probe-every and probe-networks must be >= 1"));
         }
+        if let Some(min) = tr.steps_min {
+            if min == 0 || min > g.steps {
+                return Err(bad("train.steps-min", format!("must be in [1, grow.steps = {}], got {min}", g.steps)));
+            }
+        }
+        if !(0.0..=1.0).contains(&tr.pool_fraction) {
+            return Err(bad("train.pool-fraction", format!("must be in [0, 1], got {}", tr.pool_fraction)));
+        }
+        for (i, extra) in d.extra_datasets.iter().enumerate() {
+            if extra.trim().is_empty() {
+                return Err(bad("data.extra-datasets", format!("entry {i} is empty")));
+            }
+        }
         Ok(())
     }
 
@@ -357,9 +401,9 @@ impl Config {
         }
     }
 
-    /// The hidden-state layout a new rule gets for these architectures.
-    pub fn hidden_code(&self, archs: &Architectures) -> HiddenCode {
-        let (layers, cells) = archs.extent(self.task.bias);
+    /// The hidden-state layout a new rule gets for networks of up to `layers` weight matrices
+    /// and `cells` cells in one matrix.
+    pub fn hidden_code(&self, (layers, cells): (usize, usize)) -> HiddenCode {
         let r = &self.rule;
         HiddenCode {
             layer_bits: r.layer_bits.unwrap_or_else(|| bits_for(layers)),
@@ -384,8 +428,8 @@ impl Config {
 
     /// Whether this config starts on the dead saddle: zero weights, no bias cells, a rule whose
     /// output is exactly zero, and a network with a hidden layer. Returns the reason if so.
-    pub fn dead_saddle(&self, archs: &Architectures) -> Option<String> {
-        let deep = archs.extent(self.task.bias).0 >= 2;
+    pub fn dead_saddle(&self, max_layers: usize) -> Option<String> {
+        let deep = max_layers >= 2;
         (deep && !self.task.bias && self.task.weight_init == WeightInit::Zeros && self.rule.last_init == 0.0).then(|| {
             "zero initial weights, no bias cells and a rule whose output starts at exactly zero: every \
              weight's effect on the loss passes through another zero weight, so the meta-gradient is \
@@ -487,7 +531,7 @@ mod tests {
         c.task.family = Some(FamilyConfig { depths: vec![1, 2, 3, 4, 5], widths: vec![2, 5, 10] });
         let a = c.architectures(4, 3);
         assert_eq!(a.extent(true), (5, 110));
-        let code = c.hidden_code(&a);
+        let code = c.hidden_code(a.extent(true));
         assert_eq!((code.layer_bits, code.index_bits), (3, 7));
         let mut rng = rand::rngs::mock::StepRng::new(0, 1 << 60);
         let s = a.sample(&mut rng);
@@ -500,8 +544,8 @@ mod tests {
         c.task.hidden = vec![vec![5]];
         c.task.bias = false;
         c.rule.last_init = 0.0;
-        assert!(c.dead_saddle(&c.architectures(4, 3)).is_some());
+        assert!(c.dead_saddle(2).is_some());
         c.task.bias = true;
-        assert!(c.dead_saddle(&c.architectures(4, 3)).is_none());
+        assert!(c.dead_saddle(2).is_none());
     }
 }

@@ -18,6 +18,21 @@ use crate::error::Error;
 /// The classic Fisher Iris table (150 rows, 4 features, 3 species), shipped with the crate.
 const IRIS_CSV: &str = include_str!("../data/iris.csv");
 
+/// The UCI Wine table (178 rows, 13 features, 3 cultivars), shipped with the crate.
+const WINE_CSV: &str = include_str!("../data/wine.csv");
+
+/// The UCI Breast Cancer Wisconsin (Diagnostic) table (569 rows, 30 features, malignant or
+/// benign), shipped with the crate.
+const BREAST_CANCER_CSV: &str = include_str!("../data/breast_cancer.csv");
+
+/// Names of the embedded datasets, as configs and the CLI spell them.
+pub const EMBEDDED: [&str; 3] = ["iris", "wine", "breast-cancer"];
+
+/// Whether `name` is an embedded dataset (case-insensitive).
+pub fn is_embedded(name: &str) -> bool {
+    EMBEDDED.iter().any(|e| e.eq_ignore_ascii_case(name))
+}
+
 /// Cell spellings that mean "no value" (compared case-insensitively after trimming).
 const MISSING_MARKERS: [&str; 4] = ["", "na", "nan", "?"];
 
@@ -40,8 +55,19 @@ impl Dataset {
     /// The embedded Fisher Iris table: 150 rows, 4 features, classes
     /// `setosa`, `versicolor`, `virginica` (labels 0, 1, 2), 50 rows each.
     pub fn iris() -> Dataset {
-        parse_csv("iris", "embedded iris", IRIS_CSV, Some("species"))
-            .expect("the embedded iris table is well-formed (checked by unit tests)")
+        Self::embedded("iris").expect("iris is embedded")
+    }
+
+    /// An embedded dataset by name ([`EMBEDDED`], case-insensitive), or `None`.
+    pub fn embedded(name: &str) -> Option<Dataset> {
+        let (name, text, label) = match name.to_ascii_lowercase().as_str() {
+            "iris" => ("iris", IRIS_CSV, "species"),
+            "wine" => ("wine", WINE_CSV, "class"),
+            "breast-cancer" => ("breast-cancer", BREAST_CANCER_CSV, "diagnosis"),
+            _ => return None,
+        };
+        let source = format!("embedded {name}");
+        Some(parse_csv(name, &source, text, Some(label)).expect("the embedded tables are well-formed (checked by unit tests)"))
     }
 
     /// Parses a CSV table held in memory.
@@ -511,6 +537,15 @@ mod tests {
 
     fn iris_split(seed: u64) -> Split {
         Split::stratified(&Dataset::iris(), 0.8, seed).expect("iris splits")
+    }
+
+    #[test]
+    fn embedded_tables() {
+        for (name, rows, features, classes) in [("iris", 150, 4, 3), ("wine", 178, 13, 3), ("breast-cancer", 569, 30, 2)] {
+            let d = Dataset::embedded(name).expect("embedded");
+            assert_eq!((d.len(), d.num_features(), d.num_classes()), (rows, features, classes), "{name}");
+        }
+        assert!(Dataset::embedded("mnist").is_none());
     }
 
     #[test]

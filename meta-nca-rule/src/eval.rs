@@ -10,7 +10,8 @@ use crate::baseline::{BaselineSpec, train_baseline};
 use crate::batch::Batch;
 use crate::checkpoint::RuleMeta;
 use crate::episode::{Episode, EpisodeSpec, Stream, rng_for};
-use crate::experiment::Experiment;
+use crate::config::Config;
+use crate::experiment::Task;
 use crate::reference::{Grower, Score, score};
 use crate::init::HiddenCode;
 use crate::perception::PerceptionSpec;
@@ -55,6 +56,8 @@ pub struct BaselineAcc {
 /// What `meta-nca eval` reports.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct EvalReport {
+    /// The dataset grown on.
+    pub dataset: String,
     /// Networks grown.
     pub networks: usize,
     /// Rule steps per grow.
@@ -95,15 +98,15 @@ pub fn grow_and_score(
     rule: &RuleNet,
     perception: &PerceptionSpec,
     code: HiddenCode,
-    exp: &Experiment,
+    cfg: &Config,
+    task: &Task,
     spec: EvalSpec,
     stream: Stream,
 ) -> Result<Grown> {
     let dev = Cpu::default();
-    let cfg = &exp.config;
     let mut rng = rng_for(spec.seed, stream, 0);
     let episode_spec = EpisodeSpec {
-        archs: &exp.archs,
+        archs: &task.archs,
         networks: spec.networks,
         bias: cfg.task.bias,
         weight_init: cfg.task.weight_init,
@@ -113,23 +116,25 @@ pub fn grow_and_score(
     };
     let episode = Episode::draw(&episode_spec, &mut rng)?;
     let sizes: Vec<Vec<usize>> = episode.topologies.iter().map(|t| t.sizes().to_vec()).collect();
-    let grower = Grower::new(&dev, Batch::new(episode.topologies), perception.clone(), exp.train.clone())?;
+    let grower = Grower::new(&dev, Batch::new(episode.topologies), perception.clone(), task.train.clone())?;
     let last = grower.unroll(rule, grower.state_tensor(episode.state0), &episode.fires).as_vec();
     Ok(grower
         .dense_nets(&last)
         .iter()
         .zip(sizes)
-        .map(|(n, s)| (s, score(n, &exp.train), score(n, &exp.val)))
+        .map(|(n, s)| (s, score(n, &task.train), score(n, &task.val)))
         .collect())
 }
 
-/// Grows `spec.networks` fresh networks and scores them next to the backprop baseline.
-pub fn evaluate(rule: &RuleNet, meta: &RuleMeta, exp: &Experiment, spec: EvalSpec) -> Result<EvalReport> {
-    let grown = grow_and_score(rule, &meta.perception, meta.code, exp, spec, Stream::Eval)?;
+/// Grows `spec.networks` fresh networks on `task` and scores them next to the backprop
+/// baseline. The task need not be one the rule was trained on.
+pub fn evaluate(rule: &RuleNet, meta: &RuleMeta, task: &Task, spec: EvalSpec) -> Result<EvalReport> {
+    let cfg = &meta.config;
+    let grown = grow_and_score(rule, &meta.perception, meta.code, cfg, task, spec, Stream::Eval)?;
     let mut baselines = BTreeMap::new();
     for (s, _, _) in &grown {
         if !baselines.contains_key(s) {
-            let b = train_baseline(s, exp.config.task.bias, &exp.train, &exp.val, BaselineSpec::default())?;
+            let b = train_baseline(s, cfg.task.bias, &task.train, &task.val, BaselineSpec::default())?;
             baselines.insert(s.clone(), b);
         }
     }
@@ -141,6 +146,7 @@ pub fn evaluate(rule: &RuleNet, meta: &RuleMeta, exp: &Experiment, spec: EvalSpe
     let train: Vec<f64> = grown.iter().map(|g| g.1.acc).collect();
     let val: Vec<f64> = grown.iter().map(|g| g.2.acc).collect();
     Ok(EvalReport {
+        dataset: task.name.clone(),
         networks: spec.networks,
         steps: spec.steps,
         fire_fraction: spec.fire_fraction,
@@ -192,18 +198,18 @@ pub struct GrowRecord {
 pub fn grow_one(
     rule: &RuleNet,
     meta: &RuleMeta,
-    exp: &Experiment,
+    task: &Task,
     sizes: &[usize],
     steps: usize,
     fire_fraction: f64,
     seed: u64,
 ) -> Result<GrowRecord> {
     let dev = Cpu::default();
-    let cfg = &exp.config;
+    let cfg = &meta.config;
     let topology = Topology::dense(sizes, cfg.task.bias)?;
     let cells: Vec<CellId> = topology.cells().copied().collect();
     let spec = EpisodeSpec {
-        archs: &exp.archs,
+        archs: &task.archs,
         networks: 1,
         bias: cfg.task.bias,
         weight_init: cfg.task.weight_init,
@@ -213,11 +219,11 @@ pub fn grow_one(
     };
     let mut rng = rng_for(seed, Stream::Grow, 0);
     let episode = Episode::draw_for(vec![topology], &spec, &mut rng)?;
-    let grower = Grower::new(&dev, Batch::new(episode.topologies), meta.perception.clone(), exp.train.clone())?;
+    let grower = Grower::new(&dev, Batch::new(episode.topologies), meta.perception.clone(), task.train.clone())?;
     let width = meta.perception.state_width();
     let record = |step: usize, values: &[f64], fired: Vec<bool>| {
         let net = &grower.dense_nets(values)[0];
-        let train = score(net, &exp.train);
+        let train = score(net, &task.train);
         GrowStep {
             step,
             weights: values.chunks(width).map(|r| r[0]).collect(),
@@ -225,7 +231,7 @@ pub fn grow_one(
             fired,
             train_loss: train.loss,
             train_acc: train.acc,
-            val_acc: score(net, &exp.val).acc,
+            val_acc: score(net, &task.val).acc,
         }
     };
     let mut values = episode.state0.clone();

@@ -15,9 +15,10 @@
 //! - [`episode`]: the random draws of one grow, from a seed.
 //! - [`config`]: the TOML experiment config and its validation.
 //! - [`data`]: datasets (Iris embedded, CSV), stratified split, standardisation.
-//! - [`experiment`]: a checked config with its data loaded.
+//! - [`experiment`]: a checked config with its tasks (datasets) loaded.
 //! - [`optim`]: Adam and global-norm clipping.
 //! - [`train`]: meta-training.
+//! - [`pool`]: partly grown networks carried across meta-epochs.
 //! - [`checkpoint`]: atomic safetensors checkpoints with metadata.
 //! - [`eval`]: growing many networks with a trained rule; recorded single grows.
 //! - [`baseline`]: the backprop-trained network every evaluation is compared to.
@@ -37,6 +38,7 @@ pub mod fused;
 pub mod init;
 pub mod optim;
 pub mod perception;
+pub mod pool;
 pub mod reference;
 pub mod rule;
 pub mod task;

@@ -50,6 +50,15 @@ pub fn global_norm(grads: &[Vec<f64>]) -> f64 {
     grads.iter().flatten().map(|g| g * g).sum::<f64>().sqrt()
 }
 
+/// Scales every gradient tensor to unit norm (Growing NCA's per-tensor normalisation): each
+/// layer moves at the optimiser's pace whatever the scale of its raw gradient.
+pub fn normalise_per_tensor(grads: &mut [Vec<f64>]) {
+    for g in grads.iter_mut() {
+        let norm = g.iter().map(|v| v * v).sum::<f64>().sqrt();
+        g.iter_mut().for_each(|v| *v /= norm + 1e-8);
+    }
+}
+
 /// Scales `grads` so their global norm is at most `max_norm` (0 = no clipping).
 pub fn clip_global_norm(grads: &mut [Vec<f64>], max_norm: f64) {
     let norm = global_norm(grads);

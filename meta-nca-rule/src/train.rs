@@ -5,15 +5,17 @@ use std::time::Instant;
 
 use dfdx::prelude::*;
 use rand::Rng;
+use rand::seq::SliceRandom;
 
 use crate::batch::Batch;
 use crate::checkpoint::{Checkpoint, RuleMeta, FORMAT, config_mismatches};
-use crate::config::{Config, LossStep};
+use crate::config::{Config, GradNormalisation, LossStep};
+use crate::pool::Pool;
 use crate::episode::{Episode, EpisodeSpec, Stream, rng_for};
 use crate::eval::{EvalSpec, grow_and_score};
 use crate::experiment::Experiment;
 use crate::init::HiddenCode;
-use crate::optim::{Adam, clip_global_norm, global_norm};
+use crate::optim::{Adam, clip_global_norm, global_norm, normalise_per_tensor};
 use crate::perception::PerceptionSpec;
 use crate::reference::{Grower, score};
 use crate::rule::RuleNet;
@@ -70,24 +72,26 @@ pub struct Trainer {
     pub epoch: usize,
     /// Lowest mean training loss of the probe networks so far.
     pub best_probe_loss: Option<f64>,
+    /// Partly grown networks carried across meta-epochs (`train.pool-size`).
+    pub pool: Pool,
     dev: Cpu,
 }
 
 impl Trainer {
     /// A fresh rule for `exp`; refuses configs that start on the dead saddle.
     pub fn new(exp: Experiment) -> Result<Self> {
-        if let Some(why) = exp.config.dead_saddle(&exp.archs) {
+        let (layers, cells) = exp.extent();
+        if let Some(why) = exp.config.dead_saddle(layers) {
             return Err(Error::Config { key: "task".into(), message: why });
         }
-        let code = exp.config.hidden_code(&exp.archs);
-        let (layers, cells) = exp.archs.extent(exp.config.task.bias);
+        let code = exp.config.hidden_code((layers, cells));
         code.check_fits(layers, cells)?;
         let (spec, shape) = exp.config.rule_shape(&code)?;
         let dev = Cpu::default();
         let mut rng = rng_for(exp.config.seed, Stream::Train, u64::MAX);
         let rule = RuleNet::new(&dev, shape, &mut rng);
         let adam = Adam::new(exp.config.train.lr, &rule.params_flat().into_iter().map(|(_, v)| v).collect::<Vec<_>>());
-        Ok(Self { exp, code, spec, rule, adam, epoch: 0, best_probe_loss: None, dev })
+        Ok(Self { exp, code, spec, rule, adam, epoch: 0, best_probe_loss: None, pool: Pool::default(), dev })
     }
 
     /// Continues from a checkpoint. `exp` must agree with the checkpoint's config on every
@@ -110,6 +114,7 @@ impl Trainer {
             adam,
             epoch: ckpt.meta.meta_epoch,
             best_probe_loss: ckpt.meta.best_probe_loss,
+            pool: ckpt.meta.pool,
             dev: Cpu::default(),
         })
     }
@@ -125,6 +130,7 @@ impl Trainer {
                 config: self.exp.config.clone(),
                 meta_epoch: self.epoch,
                 best_probe_loss: self.best_probe_loss,
+                pool: self.pool.clone(),
             },
             rule: self.rule.clone(),
             adam: self.adam.clone(),
@@ -142,7 +148,7 @@ impl Trainer {
             fire_fraction: cfg.grow.fire_fraction,
             seed: cfg.seed,
         };
-        let grown = grow_and_score(&self.rule, &self.spec, self.code, &self.exp, spec, Stream::Probe)?;
+        let grown = grow_and_score(&self.rule, &self.spec, self.code, &self.exp.config, self.exp.primary(), spec, Stream::Probe)?;
         let n = grown.len().max(1) as f64;
         let result = ProbeResult {
             epoch: self.epoch,
@@ -162,33 +168,56 @@ impl Trainer {
         &self.exp.config
     }
 
-    /// One meta-epoch. On a zero or non-finite meta-gradient the rule is left untouched and
-    /// an error says why.
+    /// One meta-epoch: on every task, `num-models` networks (fresh, or partly grown ones from
+    /// the pool) grow for the episode's steps; the meta-loss is the mean cross-entropy over
+    /// all networks. On a zero or non-finite meta-gradient the rule is left untouched and an
+    /// error says why.
     pub fn meta_epoch(&mut self) -> Result<EpochMetrics> {
         let start = Instant::now();
-        let cfg = &self.exp.config;
+        let cfg = self.exp.config.clone();
         let epoch = self.epoch;
         let mut rng = rng_for(cfg.seed, Stream::Train, epoch as u64);
-        let k = cfg.grow.steps;
+        let k = match cfg.train.steps_min {
+            Some(min) => rng.gen_range(min..=cfg.grow.steps),
+            None => cfg.grow.steps,
+        };
         let steps = match cfg.train.loss_step {
             LossStep::Last => k,
             LossStep::RandomTail => rng.gen_range(k.div_ceil(2)..=k),
         };
-        let spec = EpisodeSpec {
-            archs: &self.exp.archs,
-            networks: cfg.train.num_models,
-            bias: cfg.task.bias,
-            weight_init: cfg.task.weight_init,
-            code: self.code,
-            steps,
-            fire_fraction: cfg.grow.fire_fraction,
-        };
-        let episode = Episode::draw(&spec, &mut rng)?;
-        let grower = Grower::new(&self.dev, Batch::new(episode.topologies), self.spec.clone(), self.exp.train.clone())?;
-        let state = grower.state_tensor(episode.state0).put_tape(OwnedTape::default());
-        let (last, tape) = grower.unroll(&self.rule, state, &episode.fires).split_tape();
-        let last_values = last.as_vec();
-        let loss = grower.loss(last.put_tape(tape));
+        let mut losses = Vec::new();
+        let mut grown = Vec::new();
+        for t in 0..self.exp.tasks.len() {
+            let task = if cfg.train.relabel_classes {
+                let mut perm: Vec<usize> = (0..self.exp.tasks[t].split.num_classes).collect();
+                perm.shuffle(&mut rng);
+                self.exp.tasks[t].permuted(&cfg, &perm)?
+            } else {
+                self.exp.tasks[t].clone()
+            };
+            let from_pool = self.pool.take(t, &cfg.train, &mut rng);
+            let spec = EpisodeSpec {
+                archs: &task.archs,
+                networks: cfg.train.num_models - from_pool.len(),
+                bias: cfg.task.bias,
+                weight_init: cfg.task.weight_init,
+                code: self.code,
+                steps,
+                fire_fraction: cfg.grow.fire_fraction,
+            };
+            let fresh = Episode::draw(&spec, &mut rng)?;
+            let episode = Pool::join(from_pool, fresh, &spec, &mut rng)?;
+            let grower = Grower::new(&self.dev, Batch::new(episode.topologies), self.spec.clone(), task.train.clone())?;
+            let state = grower.state_tensor(episode.state0).put_tape(OwnedTape::default());
+            let (last, tape) = grower.unroll(&self.rule, state, &episode.fires).split_tape();
+            let last_values = last.as_vec();
+            losses.push(grower.loss(last.put_tape(tape)));
+            grown.push((t, task, grower, last_values));
+        }
+        let n_tasks = losses.len() as f64;
+        let mut losses = losses.into_iter();
+        let first = losses.next().ok_or_else(|| Error::Training { epoch, message: "no task to train on".into() })?;
+        let loss = losses.fold(first, |acc, l| acc + l) / n_tasks;
         let loss_value = loss.array();
         let grads = loss.backward();
         let mut g = self.rule.grads_flat(&grads);
@@ -198,27 +227,36 @@ impl Trainer {
             return stop(format!("non-finite meta-loss ({loss_value}) or meta-gradient norm ({grad_norm})"));
         }
         if grad_norm == 0.0 {
-            let chance = (grower.data().classes as f64).ln();
             return stop(format!(
-                "the meta-gradient is exactly zero (meta-loss {loss_value:.6}, ln C = {chance:.6}): the grown \
-                 networks are dead, so the rule cannot learn; use bias cells, xavier weights or rule.last-init > 0"
+                "the meta-gradient is exactly zero (meta-loss {loss_value:.6}; ln C = {:.6} is the loss of a dead \
+                 network): the grown networks are dead, so the rule cannot learn; use bias cells, xavier \
+                 weights or rule.last-init > 0",
+                (self.exp.primary().split.num_classes as f64).ln()
             ));
+        }
+        if cfg.train.grad_normalisation == GradNormalisation::PerTensor {
+            normalise_per_tensor(&mut g);
         }
         clip_global_norm(&mut g, cfg.train.clip_norm);
         let mut params: Vec<Vec<f64>> = self.rule.params_flat().into_iter().map(|(_, v)| v).collect();
         self.adam.step(&mut params, &g);
         self.rule.set_params_flat(&params);
-        let nets = grower.dense_nets(&last_values);
-        let n = nets.len() as f64;
-        let train_acc = nets.iter().map(|net| score(net, &self.exp.train).acc).sum::<f64>() / n;
-        let val_acc = nets.iter().map(|net| score(net, &self.exp.val).acc).sum::<f64>() / n;
+        let (mut train_acc, mut val_acc, mut n) = (0.0, 0.0, 0.0);
+        for (t, task, grower, last_values) in grown {
+            for net in grower.dense_nets(&last_values) {
+                train_acc += score(&net, &task.train).acc;
+                val_acc += score(&net, &task.val).acc;
+                n += 1.0;
+            }
+            self.pool.put(t, grower.batch().topologies(), &last_values, self.spec.state_width(), &cfg.train, &mut rng);
+        }
         self.epoch += 1;
         Ok(EpochMetrics {
             epoch,
             loss_step: steps,
             loss: loss_value,
-            train_acc,
-            val_acc,
+            train_acc: train_acc / n,
+            val_acc: val_acc / n,
             grad_norm,
             seconds: start.elapsed().as_secs_f64(),
         })

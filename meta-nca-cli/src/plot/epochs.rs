@@ -63,9 +63,10 @@ pub fn gifs(snapshots: &[(usize, PathBuf)], args: &GrowArgs, opts: &GifOptions, 
             .collect::<Result<_>>()?,
         None => cfg.task.hidden.first().cloned().unwrap_or_default(),
     };
-    let mut sizes = vec![exp.train.features];
+    let task = exp.primary();
+    let mut sizes = vec![task.train.features];
     sizes.extend(&hidden);
-    sizes.push(exp.train.classes);
+    sizes.push(task.train.classes);
     let steps = args.steps.unwrap_or(cfg.grow.steps);
     if steps == 0 {
         bail!("--steps must be at least 1");
@@ -78,7 +79,7 @@ pub fn gifs(snapshots: &[(usize, PathBuf)], args: &GrowArgs, opts: &GifOptions, 
     let mut grown: Vec<(usize, Grow)> = Vec::with_capacity(snapshots.len());
     for (epoch, path) in snapshots {
         let ckpt = Checkpoint::load(path).with_context(|| format!("loading snapshot {}", path.display()))?;
-        let record = grow_one(&ckpt.rule, &ckpt.meta, &exp, &sizes, steps, p, seed)
+        let record = grow_one(&ckpt.rule, &ckpt.meta, task, &sizes, steps, p, seed)
             .with_context(|| format!("growing with snapshot {}", path.display()))?;
         grown.push((*epoch, Grow::from_record(&record)?));
     }
