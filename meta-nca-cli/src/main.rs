@@ -19,6 +19,7 @@ mod grow;
 mod inspect;
 mod plot;
 mod run_dir;
+mod sweep;
 mod train;
 
 /// Meta-learn a local rule network that grows a working neural network weight by weight.
@@ -45,6 +46,8 @@ enum Command {
     Grow(grow::Args),
     /// Time meta-epochs of standard configurations and print a table.
     Bench(bench::Args),
+    /// Train one config under many seeds; tabulate validation accuracy across seeds.
+    Sweep(sweep::Args),
     /// Compare the actor simulation with the reference path: lockstep per step, async over many runs.
     Check(check::Args),
     /// Summarise a cell trace written by `--trace-json`: updates per cell, mean |dw|, staleness.
@@ -74,6 +77,7 @@ fn main() -> ExitCode {
         Command::Eval(args) => eval::run(args),
         Command::Grow(args) => grow::run(args),
         Command::Bench(args) => bench::run(args),
+        Command::Sweep(args) => sweep::run(args),
         Command::Check(args) => check::run(args),
         Command::Inspect(args) => inspect::run(args),
         Command::Plot(args) => plot::run(args),
