@@ -88,6 +88,8 @@ pub struct RuleConfig {
     pub index_code: bool,
     /// Extra hidden channels that start at zero.
     pub extra_channels: usize,
+    /// Squash the perception with `tanh` before the rule's first layer (input normalisation).
+    pub input_squash: bool,
     /// Override the layer-code width (default: enough for the configured architectures).
     pub layer_bits: Option<usize>,
     /// Override the index-code width (default: enough for the configured architectures).
@@ -203,6 +205,7 @@ impl Default for RuleConfig {
             last_init: 1e-3,
             index_code: true,
             extra_channels: 2,
+            input_squash: false,
             layer_bits: None,
             index_bits: None,
         }
@@ -422,6 +425,7 @@ impl Config {
             activation: self.rule.activation,
             output_scale: self.rule.output_scale,
             last_init: self.rule.last_init,
+            input_squash: self.rule.input_squash,
         };
         Ok((spec, shape))
     }

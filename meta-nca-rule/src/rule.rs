@@ -40,6 +40,10 @@ pub struct RuleShape {
     pub output_scale: f64,
     /// Half-width of the uniform init of the last layer's weights (small: "almost do nothing").
     pub last_init: f64,
+    /// Squash every perception feature with `tanh` before the first layer (input
+    /// normalisation: activity and Hebbian features can be large on unstandardised scales).
+    #[serde(default)]
+    pub input_squash: bool,
 }
 
 /// A runtime-sized rule MLP on dfdx's CPU device.
@@ -111,7 +115,7 @@ impl RuleNet {
     /// The MLP before the bound: perception `[cells, input]` → `[cells, output]`.
     pub fn logits<T: Tape<f64, Cpu>>(&self, x: Tensor2<T>) -> Tensor2<T> {
         let dev = &self.dev;
-        let mut h = activate_with_ones(dev, x, None);
+        let mut h = activate_with_ones(dev, x, self.shape.input_squash.then_some(Activation::Tanh));
         let last = self.layers.len() - 1;
         for (k, w) in self.layers.iter().enumerate() {
             let z = h.matmul(w.clone());

@@ -51,6 +51,7 @@ fn setup() -> Setup {
         activation: Activation::Tanh,
         output_scale: 0.3,
         last_init: 0.3,
+        input_squash: true,
     };
     let rule = RuleNet::new(&dev, shape, &mut rng);
     let grower = Grower::new(&dev, Batch::new(topologies), spec, data).expect("sizes match");
