@@ -13,6 +13,7 @@ use clap::{Parser, Subcommand};
 
 mod actors;
 mod bench;
+mod bench_actors;
 mod check;
 mod eval;
 mod grow;
@@ -48,6 +49,8 @@ enum Command {
     Bench(bench::Args),
     /// Train one config under many seeds; tabulate validation accuracy across seeds.
     Sweep(sweep::Args),
+    /// Cell-steps per second of the actor simulation next to the batched reference step.
+    BenchActors(bench_actors::Args),
     /// Compare the actor simulation with the reference path: lockstep per step, async over many runs.
     Check(check::Args),
     /// Summarise a cell trace written by `--trace-json`: updates per cell, mean |dw|, staleness.
@@ -78,6 +81,7 @@ fn main() -> ExitCode {
         Command::Grow(args) => grow::run(args),
         Command::Bench(args) => bench::run(args),
         Command::Sweep(args) => sweep::run(args),
+        Command::BenchActors(args) => bench_actors::run(args),
         Command::Check(args) => check::run(args),
         Command::Inspect(args) => inspect::run(args),
         Command::Plot(args) => plot::run(args),

@@ -20,6 +20,7 @@
 //! - [`shards`]: the shard executor with batched, pre-summed messages.
 //! - [`sim`]: what to run, [`sim::run`], and what came out.
 //! - [`trace`]: which cells get a span and per-update events.
+//! - [`synthetic`]: wide random networks for benchmarks, and the reference step's time on them.
 //! - [`error`]: the crate's error type.
 
 pub mod cell;
@@ -29,6 +30,7 @@ pub mod protocol;
 pub mod rule_service;
 mod shards;
 pub mod sim;
+pub mod synthetic;
 mod tasks;
 pub mod trace;
 pub mod world;

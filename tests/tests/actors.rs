@@ -8,12 +8,12 @@ use std::sync::Arc;
 
 use dfdx::prelude::*;
 use meta_nca_rule::batch::Batch;
-use meta_nca_rule::config::Architectures;
+use meta_nca_rule::config::{Architectures, Config};
 use meta_nca_rule::episode::{Episode, EpisodeSpec};
 use meta_nca_rule::init::{HiddenCode, WeightInit};
-use meta_nca_rule::perception::{Group, PerceptionSpec};
+use meta_nca_rule::perception::Group;
 use meta_nca_rule::reference::{Grower, TaskData};
-use meta_nca_rule::rule::{Activation, RuleNet, RuleShape};
+use meta_nca_rule::rule::{Activation, RuleNet};
 use meta_nca_rule::topology::Topology;
 use meta_nca_sim::{AsyncSpec, Executor, Mode, Setup, SimSpec};
 use proptest::prelude::*;
@@ -47,15 +47,13 @@ fn build(case: &Case) -> Built {
     let topology = Topology::dense(&case.sizes, case.bias).expect("valid sizes");
     let max_cells = (0..topology.num_layers()).map(|l| topology.layer(l).cells.len()).max().unwrap_or(1);
     let code = HiddenCode::for_family(topology.num_layers(), max_cells, true, 1);
-    let spec = PerceptionSpec::new(&case.groups, code.dim()).expect("valid groups");
-    let shape = RuleShape {
-        input: spec.width(),
-        hidden: vec![8],
-        output: spec.state_width(),
-        activation: Activation::Tanh,
-        output_scale: 0.5,
-        last_init: 0.5,
-    };
+    let mut cfg = Config::default();
+    cfg.rule.perception = case.groups.clone();
+    cfg.rule.hidden = vec![8];
+    cfg.rule.activation = Activation::Tanh;
+    cfg.rule.output_scale = 0.5;
+    cfg.rule.last_init = 0.5;
+    let (spec, shape) = cfg.rule_shape(&code).expect("valid groups");
     let dev = Cpu::default();
     let rule = RuleNet::new(&dev, shape, &mut rng);
     let archs = Architectures::List(vec![case.sizes.clone()]);

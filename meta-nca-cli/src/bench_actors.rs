@@ -1,0 +1,144 @@
+//! `meta-nca bench-actors`: cell-steps per second of the actor simulation (each executor,
+//! lockstep and async) on wide synthetic networks, next to the batched reference step on the
+//! same network (the floor), with the memory each run adds per cell. Every case runs in its
+//! own process so that its peak memory is its own.
+
+use std::process::Command;
+
+use anyhow::{Context, Result, bail};
+use meta_nca_sim::synthetic::{time_reference, wide_setup, wide_sizes};
+use meta_nca_sim::{AsyncSpec, Executor, Mode, SimSpec};
+use serde::{Deserialize, Serialize};
+
+/// Arguments of `meta-nca bench-actors`.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Approximate cell counts (networks `[k, k, 10]` with bias cells).
+    #[arg(long, value_delimiter = ',', default_value = "10000,100000,1000000")]
+    cells: Vec<usize>,
+    /// Grow steps per run.
+    #[arg(long, default_value_t = 5)]
+    steps: usize,
+    /// Samples in the (random) grow batch.
+    #[arg(long, default_value_t = 8)]
+    samples: usize,
+    /// Firing fraction (lockstep) and rate (async).
+    #[arg(long, default_value_t = 0.8)]
+    p: f64,
+    /// tokio worker threads.
+    #[arg(long, default_value_t = 2)]
+    workers: usize,
+    /// Shards of the shard executor.
+    #[arg(long, default_value_t = 8)]
+    shards: usize,
+    /// Leave the task-per-cell executor out above this many cells.
+    #[arg(long, default_value_t = usize::MAX)]
+    max_task_cells: usize,
+    /// Internal: run one case (`floor`, `tasks-lockstep`, ...) in this process; print JSON.
+    #[arg(long, hide = true)]
+    one: Option<String>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct CaseResult {
+    cells: usize,
+    seconds: f64,
+    cell_steps: u64,
+    rate: f64,
+    bytes_per_cell: f64,
+    mean_batch: f64,
+}
+
+fn status_kb(field: &str) -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with(field))
+                .and_then(|l| l.split_whitespace().nth(1).and_then(|v| v.parse().ok()))
+        })
+        .unwrap_or(f64::NAN)
+}
+
+const CASES: [&str; 5] = ["floor", "tasks-lockstep", "tasks-async", "shards-lockstep", "shards-async"];
+
+fn run_one(args: &Args, case: &str, cells: usize) -> Result<CaseResult> {
+    let sizes = wide_sizes(cells);
+    let setup = wide_setup(&sizes, args.samples, args.steps, args.p, 1)?;
+    let n = setup.world.num_cells();
+    let before = status_kb("VmRSS:");
+    let (seconds, cell_steps, mean_batch) = if case == "floor" {
+        let s = time_reference(&setup)?;
+        (s, (n * args.steps) as u64, n as f64)
+    } else {
+        let executor = if case.starts_with("tasks") { Executor::Tasks } else { Executor::Shards { shards: args.shards } };
+        let mode = if case.ends_with("async") {
+            Mode::Async(AsyncSpec { fire_rate: args.p, max_staleness: 1, jitter: 0, ..AsyncSpec::default() })
+        } else {
+            Mode::Lockstep
+        };
+        let spec = SimSpec { executor, mode, workers: args.workers, ..SimSpec::default() };
+        let out = meta_nca_sim::run(&setup, &spec)?;
+        (out.stats.seconds, out.stats.cell_steps, out.stats.rule.mean_batch())
+    };
+    let peak = status_kb("VmHWM:");
+    Ok(CaseResult {
+        cells: n,
+        seconds,
+        cell_steps,
+        rate: cell_steps as f64 / seconds.max(1e-12),
+        bytes_per_cell: (peak - before).max(0.0) * 1024.0 / n as f64,
+        mean_batch,
+    })
+}
+
+/// Runs `meta-nca bench-actors`.
+pub fn run(args: Args) -> Result<()> {
+    if let Some(one) = &args.one {
+        let (case, cells) = one.split_once(':').context("--one CASE:CELLS")?;
+        let cells: usize = cells.parse().context("--one CASE:CELLS")?;
+        println!("{}", serde_json::to_string(&run_one(&args, case, cells)?)?);
+        return Ok(());
+    }
+    let exe = std::env::current_exe().context("finding the meta-nca binary")?;
+    println!(
+        "networks [k, k, 10] with bias cells; {} steps, p {}, {} random samples; {} tokio workers, {} shards; rule forward on its own thread",
+        args.steps, args.p, args.samples, args.workers, args.shards
+    );
+    println!("floor = the batched reference step (perception + rule for every cell, no tape), 1 thread");
+    println!("memory = peak RSS growth during the run / cells");
+    println!();
+    println!("{:>9}  {:<16}{:>14}{:>10}{:>12}{:>12}", "cells", "engine", "cell-steps/s", "vs floor", "B/cell", "rule batch");
+    for &cells in &args.cells {
+        let mut floor = f64::NAN;
+        for case in CASES {
+            if case.starts_with("tasks") && cells > args.max_task_cells {
+                continue;
+            }
+            let out = Command::new(&exe)
+                .args(["bench-actors", "--one", &format!("{case}:{cells}")])
+                .args(["--steps", &args.steps.to_string(), "--samples", &args.samples.to_string()])
+                .args(["--p", &args.p.to_string(), "--workers", &args.workers.to_string()])
+                .args(["--shards", &args.shards.to_string()])
+                .output()
+                .with_context(|| format!("running case {case} at {cells} cells"))?;
+            if !out.status.success() {
+                bail!("case {case} at {cells} cells failed: {}", String::from_utf8_lossy(&out.stderr));
+            }
+            let r: CaseResult = serde_json::from_slice(&out.stdout).context("reading a case's result")?;
+            if case == "floor" {
+                floor = r.rate;
+            }
+            println!(
+                "{:>9}  {:<16}{:>14.0}{:>10.2}{:>12.0}{:>12.1}",
+                r.cells,
+                case,
+                r.rate,
+                r.rate / floor,
+                r.bytes_per_cell,
+                r.mean_batch
+            );
+        }
+    }
+    Ok(())
+}

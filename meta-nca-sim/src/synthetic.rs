@@ -1,0 +1,81 @@
+//! Synthetic problems for benchmarks: a wide network on random data with a fresh rule, and
+//! the batched reference step on it (the floor the actors are measured against).
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use dfdx::prelude::*;
+use meta_nca_rule::batch::Batch;
+use meta_nca_rule::config::{Architectures, Config};
+use meta_nca_rule::episode::{Episode, EpisodeSpec};
+use meta_nca_rule::init::{HiddenCode, WeightInit};
+use meta_nca_rule::perception::Group;
+use meta_nca_rule::reference::{Grower, TaskData};
+use meta_nca_rule::rule::RuleNet;
+use meta_nca_rule::topology::Topology;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+
+use crate::sim::Setup;
+use crate::Result;
+
+/// Layer sizes `[k, k, 10]` with bias cells whose cell count is closest to `cells`.
+pub fn wide_sizes(cells: usize) -> Vec<usize> {
+    let count = |k: usize| (k + 1) * k + (k + 1) * 10;
+    let mut k = 1;
+    while count(k + 1) <= cells {
+        k += 1;
+    }
+    if count(k + 1) - cells < cells.saturating_sub(count(k)) {
+        k += 1;
+    }
+    vec![k, k, 10]
+}
+
+/// A network of layer sizes `sizes` (with bias cells) on `samples` random samples, the
+/// project's default perception (`self, column, row, activations, feedback, hebbian`), a
+/// fresh rule with one hidden layer of 16, Xavier starting weights and `steps` firing draws.
+pub fn wide_setup(sizes: &[usize], samples: usize, steps: usize, fire_fraction: f64, seed: u64) -> Result<Setup> {
+    let mut rng = StdRng::seed_from_u64(seed);
+    let features = sizes[0];
+    let classes = sizes[sizes.len() - 1];
+    let x: Vec<f64> = (0..samples * features).map(|_| rng.gen_range(-1.0..1.0)).collect();
+    let y: Vec<usize> = (0..samples).map(|b| b % classes).collect();
+    let data = Arc::new(TaskData { x, y, features, classes });
+    let topology = Topology::dense(sizes, true)?;
+    let max_cells = (0..topology.num_layers()).map(|l| topology.layer(l).cells.len()).max().unwrap_or(1);
+    let code = HiddenCode::for_family(topology.num_layers(), max_cells, true, 2);
+    let mut cfg = Config::default();
+    cfg.rule.perception = vec![Group::SelfState, Group::Column, Group::Row, Group::Activations, Group::Feedback, Group::Hebbian];
+    cfg.rule.hidden = vec![16];
+    cfg.rule.output_scale = 0.5;
+    cfg.rule.last_init = 0.01;
+    let (spec, shape) = cfg.rule_shape(&code)?;
+    let rule = RuleNet::new(&Cpu::default(), shape, &mut rng);
+    let archs = Architectures::List(vec![sizes.to_vec()]);
+    let ep = EpisodeSpec {
+        archs: &archs,
+        networks: 1,
+        bias: true,
+        weight_init: WeightInit::Xavier,
+        code,
+        steps,
+        fire_fraction,
+    };
+    let episode = Episode::draw_for(vec![topology.clone()], &ep, &mut rng)?;
+    Setup::from_episode(rule, spec, topology, data, episode)
+}
+
+/// Seconds the batched reference path (no tape) takes for every step of `setup`.
+pub fn time_reference(setup: &Setup) -> Result<f64> {
+    let dev = Cpu::default();
+    let world = &setup.world;
+    let grower = Grower::new(&dev, Batch::new(vec![world.topology.clone()]), world.ctx.spec.clone(), world.data.clone())?;
+    let start = Instant::now();
+    let mut state = grower.state_tensor(setup.state0.clone());
+    for fire in &setup.fires {
+        state = grower.step(&setup.rule, state, fire);
+    }
+    std::hint::black_box(state.as_vec());
+    Ok(start.elapsed().as_secs_f64())
+}
