@@ -26,10 +26,9 @@ pub fn snapshots(dir: &Path) -> Result<Vec<(usize, PathBuf)>> {
     for entry in std::fs::read_dir(&folder).with_context(|| format!("listing {}", folder.display()))? {
         let path = entry?.path();
         let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-        if let Some(epoch) = name.strip_prefix("epoch-").and_then(|r| r.strip_suffix(".safetensors")) {
-            if let Ok(epoch) = epoch.parse::<usize>() {
-                found.push((epoch, path));
-            }
+        let epoch = name.strip_prefix("epoch-").and_then(|r| r.strip_suffix(".safetensors"));
+        if let Some(Ok(epoch)) = epoch.map(str::parse::<usize>) {
+            found.push((epoch, path));
         }
     }
     found.sort();

@@ -74,9 +74,9 @@ pub fn draw(grow: &Grow) -> Result<Picture> {
             }
             gx += group_w[l] + group_gap;
         }
-        for c in 0..d {
+        for (c, scale) in scales.iter().enumerate() {
             let py = top + c as i32 * row_h + (row_h - 12) / 2;
-            let name = format!("h[{c}] ±{}", fmt_num(scales[c]));
+            let name = format!("h[{c}] ±{}", fmt_num(*scale));
             text::draw(area, &name, (left - 10, py), small.at(H::Right, V::Center))?;
         }
         text::draw(area, "hidden channel c", (18, top + body_h / 2), centred.up())?;

@@ -89,10 +89,8 @@ pub struct GifOptions {
 
 /// Runs `meta-nca plot`.
 pub fn run(args: Args) -> Result<()> {
-    if let Some(s) = args.scale {
-        if !(s.is_finite() && s > 0.0) {
-            bail!("--scale must be a positive number, got {s}");
-        }
+    if let Some(s) = args.scale.filter(|s| !(s.is_finite() && *s > 0.0)) {
+        bail!("--scale must be a positive number, got {s}");
     }
     let gif = GifOptions { scale: args.scale, frame_ms: args.frame_ms.max(10), debug_frames: args.debug_frames };
     let mut written = Vec::new();

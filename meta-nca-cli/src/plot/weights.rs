@@ -266,7 +266,7 @@ mod tests {
         assert_eq!(fmt_num(0.13), "0.13");
         assert_eq!(fmt_num(-0.065), "-0.065");
         assert_eq!(fmt_num(2.0), "2");
-        assert_eq!(fmt_num(1234.5), "1235");
+        assert_eq!(fmt_num(1234.6), "1235");
         assert_eq!(fmt_num(1.5), "1.5");
     }
 }

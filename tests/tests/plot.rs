@@ -1,0 +1,323 @@
+//! `meta-nca plot` end to end on synthetic inputs: the PNGs and GIFs decode, have the expected
+//! size and frame count, are not blank, and their pixels follow the data (a changed weight
+//! changes exactly the frames that show it; the colour scale is fixed and symmetric; dead
+//! connections are drawn distinctly).
+//!
+//! The binary is found and built as in `cli.rs` (see there): `cargo build -p meta-nca-cli` into
+//! this test executable's target folder and profile, once.
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::OnceLock;
+
+/// The workspace root (commands run there).
+fn root() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("tests/ is inside the workspace")
+}
+
+/// Path of an up-to-date `meta-nca` binary of this test executable's profile.
+fn bin() -> &'static Path {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        let exe = std::env::current_exe().expect("test executable path");
+        let profile_dir = exe.parent().and_then(Path::parent).expect("test executable is in <target>/<profile>/deps");
+        let target_dir = profile_dir.parent().expect("profile folder is in the target folder");
+        let profile = profile_dir.file_name().and_then(|n| n.to_str()).expect("profile folder name");
+        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+        let mut cmd = Command::new(cargo);
+        cmd.current_dir(root())
+            .args(["build", "--quiet", "-p", "meta-nca-cli", "--bin", "meta-nca", "--target-dir"])
+            .arg(target_dir);
+        match profile {
+            "debug" => {}
+            "release" => {
+                cmd.arg("--release");
+            }
+            other => {
+                cmd.args(["--profile", other]);
+            }
+        }
+        let out = cmd.output().expect("running cargo build");
+        assert!(out.status.success(), "cargo build of meta-nca failed:\n{}", String::from_utf8_lossy(&out.stderr));
+        let path = profile_dir.join(format!("meta-nca{}", std::env::consts::EXE_SUFFIX));
+        assert!(path.is_file(), "{} was not built", path.display());
+        path
+    })
+}
+
+/// A fresh scratch folder, removed on drop unless the test failed (then its path is printed).
+struct Scratch(PathBuf);
+
+impl Scratch {
+    fn new(test: &str) -> Self {
+        let dir = std::env::temp_dir().join(format!("meta-nca-plot-test-{}-{test}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("creating a scratch folder");
+        Self(dir)
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.0.join(name)
+    }
+
+    fn arg(&self, name: &str) -> String {
+        self.path(name).to_string_lossy().into_owned()
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("scratch folder kept: {}", self.0.display());
+        } else {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+}
+
+fn run(args: &[&str]) -> Output {
+    Command::new(bin()).current_dir(root()).env_remove("RUST_LOG").args(args).output().expect("running meta-nca")
+}
+
+fn ok(args: &[&str]) -> String {
+    let o = run(args);
+    assert!(
+        o.status.success(),
+        "meta-nca {args:?} failed ({}):\n{}\n{}",
+        o.status,
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+/// Asserts a clean failure (non-zero exit, no panic, an error mentioning `needle`).
+fn fails(args: &[&str], needle: &str) {
+    let o = run(args);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success(), "meta-nca {args:?} should fail");
+    assert!(!err.contains("panicked"), "meta-nca {args:?} panicked:\n{err}");
+    assert!(err.contains("error") && err.contains(needle), "meta-nca {args:?}: stderr does not mention '{needle}':\n{err}");
+}
+
+/// A decoded PNG: width, height, RGB bytes.
+fn png_rgb(path: &Path) -> (u32, u32, Vec<u8>) {
+    let decoder = png::Decoder::new(std::io::BufReader::new(File::open(path).expect("the PNG exists")));
+    let mut reader = decoder.read_info().expect("a PNG header");
+    let mut buf = vec![0; reader.output_buffer_size().expect("a PNG size")];
+    let info = reader.next_frame(&mut buf).expect("PNG data");
+    assert_eq!(info.color_type, png::ColorType::Rgb);
+    buf.truncate(info.buffer_size());
+    (info.width, info.height, buf)
+}
+
+/// A decoded GIF: width, height and every frame composed onto the previous ones, as RGB.
+fn gif_frames(path: &Path) -> (u32, u32, Vec<Vec<u8>>) {
+    let mut opts = gif::DecodeOptions::new();
+    opts.set_color_output(gif::ColorOutput::RGBA);
+    let mut d = opts.read_info(File::open(path).expect("the GIF exists")).expect("a GIF header");
+    let (w, h) = (d.width() as usize, d.height() as usize);
+    let mut canvas = vec![255u8; w * h * 3];
+    let mut frames = Vec::new();
+    while let Some(f) = d.read_next_frame().expect("a GIF frame") {
+        assert!(f.left as usize + f.width as usize <= w && f.top as usize + f.height as usize <= h, "frame inside the screen");
+        assert_ne!(f.dispose, gif::DisposalMethod::Background, "frames build on each other");
+        for y in 0..f.height as usize {
+            for x in 0..f.width as usize {
+                let src = &f.buffer[(y * f.width as usize + x) * 4..][..4];
+                if src[3] > 0 {
+                    let dst = ((f.top as usize + y) * w + f.left as usize + x) * 3;
+                    canvas[dst..dst + 3].copy_from_slice(&src[..3]);
+                }
+            }
+        }
+        frames.push(canvas.clone());
+    }
+    (w as u32, h as u32, frames)
+}
+
+fn count(rgb: &[u8], c: [u8; 3]) -> usize {
+    rgb.chunks_exact(3).filter(|p| *p == c).count()
+}
+
+fn has_color(rgb: &[u8], c: [u8; 3]) -> bool {
+    count(rgb, c) > 0
+}
+
+/// Not blank: many pixels are not white, and there are many distinct colours.
+fn assert_drawn(rgb: &[u8], what: &str) {
+    let pixels = rgb.len() / 3;
+    let ink = rgb.chunks_exact(3).filter(|p| p != &[255, 255, 255]).count();
+    let colors: std::collections::HashSet<&[u8]> = rgb.chunks_exact(3).collect();
+    assert!(ink * 50 > pixels, "{what}: only {ink} of {pixels} pixels drawn");
+    assert!(colors.len() > 20, "{what}: only {} colours", colors.len());
+}
+
+/// A synthetic `metrics.csv` of `n` rows; `bump` shifts the loss curve.
+fn metrics_csv(n: usize, bump: f64) -> String {
+    let mut s = String::from("epoch,loss_step,loss,train_acc,val_acc,grad_norm,seconds\n");
+    for e in 0..n {
+        let t = e as f64 / n as f64;
+        let loss = 1.1 * (-3.0 * t).exp() + 0.05 + bump * t;
+        s.push_str(&format!(
+            "{e},10,{loss:.6},{:.4},{:.4},{:.6},{:.6}\n",
+            0.33 + 0.6 * t,
+            0.3 + 0.6 * t,
+            0.5 + (e % 7) as f64,
+            0.001 + 1e-4 * (e % 3) as f64
+        ));
+    }
+    s
+}
+
+#[test]
+fn training_curves_png_follows_the_metrics() {
+    let tmp = Scratch::new("curves");
+    let mut pictures = Vec::new();
+    for (name, bump) in [("a", 0.0), ("b", 0.8)] {
+        std::fs::create_dir_all(tmp.path(name)).expect("run folder");
+        std::fs::write(tmp.path(name).join("metrics.csv"), metrics_csv(60, bump)).expect("metrics.csv");
+        let out = ok(&["plot", "--run", &tmp.arg(name)]);
+        let png = tmp.path(name).join("plots").join("training.png");
+        assert!(out.contains("training.png"), "the written file is reported:\n{out}");
+        let (w, h, rgb) = png_rgb(&png);
+        assert_eq!((w, h), (1200, 860));
+        assert_drawn(&rgb, "training.png");
+        pictures.push(rgb);
+    }
+    assert_ne!(pictures[0], pictures[1], "a different loss curve draws a different picture");
+}
+
+/// A grow record of a `[2, 3, 2]` network with bias cells over `steps + 1` states; layer 0
+/// lacks the connection (0, 1) (dead). Weights follow `w(step, k)`.
+fn grow_json(steps: usize, w: impl Fn(usize, usize) -> f64) -> String {
+    let sizes = [2usize, 3, 2];
+    let mut cells = Vec::new();
+    for layer in 0..2 {
+        let index_cols = sizes[layer + 1];
+        for pre in 0..=sizes[layer] {
+            for post in 0..sizes[layer + 1] {
+                if (layer, pre, post) != (0, 0, 1) {
+                    cells.push(serde_json::json!({"layer": layer, "pre": pre, "post": post, "index": pre * index_cols + post}));
+                }
+            }
+        }
+    }
+    let n = cells.len();
+    let states: Vec<serde_json::Value> = (0..=steps)
+        .map(|s| {
+            serde_json::json!({
+                "step": s,
+                "weights": (0..n).map(|k| w(s, k)).collect::<Vec<f64>>(),
+                "hidden": (0..n).map(|k| vec![(s * k) as f64 * 0.1, -(k as f64)]).collect::<Vec<_>>(),
+                "fired": if s == 0 { vec![] } else { (0..n).map(|k| (k + s) % 2 == 0).collect::<Vec<bool>>() },
+                "train_loss": 1.0 / (s + 1) as f64,
+                "train_acc": 0.5,
+                "val_acc": 0.5,
+            })
+        })
+        .collect();
+    serde_json::json!({"sizes": sizes, "bias": true, "seed": 7, "fire_fraction": 0.5, "cells": cells, "steps": states})
+        .to_string()
+}
+
+/// The weights of the synthetic grows: they grow with the step, alternate in sign, and reach
+/// exactly ±2 at the last step (so the symmetric scale is ±2).
+fn base_w(steps: usize) -> impl Fn(usize, usize) -> f64 {
+    move |s, k| {
+        let sign = if k % 2 == 0 { 1.0 } else { -1.0 };
+        sign * 2.0 * s as f64 / steps as f64 * ((k % 3) as f64 + 1.0) / 3.0
+    }
+}
+
+#[test]
+fn weight_gifs_have_a_frame_per_step_and_follow_the_weights() {
+    let tmp = Scratch::new("grow");
+    let steps = 4;
+    std::fs::write(tmp.path("a.json"), grow_json(steps, base_w(steps))).expect("a.json");
+    // b: the same grow, but one weight of layer 0 differs at step 2 only.
+    let w = base_w(steps);
+    std::fs::write(tmp.path("b.json"), grow_json(steps, move |s, k| if (s, k) == (2, 0) { -1.5 } else { w(s, k) }))
+        .expect("b.json");
+    for name in ["a", "b"] {
+        let out = ok(&["plot", "--grow", &tmp.arg(&format!("{name}.json"))]);
+        for f in ["layer0.gif", "layer1.gif", "hidden.png"] {
+            assert!(out.contains(&format!("{name}-{f}")), "{f} is reported:\n{out}");
+        }
+    }
+    let mut layer0 = Vec::new();
+    for name in ["a", "b"] {
+        let mut dead_pixels = Vec::new();
+        for layer in 0..2 {
+            let (w, h, frames) = gif_frames(&tmp.path(&format!("{name}-layer{layer}.gif")));
+            assert_eq!(frames.len(), steps + 1, "one frame per recorded state");
+            assert!(w >= 600 && h >= 300, "{w}×{h}");
+            for (i, f) in frames.iter().enumerate() {
+                assert_drawn(f, &format!("{name} layer {layer} frame {i}"));
+            }
+            // Fixed symmetric scale ±2: the extreme weights take the colour map's end colours
+            // in the last frame, and every frame draws some weights.
+            let last = &frames[steps];
+            assert!(has_color(last, [0x67, 0x00, 0x1f]), "+max is the darkest red");
+            assert!(has_color(last, [0x05, 0x30, 0x61]), "-max is the darkest blue");
+            // Dead connections (one in layer 0) are hatched grey: far more of that grey than
+            // the legend's swatch alone (layer 1).
+            dead_pixels.push(count(last, [0x9a, 0x9a, 0x9a]));
+            // The weights change every step, so every frame differs from the one before.
+            for i in 1..frames.len() {
+                assert_ne!(frames[i - 1], frames[i], "{name} layer {layer}: frame {i} repeats frame {}", i - 1);
+            }
+            if layer == 0 {
+                layer0.push(frames);
+            }
+        }
+        assert!(dead_pixels[0] > dead_pixels[1] + 1000, "dead grey pixels per layer: {dead_pixels:?}");
+        let (w, h, rgb) = png_rgb(&tmp.path(&format!("{name}-hidden.png")));
+        assert!(w >= 600 && h >= 300, "{w}×{h}");
+        assert_drawn(&rgb, "hidden.png");
+    }
+    // Only the frame whose weight changed differs between a and b.
+    for (s, (a, b)) in layer0[0].iter().zip(&layer0[1]).enumerate() {
+        assert_eq!(a != b, s == 2, "frame {s}");
+    }
+}
+
+#[test]
+fn debug_frames_and_a_fixed_scale() {
+    let tmp = Scratch::new("frames");
+    std::fs::write(tmp.path("g.json"), grow_json(2, base_w(2))).expect("g.json");
+    let out_dir = tmp.arg("out");
+    ok(&["plot", "--grow", &tmp.arg("g.json"), "--out", &out_dir, "--debug-frames", "--scale", "4"]);
+    let (w, h, frames) = gif_frames(&tmp.path("out").join("g-layer0.gif"));
+    let frame_dir = tmp.path("out").join("g-layer0-frames");
+    for (i, f) in frames.iter().enumerate() {
+        let (pw, ph, rgb) = png_rgb(&frame_dir.join(format!("frame-{i:04}.png")));
+        assert_eq!((pw, ph), (w, h));
+        // The GIF holds the same picture over a 224-colour palette that contains every colour
+        // the heatmap uses: most pixels survive exactly.
+        let same = rgb.chunks_exact(3).zip(f.chunks_exact(3)).filter(|(a, b)| a == b).count();
+        assert!(same * 10 > rgb.len() / 3 * 9, "frame {i}: only {same} pixels equal");
+    }
+    // At ±4 the weights (at most 2) never reach the end colours.
+    assert!(!has_color(&frames[2], [0x67, 0x00, 0x1f]));
+}
+
+#[test]
+fn bad_inputs_fail_cleanly() {
+    let tmp = Scratch::new("bad");
+    fails(&["plot", "--grow", &tmp.arg("missing.json")], "missing.json");
+    std::fs::write(tmp.path("bad.json"), "{\"sizes\": [2]}").expect("bad.json");
+    fails(&["plot", "--grow", &tmp.arg("bad.json")], "not a grow record");
+    let mut broken: serde_json::Value = serde_json::from_str(&grow_json(1, base_w(1))).expect("json");
+    broken["steps"][1]["weights"] = serde_json::json!([1.0]);
+    std::fs::write(tmp.path("short.json"), broken.to_string()).expect("short.json");
+    fails(&["plot", "--grow", &tmp.arg("short.json")], "weights");
+    fails(&["plot", "--run", &tmp.arg("nope")], "does not exist");
+    std::fs::create_dir_all(tmp.path("empty")).expect("empty run");
+    fails(&["plot", "--run", &tmp.arg("empty")], "metrics.csv");
+    std::fs::write(tmp.path("empty").join("metrics.csv"), "epoch,loss_step,loss,train_acc,val_acc,grad_norm,seconds\n")
+        .expect("metrics.csv");
+    fails(&["plot", "--run", &tmp.arg("empty")], "no rows");
+    fails(&["plot", "--grow", &tmp.arg("g.json"), "--scale", "0"], "--scale");
+}
