@@ -243,8 +243,23 @@ struct ActorGrow<'a> {
     stats: &'a meta_nca_sim::RunStats,
 }
 
+/// What to grow: layer sizes, steps, firing fraction, seed.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    /// Layer sizes.
+    pub sizes: Vec<usize>,
+    /// Grow steps.
+    pub steps: usize,
+    /// Firing fraction (lockstep) or rate (async).
+    pub p: f64,
+    /// Seed of the episode.
+    pub seed: u64,
+}
+
 /// `meta-nca grow --engine actors`: grows one network with the actor simulation.
-pub fn grow(args: &EngineArgs, which: Which, run: &Path, sizes: &[usize], steps: usize, p: f64, seed: u64, save: &Path) -> Result<()> {
+pub fn grow(args: &EngineArgs, which: Which, run: &Path, plan: Plan, save: &Path) -> Result<()> {
+    let Plan { sizes, steps, p, seed } = plan;
+    let sizes = &sizes[..];
     let loaded = load(run, which)?;
     let setup = setup(&loaded, sizes, steps, p, seed)?;
     let (spec, trace) = args.sim.spec(args.sim.executor, args.sim.mode, p, seed)?;

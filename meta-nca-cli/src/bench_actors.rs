@@ -47,6 +47,8 @@ struct CaseResult {
     rate: f64,
     bytes_per_cell: f64,
     mean_batch: f64,
+    /// Seconds in the rule's forward passes (the rule service's thread).
+    rule_seconds: f64,
 }
 
 fn status_kb(field: &str) -> f64 {
@@ -67,9 +69,9 @@ fn run_one(args: &Args, case: &str, cells: usize) -> Result<CaseResult> {
     let setup = wide_setup(&sizes, args.samples, args.steps, args.p, 1)?;
     let n = setup.world.num_cells();
     let before = status_kb("VmRSS:");
-    let (seconds, cell_steps, mean_batch) = if case == "floor" {
+    let (seconds, cell_steps, mean_batch, rule_seconds) = if case == "floor" {
         let s = time_reference(&setup)?;
-        (s, (n * args.steps) as u64, n as f64)
+        (s, (n * args.steps) as u64, n as f64, f64::NAN)
     } else {
         let executor = if case.starts_with("tasks") { Executor::Tasks } else { Executor::Shards { shards: args.shards } };
         let mode = if case.ends_with("async") {
@@ -79,7 +81,7 @@ fn run_one(args: &Args, case: &str, cells: usize) -> Result<CaseResult> {
         };
         let spec = SimSpec { executor, mode, workers: args.workers, ..SimSpec::default() };
         let out = meta_nca_sim::run(&setup, &spec)?;
-        (out.stats.seconds, out.stats.cell_steps, out.stats.rule.mean_batch())
+        (out.stats.seconds, out.stats.cell_steps, out.stats.rule.mean_batch(), out.stats.rule.forward_seconds)
     };
     let peak = status_kb("VmHWM:");
     Ok(CaseResult {
@@ -89,6 +91,7 @@ fn run_one(args: &Args, case: &str, cells: usize) -> Result<CaseResult> {
         rate: cell_steps as f64 / seconds.max(1e-12),
         bytes_per_cell: (peak - before).max(0.0) * 1024.0 / n as f64,
         mean_batch,
+        rule_seconds,
     })
 }
 
@@ -106,9 +109,12 @@ pub fn run(args: Args) -> Result<()> {
         args.steps, args.p, args.samples, args.workers, args.shards
     );
     println!("floor = the batched reference step (perception + rule for every cell, no tape), 1 thread");
-    println!("memory = peak RSS growth during the run / cells");
+    println!("memory = peak RSS growth during the run / cells; rule time = share of the run in the rule's forward passes");
     println!();
-    println!("{:>9}  {:<16}{:>14}{:>10}{:>12}{:>12}", "cells", "engine", "cell-steps/s", "vs floor", "B/cell", "rule batch");
+    println!(
+        "{:>9}  {:<16}{:>14}{:>10}{:>9}{:>12}{:>12}",
+        "cells", "engine", "cell-steps/s", "vs floor", "B/cell", "rule batch", "rule time"
+    );
     for &cells in &args.cells {
         let mut floor = f64::NAN;
         for case in CASES {
@@ -130,13 +136,14 @@ pub fn run(args: Args) -> Result<()> {
                 floor = r.rate;
             }
             println!(
-                "{:>9}  {:<16}{:>14.0}{:>10.2}{:>12.0}{:>12.1}",
+                "{:>9}  {:<16}{:>14.0}{:>10.2}{:>9.0}{:>12.1}{:>12}",
                 r.cells,
                 case,
                 r.rate,
                 r.rate / floor,
                 r.bytes_per_cell,
-                r.mean_batch
+                r.mean_batch,
+                if r.rule_seconds.is_nan() { "-".to_string() } else { format!("{:.0}%", 100.0 * r.rule_seconds / r.seconds) }
             );
         }
     }

@@ -66,7 +66,8 @@ pub fn run(args: Args) -> Result<()> {
     }
     let seed = args.seed.unwrap_or(cfg.seed);
     if args.engine.is_actors() {
-        return crate::actors::grow(&args.engine, args.checkpoint, &args.run, &sizes, steps, p, seed, &args.save);
+        let plan = crate::actors::Plan { sizes: sizes.clone(), steps, p, seed };
+        return crate::actors::grow(&args.engine, args.checkpoint, &args.run, plan, &args.save);
     }
     let record = grow_one(&ckpt.rule, &ckpt.meta, task, &sizes, steps, p, seed)?;
     let json = serde_json::to_vec(&record)?;

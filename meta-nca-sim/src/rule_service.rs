@@ -5,8 +5,13 @@
 //! Batching: in lockstep the coordinator announces how many rows a step will ask for and the
 //! service runs one forward pass per step; in async mode it runs when `max_rows` rows are
 //! waiting or `deadline` has passed since the oldest waiting query.
+//!
+//! Cost: queries land in a shared inbox under a mutex, and the thread is woken only when a
+//! batch is ready (or, in async mode, to start the deadline clock), not once per query. The
+//! answers of a batch are handed back to the runtime as one task that completes every
+//! oneshot, so waking the cells costs in-runtime wake-ups, not one unpark per cell.
 
-use std::sync::mpsc;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use dfdx::prelude::*;
@@ -47,125 +52,178 @@ impl RuleStats {
     }
 }
 
-enum RuleMsg {
-    Expect { rows: usize },
-    Query { rows: Vec<f64>, n: usize, respond_to: oneshot::Sender<Vec<f64>> },
-}
-
-/// The cloneable handle to the rule service; the service stops when every handle is dropped.
-#[derive(Debug, Clone)]
-pub struct RuleHandle {
-    tx: mpsc::Sender<RuleMsg>,
-}
-
-impl std::fmt::Debug for RuleMsg {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            RuleMsg::Expect { rows } => write!(f, "Expect({rows})"),
-            RuleMsg::Query { n, .. } => write!(f, "Query({n} rows)"),
-        }
-    }
-}
-
-impl RuleHandle {
-    /// Starts the service on its own thread; join the returned handle for its statistics.
-    pub fn spawn(rule: RuleNet, batching: Batching) -> std::io::Result<(Self, std::thread::JoinHandle<RuleStats>)> {
-        let (tx, rx) = mpsc::channel();
-        let thread = std::thread::Builder::new()
-            .name("rule-service".into())
-            .spawn(move || serve(rule, batching, rx))?;
-        Ok((Self { tx }, thread))
-    }
-
-    /// Announces `rows` more rows for the current lockstep batch.
-    pub fn expect(&self, rows: usize) {
-        let _ = self.tx.send(RuleMsg::Expect { rows });
-    }
-
-    /// Queries `n` perception rows (row-major); the answer is `n` update rows. The receiver
-    /// fails if the service is gone.
-    pub fn query(&self, rows: Vec<f64>, n: usize) -> oneshot::Receiver<Vec<f64>> {
-        let (respond_to, rx) = oneshot::channel();
-        let _ = self.tx.send(RuleMsg::Query { rows, n, respond_to });
-        rx
-    }
-}
-
 struct Waiting {
     rows: Vec<f64>,
     n: usize,
     respond_to: oneshot::Sender<Vec<f64>>,
 }
 
-fn serve(rule: RuleNet, batching: Batching, rx: mpsc::Receiver<RuleMsg>) -> RuleStats {
+#[derive(Default)]
+struct Inbox {
+    waiting: Vec<Waiting>,
+    rows: usize,
+    expected: usize,
+    oldest: Option<Instant>,
+    handles: usize,
+}
+
+struct Shared {
+    inbox: Mutex<Inbox>,
+    ready: Condvar,
+    batching: Batching,
+    width: usize,
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, Inbox> {
+        self.inbox.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Whether the thread should wake for `inbox`.
+    fn wake(&self, inbox: &Inbox) -> bool {
+        match self.batching {
+            Batching::Announced => inbox.expected > 0 && inbox.rows >= inbox.expected,
+            Batching::CountOrDeadline { max_rows, .. } => inbox.rows >= max_rows || inbox.waiting.len() == 1,
+        }
+    }
+}
+
+/// The cloneable handle to the rule service; the service stops when every handle is dropped.
+pub struct RuleHandle {
+    shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for RuleHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RuleHandle").field("batching", &self.shared.batching).finish()
+    }
+}
+
+impl Clone for RuleHandle {
+    fn clone(&self) -> Self {
+        self.shared.lock().handles += 1;
+        Self { shared: self.shared.clone() }
+    }
+}
+
+impl Drop for RuleHandle {
+    fn drop(&mut self) {
+        let mut inbox = self.shared.lock();
+        inbox.handles -= 1;
+        if inbox.handles == 0 {
+            self.shared.ready.notify_one();
+        }
+    }
+}
+
+impl RuleHandle {
+    /// Starts the service on its own thread; answers are completed on `runtime`. Join the
+    /// returned handle for the service's statistics.
+    pub fn spawn(
+        rule: RuleNet,
+        batching: Batching,
+        runtime: tokio::runtime::Handle,
+    ) -> std::io::Result<(Self, std::thread::JoinHandle<RuleStats>)> {
+        let shared = Arc::new(Shared {
+            inbox: Mutex::new(Inbox { handles: 1, ..Inbox::default() }),
+            ready: Condvar::new(),
+            batching,
+            width: rule.shape.input,
+        });
+        let inner = shared.clone();
+        let thread = std::thread::Builder::new()
+            .name("rule-service".into())
+            .spawn(move || serve(rule, inner, runtime))?;
+        Ok((Self { shared }, thread))
+    }
+
+    /// Announces `rows` more rows for the current lockstep batch.
+    pub fn expect(&self, rows: usize) {
+        let mut inbox = self.shared.lock();
+        inbox.expected += rows;
+        if self.shared.wake(&inbox) {
+            self.shared.ready.notify_one();
+        }
+    }
+
+    /// Queries `n` perception rows (row-major); the answer is `n` update rows. The receiver
+    /// fails if the service is gone or the query is malformed.
+    pub fn query(&self, rows: Vec<f64>, n: usize) -> oneshot::Receiver<Vec<f64>> {
+        let (respond_to, rx) = oneshot::channel();
+        if rows.len() != n * self.shared.width {
+            return rx; // dropping `respond_to` fails the receiver
+        }
+        let mut inbox = self.shared.lock();
+        if inbox.waiting.is_empty() {
+            inbox.oldest = Some(Instant::now());
+        }
+        inbox.rows += n;
+        inbox.waiting.push(Waiting { rows, n, respond_to });
+        if self.shared.wake(&inbox) {
+            self.shared.ready.notify_one();
+        }
+        rx
+    }
+}
+
+fn serve(rule: RuleNet, shared: Arc<Shared>, runtime: tokio::runtime::Handle) -> RuleStats {
     let dev = Cpu::default();
     let width = rule.shape.input;
     let out_width = rule.shape.output;
     let mut stats = RuleStats::default();
-    let mut waiting: Vec<Waiting> = Vec::new();
-    let mut have = 0usize;
-    let mut expected = 0usize;
-    let mut oldest = Instant::now();
-    let flush = |waiting: &mut Vec<Waiting>, have: &mut usize, stats: &mut RuleStats| {
-        if *have == 0 {
-            return;
-        }
-        let t = Instant::now();
-        let mut x = Vec::with_capacity(*have * width);
-        waiting.iter().for_each(|w| x.extend_from_slice(&w.rows));
-        let input: Tensor<(usize, usize), f64, Cpu> = dev.tensor_from_vec(x, (*have, width));
-        let y = rule.forward(input).as_vec();
-        let mut at = 0;
-        for w in waiting.drain(..) {
-            let len = w.n * out_width;
-            let _ = w.respond_to.send(y[at..at + len].to_vec());
-            at += len;
-        }
-        stats.batches += 1;
-        stats.rows += *have as u64;
-        stats.max_batch = stats.max_batch.max(*have as u64);
-        stats.forward_seconds += t.elapsed().as_secs_f64();
-        *have = 0;
-    };
     loop {
-        let msg = match batching {
-            Batching::CountOrDeadline { deadline, .. } if have > 0 => {
-                match rx.recv_timeout(deadline.saturating_sub(oldest.elapsed())) {
-                    Ok(m) => Some(m),
-                    Err(mpsc::RecvTimeoutError::Timeout) => None,
-                    Err(mpsc::RecvTimeoutError::Disconnected) => break,
+        let (batch, rows, last) = {
+            let mut inbox = shared.lock();
+            loop {
+                let closed = inbox.handles == 0;
+                let due = match shared.batching {
+                    Batching::Announced => inbox.expected > 0 && inbox.rows >= inbox.expected,
+                    Batching::CountOrDeadline { max_rows, deadline } => {
+                        inbox.rows >= max_rows || inbox.oldest.is_some_and(|t| t.elapsed() >= deadline)
+                    }
+                };
+                if due || closed {
+                    break;
                 }
+                inbox = match (shared.batching, inbox.oldest) {
+                    (Batching::CountOrDeadline { deadline, .. }, Some(t)) if inbox.rows > 0 => {
+                        let left = deadline.saturating_sub(t.elapsed());
+                        shared.ready.wait_timeout(inbox, left).unwrap_or_else(|e| e.into_inner()).0
+                    }
+                    _ => shared.ready.wait(inbox).unwrap_or_else(|e| e.into_inner()),
+                };
             }
-            _ => match rx.recv() {
-                Ok(m) => Some(m),
-                Err(_) => break,
-            },
+            let rows = inbox.rows;
+            inbox.expected = inbox.expected.saturating_sub(rows);
+            inbox.rows = 0;
+            inbox.oldest = None;
+            (std::mem::take(&mut inbox.waiting), rows, inbox.handles == 0)
         };
-        match msg {
-            Some(RuleMsg::Expect { rows }) => expected += rows,
-            Some(RuleMsg::Query { rows, n, respond_to }) => {
-                if rows.len() != n * width {
-                    continue; // a malformed query is dropped: its sender sees a closed reply
+        if rows > 0 {
+            let t = Instant::now();
+            let mut x = Vec::with_capacity(rows * width);
+            batch.iter().for_each(|w| x.extend_from_slice(&w.rows));
+            let input: Tensor<(usize, usize), f64, Cpu> = dev.tensor_from_vec(x, (rows, width));
+            let y = rule.forward(input).as_vec();
+            stats.batches += 1;
+            stats.rows += rows as u64;
+            stats.max_batch = stats.max_batch.max(rows as u64);
+            stats.forward_seconds += t.elapsed().as_secs_f64();
+            let answer = move || {
+                let mut at = 0;
+                for w in batch {
+                    let len = w.n * out_width;
+                    let _ = w.respond_to.send(y[at..at + len].to_vec());
+                    at += len;
                 }
-                if have == 0 {
-                    oldest = Instant::now();
-                }
-                have += n;
-                waiting.push(Waiting { rows, n, respond_to });
-            }
-            None => flush(&mut waiting, &mut have, &mut stats),
+            };
+            // Completing the oneshots from a runtime task keeps the wake-ups inside the pool
+            // (if the runtime is gone, the answers are dropped and the receivers fail).
+            runtime.spawn(async move { answer() });
         }
-        match batching {
-            Batching::Announced if expected > 0 && have >= expected => {
-                expected -= have;
-                flush(&mut waiting, &mut have, &mut stats);
-            }
-            Batching::CountOrDeadline { max_rows, deadline } if have >= max_rows || (have > 0 && oldest.elapsed() >= deadline) => {
-                flush(&mut waiting, &mut have, &mut stats)
-            }
-            _ => {}
+        if last {
+            break;
         }
     }
-    flush(&mut waiting, &mut have, &mut stats);
     stats
 }

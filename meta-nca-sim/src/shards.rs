@@ -15,7 +15,7 @@ use crate::cell::Cell;
 use crate::neuron::Neuron;
 use crate::protocol::{CellDone, CellMsg, Fan, NeuronMsg, Outbox, Partial};
 use crate::rule_service::RuleHandle;
-use crate::sim::{Collector, Spawner};
+use crate::sim::{Collector, Parts, Spawner};
 use crate::tasks::{CoordMsg, FailGuard, receive};
 use crate::world::World;
 use crate::Result;
@@ -232,16 +232,18 @@ impl Shard {
     }
 }
 
-async fn shard_task(
-    mut shard: Shard,
-    mut rx: UnboundedReceiver<ShardMsg>,
+/// A shard's connections: its own inbox (and a sender to it, for rule answers), the other
+/// shards, the coordinator, the rule service.
+struct Links {
+    rx: UnboundedReceiver<ShardMsg>,
     me_tx: UnboundedSender<ShardMsg>,
     peers: Arc<Vec<UnboundedSender<ShardMsg>>>,
     coord: UnboundedSender<CoordMsg>,
     rule: RuleHandle,
-    spawner: Spawner,
-    guard: FailGuard,
-) {
+}
+
+async fn shard_task(mut shard: Shard, links: Links, spawner: Spawner, guard: FailGuard) {
+    let Links { mut rx, me_tx, peers, coord, rule } = links;
     loop {
         let msg = if shard.io.deferred.is_empty() {
             match rx.recv().await {
@@ -299,18 +301,8 @@ async fn shard_task(
 }
 
 /// Runs the simulation on `shards` shard tasks.
-#[allow(clippy::too_many_arguments)]
-pub(crate) async fn run(
-    world: Arc<World>,
-    cells: Vec<Cell>,
-    neurons: Vec<Neuron>,
-    rule: RuleHandle,
-    fires: &[Vec<bool>],
-    jitter: u32,
-    shards: usize,
-    spawner: &Spawner,
-    mut collector: Collector,
-) -> Result<Collector> {
+pub(crate) async fn run(parts: Parts, shards: usize) -> Result<Collector> {
+    let Parts { world, cells, neurons, rule, fires, jitter, spawner, mut collector } = parts;
     let n = world.num_cells();
     let shards = shards.clamp(1, n.max(1));
     let bounds: Vec<u32> = (0..=shards).map(|s| (s * n / shards) as u32).collect();
@@ -362,7 +354,9 @@ pub(crate) async fn run(
         };
         let shard = Shard { lo, cells: block, neurons, io };
         let guard = FailGuard { actor: format!("shard {s}"), coord: coord_tx.clone(), token: token.clone() };
-        spawner.spawn(shard_task(shard, rx, peers[s].clone(), peers.clone(), coord_tx.clone(), rule.clone(), spawner.clone(), guard));
+        let links =
+            Links { rx, me_tx: peers[s].clone(), peers: peers.clone(), coord: coord_tx.clone(), rule: rule.clone() };
+        spawner.spawn(shard_task(shard, links, spawner.clone(), guard));
     }
     let result = async {
         if world.ctx.async_mode {

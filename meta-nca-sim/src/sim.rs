@@ -285,6 +285,20 @@ impl Collector {
     }
 }
 
+/// Everything an executor needs to run one simulation.
+pub(crate) struct Parts {
+    pub(crate) world: Arc<World>,
+    pub(crate) cells: Vec<crate::cell::Cell>,
+    pub(crate) neurons: Vec<crate::neuron::Neuron>,
+    pub(crate) rule: RuleHandle,
+    /// Lockstep firing flags per step.
+    pub(crate) fires: Vec<Vec<bool>>,
+    /// Async scheduling jitter.
+    pub(crate) jitter: u32,
+    pub(crate) spawner: Spawner,
+    pub(crate) collector: Collector,
+}
+
 /// Spawns the actors of one run: every task is tracked, stops when the token is cancelled,
 /// and runs under the run's tracing dispatcher when it has one.
 #[derive(Clone)]
@@ -350,23 +364,25 @@ pub fn run(setup: &Setup, spec: &SimSpec) -> Result<Outcome> {
         .enable_time()
         .build()
         .map_err(Error::Runtime)?;
-    let (rule, service) = RuleHandle::spawn(setup.rule.clone(), batching).map_err(Error::Runtime)?;
+    let (rule, service) = RuleHandle::spawn(setup.rule.clone(), batching, runtime.handle().clone()).map_err(Error::Runtime)?;
     let collector = Collector::new(&world, spec.record_weights);
     let start = Instant::now();
     let jitter = match spec.mode {
         Mode::Async(a) => a.jitter,
         Mode::Lockstep => 0,
     };
-    let result = runtime.block_on(async {
-        match spec.executor {
-            Executor::Tasks => {
-                crate::tasks::run(world.clone(), cells, neurons, rule, &setup.fires, jitter, &spawner, collector).await
-            }
-            Executor::Shards { shards } => {
-                crate::shards::run(world.clone(), cells, neurons, rule, &setup.fires, jitter, shards, &spawner, collector)
-                    .await
-            }
+    // The coordinator runs as a task on the runtime, not on this thread: its many wake-ups
+    // then stay inside the worker pool instead of unparking a foreign thread each time.
+    let parts = Parts { world, cells, neurons, rule, fires: setup.fires.clone(), jitter, spawner, collector };
+    let executor = spec.executor;
+    let coordinator = async move {
+        match executor {
+            Executor::Tasks => crate::tasks::run(parts).await,
+            Executor::Shards { shards } => crate::shards::run(parts, shards).await,
         }
+    };
+    let result = runtime.block_on(async { tokio::spawn(coordinator).await }).unwrap_or_else(|e| {
+        Err(Error::ActorFailed { actor: "coordinator".into(), message: e.to_string() })
     });
     let seconds = start.elapsed().as_secs_f64();
     drop(runtime);

@@ -15,7 +15,7 @@ use crate::cell::Cell;
 use crate::neuron::Neuron;
 use crate::protocol::{CellDone, CellMsg, Fan, NeuronMsg, Outbox};
 use crate::rule_service::RuleHandle;
-use crate::sim::{Collector, Spawner};
+use crate::sim::{Collector, Parts};
 use crate::world::World;
 use crate::{Error, Result};
 
@@ -130,16 +130,8 @@ async fn neuron_task(mut neuron: Neuron, mut rx: UnboundedReceiver<NeuronMsg>, w
 }
 
 /// Runs the simulation with one task per cell and per neuron.
-pub(crate) async fn run(
-    world: Arc<World>,
-    cells: Vec<Cell>,
-    neurons: Vec<Neuron>,
-    rule: RuleHandle,
-    fires: &[Vec<bool>],
-    jitter: u32,
-    spawner: &Spawner,
-    mut collector: Collector,
-) -> Result<Collector> {
+pub(crate) async fn run(parts: Parts) -> Result<Collector> {
+    let Parts { world, cells, neurons, rule, fires, jitter, spawner, mut collector } = parts;
     let token = spawner.token.clone();
     let (coord_tx, mut coord_rx) = unbounded_channel();
     let (cell_tx, cell_rx): (Vec<_>, Vec<_>) = (0..cells.len()).map(|_| unbounded_channel()).unzip();
