@@ -13,6 +13,7 @@ use meta_nca_rule::train::{EpochMetrics, Trainer};
 use tracing::info;
 
 use crate::eval::print_report;
+use crate::plot::epochs::save_snapshot;
 use crate::run_dir::{MetricsWriter, Which, checkpoint_path};
 
 /// Arguments of `meta-nca train`.
@@ -37,6 +38,10 @@ pub struct Args {
     /// No progress bar.
     #[arg(long, short)]
     quiet: bool,
+    /// Also keep the rule every N meta-epochs (and before the first) as
+    /// snapshots/epoch-XXXXX.safetensors: `meta-nca plot --run` animates them.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    snapshot_every: Option<u64>,
 }
 
 /// Reads a config file (or the built-in default) and applies `--set` overrides; returns it
@@ -75,6 +80,18 @@ pub struct RunSummary {
 /// Trains `config` in run folder `out` (fresh, or continuing its last checkpoint), writing
 /// `config.toml`, `metrics.csv` and the `best`/`last` checkpoints as it goes.
 pub fn train_run(config: &Config, out: &Path, resume: bool, bar: &ProgressBar) -> Result<RunSummary> {
+    train_run_with_snapshots(config, out, resume, bar, None)
+}
+
+/// [`train_run`], also saving the rule every `snapshot_every` meta-epochs (and before the
+/// first) into `out/snapshots/`.
+pub fn train_run_with_snapshots(
+    config: &Config,
+    out: &Path,
+    resume: bool,
+    bar: &ProgressBar,
+    snapshot_every: Option<usize>,
+) -> Result<RunSummary> {
     let exp = Experiment::new(config.clone()).context("preparing the experiment")?;
     let mut trainer = if resume {
         let path = checkpoint_path(out, Which::Last);
@@ -92,6 +109,9 @@ pub fn train_run(config: &Config, out: &Path, resume: bool, bar: &ProgressBar) -
     let started = Instant::now();
     let first = trainer.epoch;
     let mut recent = Vec::new();
+    if snapshot_every.is_some() && trainer.epoch == 0 {
+        save_snapshot(&trainer.checkpoint(), out, 0)?;
+    }
     while trainer.epoch < total {
         let m = match trainer.meta_epoch() {
             Ok(m) => m,
@@ -119,6 +139,9 @@ pub fn train_run(config: &Config, out: &Path, resume: bool, bar: &ProgressBar) -
         if trainer.epoch % config.train.checkpoint_every == 0 || trainer.epoch == total {
             metrics.flush()?;
             trainer.checkpoint().save(&checkpoint_path(out, Which::Last))?;
+        }
+        if snapshot_every.is_some_and(|n| trainer.epoch % n == 0) {
+            save_snapshot(&trainer.checkpoint(), out, trainer.epoch)?;
         }
         info!(epoch = m.epoch, loss = m.loss, train_acc = m.train_acc, val_acc = m.val_acc, grad_norm = m.grad_norm, "meta-epoch");
         bar.set_message(format!("loss {:.4} val {:.3} |g| {:.2e}", m.loss, m.val_acc, m.grad_norm));
@@ -157,7 +180,8 @@ pub fn run(args: Args) -> Result<()> {
         out.display()
     );
     let bar = progress_bar(args.quiet);
-    let summary = train_run(&config, &out, args.resume, &bar)?;
+    let snapshot_every = args.snapshot_every.map(|n| n as usize);
+    let summary = train_run_with_snapshots(&config, &out, args.resume, &bar, snapshot_every)?;
     bar.finish_and_clear();
     let recent = &summary.recent;
     let n = recent.len().max(1) as f64;

@@ -321,3 +321,32 @@ fn bad_inputs_fail_cleanly() {
     fails(&["plot", "--run", &tmp.arg("empty")], "no rows");
     fails(&["plot", "--grow", &tmp.arg("g.json"), "--scale", "0"], "--scale");
 }
+
+#[test]
+fn snapshots_of_a_real_run_animate_over_meta_epochs() {
+    let tmp = Scratch::new("snapshots");
+    let dir = tmp.arg("run");
+    // configs/smoke.toml: 20 meta-epochs, sizes [4, 3, 3] (two weight matrices).
+    let train = ["train", "--config", "configs/smoke.toml", "--out", &dir, "--quiet", "--eval-networks", "0"];
+    ok(&[&train[..], &["--snapshot-every", "5"]].concat());
+    let mut epochs: Vec<String> = std::fs::read_dir(tmp.path("run").join("snapshots"))
+        .expect("a snapshots folder")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .collect();
+    epochs.sort();
+    let expected: Vec<String> = [0, 5, 10, 15, 20].iter().map(|e| format!("epoch-{e:05}.safetensors")).collect();
+    assert_eq!(epochs, expected);
+    let out = ok(&["plot", "--run", &dir]);
+    let plots = tmp.path("run").join("plots");
+    assert!(out.contains("training.png"), "{out}");
+    let (w, h, rgb) = png_rgb(&plots.join("training.png"));
+    assert_eq!((w, h), (1200, 860));
+    assert_drawn(&rgb, "training.png of a real run");
+    for layer in 0..2 {
+        let (_, _, frames) = gif_frames(&plots.join(format!("epochs-layer{layer}.gif")));
+        assert_eq!(frames.len(), 5, "one frame per snapshot");
+        assert_ne!(frames[0], frames[4], "the rule changed over 20 meta-epochs");
+    }
+    assert!(!plots.join("epochs-layer2.gif").exists());
+    fails(&[&train[..], &["--snapshot-every", "0"]].concat(), "snapshot-every");
+}

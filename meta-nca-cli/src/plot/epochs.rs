@@ -16,6 +16,14 @@ use super::weights::{Shot, animate};
 /// Folder of a run's snapshots.
 pub const SNAPSHOTS: &str = "snapshots";
 
+/// Saves `ckpt` as the snapshot of meta-epoch `epoch` of run `dir`.
+pub fn save_snapshot(ckpt: &Checkpoint, dir: &Path, epoch: usize) -> Result<()> {
+    let folder = dir.join(SNAPSHOTS);
+    std::fs::create_dir_all(&folder).with_context(|| format!("creating {}", folder.display()))?;
+    ckpt.save(&folder.join(format!("epoch-{epoch:05}.safetensors")))?;
+    Ok(())
+}
+
 /// The snapshots of run `dir`, sorted by meta-epoch (none if it has no snapshot folder).
 pub fn snapshots(dir: &Path) -> Result<Vec<(usize, PathBuf)>> {
     let folder = dir.join(SNAPSHOTS);
@@ -93,9 +101,9 @@ pub fn gifs(snapshots: &[(usize, PathBuf)], args: &GrowArgs, opts: &GifOptions, 
                 Shot {
                     values: &s.weights,
                     fired: &[],
-                    title: format!("Layer {layer} weights after {steps} grow steps · meta-epoch {epoch} of {last_epoch}"),
+                    title: format!("Layer {layer} weights grown by the rule of meta-epoch {epoch} of {last_epoch}"),
                     subtitle: format!(
-                        "same network (sizes {sizes:?}, seed {seed}, p = {p}) grown by each snapshot's rule · train acc {:.3} · val acc {:.3}",
+                        "{steps} grow steps of one network (sizes {sizes:?}, seed {seed}, p = {p}) · train acc {:.3} · val acc {:.3}",
                         s.train_acc, s.val_acc
                     ),
                 }

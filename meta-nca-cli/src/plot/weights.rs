@@ -126,6 +126,11 @@ pub struct Shot<'a> {
     pub subtitle: String,
 }
 
+/// Style of a frame's first title line.
+const TITLE: Style = Style { size: 19.0, bold: true, color: BLACK, h: H::Center, v: V::Center, up: false };
+/// Style of a frame's second title line.
+const SUBTITLE: Style = Style { size: 15.0, bold: false, ..TITLE };
+
 /// Pixel layout of a layer's weight frame; it depends only on the matrix shape, so every frame
 /// of an animation has the same size.
 struct Layout {
@@ -138,11 +143,12 @@ struct Layout {
 }
 
 impl Layout {
-    fn new(grid: &LayerGrid) -> Self {
+    /// The layout of `grid`'s frames, at least `min_width` pixels wide (the titles' width).
+    fn new(grid: &LayerGrid, min_width: i32) -> Self {
         let cell = (440 / grid.rows.max(grid.cols) as i32).clamp(6, 56);
         let (mw, mh) = (grid.cols as i32 * cell, grid.rows as i32 * cell);
         let (left, top, right, bottom) = (120, 80, 150, 90);
-        let width = (left + mw + right).max(660);
+        let width = (left + mw + right).max(660).max(min_width);
         let height = top + mh.max(200) + bottom;
         // Centre the matrix with its colour bar.
         let mx = left.max((width - mw - right + left) / 2);
@@ -172,9 +178,8 @@ fn tick_every(cell: i32) -> usize {
 fn draw_frame(grid: &LayerGrid, shot: &Shot<'_>, scale: f64, layout: &Layout) -> Result<Picture> {
     Picture::draw(layout.width, layout.height, |area| {
         let (w, _) = (layout.width as i32, layout.height as i32);
-        let centred = Style::new(15.0).at(H::Center, V::Center);
-        text::draw(area, &shot.title, (w / 2, 22), Style { size: 19.0, ..centred }.bold())?;
-        text::draw(area, &shot.subtitle, (w / 2, 50), centred)?;
+        text::draw(area, &shot.title, (w / 2, 22), TITLE)?;
+        text::draw(area, &shot.subtitle, (w / 2, 50), SUBTITLE)?;
         let (cell, mx, my) = (layout.cell, layout.mx, layout.my);
         draw_matrix(area, (mx, my), cell, grid, shot.values, scale, shot.fired)?;
         let (mw, mh) = (grid.cols as i32 * cell, grid.rows as i32 * cell);
@@ -202,7 +207,11 @@ fn draw_frame(grid: &LayerGrid, shot: &Shot<'_>, scale: f64, layout: &Layout) ->
 /// (`opts.scale`, or the largest |value| of the layer over all shots). Returns the scale.
 pub fn animate(grid: &LayerGrid, shots: &[Shot<'_>], opts: &GifOptions, path: &Path) -> Result<f64> {
     let scale = opts.scale.unwrap_or_else(|| colormap::nice_scale(grid.max_abs(shots.iter().map(|s| s.values))));
-    let layout = Layout::new(grid);
+    let title_w = shots
+        .iter()
+        .map(|s| text::width(&s.title, TITLE).max(text::width(&s.subtitle, SUBTITLE)))
+        .fold(0.0, f32::max);
+    let layout = Layout::new(grid, title_w as i32 + 40);
     let mut gif = GifWriter::create(path, layout.width, layout.height, colormap::palette())?;
     let frames_dir = opts.debug_frames.then(|| frames_dir(path));
     if let Some(dir) = &frames_dir {
