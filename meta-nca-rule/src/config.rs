@@ -106,14 +106,16 @@ pub struct GrowConfig {
     pub fire_fraction: f64,
 }
 
-/// Where the meta-loss is taken.
+/// Where the meta-loss is taken. A grow stops where its loss is taken, so a random loss step
+/// and a random unroll length are one mechanism: see [`TrainConfig::steps_range`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "kebab-case")]
 pub enum LossStep {
-    /// At step `K`.
+    /// At step `K` (unless `steps-min` is set).
     #[default]
     Last,
-    /// At a step drawn uniformly from `[ceil(K/2), K]` every meta-epoch.
+    /// At a step drawn uniformly from `[ceil(K/2), K]` every meta-epoch (the prototype's
+    /// later branch); the same as `steps-min = ceil(K/2)`.
     RandomTail,
 }
 
@@ -144,7 +146,8 @@ pub struct TrainConfig {
     /// How the meta-gradient is conditioned before clipping.
     pub grad_normalisation: GradNormalisation,
     /// Draw the number of grow steps of each meta-epoch uniformly from
-    /// `[steps-min, grow.steps]` (random unroll length); unset: always `grow.steps`.
+    /// `[steps-min, grow.steps]` and take the loss there (random unroll length, as Growing
+    /// NCA's 64-96 steps); overrides `loss-step`.
     pub steps_min: Option<usize>,
     /// Partly grown networks kept across meta-epochs (0 = no pool).
     pub pool_size: usize,
@@ -215,6 +218,17 @@ impl Default for RuleConfig {
 impl Default for GrowConfig {
     fn default() -> Self {
         Self { steps: 10, fire_fraction: 0.8 }
+    }
+}
+
+impl TrainConfig {
+    /// The range the number of grow steps of a meta-epoch is drawn from, for `K` steps.
+    pub fn steps_range(&self, k: usize) -> std::ops::RangeInclusive<usize> {
+        let min = self.steps_min.unwrap_or(match self.loss_step {
+            LossStep::Last => k,
+            LossStep::RandomTail => k.div_ceil(2),
+        });
+        min..=k
     }
 }
 

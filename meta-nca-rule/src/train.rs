@@ -9,7 +9,7 @@ use rand::seq::SliceRandom;
 
 use crate::batch::Batch;
 use crate::checkpoint::{Checkpoint, RuleMeta, FORMAT, config_mismatches};
-use crate::config::{Config, GradNormalisation, LossStep};
+use crate::config::{Config, GradNormalisation};
 use crate::pool::Pool;
 use crate::episode::{Episode, EpisodeSpec, Stream, rng_for};
 use crate::eval::{EvalSpec, grow_and_score};
@@ -177,14 +177,8 @@ impl Trainer {
         let cfg = self.exp.config.clone();
         let epoch = self.epoch;
         let mut rng = rng_for(cfg.seed, Stream::Train, epoch as u64);
-        let k = match cfg.train.steps_min {
-            Some(min) => rng.gen_range(min..=cfg.grow.steps),
-            None => cfg.grow.steps,
-        };
-        let steps = match cfg.train.loss_step {
-            LossStep::Last => k,
-            LossStep::RandomTail => rng.gen_range(k.div_ceil(2)..=k),
-        };
+        let range = cfg.train.steps_range(cfg.grow.steps);
+        let steps = if range.start() < range.end() { rng.gen_range(range) } else { *range.end() };
         let mut losses = Vec::new();
         let mut grown = Vec::new();
         for t in 0..self.exp.tasks.len() {
