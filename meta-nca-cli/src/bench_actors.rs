@@ -17,7 +17,7 @@ pub struct Args {
     #[arg(long, value_delimiter = ',', default_value = "10000,100000,1000000")]
     cells: Vec<usize>,
     /// Grow steps per run.
-    #[arg(long, default_value_t = 5)]
+    #[arg(long, default_value_t = 10)]
     steps: usize,
     /// Samples in the (random) grow batch.
     #[arg(long, default_value_t = 8)]
@@ -71,7 +71,7 @@ fn run_one(args: &Args, case: &str, cells: usize) -> Result<CaseResult> {
     let before = status_kb("VmRSS:");
     let (seconds, cell_steps, mean_batch, rule_seconds) = if case == "floor" {
         let s = time_reference(&setup)?;
-        (s, (n * args.steps) as u64, n as f64, f64::NAN)
+        (s, (n * args.steps) as u64, n as f64, -1.0)
     } else {
         let executor = if case.starts_with("tasks") { Executor::Tasks } else { Executor::Shards { shards: args.shards } };
         let mode = if case.ends_with("async") {
@@ -108,6 +108,10 @@ pub fn run(args: Args) -> Result<()> {
         "networks [k, k, 10] with bias cells; {} steps, p {}, {} random samples; {} tokio workers, {} shards; rule forward on its own thread",
         args.steps, args.p, args.samples, args.workers, args.shards
     );
+    println!(
+        "resident state of one cell: {} B (struct) + its state row on the heap",
+        std::mem::size_of::<meta_nca_sim::cell::Cell>()
+    );
     println!("floor = the batched reference step (perception + rule for every cell, no tape), 1 thread");
     println!("memory = peak RSS growth during the run / cells; rule time = share of the run in the rule's forward passes");
     println!();
@@ -143,7 +147,7 @@ pub fn run(args: Args) -> Result<()> {
                 r.rate / floor,
                 r.bytes_per_cell,
                 r.mean_batch,
-                if r.rule_seconds.is_nan() { "-".to_string() } else { format!("{:.0}%", 100.0 * r.rule_seconds / r.seconds) }
+                if r.rule_seconds < 0.0 { "-".to_string() } else { format!("{:.0}%", 100.0 * r.rule_seconds / r.seconds) }
             );
         }
     }

@@ -18,7 +18,9 @@
 //! - [`rule_service`]: the rule network's owner, on its own thread, with explicit batching.
 //! - [`tasks`]: the task-per-cell executor.
 //! - [`shards`]: the shard executor with batched, pre-summed messages.
-//! - [`sim`]: what to run, [`sim::run`], and what came out.
+//! - [`setup`]: what to grow (network, starting state, firing draws, rule) and the reference
+//!   path's states on it.
+//! - [`sim`]: how to run it ([`sim::run`]) and what came out.
 //! - [`trace`]: which cells get a span and per-update events.
 //! - [`synthetic`]: wide random networks for benchmarks, and the reference step's time on them.
 //! - [`error`]: the crate's error type.
@@ -28,6 +30,7 @@ pub mod error;
 pub mod neuron;
 pub mod protocol;
 pub mod rule_service;
+pub mod setup;
 mod shards;
 pub mod sim;
 pub mod synthetic;

@@ -4,13 +4,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use meta_nca_rule::episode::{Episode, EpisodeSpec, Stream, rng_for};
-use meta_nca_rule::init::{HiddenCode, WeightInit};
-use meta_nca_rule::perception::PerceptionSpec;
-use meta_nca_rule::reference::{Grower, TaskData};
-use meta_nca_rule::rule::RuleNet;
-use meta_nca_rule::topology::{CellId, Topology};
-
+use meta_nca_rule::topology::CellId;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::instrument::WithSubscriber;
@@ -18,7 +12,8 @@ use tracing::instrument::WithSubscriber;
 use crate::protocol::CellDone;
 use crate::rule_service::{Batching, RuleHandle, RuleStats};
 use crate::trace::CellFilter;
-use crate::world::{Ctx, World};
+pub use crate::setup::Setup;
+use crate::world::World;
 use crate::{Error, Result};
 
 /// How cells are scheduled.
@@ -95,95 +90,6 @@ impl Default for SimSpec {
             trace: CellFilter::none(),
             dispatch: None,
         }
-    }
-}
-
-/// What to grow: a network, its starting state, the firing draws, the rule.
-#[derive(Debug, Clone)]
-pub struct Setup {
-    /// The network and shared context.
-    pub world: Arc<World>,
-    /// Starting state rows `[cells, 1+d]`.
-    pub state0: Vec<f64>,
-    /// Lockstep firing flags per step (their count is the number of steps).
-    pub fires: Vec<Vec<bool>>,
-    /// The rule.
-    pub rule: RuleNet,
-}
-
-impl Setup {
-    /// The setup of the episode `meta_nca_rule::eval::grow_one` grows: the same seed gives
-    /// the same starting state and firing draws as the reference path.
-    #[allow(clippy::too_many_arguments)]
-    pub fn grow_episode(
-        rule: RuleNet,
-        spec: PerceptionSpec,
-        code: HiddenCode,
-        weight_init: WeightInit,
-        topology: Topology,
-        data: Arc<TaskData>,
-        steps: usize,
-        fire_fraction: f64,
-        seed: u64,
-    ) -> Result<Self> {
-        let archs = meta_nca_rule::config::Architectures::List(vec![topology.sizes().to_vec()]);
-        let ep_spec = EpisodeSpec {
-            archs: &archs,
-            networks: 1,
-            bias: topology.bias(),
-            weight_init,
-            code,
-            steps,
-            fire_fraction,
-        };
-        let mut rng = rng_for(seed, Stream::Grow, 0);
-        let episode = Episode::draw_for(vec![topology.clone()], &ep_spec, &mut rng)?;
-        Self::from_episode(rule, spec, topology, data, episode)
-    }
-
-    /// The setup of a drawn single-network episode.
-    pub fn from_episode(rule: RuleNet, spec: PerceptionSpec, topology: Topology, data: Arc<TaskData>, episode: Episode) -> Result<Self> {
-        if rule.shape.input != spec.width() || rule.shape.output != spec.state_width() {
-            return Err(Error::Config {
-                key: "rule",
-                message: format!(
-                    "rule maps {} -> {} but the perception has {} features and state width {}",
-                    rule.shape.input,
-                    rule.shape.output,
-                    spec.width(),
-                    spec.state_width()
-                ),
-            });
-        }
-        let ctx = Ctx {
-            spec: spec.clone(),
-            activity: false,
-            hebbian: false,
-            samples: 0,
-            rounds: episode.fires.len() as u32,
-            max_staleness: 0,
-            async_mode: false,
-            fire_rate: 0.0,
-        };
-        let world = World::new(topology, data, spec, ctx)?;
-        Ok(Self { world: Arc::new(world), state0: episode.state0, fires: episode.fires, rule })
-    }
-}
-
-impl Setup {
-    /// The reference path ([`Grower::step`]) on this setup: the state after every step,
-    /// `[0]` being the start. What lockstep mode must reproduce.
-    pub fn reference_states(&self) -> Result<Vec<Vec<f64>>> {
-        let dev = dfdx::prelude::Cpu::default();
-        let world = &self.world;
-        let batch = meta_nca_rule::batch::Batch::new(vec![world.topology.clone()]);
-        let grower = Grower::new(&dev, batch, world.ctx.spec.clone(), world.data.clone())?;
-        let mut states = vec![self.state0.clone()];
-        for fire in &self.fires {
-            let last = states.last().cloned().unwrap_or_default();
-            states.push(grower.step(&self.rule, grower.state_tensor(last), fire).as_vec());
-        }
-        Ok(states)
     }
 }
 

@@ -186,3 +186,55 @@ fn a_panicking_rule_service_is_reported_not_hung() {
         assert!(err.to_string().contains("rule service") || err.to_string().contains("failed"), "{err}");
     }
 }
+
+/// Collects the fields of every event, as text.
+struct Collect(Arc<std::sync::Mutex<Vec<std::collections::BTreeMap<String, String>>>>);
+
+struct Fields(std::collections::BTreeMap<String, String>);
+
+impl tracing::field::Visit for Fields {
+    fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
+        self.0.insert(field.name().to_string(), format!("{value:?}"));
+    }
+}
+
+impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for Collect {
+    fn on_event(&self, event: &tracing::Event<'_>, _ctx: tracing_subscriber::layer::Context<'_, S>) {
+        if event.metadata().target() == meta_nca_sim::trace::TARGET {
+            let mut f = Fields(Default::default());
+            event.record(&mut f);
+            self.0.lock().expect("not poisoned").push(f.0);
+        }
+    }
+}
+
+#[test]
+fn traced_cells_emit_one_event_per_round_with_their_fields() {
+    use tracing_subscriber::layer::SubscriberExt;
+    let b = build(&all_groups_case(11));
+    // Cells 0:1:* are the four cells out of input neuron 1.
+    let traced: Vec<usize> = (0..b.setup.world.num_cells())
+        .filter(|&c| {
+            let id = b.setup.world.cell_id(c as u32);
+            id.layer == 0 && id.pre == 1
+        })
+        .collect();
+    let fired: usize = b.setup.fires.iter().map(|f| traced.iter().filter(|&&c| f[c]).count()).sum();
+    for executor in [Executor::Tasks, Executor::Shards { shards: 2 }] {
+        let events = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let dispatch = tracing::Dispatch::new(tracing_subscriber::registry().with(Collect(events.clone())));
+        let mut s = spec(executor, Mode::Lockstep);
+        s.trace = meta_nca_sim::trace::CellFilter::parse("0:1:*").expect("valid filter");
+        s.dispatch = Some(dispatch);
+        meta_nca_sim::run(&b.setup, &s).expect("run");
+        let events = events.lock().expect("not poisoned");
+        assert_eq!(events.len(), traced.len() * b.setup.fires.len(), "{executor:?}");
+        for e in events.iter() {
+            for key in ["step", "layer", "i", "j", "w", "dw", "fired", "staleness"] {
+                assert!(e.contains_key(key), "{key} missing from {e:?}");
+            }
+            assert_eq!((e["layer"].as_str(), e["i"].as_str(), e["staleness"].as_str()), ("0", "1", "0"));
+        }
+        assert_eq!(events.iter().filter(|e| e["fired"] == "true").count(), fired);
+    }
+}
