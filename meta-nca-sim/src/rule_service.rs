@@ -21,8 +21,12 @@ use tokio::sync::oneshot;
 /// When the service runs a forward pass.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Batching {
-    /// When all rows announced with [`RuleHandle::expect`] have arrived.
-    Announced,
+    /// When all rows announced with [`RuleHandle::expect`] have arrived, in passes of at
+    /// most `chunk` rows (a pass starts as soon as `chunk` rows wait, which bounds memory).
+    Announced {
+        /// Rows that trigger a pass before the announced count is reached.
+        chunk: usize,
+    },
     /// When `max_rows` rows wait, or `deadline` after the oldest waiting query.
     CountOrDeadline {
         /// Rows that trigger a pass.
@@ -82,7 +86,7 @@ impl Shared {
     /// Whether the thread should wake for `inbox`.
     fn wake(&self, inbox: &Inbox) -> bool {
         match self.batching {
-            Batching::Announced => inbox.expected > 0 && inbox.rows >= inbox.expected,
+            Batching::Announced { chunk } => (inbox.expected > 0 && inbox.rows >= inbox.expected) || inbox.rows >= chunk,
             Batching::CountOrDeadline { max_rows, .. } => inbox.rows >= max_rows || inbox.waiting.len() == 1,
         }
     }
@@ -177,7 +181,9 @@ fn serve(rule: RuleNet, shared: Arc<Shared>, runtime: tokio::runtime::Handle) ->
             loop {
                 let closed = inbox.handles == 0;
                 let due = match shared.batching {
-                    Batching::Announced => inbox.expected > 0 && inbox.rows >= inbox.expected,
+                    Batching::Announced { chunk } => {
+                        (inbox.expected > 0 && inbox.rows >= inbox.expected) || inbox.rows >= chunk
+                    }
                     Batching::CountOrDeadline { max_rows, deadline } => {
                         inbox.rows >= max_rows || inbox.oldest.is_some_and(|t| t.elapsed() >= deadline)
                     }

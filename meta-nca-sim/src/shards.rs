@@ -86,6 +86,7 @@ struct Io {
     deferred: Vec<(u32, u32)>,
     jitter: u32,
     rng: u64,
+    rule_link: RuleLink,
 }
 
 impl Outbox for Io {
@@ -122,6 +123,9 @@ impl Outbox for Io {
     fn query(&mut self, cell: u32, perception: Vec<f64>) {
         self.rule_cells.push(cell);
         self.rule_rows.extend_from_slice(&perception);
+        if self.rule_cells.len() >= self.rule_link.chunk {
+            self.ask_rule();
+        }
     }
     fn done(&mut self, done: CellDone) {
         self.done.push(done);
@@ -143,7 +147,42 @@ impl Outbox for Io {
     }
 }
 
+/// What a shard needs to ask the rule service and get the answer back into its inbox.
+struct RuleLink {
+    rule: RuleHandle,
+    me: UnboundedSender<ShardMsg>,
+    coord: UnboundedSender<CoordMsg>,
+    spawner: Spawner,
+    actor: String,
+    /// Most rows per query.
+    chunk: usize,
+}
+
 impl Io {
+    /// Sends the waiting queries as one batch; a forwarding task puts the answer into the
+    /// shard's inbox.
+    fn ask_rule(&mut self) {
+        if self.rule_cells.is_empty() {
+            return;
+        }
+        let cells = std::mem::take(&mut self.rule_cells);
+        let rows = std::mem::take(&mut self.rule_rows);
+        let link = &self.rule_link;
+        let reply = link.rule.query(rows, cells.len());
+        let (me, coord, actor) = (link.me.clone(), link.coord.clone(), link.actor.clone());
+        link.spawner.spawn(async move {
+            match reply.await {
+                Ok(deltas) => {
+                    let _ = me.send(ShardMsg::Rule { cells, deltas });
+                }
+                Err(_) => {
+                    let message = "the rule service stopped answering".into();
+                    let _ = coord.send(CoordMsg::Failed { actor, message });
+                }
+            }
+        });
+    }
+
     fn route_neuron(&mut self, neuron: u32, msg: NeuronMsg) {
         let s = self.layout.neuron_shard(neuron);
         if s == self.me {
@@ -232,18 +271,13 @@ impl Shard {
     }
 }
 
-/// A shard's connections: its own inbox (and a sender to it, for rule answers), the other
-/// shards, the coordinator, the rule service.
-struct Links {
-    rx: UnboundedReceiver<ShardMsg>,
-    me_tx: UnboundedSender<ShardMsg>,
+async fn shard_task(
+    mut shard: Shard,
+    mut rx: UnboundedReceiver<ShardMsg>,
     peers: Arc<Vec<UnboundedSender<ShardMsg>>>,
     coord: UnboundedSender<CoordMsg>,
-    rule: RuleHandle,
-}
-
-async fn shard_task(mut shard: Shard, links: Links, spawner: Spawner, guard: FailGuard) {
-    let Links { mut rx, me_tx, peers, coord, rule } = links;
+    _guard: FailGuard,
+) {
     loop {
         let msg = if shard.io.deferred.is_empty() {
             match rx.recv().await {
@@ -275,25 +309,7 @@ async fn shard_task(mut shard: Shard, links: Links, spawner: Spawner, guard: Fai
                 let _ = peers[s].send(ShardMsg::Batch(std::mem::take(out)));
             }
         }
-        if !io.rule_cells.is_empty() {
-            let cells = std::mem::take(&mut io.rule_cells);
-            let rows = std::mem::take(&mut io.rule_rows);
-            let reply = rule.query(rows, cells.len());
-            let me = me_tx.clone();
-            let coord = coord.clone();
-            let actor = guard.actor.clone();
-            spawner.spawn(async move {
-                match reply.await {
-                    Ok(deltas) => {
-                        let _ = me.send(ShardMsg::Rule { cells, deltas });
-                    }
-                    Err(_) => {
-                        let message = "the rule service stopped answering".into();
-                        let _ = coord.send(CoordMsg::Failed { actor, message });
-                    }
-                }
-            });
-        }
+        io.ask_rule();
         if !io.done.is_empty() {
             let _ = coord.send(CoordMsg::DoneBatch(std::mem::take(&mut io.done)));
         }
@@ -351,12 +367,18 @@ pub(crate) async fn run(parts: Parts, shards: usize) -> Result<Collector> {
             deferred: Vec::new(),
             jitter,
             rng: (s as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1,
+            rule_link: RuleLink {
+                rule: rule.clone(),
+                me: peers[s].clone(),
+                coord: coord_tx.clone(),
+                spawner: spawner.clone(),
+                actor: format!("shard {s}"),
+                chunk: crate::sim::LOCKSTEP_CHUNK,
+            },
         };
         let shard = Shard { lo, cells: block, neurons, io };
         let guard = FailGuard { actor: format!("shard {s}"), coord: coord_tx.clone(), token: token.clone() };
-        let links =
-            Links { rx, me_tx: peers[s].clone(), peers: peers.clone(), coord: coord_tx.clone(), rule: rule.clone() };
-        spawner.spawn(shard_task(shard, links, spawner.clone(), guard));
+        spawner.spawn(shard_task(shard, rx, peers.clone(), coord_tx.clone(), guard));
     }
     let result = async {
         if world.ctx.async_mode {

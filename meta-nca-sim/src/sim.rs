@@ -191,6 +191,9 @@ impl Collector {
     }
 }
 
+/// Largest rule pass in lockstep mode, and the most rows a shard asks for at once.
+pub(crate) const LOCKSTEP_CHUNK: usize = 8192;
+
 /// Everything an executor needs to run one simulation.
 pub(crate) struct Parts {
     pub(crate) world: Arc<World>,
@@ -239,7 +242,7 @@ impl Spawner {
 pub fn run(setup: &Setup, spec: &SimSpec) -> Result<Outcome> {
     let mut ctx = setup.world.ctx.clone();
     let batching = match spec.mode {
-        Mode::Lockstep => Batching::Announced,
+        Mode::Lockstep => Batching::Announced { chunk: LOCKSTEP_CHUNK },
         Mode::Async(a) => {
             if !(a.fire_rate > 0.0 && a.fire_rate <= 1.0) {
                 return Err(Error::Config { key: "fire-rate", message: format!("must be in (0, 1], got {}", a.fire_rate) });
