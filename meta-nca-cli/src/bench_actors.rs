@@ -6,7 +6,7 @@
 use std::process::Command;
 
 use anyhow::{Context, Result, bail};
-use meta_nca_sim::synthetic::{time_reference, wide_setup, wide_sizes};
+use meta_nca_sim::synthetic::{SyntheticSpec, time_reference, wide_setup, wide_sizes};
 use meta_nca_sim::{AsyncSpec, Executor, Mode, SimSpec};
 use serde::{Deserialize, Serialize};
 
@@ -31,6 +31,10 @@ pub struct Args {
     /// Shards of the shard executor.
     #[arg(long, default_value_t = 8)]
     shards: usize,
+    /// Hidden widths of the synthetic rule network, comma-separated ("" = none: a linear rule,
+    /// which shows the executors' own cost).
+    #[arg(long, default_value = "16")]
+    rule_hidden: String,
     /// Leave the task-per-cell executor out above this many cells.
     #[arg(long, default_value_t = usize::MAX)]
     max_task_cells: usize,
@@ -66,7 +70,14 @@ const CASES: [&str; 5] = ["floor", "tasks-lockstep", "tasks-async", "shards-lock
 
 fn run_one(args: &Args, case: &str, cells: usize) -> Result<CaseResult> {
     let sizes = wide_sizes(cells);
-    let setup = wide_setup(&sizes, args.samples, args.steps, args.p, 1)?;
+    let rule_hidden = args
+        .rule_hidden
+        .split(',')
+        .filter(|w| !w.trim().is_empty())
+        .map(|w| w.trim().parse::<usize>().with_context(|| format!("--rule-hidden: '{w}' is not a width")))
+        .collect::<Result<Vec<_>>>()?;
+    let spec = SyntheticSpec { samples: args.samples, steps: args.steps, fire_fraction: args.p, rule_hidden, seed: 1 };
+    let setup = wide_setup(&sizes, &spec)?;
     let n = setup.world.num_cells();
     let before = status_kb("VmRSS:");
     let (seconds, cell_steps, mean_batch, rule_seconds) = if case == "floor" {
@@ -105,8 +116,8 @@ pub fn run(args: Args) -> Result<()> {
     }
     let exe = std::env::current_exe().context("finding the meta-nca binary")?;
     println!(
-        "networks [k, k, 10] with bias cells; {} steps, p {}, {} random samples; {} tokio workers, {} shards; rule forward on its own thread",
-        args.steps, args.p, args.samples, args.workers, args.shards
+        "networks [k, k, 10] with bias cells; {} steps, p {}, {} random samples; rule hidden [{}]; {} tokio workers, {} shards; rule forward on its own thread",
+        args.steps, args.p, args.samples, args.rule_hidden, args.workers, args.shards
     );
     println!(
         "resident state of one cell: {} B (struct) + its state row on the heap",
@@ -129,7 +140,7 @@ pub fn run(args: Args) -> Result<()> {
                 .args(["bench-actors", "--one", &format!("{case}:{cells}")])
                 .args(["--steps", &args.steps.to_string(), "--samples", &args.samples.to_string()])
                 .args(["--p", &args.p.to_string(), "--workers", &args.workers.to_string()])
-                .args(["--shards", &args.shards.to_string()])
+                .args(["--shards", &args.shards.to_string(), "--rule-hidden", &args.rule_hidden])
                 .output()
                 .with_context(|| format!("running case {case} at {cells} cells"))?;
             if !out.status.success() {

@@ -32,10 +32,26 @@ pub fn wide_sizes(cells: usize) -> Vec<usize> {
     vec![k, k, 10]
 }
 
-/// A network of layer sizes `sizes` (with bias cells) on `samples` random samples, the
-/// project's default perception (`self, column, row, activations, feedback, hebbian`), a
-/// fresh rule with one hidden layer of 16, Xavier starting weights and `steps` firing draws.
-pub fn wide_setup(sizes: &[usize], samples: usize, steps: usize, fire_fraction: f64, seed: u64) -> Result<Setup> {
+/// What a synthetic problem looks like besides its layer sizes.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SyntheticSpec {
+    /// Samples in the random grow batch.
+    pub samples: usize,
+    /// Grow steps (firing draws).
+    pub steps: usize,
+    /// Firing fraction.
+    pub fire_fraction: f64,
+    /// Hidden widths of the fresh rule network.
+    pub rule_hidden: Vec<usize>,
+    /// Seed of data, rule, starting weights and firing.
+    pub seed: u64,
+}
+
+/// A network of layer sizes `sizes` (with bias cells) on random samples, the project's
+/// default perception (`self, column, row, activations, feedback, hebbian`), a fresh rule,
+/// Xavier starting weights and the firing draws of every step.
+pub fn wide_setup(sizes: &[usize], spec: &SyntheticSpec) -> Result<Setup> {
+    let SyntheticSpec { samples, steps, fire_fraction, seed, .. } = *spec;
     let mut rng = StdRng::seed_from_u64(seed);
     let features = sizes[0];
     let classes = sizes[sizes.len() - 1];
@@ -47,7 +63,7 @@ pub fn wide_setup(sizes: &[usize], samples: usize, steps: usize, fire_fraction: 
     let code = HiddenCode::for_family(topology.num_layers(), max_cells, true, 2);
     let mut cfg = Config::default();
     cfg.rule.perception = vec![Group::SelfState, Group::Column, Group::Row, Group::Activations, Group::Feedback, Group::Hebbian];
-    cfg.rule.hidden = vec![16];
+    cfg.rule.hidden = spec.rule_hidden.clone();
     cfg.rule.output_scale = 0.5;
     cfg.rule.last_init = 0.01;
     let (spec, shape) = cfg.rule_shape(&code)?;
