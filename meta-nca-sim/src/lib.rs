@@ -16,8 +16,8 @@
 //! - [`neuron`]: the neuron aggregator (sums, forward pass, softmax error).
 //! - [`world`]: the static description of one network and the shared context.
 //! - [`rule_service`]: the rule network's owner, on its own thread, with explicit batching.
-//! - [`tasks`]: the task-per-cell executor.
-//! - [`shards`]: the shard executor with batched, pre-summed messages.
+//! - `tasks`: the task-per-cell executor.
+//! - `shards`: the shard executor with batched, pre-summed messages.
 //! - [`setup`]: what to grow (network, starting state, firing draws, rule) and the reference
 //!   path's states on it.
 //! - [`sim`]: how to run it ([`sim::run`]) and what came out.
