@@ -44,20 +44,20 @@ pub mod weights;
 pub struct Args {
     /// Run folder written by `meta-nca train`: training curves, and GIFs over meta-epochs if it
     /// has snapshots. Pictures go to DIR/plots/.
-    #[arg(long, required_unless_present = "grow")]
+    #[arg(long, value_name = "DIR", required_unless_present = "grow")]
     run: Option<PathBuf>,
     /// Grow record written by `meta-nca grow --save`: a weight GIF per layer over the grow
     /// steps and a hidden-state PNG, next to the file.
-    #[arg(long)]
+    #[arg(long, value_name = "FILE.json")]
     grow: Option<PathBuf>,
     /// Folder for the pictures instead of next to the data.
-    #[arg(long)]
+    #[arg(long, value_name = "DIR")]
     out: Option<PathBuf>,
     /// Colour scale ±S of the weight GIFs (default: the largest |w| of the layer over all frames).
     #[arg(long, value_name = "S")]
     scale: Option<f64>,
     /// Milliseconds per GIF frame (the last frame is held longer).
-    #[arg(long, default_value_t = 250)]
+    #[arg(long, value_name = "MS", default_value_t = 250)]
     frame_ms: u32,
     /// Also write every GIF frame as a PNG into <gif>-frames/.
     #[arg(long)]
@@ -72,7 +72,7 @@ pub struct Args {
     #[arg(long)]
     seed: Option<u64>,
     /// Meta-epoch GIFs: hidden-layer widths, comma-separated (default: the run's first architecture; "" = none).
-    #[arg(long)]
+    #[arg(long, value_name = "W1,W2,..")]
     hidden: Option<String>,
 }
 
