@@ -175,11 +175,12 @@ fn a_panicking_rule_service_is_reported_not_hung() {
     let dev = Cpu::default();
     let last = broken.rule.layers.len() - 1;
     broken.rule.layers[last] = dev.tensor_from_vec(vec![0.0; 3 * 2], (3, 2));
-    for executor in [Executor::Tasks, Executor::Shards { shards: 2 }] {
+    let modes = [Mode::Lockstep, Mode::Async(AsyncSpec::default())];
+    for (executor, mode) in [Executor::Tasks, Executor::Shards { shards: 2 }].into_iter().flat_map(|e| modes.map(|m| (e, m))) {
         let setup = broken.clone();
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
-            let _ = tx.send(meta_nca_sim::run(&setup, &spec(executor, Mode::Lockstep)).map(|_| ()));
+            let _ = tx.send(meta_nca_sim::run(&setup, &spec(executor, mode)).map(|_| ()));
         });
         let result = rx.recv_timeout(std::time::Duration::from_secs(20)).expect("the run hung");
         let err = result.expect_err("a broken rule must fail the run");
