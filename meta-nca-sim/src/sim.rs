@@ -230,6 +230,20 @@ impl Spawner {
         }
     }
 
+    /// Spawns a tracked task that stops on its own (on a stop message); it is not wrapped in
+    /// the cancellation token, which saves a lock per poll. It must watch the token itself
+    /// wherever it awaits anything but its inbox.
+    pub(crate) fn spawn_stoppable<F: Future<Output = ()> + Send + 'static>(&self, task: F) {
+        match &self.dispatch {
+            Some(d) => {
+                self.tracker.spawn(task.with_subscriber(d.clone()));
+            }
+            None => {
+                self.tracker.spawn(task);
+            }
+        }
+    }
+
     /// Cancels every actor and waits for all of them to stop.
     pub(crate) async fn shutdown(&self) {
         self.tracker.close();

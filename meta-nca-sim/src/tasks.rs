@@ -2,8 +2,9 @@
 //! unbounded inbox, and every message is one channel send. Unbounded sends never wait, so the
 //! cycles that neighbouring cells and neurons form can never deadlock; the protocol bounds how
 //! many messages a round can produce. A coordinator drives lockstep rounds (the barrier) or
-//! just waits for every cell to finish (async). Shutdown: one `CancellationToken` for all
-//! tasks, a `TaskTracker` to wait for them (see `Spawner`); a panicking task reports itself through its
+//! just waits for every cell to finish (async). Shutdown: a stop message in every inbox, the
+//! run's `CancellationToken` for anything awaiting elsewhere (a rule answer), a `TaskTracker`
+//! to wait for all of them (see `Spawner`); a panicking task reports itself through its
 //! [`FailGuard`] and cancels the rest instead of leaving the coordinator hanging.
 
 use std::sync::Arc;
@@ -52,10 +53,23 @@ impl Drop for FailGuard {
     }
 }
 
+/// Every inbox; `None` tells a task to stop (cheaper than checking a cancellation token on
+/// every poll of ten thousand tasks).
 struct Routes {
-    cells: Vec<UnboundedSender<CellMsg>>,
-    neurons: Vec<UnboundedSender<NeuronMsg>>,
+    cells: Vec<UnboundedSender<Option<CellMsg>>>,
+    neurons: Vec<UnboundedSender<Option<NeuronMsg>>>,
     coord: UnboundedSender<CoordMsg>,
+}
+
+impl Routes {
+    fn stop_all(&self) {
+        self.cells.iter().for_each(|tx| {
+            let _ = tx.send(None);
+        });
+        self.neurons.iter().for_each(|tx| {
+            let _ = tx.send(None);
+        });
+    }
 }
 
 /// One actor's outbox: sends go straight to the destination's inbox.
@@ -68,11 +82,11 @@ struct TaskOut<'a> {
 
 impl Outbox for TaskOut<'_> {
     fn to_neuron(&mut self, neuron: u32, msg: NeuronMsg) {
-        let _ = self.routes.neurons[neuron as usize].send(msg);
+        let _ = self.routes.neurons[neuron as usize].send(Some(msg));
     }
     fn broadcast(&mut self, neuron: u32, fan: Fan, msg: CellMsg) {
         for &c in self.world.fan(neuron, fan) {
-            let _ = self.routes.cells[c as usize].send(msg.clone());
+            let _ = self.routes.cells[c as usize].send(Some(msg.clone()));
         }
     }
     fn query(&mut self, _cell: u32, perception: Vec<f64>) {
@@ -88,7 +102,7 @@ impl Outbox for TaskOut<'_> {
 
 async fn cell_task(
     mut cell: Cell,
-    mut rx: UnboundedReceiver<CellMsg>,
+    mut rx: UnboundedReceiver<Option<CellMsg>>,
     world: Arc<World>,
     routes: Arc<Routes>,
     rule: RuleHandle,
@@ -96,14 +110,17 @@ async fn cell_task(
     guard: FailGuard,
 ) {
     let mut rng = u64::from(cell.index).wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    while let Some(mut msg) = rx.recv().await {
+    while let Some(Some(mut msg)) = rx.recv().await {
         loop {
             let mut out = TaskOut { routes: &routes, world: &world, query: None, tick: false };
             cell.handle(msg, &world.ctx, &mut out);
             if let Some(p) = out.query.take() {
-                match rule.query(p, 1).await {
-                    Ok(delta) => msg = CellMsg::Update { delta },
-                    Err(_) => return guard.fail("the rule service stopped answering".into()),
+                tokio::select! {
+                    reply = rule.query(p, 1) => match reply {
+                        Ok(delta) => msg = CellMsg::Update { delta },
+                        Err(_) => return guard.fail("the rule service stopped answering".into()),
+                    },
+                    () = guard.token.cancelled() => return,
                 }
             } else if out.tick {
                 if jitter > 0 {
@@ -122,8 +139,14 @@ async fn cell_task(
     }
 }
 
-async fn neuron_task(mut neuron: Neuron, mut rx: UnboundedReceiver<NeuronMsg>, world: Arc<World>, routes: Arc<Routes>, _guard: FailGuard) {
-    while let Some(msg) = rx.recv().await {
+async fn neuron_task(
+    mut neuron: Neuron,
+    mut rx: UnboundedReceiver<Option<NeuronMsg>>,
+    world: Arc<World>,
+    routes: Arc<Routes>,
+    _guard: FailGuard,
+) {
+    while let Some(Some(msg)) = rx.recv().await {
         let mut out = TaskOut { routes: &routes, world: &world, query: None, tick: false };
         neuron.handle(msg, &world.ctx, &mut out);
     }
@@ -140,17 +163,17 @@ pub(crate) async fn run(parts: Parts) -> Result<Collector> {
     let guard = |actor: String| FailGuard { actor, coord: coord_tx.clone(), token: token.clone() };
     for (cell, rx) in cells.into_iter().zip(cell_rx) {
         let g = guard(format!("cell {}", cell.id));
-        spawner.spawn(cell_task(cell, rx, world.clone(), routes.clone(), rule.clone(), jitter, g));
+        spawner.spawn_stoppable(cell_task(cell, rx, world.clone(), routes.clone(), rule.clone(), jitter, g));
     }
     for (neuron, rx) in neurons.into_iter().zip(neuron_rx) {
         let g = guard(format!("neuron {}", neuron.index));
-        spawner.spawn(neuron_task(neuron, rx, world.clone(), routes.clone(), g));
+        spawner.spawn_stoppable(neuron_task(neuron, rx, world.clone(), routes.clone(), g));
     }
     let n = world.num_cells();
     let result = async {
         if world.ctx.async_mode {
             routes.cells.iter().for_each(|tx| {
-                let _ = tx.send(CellMsg::Tick);
+                let _ = tx.send(Some(CellMsg::Tick));
             });
             while collector.finished < n {
                 receive(&mut coord_rx, &mut collector).await?;
@@ -159,7 +182,7 @@ pub(crate) async fn run(parts: Parts) -> Result<Collector> {
             for (round, fire) in fires.iter().enumerate() {
                 rule.expect(fire.iter().filter(|&&f| f).count());
                 for (tx, &f) in routes.cells.iter().zip(fire) {
-                    let _ = tx.send(CellMsg::Begin { round: round as u32, fire: f });
+                    let _ = tx.send(Some(CellMsg::Begin { round: round as u32, fire: f }));
                 }
                 let target = collector.stats.cell_steps + n as u64;
                 while collector.stats.cell_steps < target {
@@ -170,6 +193,7 @@ pub(crate) async fn run(parts: Parts) -> Result<Collector> {
         Ok(())
     }
     .await;
+    routes.stop_all();
     spawner.shutdown().await;
     result.map(|()| collector)
 }
