@@ -87,7 +87,7 @@ impl Cell {
         }
     }
 
-    /// The state row `[w, h..]`.
+    /// The state row `[w, h..]` (empty once the cell has finished and reported it).
     pub fn state(&self) -> &[f64] {
         &self.state
     }
@@ -227,7 +227,8 @@ impl Cell {
             dw,
             fired,
             staleness,
-            final_state: finished.then(|| self.state.clone()),
+            // A finished cell hands its state over (it only owes drives now, from `pending_w`).
+            final_state: finished.then(|| std::mem::take(&mut self.state)),
         });
         let now: Vec<_> = {
             let r = self.round;

@@ -199,11 +199,27 @@ fn serve(rule: RuleNet, shared: Arc<Shared>, runtime: tokio::runtime::Handle) ->
                     _ => shared.ready.wait(inbox).unwrap_or_else(|e| e.into_inner()),
                 };
             }
-            let rows = inbox.rows;
+            // One pass takes at most `chunk` (`max_rows`) rows, but always at least one query:
+            // bigger passes only cost memory.
+            let limit = match shared.batching {
+                Batching::Announced { chunk } => chunk,
+                Batching::CountOrDeadline { max_rows, .. } => max_rows,
+            };
+            let (mut take, mut rows) = (0, 0);
+            for w in &inbox.waiting {
+                if take > 0 && rows + w.n > limit {
+                    break;
+                }
+                rows += w.n;
+                take += 1;
+            }
+            let batch: Vec<Waiting> = inbox.waiting.drain(..take).collect();
             inbox.expected = inbox.expected.saturating_sub(rows);
-            inbox.rows = 0;
-            inbox.oldest = None;
-            (std::mem::take(&mut inbox.waiting), rows, inbox.handles == 0)
+            inbox.rows -= rows;
+            if inbox.waiting.is_empty() {
+                inbox.oldest = None;
+            }
+            (batch, rows, inbox.handles == 0 && inbox.waiting.is_empty())
         };
         if rows > 0 {
             let t = Instant::now();

@@ -344,14 +344,25 @@ pub(crate) async fn run(parts: Parts, shards: usize) -> Result<Collector> {
     let (coord_tx, mut coord_rx) = unbounded_channel();
     let (txs, rxs): (Vec<_>, Vec<_>) = (0..shards).map(|_| unbounded_channel()).unzip();
     let peers = Arc::new(txs);
-    let mut cells = cells.into_iter();
+    // Cut the blocks off the end, shrinking the rest each time, so that the cells are not held
+    // twice while the shards are built.
+    let mut cells = cells;
+    let mut blocks: Vec<Vec<Cell>> = (0..shards)
+        .rev()
+        .map(|s| {
+            let block = cells.split_off(layout.bounds[s] as usize);
+            cells.shrink_to_fit();
+            block
+        })
+        .collect();
+    blocks.reverse();
     let mut neuron_sets: Vec<HashMap<u32, Neuron>> = (0..shards).map(|_| HashMap::new()).collect();
     for neuron in neurons {
         neuron_sets[layout.neuron_shard(neuron.index)].insert(neuron.index, neuron);
     }
-    for (s, ((rx, fans), neurons)) in rxs.into_iter().zip(local_fans).zip(neuron_sets).enumerate() {
-        let (lo, hi) = (layout.bounds[s], layout.bounds[s + 1]);
-        let block: Vec<Cell> = cells.by_ref().take((hi - lo) as usize).collect();
+    let parts = rxs.into_iter().zip(local_fans).zip(neuron_sets).zip(blocks);
+    for (s, (((rx, fans), neurons), block)) in parts.enumerate() {
+        let lo = layout.bounds[s];
         let io = Io {
             me: s,
             layout: layout.clone(),
