@@ -92,7 +92,7 @@ impl Setup {
     pub fn reference_states(&self) -> Result<Vec<Vec<f64>>> {
         let dev = dfdx::prelude::Cpu::default();
         let world = &self.world;
-        let batch = meta_nca_rule::batch::Batch::new(vec![world.topology.clone()]);
+        let batch = (*world.batch).clone();
         let grower = Grower::new(&dev, batch, world.ctx.spec.clone(), world.data.clone())?;
         let mut states = vec![self.state0.clone()];
         for fire in &self.fires {

@@ -271,7 +271,9 @@ pub fn run(setup: &Setup, spec: &SimSpec) -> Result<Outcome> {
         return Err(Error::Config { key: "shards", message: "at least one shard is needed".into() });
     }
     let world = if ctx.async_mode {
-        Arc::new(World::new(setup.world.topology.clone(), setup.world.data.clone(), ctx.spec.clone(), ctx)?)
+        let mut world = (*setup.world).clone();
+        world.ctx = ctx;
+        Arc::new(world)
     } else {
         setup.world.clone()
     };

@@ -5,7 +5,6 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use dfdx::prelude::*;
-use meta_nca_rule::batch::Batch;
 use meta_nca_rule::config::{Architectures, Config};
 use meta_nca_rule::episode::{Episode, EpisodeSpec};
 use meta_nca_rule::init::{HiddenCode, WeightInit};
@@ -86,7 +85,7 @@ pub fn wide_setup(sizes: &[usize], spec: &SyntheticSpec) -> Result<Setup> {
 pub fn time_reference(setup: &Setup) -> Result<f64> {
     let dev = Cpu::default();
     let world = &setup.world;
-    let grower = Grower::new(&dev, Batch::new(vec![world.topology.clone()]), world.ctx.spec.clone(), world.data.clone())?;
+    let grower = Grower::new(&dev, (*world.batch).clone(), world.ctx.spec.clone(), world.data.clone())?;
     let start = Instant::now();
     let mut state = grower.state_tensor(setup.state0.clone());
     for fire in &setup.fires {

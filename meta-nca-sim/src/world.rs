@@ -35,21 +35,22 @@ pub struct Ctx {
     pub fire_rate: f64,
 }
 
-/// One simulated network: its topology, neuron fans and shared context.
-#[derive(Debug)]
+/// One simulated network: its topology, neuron fans and shared context. Cloning shares the
+/// (large) topology and fans; only the context is copied.
+#[derive(Debug, Clone)]
 pub struct World {
     /// The network.
-    pub topology: Topology,
+    pub topology: Arc<Topology>,
     /// Cell and neuron numbering (one network).
-    pub batch: Batch,
+    pub batch: Arc<Batch>,
     /// The grow data.
     pub data: Arc<TaskData>,
     /// Shared context.
     pub ctx: Ctx,
     /// Per neuron: its incoming cells.
-    pub in_cells: Vec<Vec<u32>>,
+    pub in_cells: Arc<Vec<Vec<u32>>>,
     /// Per neuron: its outgoing cells.
-    pub out_cells: Vec<Vec<u32>>,
+    pub out_cells: Arc<Vec<Vec<u32>>>,
 }
 
 impl World {
@@ -77,7 +78,14 @@ impl World {
             in_cells[slot.post].push(c as u32);
             out_cells[slot.pre].push(c as u32);
         }
-        Ok(Self { topology, batch, data, ctx, in_cells, out_cells })
+        Ok(Self {
+            topology: Arc::new(topology),
+            batch: Arc::new(batch),
+            data,
+            ctx,
+            in_cells: Arc::new(in_cells),
+            out_cells: Arc::new(out_cells),
+        })
     }
 
     /// Number of cells.
