@@ -136,7 +136,7 @@ fn check_async(args: &Args, loaded: &Loaded, sizes: &[usize], steps: usize, p: f
         acc.w_mean.push(wr.iter().zip(&wa).map(|(a, b)| (a - b).abs()).sum::<f64>() / wr.len().max(1) as f64);
         acc.agree.push(agreement(&s.world, loaded, last, &out.state));
         acc.fired_ref += s.fires.iter().flatten().filter(|&&f| f).count() as u64;
-        merge(&mut acc.stats, &out.stats);
+        acc.stats.merge(&out.stats);
     }
     let n = args.runs;
     let st = &acc.stats;
@@ -179,19 +179,6 @@ fn check_async(args: &Args, loaded: &Loaded, sizes: &[usize], steps: usize, p: f
     let gap = (mean(&acc.val) - mean(&acc.ref_val)).abs();
     println!("async within 2 points of lockstep (val, mean over runs): {}", if gap <= 0.02 { "yes" } else { "NO" });
     Ok(())
-}
-
-fn merge(into: &mut RunStats, s: &RunStats) {
-    into.cell_steps += s.cell_steps;
-    into.updates += s.updates;
-    into.sum_abs_dw += s.sum_abs_dw;
-    if into.staleness.len() < s.staleness.len() {
-        into.staleness.resize(s.staleness.len(), 0);
-    }
-    into.staleness.iter_mut().zip(&s.staleness).for_each(|(a, b)| *a += b);
-    into.rule.batches += s.rule.batches;
-    into.rule.rows += s.rule.rows;
-    into.rule.max_batch = into.rule.max_batch.max(s.rule.max_batch);
 }
 
 /// Fraction of validation samples on which the two networks predict the same class.

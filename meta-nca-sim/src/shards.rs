@@ -15,7 +15,7 @@ use crate::cell::Cell;
 use crate::neuron::Neuron;
 use crate::protocol::{CellDone, CellMsg, Fan, NeuronMsg, Outbox, Partial};
 use crate::rule_service::RuleHandle;
-use crate::sim::{Collector, Parts, Spawner};
+use crate::sim::{Collector, Parts, RunStats, Spawner};
 use crate::tasks::{CoordMsg, FailGuard, receive};
 use crate::world::World;
 use crate::Result;
@@ -83,6 +83,10 @@ struct Io {
     rule_cells: Vec<u32>,
     rule_rows: Vec<f64>,
     done: Vec<CellDone>,
+    /// Whether every report goes to the coordinator (recording weights) or only sums.
+    record: bool,
+    stats: RunStats,
+    finals: Vec<(u32, Vec<f64>)>,
     deferred: Vec<(u32, u32)>,
     jitter: u32,
     rng: u64,
@@ -127,8 +131,15 @@ impl Outbox for Io {
             self.ask_rule();
         }
     }
-    fn done(&mut self, done: CellDone) {
-        self.done.push(done);
+    fn done(&mut self, mut done: CellDone) {
+        if self.record {
+            self.done.push(done);
+        } else {
+            self.stats.record(&done);
+            if let Some(state) = done.final_state.take() {
+                self.finals.push((done.cell, state));
+            }
+        }
     }
     fn tick_later(&mut self, cell: u32) {
         let wait = if self.jitter == 0 {
@@ -313,6 +324,10 @@ async fn shard_task(
         if !io.done.is_empty() {
             let _ = coord.send(CoordMsg::DoneBatch(std::mem::take(&mut io.done)));
         }
+        if io.stats.cell_steps > 0 {
+            let (stats, finals) = (std::mem::take(&mut io.stats), std::mem::take(&mut io.finals));
+            let _ = coord.send(CoordMsg::Progress { stats, finals });
+        }
     }
 }
 
@@ -375,6 +390,9 @@ pub(crate) async fn run(parts: Parts, shards: usize) -> Result<Collector> {
             rule_cells: Vec::new(),
             rule_rows: Vec::new(),
             done: Vec::new(),
+            record: collector.recording(),
+            stats: RunStats::default(),
+            finals: Vec::new(),
             deferred: Vec::new(),
             jitter,
             rng: (s as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1,

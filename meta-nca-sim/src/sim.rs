@@ -125,6 +125,21 @@ impl RunStats {
         self.staleness[k] += 1;
     }
 
+    /// Adds another run's (or another actor's) counts.
+    pub fn merge(&mut self, other: &RunStats) {
+        self.cell_steps += other.cell_steps;
+        self.updates += other.updates;
+        self.sum_abs_dw += other.sum_abs_dw;
+        if self.staleness.len() < other.staleness.len() {
+            self.staleness.resize(other.staleness.len(), 0);
+        }
+        self.staleness.iter_mut().zip(&other.staleness).for_each(|(a, b)| *a += b);
+        self.rule.batches += other.rule.batches;
+        self.rule.rows += other.rule.rows;
+        self.rule.max_batch = self.rule.max_batch.max(other.rule.max_batch);
+        self.rule.forward_seconds += other.rule.forward_seconds;
+    }
+
     /// Cell-steps per second.
     pub fn rate(&self) -> f64 {
         self.cell_steps as f64 / self.seconds.max(1e-12)
@@ -168,6 +183,21 @@ impl Collector {
             weights: vec![vec![0.0; world.num_cells()]; rounds],
             stats: RunStats::default(),
             finished: 0,
+        }
+    }
+
+    /// Whether every cell's weight after every step is kept (then actors send every report).
+    pub(crate) fn recording(&self) -> bool {
+        !self.weights.is_empty()
+    }
+
+    /// Adds counts summed by an actor and the final states it collected.
+    pub(crate) fn absorb(&mut self, stats: &RunStats, finals: Vec<(u32, Vec<f64>)>) {
+        self.stats.merge(stats);
+        for (c, s) in finals {
+            let c = c as usize;
+            self.state[c * self.width..(c + 1) * self.width].copy_from_slice(&s);
+            self.finished += 1;
         }
     }
 

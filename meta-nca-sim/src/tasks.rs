@@ -25,8 +25,10 @@ use crate::{Error, Result};
 pub(crate) enum CoordMsg {
     /// A cell finished a round.
     Done(CellDone),
-    /// A batch of finished rounds (shards).
+    /// A batch of finished rounds (shards, when weights are recorded).
     DoneBatch(Vec<CellDone>),
+    /// Counts of finished rounds and the final states among them (shards, not recording).
+    Progress { stats: crate::sim::RunStats, finals: Vec<(u32, Vec<f64>)> },
     /// An actor failed; the run is over.
     Failed { actor: String, message: String },
 }
@@ -203,6 +205,7 @@ pub(crate) async fn receive(rx: &mut UnboundedReceiver<CoordMsg>, collector: &mu
     match rx.recv().await {
         Some(CoordMsg::Done(d)) => collector.add(d),
         Some(CoordMsg::DoneBatch(ds)) => ds.into_iter().for_each(|d| collector.add(d)),
+        Some(CoordMsg::Progress { stats, finals }) => collector.absorb(&stats, finals),
         Some(CoordMsg::Failed { actor, message }) => return Err(Error::ActorFailed { actor, message }),
         None => return Err(Error::ActorFailed { actor: "coordinator".into(), message: "every actor is gone".into() }),
     }
