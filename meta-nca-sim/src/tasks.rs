@@ -9,6 +9,9 @@
 
 use std::sync::Arc;
 
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use tokio::sync::Notify;
 use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender, unbounded_channel};
 use tokio_util::sync::CancellationToken;
 
@@ -16,7 +19,7 @@ use crate::cell::Cell;
 use crate::neuron::Neuron;
 use crate::protocol::{CellDone, CellMsg, Fan, NeuronMsg, Outbox};
 use crate::rule_service::RuleHandle;
-use crate::sim::{Collector, Parts};
+use crate::sim::{Collector, Parts, RunStats};
 use crate::world::World;
 use crate::{Error, Result};
 
@@ -61,6 +64,12 @@ struct Routes {
     cells: Vec<UnboundedSender<Option<CellMsg>>>,
     neurons: Vec<UnboundedSender<Option<NeuronMsg>>>,
     coord: UnboundedSender<CoordMsg>,
+    /// Whether every round's report goes to the coordinator (recording weights); otherwise
+    /// cells count themselves off `barrier` and send their sums once, with their final state.
+    record: bool,
+    /// Lockstep: cells still to finish the round; the last one wakes the coordinator.
+    remaining: AtomicUsize,
+    barrier: Notify,
 }
 
 impl Routes {
@@ -80,6 +89,8 @@ struct TaskOut<'a> {
     world: &'a World,
     query: Option<Vec<f64>>,
     tick: bool,
+    /// The owning cell's counts, sent with its final state.
+    stats: &'a mut RunStats,
 }
 
 impl Outbox for TaskOut<'_> {
@@ -94,8 +105,19 @@ impl Outbox for TaskOut<'_> {
     fn query(&mut self, _cell: u32, perception: Vec<f64>) {
         self.query = Some(perception);
     }
-    fn done(&mut self, done: CellDone) {
-        let _ = self.routes.coord.send(CoordMsg::Done(done));
+    fn done(&mut self, mut done: CellDone) {
+        if self.routes.record {
+            let _ = self.routes.coord.send(CoordMsg::Done(done));
+            return;
+        }
+        self.stats.record(&done);
+        if let Some(state) = done.final_state.take() {
+            let stats = std::mem::take(&mut *self.stats);
+            let _ = self.routes.coord.send(CoordMsg::Progress { stats, finals: vec![(done.cell, state)] });
+        }
+        if !self.world.ctx.async_mode && self.routes.remaining.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.routes.barrier.notify_one();
+        }
     }
     fn tick_later(&mut self, _cell: u32) {
         self.tick = true;
@@ -112,9 +134,10 @@ async fn cell_task(
     guard: FailGuard,
 ) {
     let mut rng = u64::from(cell.index).wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    let mut stats = RunStats::default();
     while let Some(Some(mut msg)) = rx.recv().await {
         loop {
-            let mut out = TaskOut { routes: &routes, world: &world, query: None, tick: false };
+            let mut out = TaskOut { routes: &routes, world: &world, query: None, tick: false, stats: &mut stats };
             cell.handle(msg, &world.ctx, &mut out);
             if let Some(p) = out.query.take() {
                 tokio::select! {
@@ -148,8 +171,9 @@ async fn neuron_task(
     routes: Arc<Routes>,
     _guard: FailGuard,
 ) {
+    let mut unused = RunStats::default();
     while let Some(Some(msg)) = rx.recv().await {
-        let mut out = TaskOut { routes: &routes, world: &world, query: None, tick: false };
+        let mut out = TaskOut { routes: &routes, world: &world, query: None, tick: false, stats: &mut unused };
         neuron.handle(msg, &world.ctx, &mut out);
     }
 }
@@ -161,7 +185,14 @@ pub(crate) async fn run(parts: Parts) -> Result<Collector> {
     let (coord_tx, mut coord_rx) = unbounded_channel();
     let (cell_tx, cell_rx): (Vec<_>, Vec<_>) = (0..cells.len()).map(|_| unbounded_channel()).unzip();
     let (neuron_tx, neuron_rx): (Vec<_>, Vec<_>) = (0..neurons.len()).map(|_| unbounded_channel()).unzip();
-    let routes = Arc::new(Routes { cells: cell_tx, neurons: neuron_tx, coord: coord_tx.clone() });
+    let routes = Arc::new(Routes {
+        cells: cell_tx,
+        neurons: neuron_tx,
+        coord: coord_tx.clone(),
+        record: collector.recording(),
+        remaining: AtomicUsize::new(0),
+        barrier: Notify::new(),
+    });
     let guard = |actor: String| FailGuard { actor, coord: coord_tx.clone(), token: token.clone() };
     for (cell, rx) in cells.into_iter().zip(cell_rx) {
         let g = guard(format!("cell {}", cell.id));
@@ -180,16 +211,30 @@ pub(crate) async fn run(parts: Parts) -> Result<Collector> {
             while collector.finished < n {
                 receive(&mut coord_rx, &mut collector).await?;
             }
-        } else {
+        } else if n > 0 {
             for (round, fire) in fires.iter().enumerate() {
                 rule.expect(fire.iter().filter(|&&f| f).count());
+                routes.remaining.store(n, Ordering::Release);
                 for (tx, &f) in routes.cells.iter().zip(fire) {
                     let _ = tx.send(Some(CellMsg::Begin { round: round as u32, fire: f }));
                 }
-                let target = collector.stats.cell_steps + n as u64;
-                while collector.stats.cell_steps < target {
-                    receive(&mut coord_rx, &mut collector).await?;
+                if routes.record {
+                    let target = collector.stats.cell_steps + n as u64;
+                    while collector.stats.cell_steps < target {
+                        receive(&mut coord_rx, &mut collector).await?;
+                    }
+                } else {
+                    // Wait for the last cell of the round, or for a failure report.
+                    loop {
+                        tokio::select! {
+                            () = routes.barrier.notified() => break,
+                            r = receive(&mut coord_rx, &mut collector) => r?,
+                        }
+                    }
                 }
+            }
+            while collector.finished < n {
+                receive(&mut coord_rx, &mut collector).await?;
             }
         }
         Ok(())
