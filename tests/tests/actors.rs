@@ -2,7 +2,8 @@
 //! executors, must grow the same network as `Grower::unroll` from the same episode (same
 //! starting state, same firing draws) — within 1e-5 per state entry after K steps, on random
 //! small architectures, perceptions, seeds and firing fractions. Also: async mode runs to the
-//! end and stays close, and a failing actor is reported instead of hanging.
+//! end within its staleness bound, async with staleness 0 does not depend on scheduling,
+//! traced cells emit their events, and a failing actor is reported instead of hanging.
 
 use std::sync::Arc;
 
@@ -237,5 +238,19 @@ fn traced_cells_emit_one_event_per_round_with_their_fields() {
             assert_eq!((e["layer"].as_str(), e["i"].as_str(), e["staleness"].as_str()), ("0", "1", "0"));
         }
         assert_eq!(events.iter().filter(|e| e["fired"] == "true").count(), fired);
+    }
+}
+
+#[test]
+fn async_with_staleness_zero_does_not_depend_on_scheduling() {
+    // Every cell draws its firing from its own clock and waits for its own round's
+    // summaries, so executor, shard count and jitter cannot change the grown network.
+    let b = build(&all_groups_case(13));
+    let mode = |jitter| Mode::Async(AsyncSpec { max_staleness: 0, jitter, ..AsyncSpec::default() });
+    let first = meta_nca_sim::run(&b.setup, &spec(Executor::Tasks, mode(0))).expect("run");
+    for (executor, jitter) in [(Executor::Tasks, 7), (Executor::Shards { shards: 1 }, 0), (Executor::Shards { shards: 3 }, 5)] {
+        let out = meta_nca_sim::run(&b.setup, &spec(executor, mode(jitter))).expect("run");
+        let d = max_diff(&out.state, &first.state);
+        assert!(d < 1e-12, "{executor:?} with jitter {jitter} differs by {d}");
     }
 }
