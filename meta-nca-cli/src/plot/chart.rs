@@ -56,7 +56,8 @@ impl Axis {
             Self::Log(lo, hi) => {
                 let (a, b) = (lo.log10().floor() as i32, hi.log10().ceil() as i32);
                 let mantissas: &[f64] = if b - a <= 2 { &[1.0, 2.0, 5.0] } else { &[1.0] };
-                let every = ((b - a) / 6 + 1).max(1);
+                // A label every decade up to 9 decades, then every second, third, …
+                let every = ((b - a) / 9 + 1).max(1);
                 (a..=b)
                     .filter(|e| (e - a) % every == 0)
                     .flat_map(|e| mantissas.iter().map(move |m| m * 10f64.powi(e)))
