@@ -17,7 +17,8 @@
 //! - [`world`]: the static description of one network and the shared context.
 //! - [`rule_service`]: the rule network's owner, on its own thread, with explicit batching.
 //! - `tasks`: the task-per-cell executor.
-//! - `shards`: the shard executor with batched, pre-summed messages.
+//! - `shards`: the shard executor with batched, pre-summed messages (`shards/io.rs`: its
+//!   routing, queues and rule link).
 //! - [`setup`]: what to grow (network, starting state, firing draws, rule) and the reference
 //!   path's states on it.
 //! - [`sim`]: how to run it ([`sim::run`]) and what came out.

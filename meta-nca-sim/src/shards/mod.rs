@@ -6,6 +6,8 @@
 //! Inboxes are unbounded (no send ever waits, so no cycle can deadlock); rule answers come
 //! back into the shard's own inbox through a small forwarding task.
 
+mod io;
+
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 
@@ -13,12 +15,11 @@ use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender, unbounded_channel};
 
 use crate::cell::Cell;
 use crate::neuron::Neuron;
-use crate::protocol::{CellDone, CellMsg, Fan, NeuronMsg, Outbox, Partial};
-use crate::rule_service::RuleHandle;
-use crate::sim::{Collector, Parts, RunStats, Spawner};
+use crate::protocol::{CellMsg, Fan};
+use crate::sim::{Collector, Parts, RunStats};
 use crate::tasks::{CoordMsg, FailGuard, receive};
-use crate::world::World;
 use crate::Result;
+use io::{Envelope, Io, Layout, Local, RuleLink, fan_slot};
 
 /// A message between shards, or to a shard from the coordinator or the rule service.
 #[derive(Debug)]
@@ -31,195 +32,6 @@ enum ShardMsg {
     Tick,
     /// The rule service's answers for `cells`, row after row.
     Rule { cells: Vec<u32>, deltas: Vec<f64> },
-}
-
-#[derive(Debug)]
-enum Envelope {
-    Neuron(u32, NeuronMsg),
-    Broadcast { neuron: u32, fan: Fan, msg: CellMsg },
-}
-
-enum Local {
-    Cell(u32, CellMsg),
-    Neuron(u32, NeuronMsg),
-}
-
-/// Static routing shared by all shards.
-struct Layout {
-    shards: usize,
-    /// Cells `bounds[s]..bounds[s+1]` live in shard `s`.
-    bounds: Vec<u32>,
-    /// Per neuron and fan (`[in, out]`): the shards that host some of its cells.
-    fan_shards: Vec<[Vec<u16>; 2]>,
-}
-
-impl Layout {
-    fn cell_shard(&self, c: u32) -> usize {
-        self.bounds.partition_point(|&b| b <= c) - 1
-    }
-    fn neuron_shard(&self, n: u32) -> usize {
-        n as usize % self.shards
-    }
-}
-
-fn fan_slot(fan: Fan) -> usize {
-    match fan {
-        Fan::In => 0,
-        Fan::Out => 1,
-    }
-}
-
-/// Everything a shard owns besides its cells and neurons.
-struct Io {
-    me: usize,
-    layout: Arc<Layout>,
-    world: Arc<World>,
-    /// Per global neuron and fan: this shard's cells on that fan.
-    local_fans: HashMap<u32, [Vec<u32>; 2]>,
-    queue: VecDeque<Local>,
-    outboxes: Vec<Vec<Envelope>>,
-    reports: HashMap<(u32, u32, u8), (Fan, Partial)>,
-    drives: HashMap<(u32, u32), Partial>,
-    rule_cells: Vec<u32>,
-    rule_rows: Vec<f64>,
-    done: Vec<CellDone>,
-    /// Whether every report goes to the coordinator (recording weights) or only sums.
-    record: bool,
-    stats: RunStats,
-    finals: Vec<(u32, Vec<f64>)>,
-    deferred: Vec<(u32, u32)>,
-    jitter: u32,
-    rng: u64,
-    rule_link: RuleLink,
-}
-
-impl Outbox for Io {
-    fn to_neuron(&mut self, neuron: u32, msg: NeuronMsg) {
-        match msg {
-            NeuronMsg::Report { round, fan, part } => {
-                let key = (neuron, round, fan_slot(fan) as u8);
-                match self.reports.get_mut(&key) {
-                    Some((_, p)) => p.merge(&part),
-                    None => {
-                        self.reports.insert(key, (fan, part));
-                    }
-                }
-            }
-            NeuronMsg::Drive { round, part } => match self.drives.get_mut(&(neuron, round)) {
-                Some(p) => p.merge(&part),
-                None => {
-                    self.drives.insert((neuron, round), part);
-                }
-            },
-            msg @ NeuronMsg::Logit { .. } => self.route_neuron(neuron, msg),
-        }
-    }
-    fn broadcast(&mut self, neuron: u32, fan: Fan, msg: CellMsg) {
-        let layout = self.layout.clone();
-        for &s in &layout.fan_shards[neuron as usize][fan_slot(fan)] {
-            if s as usize == self.me {
-                self.deliver_local(neuron, fan, &msg);
-            } else {
-                self.outboxes[s as usize].push(Envelope::Broadcast { neuron, fan, msg: msg.clone() });
-            }
-        }
-    }
-    fn query(&mut self, cell: u32, perception: Vec<f64>) {
-        self.rule_cells.push(cell);
-        self.rule_rows.extend_from_slice(&perception);
-        if self.rule_cells.len() >= self.rule_link.chunk {
-            self.ask_rule();
-        }
-    }
-    fn done(&mut self, mut done: CellDone) {
-        if self.record {
-            self.done.push(done);
-        } else {
-            self.stats.record(&done);
-            if let Some(state) = done.final_state.take() {
-                self.finals.push((done.cell, state));
-            }
-        }
-    }
-    fn tick_later(&mut self, cell: u32) {
-        let wait = if self.jitter == 0 {
-            0
-        } else {
-            self.rng ^= self.rng << 13;
-            self.rng ^= self.rng >> 7;
-            self.rng ^= self.rng << 17;
-            (self.rng % u64::from(self.jitter + 1)) as u32
-        };
-        if wait == 0 {
-            self.queue.push_back(Local::Cell(cell, CellMsg::Tick));
-        } else {
-            self.deferred.push((wait, cell));
-        }
-    }
-}
-
-/// What a shard needs to ask the rule service and get the answer back into its inbox.
-struct RuleLink {
-    rule: RuleHandle,
-    me: UnboundedSender<ShardMsg>,
-    coord: UnboundedSender<CoordMsg>,
-    spawner: Spawner,
-    actor: String,
-    /// Most rows per query.
-    chunk: usize,
-}
-
-impl Io {
-    /// Sends the waiting queries as one batch; a forwarding task puts the answer into the
-    /// shard's inbox.
-    fn ask_rule(&mut self) {
-        if self.rule_cells.is_empty() {
-            return;
-        }
-        let cells = std::mem::take(&mut self.rule_cells);
-        let rows = std::mem::take(&mut self.rule_rows);
-        let link = &self.rule_link;
-        let reply = link.rule.query(rows, cells.len());
-        let (me, coord, actor) = (link.me.clone(), link.coord.clone(), link.actor.clone());
-        link.spawner.spawn(async move {
-            match reply.await {
-                Ok(deltas) => {
-                    let _ = me.send(ShardMsg::Rule { cells, deltas });
-                }
-                Err(_) => {
-                    let message = "the rule service stopped answering".into();
-                    let _ = coord.send(CoordMsg::Failed { actor, message });
-                }
-            }
-        });
-    }
-
-    fn route_neuron(&mut self, neuron: u32, msg: NeuronMsg) {
-        let s = self.layout.neuron_shard(neuron);
-        if s == self.me {
-            self.queue.push_back(Local::Neuron(neuron, msg));
-        } else {
-            self.outboxes[s].push(Envelope::Neuron(neuron, msg));
-        }
-    }
-
-    fn deliver_local(&mut self, neuron: u32, fan: Fan, msg: &CellMsg) {
-        if let Some(fans) = self.local_fans.get(&neuron) {
-            for &c in &fans[fan_slot(fan)] {
-                self.queue.push_back(Local::Cell(c, msg.clone()));
-            }
-        }
-    }
-
-    /// Sends the summed reports and drives on.
-    fn flush_sums(&mut self) {
-        for ((neuron, round, _), (fan, part)) in std::mem::take(&mut self.reports) {
-            self.route_neuron(neuron, NeuronMsg::Report { round, fan, part });
-        }
-        for ((neuron, round), part) in std::mem::take(&mut self.drives) {
-            self.route_neuron(neuron, NeuronMsg::Drive { round, part });
-        }
-    }
 }
 
 struct Shard {

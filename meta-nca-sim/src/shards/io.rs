@@ -1,0 +1,205 @@
+//! A shard's plumbing: routing (which shard hosts which cell and neuron), its local queue and
+//! outboxes, the per-neuron summing of reports and drives, and the link to the rule service.
+//! [`Io`] is the [`Outbox`] the shard's cells and neurons send through.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+
+use tokio::sync::mpsc::UnboundedSender;
+
+use super::ShardMsg;
+use crate::protocol::{CellDone, CellMsg, Fan, NeuronMsg, Outbox, Partial};
+use crate::rule_service::RuleHandle;
+use crate::sim::{RunStats, Spawner};
+use crate::tasks::CoordMsg;
+use crate::world::World;
+
+#[derive(Debug)]
+pub(super) enum Envelope {
+    Neuron(u32, NeuronMsg),
+    Broadcast { neuron: u32, fan: Fan, msg: CellMsg },
+}
+
+pub(super) enum Local {
+    Cell(u32, CellMsg),
+    Neuron(u32, NeuronMsg),
+}
+
+/// Static routing shared by all shards.
+pub(super) struct Layout {
+    pub(super) shards: usize,
+    /// Cells `bounds[s]..bounds[s+1]` live in shard `s`.
+    pub(super) bounds: Vec<u32>,
+    /// Per neuron and fan (`[in, out]`): the shards that host some of its cells.
+    pub(super) fan_shards: Vec<[Vec<u16>; 2]>,
+}
+
+impl Layout {
+    pub(super) fn cell_shard(&self, c: u32) -> usize {
+        self.bounds.partition_point(|&b| b <= c) - 1
+    }
+    pub(super) fn neuron_shard(&self, n: u32) -> usize {
+        n as usize % self.shards
+    }
+}
+
+pub(super) fn fan_slot(fan: Fan) -> usize {
+    match fan {
+        Fan::In => 0,
+        Fan::Out => 1,
+    }
+}
+
+/// Everything a shard owns besides its cells and neurons.
+pub(super) struct Io {
+    pub(super) me: usize,
+    pub(super) layout: Arc<Layout>,
+    pub(super) world: Arc<World>,
+    /// Per global neuron and fan: this shard's cells on that fan.
+    pub(super) local_fans: HashMap<u32, [Vec<u32>; 2]>,
+    pub(super) queue: VecDeque<Local>,
+    pub(super) outboxes: Vec<Vec<Envelope>>,
+    pub(super) reports: HashMap<(u32, u32, u8), (Fan, Partial)>,
+    pub(super) drives: HashMap<(u32, u32), Partial>,
+    pub(super) rule_cells: Vec<u32>,
+    pub(super) rule_rows: Vec<f64>,
+    pub(super) done: Vec<CellDone>,
+    /// Whether every report goes to the coordinator (recording weights) or only sums.
+    pub(super) record: bool,
+    pub(super) stats: RunStats,
+    pub(super) finals: Vec<(u32, Vec<f64>)>,
+    pub(super) deferred: Vec<(u32, u32)>,
+    pub(super) jitter: u32,
+    pub(super) rng: u64,
+    pub(super) rule_link: RuleLink,
+}
+
+impl Outbox for Io {
+    fn to_neuron(&mut self, neuron: u32, msg: NeuronMsg) {
+        match msg {
+            NeuronMsg::Report { round, fan, part } => {
+                let key = (neuron, round, fan_slot(fan) as u8);
+                match self.reports.get_mut(&key) {
+                    Some((_, p)) => p.merge(&part),
+                    None => {
+                        self.reports.insert(key, (fan, part));
+                    }
+                }
+            }
+            NeuronMsg::Drive { round, part } => match self.drives.get_mut(&(neuron, round)) {
+                Some(p) => p.merge(&part),
+                None => {
+                    self.drives.insert((neuron, round), part);
+                }
+            },
+            msg @ NeuronMsg::Logit { .. } => self.route_neuron(neuron, msg),
+        }
+    }
+    fn broadcast(&mut self, neuron: u32, fan: Fan, msg: CellMsg) {
+        let layout = self.layout.clone();
+        for &s in &layout.fan_shards[neuron as usize][fan_slot(fan)] {
+            if s as usize == self.me {
+                self.deliver_local(neuron, fan, &msg);
+            } else {
+                self.outboxes[s as usize].push(Envelope::Broadcast { neuron, fan, msg: msg.clone() });
+            }
+        }
+    }
+    fn query(&mut self, cell: u32, perception: Vec<f64>) {
+        self.rule_cells.push(cell);
+        self.rule_rows.extend_from_slice(&perception);
+        if self.rule_cells.len() >= self.rule_link.chunk {
+            self.ask_rule();
+        }
+    }
+    fn done(&mut self, mut done: CellDone) {
+        if self.record {
+            self.done.push(done);
+        } else {
+            self.stats.record(&done);
+            if let Some(state) = done.final_state.take() {
+                self.finals.push((done.cell, state));
+            }
+        }
+    }
+    fn tick_later(&mut self, cell: u32) {
+        let wait = if self.jitter == 0 {
+            0
+        } else {
+            self.rng ^= self.rng << 13;
+            self.rng ^= self.rng >> 7;
+            self.rng ^= self.rng << 17;
+            (self.rng % u64::from(self.jitter + 1)) as u32
+        };
+        if wait == 0 {
+            self.queue.push_back(Local::Cell(cell, CellMsg::Tick));
+        } else {
+            self.deferred.push((wait, cell));
+        }
+    }
+}
+
+/// What a shard needs to ask the rule service and get the answer back into its inbox.
+pub(super) struct RuleLink {
+    pub(super) rule: RuleHandle,
+    pub(super) me: UnboundedSender<ShardMsg>,
+    pub(super) coord: UnboundedSender<CoordMsg>,
+    pub(super) spawner: Spawner,
+    pub(super) actor: String,
+    /// Most rows per query.
+    pub(super) chunk: usize,
+}
+
+impl Io {
+    /// Sends the waiting queries as one batch; a forwarding task puts the answer into the
+    /// shard's inbox.
+    pub(super) fn ask_rule(&mut self) {
+        if self.rule_cells.is_empty() {
+            return;
+        }
+        let cells = std::mem::take(&mut self.rule_cells);
+        let rows = std::mem::take(&mut self.rule_rows);
+        let link = &self.rule_link;
+        let reply = link.rule.query(rows, cells.len());
+        let (me, coord, actor) = (link.me.clone(), link.coord.clone(), link.actor.clone());
+        link.spawner.spawn(async move {
+            match reply.await {
+                Ok(deltas) => {
+                    let _ = me.send(ShardMsg::Rule { cells, deltas });
+                }
+                Err(_) => {
+                    let message = "the rule service stopped answering".into();
+                    let _ = coord.send(CoordMsg::Failed { actor, message });
+                }
+            }
+        });
+    }
+
+    pub(super) fn route_neuron(&mut self, neuron: u32, msg: NeuronMsg) {
+        let s = self.layout.neuron_shard(neuron);
+        if s == self.me {
+            self.queue.push_back(Local::Neuron(neuron, msg));
+        } else {
+            self.outboxes[s].push(Envelope::Neuron(neuron, msg));
+        }
+    }
+
+    pub(super) fn deliver_local(&mut self, neuron: u32, fan: Fan, msg: &CellMsg) {
+        if let Some(fans) = self.local_fans.get(&neuron) {
+            for &c in &fans[fan_slot(fan)] {
+                self.queue.push_back(Local::Cell(c, msg.clone()));
+            }
+        }
+    }
+
+    /// Sends the summed reports and drives on.
+    pub(super) fn flush_sums(&mut self) {
+        for ((neuron, round, _), (fan, part)) in std::mem::take(&mut self.reports) {
+            self.route_neuron(neuron, NeuronMsg::Report { round, fan, part });
+        }
+        for ((neuron, round), part) in std::mem::take(&mut self.drives) {
+            self.route_neuron(neuron, NeuronMsg::Drive { round, part });
+        }
+    }
+}
+
