@@ -35,6 +35,12 @@ pub struct Args {
     /// which shows the executors' own cost).
     #[arg(long, default_value = "16")]
     rule_hidden: String,
+    /// Async: the rule service runs when this many queries wait...
+    #[arg(long, default_value_t = 256)]
+    batch_rows: usize,
+    /// ...or this many microseconds after the oldest one.
+    #[arg(long, default_value_t = 200)]
+    deadline_us: u64,
     /// Leave the task-per-cell executor out above this many cells.
     #[arg(long, default_value_t = usize::MAX)]
     max_task_cells: usize,
@@ -86,7 +92,13 @@ fn run_one(args: &Args, case: &str, cells: usize) -> Result<CaseResult> {
     } else {
         let executor = if case.starts_with("tasks") { Executor::Tasks } else { Executor::Shards { shards: args.shards } };
         let mode = if case.ends_with("async") {
-            Mode::Async(AsyncSpec { fire_rate: args.p, max_staleness: 1, jitter: 0, ..AsyncSpec::default() })
+            Mode::Async(AsyncSpec {
+                fire_rate: args.p,
+                max_staleness: 1,
+                jitter: 0,
+                batch_rows: args.batch_rows,
+                deadline: std::time::Duration::from_micros(args.deadline_us),
+            })
         } else {
             Mode::Lockstep
         };
@@ -123,6 +135,7 @@ pub fn run(args: Args) -> Result<()> {
         "resident state of one cell: {} B (struct) + its state row on the heap",
         std::mem::size_of::<meta_nca_sim::cell::Cell>()
     );
+    println!("async: staleness <= 1, no jitter, rule passes at {} rows or {} us", args.batch_rows, args.deadline_us);
     println!("floor = the batched reference step (perception + rule for every cell, no tape), 1 thread");
     println!("memory = peak RSS growth during the run / cells; rule time = share of the run in the rule's forward passes");
     println!();
@@ -141,6 +154,7 @@ pub fn run(args: Args) -> Result<()> {
                 .args(["--steps", &args.steps.to_string(), "--samples", &args.samples.to_string()])
                 .args(["--p", &args.p.to_string(), "--workers", &args.workers.to_string()])
                 .args(["--shards", &args.shards.to_string(), "--rule-hidden", &args.rule_hidden])
+                .args(["--batch-rows", &args.batch_rows.to_string(), "--deadline-us", &args.deadline_us.to_string()])
                 .output()
                 .with_context(|| format!("running case {case} at {cells} cells"))?;
             if !out.status.success() {
