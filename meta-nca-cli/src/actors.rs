@@ -5,10 +5,9 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 use meta_nca_rule::checkpoint::{Checkpoint, write_atomic};
-use meta_nca_rule::data::Split;
-use meta_nca_rule::experiment::load_dataset;
+use meta_nca_rule::experiment::Experiment;
 use meta_nca_rule::reference::{Score, TaskData, score};
 use meta_nca_rule::topology::Topology;
 use meta_nca_sim::trace::CellFilter;
@@ -17,7 +16,6 @@ use meta_nca_sim::{AsyncSpec, Executor, Mode, Outcome, Setup, SimSpec};
 use serde::Serialize;
 
 use crate::inspect::JsonLines;
-use crate::run_dir::{Which, checkpoint_path};
 
 /// Which engine grows the network.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize)]
@@ -165,40 +163,12 @@ pub struct Loaded {
     pub val: Arc<TaskData>,
 }
 
-/// Loads a run's checkpoint and splits its primary dataset as training did.
-pub fn load(dir: &Path, which: Which) -> Result<Loaded> {
-    if !dir.is_dir() {
-        bail!("run folder {} does not exist", dir.display());
+impl Loaded {
+    /// The rule of `ckpt` with the primary task of `exp` (what `load_run` returns).
+    pub fn new(ckpt: Checkpoint, exp: &Experiment) -> Self {
+        let task = exp.primary();
+        Self { ckpt, train: task.train.clone(), val: task.val.clone() }
     }
-    let ckpt = Checkpoint::load(&checkpoint_path(dir, which))
-        .with_context(|| format!("loading the rule of run {}", dir.display()))?;
-    let d = &ckpt.meta.config.data;
-    let data = load_dataset(&d.dataset, d.label_column.as_deref()).context("loading the run's data")?;
-    let split = Split::stratified(&data, d.train_fraction, d.split_seed)?;
-    let task = |x: &[f64], y: &[usize]| {
-        Arc::new(TaskData { x: x.to_vec(), y: y.to_vec(), features: split.num_features, classes: split.num_classes })
-    };
-    let (train, val) = (task(&split.train_x, &split.train_y), task(&split.val_x, &split.val_y));
-    Ok(Loaded { ckpt, train, val })
-}
-
-/// Layer sizes from `--hidden` (comma-separated widths; "" = none; default: the run's first).
-pub fn sizes(loaded: &Loaded, hidden: Option<&str>) -> Result<Vec<usize>> {
-    let hidden: Vec<usize> = match hidden {
-        Some(text) if text.trim().is_empty() => Vec::new(),
-        Some(text) => text
-            .split(',')
-            .map(|w| w.trim().parse::<usize>().with_context(|| format!("--hidden: '{w}' is not a width")))
-            .collect::<Result<_>>()?,
-        None => loaded.ckpt.meta.config.task.hidden.first().cloned().unwrap_or_default(),
-    };
-    if hidden.contains(&0) {
-        bail!("--hidden: a hidden layer has width 0");
-    }
-    let mut sizes = vec![loaded.train.features];
-    sizes.extend(hidden);
-    sizes.push(loaded.train.classes);
-    Ok(sizes)
 }
 
 /// The episode `meta-nca grow` grows with the reference path, for the actors.
@@ -257,18 +227,17 @@ pub struct Plan {
 }
 
 /// `meta-nca grow --engine actors`: grows one network with the actor simulation.
-pub fn grow(args: &EngineArgs, which: Which, run: &Path, plan: Plan, save: &Path) -> Result<()> {
+pub fn grow(args: &EngineArgs, loaded: &Loaded, plan: Plan, save: &Path) -> Result<()> {
     let Plan { sizes, steps, p, seed } = plan;
     let sizes = &sizes[..];
-    let loaded = load(run, which)?;
-    let setup = setup(&loaded, sizes, steps, p, seed)?;
+    let setup = setup(loaded, sizes, steps, p, seed)?;
     let (spec, trace) = args.sim.spec(args.sim.executor, args.sim.mode, p, seed)?;
     let out: Outcome = meta_nca_sim::run(&setup, &spec)?;
     if let Some(t) = trace {
         use std::io::Write;
         t.lock().map_err(|_| anyhow::anyhow!("trace writer poisoned"))?.flush()?;
     }
-    let (train, val) = scores(&setup.world, &loaded, &out.state);
+    let (train, val) = scores(&setup.world, loaded, &out.state);
     let width = setup.world.ctx.spec.state_width();
     let record = ActorGrow {
         engine: Engine::Actors,

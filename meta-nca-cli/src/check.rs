@@ -3,34 +3,22 @@
 //! (it must stay within `--tol`). Async, under `--executor`: accuracy next to lockstep and
 //! how far the grown networks diverge, over `--runs` seeds.
 
-use std::path::PathBuf;
 
 use anyhow::{Result, bail};
 use meta_nca_rule::task::argmax;
 use meta_nca_sim::world::World;
 use meta_nca_sim::RunStats;
 
-use crate::actors::{ExecutorArg, Loaded, ModeArg, SimArgs, load, scores, setup, sizes};
-use crate::run_dir::Which;
+use crate::actors::{ExecutorArg, Loaded, ModeArg, SimArgs, scores, setup};
+use crate::run_dir::{GrowFlags, layer_sizes, load_run};
 
 /// Arguments of `meta-nca check`.
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// Run folder written by `meta-nca train`.
-    #[arg(long)]
-    run: PathBuf,
-    /// Which checkpoint of the run.
-    #[arg(long, value_enum, default_value_t = Which::Best)]
-    checkpoint: Which,
-    /// Rule steps (default: the run's grow.steps).
-    #[arg(long)]
-    steps: Option<usize>,
-    /// Firing fraction, and the async firing rate (default: the run's grow.fire-fraction).
-    #[arg(long)]
-    p: Option<f64>,
-    /// Seed of the lockstep grow and of the first async run (default: the run's seed).
-    #[arg(long)]
-    seed: Option<u64>,
+    /// The run, and how to grow with its rule (`--seed`: the lockstep grow's and the first
+    /// async run's).
+    #[command(flatten)]
+    grow: GrowFlags,
     /// Hidden-layer widths, comma-separated (default: the run's first architecture; "" = none).
     #[arg(long)]
     hidden: Option<String>,
@@ -56,15 +44,10 @@ fn max_abs_diff(a: &[f64], b: &[f64]) -> f64 {
 
 /// Runs `meta-nca check`.
 pub fn run(args: Args) -> Result<()> {
-    let loaded = load(&args.run, args.checkpoint)?;
-    let cfg = &loaded.ckpt.meta.config;
-    let sizes = sizes(&loaded, args.hidden.as_deref())?;
-    let steps = args.steps.unwrap_or(cfg.grow.steps);
-    let p = args.p.unwrap_or(cfg.grow.fire_fraction);
-    if steps == 0 || !(p > 0.0 && p <= 1.0) {
-        bail!("--steps must be >= 1 and --p in (0, 1], got {steps} and {p}");
-    }
-    let seed = args.seed.unwrap_or(cfg.seed);
+    let (ckpt, exp) = load_run(&args.grow.run, args.grow.checkpoint)?;
+    let (steps, p, seed) = args.grow.resolve(&exp.config)?;
+    let sizes = layer_sizes(args.hidden.as_deref(), &exp.config, exp.primary())?;
+    let loaded = Loaded::new(ckpt, &exp);
     let setup0 = setup(&loaded, &sizes, steps, p, seed)?;
     let reference = setup0.reference_states()?;
     println!("lockstep vs reference: sizes {sizes:?}, {} cells, steps {steps}, p {p}, seed {seed}", setup0.world.num_cells());

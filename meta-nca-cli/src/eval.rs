@@ -1,34 +1,20 @@
 //! `meta-nca eval`: grow many fresh networks with a trained rule, next to backprop.
 
-use std::path::PathBuf;
-
 use anyhow::{Context, Result, bail};
 use meta_nca_rule::experiment::Experiment;
 use meta_nca_rule::eval::{EvalReport, EvalSpec, evaluate};
 
-use crate::run_dir::{Which, load_run};
+use crate::run_dir::{GrowFlags, load_run};
 
 /// Arguments of `meta-nca eval`.
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// Run folder written by `meta-nca train`.
-    #[arg(long)]
-    run: PathBuf,
-    /// Which checkpoint of the run.
-    #[arg(long, value_enum, default_value_t = Which::Best)]
-    checkpoint: Which,
+    /// The run, and how to grow with its rule.
+    #[command(flatten)]
+    grow: GrowFlags,
     /// Fresh networks to grow.
     #[arg(long, default_value_t = 100)]
     networks: usize,
-    /// Rule steps per grow (default: the run's grow.steps).
-    #[arg(long)]
-    steps: Option<usize>,
-    /// Firing fraction (default: the run's grow.fire-fraction).
-    #[arg(long)]
-    p: Option<f64>,
-    /// Seed of the grows (default: the run's seed).
-    #[arg(long)]
-    seed: Option<u64>,
     /// Grow on this dataset instead of the run's (`iris`, `wine`, `breast-cancer` or a CSV
     /// path): how a rule transfers to data it never saw.
     #[arg(long)]
@@ -57,20 +43,9 @@ pub fn run(args: Args) -> Result<()> {
     if args.networks == 0 {
         bail!("--networks must be at least 1");
     }
-    let (ckpt, exp) = load_run(&args.run, args.checkpoint)?;
-    let grow = &exp.config.grow;
-    let spec = EvalSpec {
-        networks: args.networks,
-        steps: args.steps.unwrap_or(grow.steps),
-        fire_fraction: args.p.unwrap_or(grow.fire_fraction),
-        seed: args.seed.unwrap_or(exp.config.seed),
-    };
-    if spec.steps == 0 {
-        bail!("--steps must be at least 1");
-    }
-    if !(spec.fire_fraction > 0.0 && spec.fire_fraction <= 1.0) {
-        bail!("--p must be in (0, 1], got {}", spec.fire_fraction);
-    }
+    let (ckpt, exp) = load_run(&args.grow.run, args.grow.checkpoint)?;
+    let (steps, fire_fraction, seed) = args.grow.resolve(&exp.config)?;
+    let spec = EvalSpec { networks: args.networks, steps, fire_fraction, seed };
     let exp = match &args.dataset {
         Some(name) => Experiment::with_dataset(&exp.config, name).with_context(|| format!("loading dataset {name}"))?,
         None => exp,

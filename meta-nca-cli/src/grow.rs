@@ -2,30 +2,19 @@
 
 use std::path::PathBuf;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 use meta_nca_rule::checkpoint::write_atomic;
 use meta_nca_rule::eval::grow_one;
 
-use crate::run_dir::{Which, load_run};
+use crate::actors::Loaded;
+use crate::run_dir::{GrowFlags, layer_sizes, load_run};
 
 /// Arguments of `meta-nca grow`.
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// Run folder written by `meta-nca train`.
-    #[arg(long)]
-    run: PathBuf,
-    /// Which checkpoint of the run.
-    #[arg(long, value_enum, default_value_t = Which::Best)]
-    checkpoint: Which,
-    /// Rule steps (default: the run's grow.steps).
-    #[arg(long)]
-    steps: Option<usize>,
-    /// Firing fraction (default: the run's grow.fire-fraction).
-    #[arg(long)]
-    p: Option<f64>,
-    /// Seed of the grow (default: the run's seed).
-    #[arg(long)]
-    seed: Option<u64>,
+    /// The run, and how to grow with its rule.
+    #[command(flatten)]
+    grow: GrowFlags,
     /// Hidden-layer widths, comma-separated (default: the run's first architecture; "" = none).
     #[arg(long)]
     hidden: Option<String>,
@@ -39,35 +28,13 @@ pub struct Args {
 
 /// Runs `meta-nca grow`.
 pub fn run(args: Args) -> Result<()> {
-    let (ckpt, exp) = load_run(&args.run, args.checkpoint)?;
-    let cfg = &exp.config;
-    let hidden: Vec<usize> = match &args.hidden {
-        Some(text) if text.trim().is_empty() => Vec::new(),
-        Some(text) => text
-            .split(',')
-            .map(|w| w.trim().parse::<usize>().with_context(|| format!("--hidden: '{w}' is not a width")))
-            .collect::<Result<_>>()?,
-        None => cfg.task.hidden.first().cloned().unwrap_or_default(),
-    };
-    if hidden.contains(&0) {
-        bail!("--hidden: a hidden layer has width 0");
-    }
+    let (ckpt, exp) = load_run(&args.grow.run, args.grow.checkpoint)?;
+    let (steps, p, seed) = args.grow.resolve(&exp.config)?;
     let task = exp.primary();
-    let mut sizes = vec![task.train.features];
-    sizes.extend(&hidden);
-    sizes.push(task.train.classes);
-    let steps = args.steps.unwrap_or(cfg.grow.steps);
-    if steps == 0 {
-        bail!("--steps must be at least 1");
-    }
-    let p = args.p.unwrap_or(cfg.grow.fire_fraction);
-    if !(p > 0.0 && p <= 1.0) {
-        bail!("--p must be in (0, 1], got {p}");
-    }
-    let seed = args.seed.unwrap_or(cfg.seed);
+    let sizes = layer_sizes(args.hidden.as_deref(), &exp.config, task)?;
     if args.engine.is_actors() {
-        let plan = crate::actors::Plan { sizes: sizes.clone(), steps, p, seed };
-        return crate::actors::grow(&args.engine, args.checkpoint, &args.run, plan, &args.save);
+        let plan = crate::actors::Plan { sizes, steps, p, seed };
+        return crate::actors::grow(&args.engine, &Loaded::new(ckpt, &exp), plan, &args.save);
     }
     let record = grow_one(&ckpt.rule, &ckpt.meta, task, &sizes, steps, p, seed)?;
     let json = serde_json::to_vec(&record)?;

@@ -6,7 +6,8 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 use meta_nca_rule::checkpoint::{Checkpoint, write_atomic};
-use meta_nca_rule::experiment::Experiment;
+use meta_nca_rule::config::Config;
+use meta_nca_rule::experiment::{Experiment, Task};
 use meta_nca_rule::train::EpochMetrics;
 
 /// Header of `metrics.csv`.
@@ -19,6 +20,62 @@ pub enum Which {
     Best,
     /// The rule at the end of training.
     Last,
+}
+
+/// The flags `eval`, `grow` and `check` share: which rule to load and how to grow with it.
+#[derive(Debug, Clone, clap::Args)]
+pub struct GrowFlags {
+    /// Run folder written by `meta-nca train`.
+    #[arg(long)]
+    pub run: PathBuf,
+    /// Which checkpoint of the run.
+    #[arg(long, value_enum, default_value_t = Which::Best)]
+    pub checkpoint: Which,
+    /// Rule steps per grow (default: the run's grow.steps).
+    #[arg(long)]
+    pub steps: Option<usize>,
+    /// Firing fraction; in async actor runs, each cell's firing rate (default: the run's
+    /// grow.fire-fraction).
+    #[arg(long)]
+    pub p: Option<f64>,
+    /// Seed of the grows (default: the run's seed).
+    #[arg(long)]
+    pub seed: Option<u64>,
+}
+
+impl GrowFlags {
+    /// Steps, firing fraction and seed: the flags, or the run's config where a flag is absent.
+    pub fn resolve(&self, cfg: &Config) -> Result<(usize, f64, u64)> {
+        let steps = self.steps.unwrap_or(cfg.grow.steps);
+        let p = self.p.unwrap_or(cfg.grow.fire_fraction);
+        if steps == 0 {
+            bail!("--steps must be at least 1");
+        }
+        if !(p > 0.0 && p <= 1.0) {
+            bail!("--p must be in (0, 1], got {p}");
+        }
+        Ok((steps, p, self.seed.unwrap_or(cfg.seed)))
+    }
+}
+
+/// Layer sizes of a network on `task` with the hidden widths of `--hidden` (comma-separated;
+/// "" = none; absent: the config's first architecture).
+pub fn layer_sizes(hidden: Option<&str>, cfg: &Config, task: &Task) -> Result<Vec<usize>> {
+    let hidden: Vec<usize> = match hidden {
+        Some(text) if text.trim().is_empty() => Vec::new(),
+        Some(text) => text
+            .split(',')
+            .map(|w| w.trim().parse::<usize>().with_context(|| format!("--hidden: '{w}' is not a width")))
+            .collect::<Result<_>>()?,
+        None => cfg.task.hidden.first().cloned().unwrap_or_default(),
+    };
+    if hidden.contains(&0) {
+        bail!("--hidden: a hidden layer has width 0");
+    }
+    let mut sizes = vec![task.train.features];
+    sizes.extend(hidden);
+    sizes.push(task.train.classes);
+    Ok(sizes)
 }
 
 /// Path of a run's checkpoint.
