@@ -10,7 +10,7 @@ use crate::rule::{Activation, RuleShape};
 use crate::{Error, Result};
 
 /// A whole experiment.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields, default)]
 pub struct Config {
     /// Seed of everything random in training (architectures, initial weights, firing).
@@ -166,18 +166,6 @@ pub enum GradNormalisation {
     PerTensor,
 }
 
-impl Default for Config {
-    fn default() -> Self {
-        Self {
-            seed: 0,
-            data: DataConfig::default(),
-            task: TaskConfig::default(),
-            rule: RuleConfig::default(),
-            grow: GrowConfig::default(),
-            train: TrainConfig::default(),
-        }
-    }
-}
 
 impl Default for DataConfig {
     fn default() -> Self {
@@ -383,10 +371,10 @@ impl Config {
         if tr.probe_every == 0 || tr.probe_networks == 0 {
             return Err(bad("train.probe-every", "probe-every and probe-networks must be >= 1"));
         }
-        if let Some(min) = tr.steps_min {
-            if min == 0 || min > g.steps {
-                return Err(bad("train.steps-min", format!("must be in [1, grow.steps = {}], got {min}", g.steps)));
-            }
+        if let Some(min) = tr.steps_min
+            && (min == 0 || min > g.steps)
+        {
+            return Err(bad("train.steps-min", format!("must be in [1, grow.steps = {}], got {min}", g.steps)));
         }
         if !(0.0..=1.0).contains(&tr.pool_fraction) {
             return Err(bad("train.pool-fraction", format!("must be in [0, 1], got {}", tr.pool_fraction)));

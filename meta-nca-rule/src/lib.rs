@@ -17,7 +17,7 @@
 //! - [`data`]: datasets (Iris embedded, CSV), stratified split, standardisation.
 //! - [`experiment`]: a checked config with its tasks (datasets) loaded.
 //! - [`optim`]: Adam and global-norm clipping.
-//! - [`train`]: meta-training.
+//! - [`train`]: the meta-training loop (one meta-epoch at a time, probes).
 //! - [`pool`]: partly grown networks carried across meta-epochs.
 //! - [`checkpoint`]: atomic safetensors checkpoints with metadata.
 //! - [`eval`]: growing many networks with a trained rule; recorded single grows.
