@@ -46,16 +46,21 @@ pub struct GrowFlags {
 impl GrowFlags {
     /// Steps, firing fraction and seed: the flags, or the run's config where a flag is absent.
     pub fn resolve(&self, cfg: &Config) -> Result<(usize, f64, u64)> {
-        let steps = self.steps.unwrap_or(cfg.grow.steps);
-        let p = self.p.unwrap_or(cfg.grow.fire_fraction);
-        if steps == 0 {
-            bail!("--steps must be at least 1");
-        }
-        if !(p > 0.0 && p <= 1.0) {
-            bail!("--p must be in (0, 1], got {p}");
-        }
-        Ok((steps, p, self.seed.unwrap_or(cfg.seed)))
+        resolve_grow(self.steps, self.p, self.seed, cfg)
     }
+}
+
+/// `--steps`, `--p` and `--seed`, or the config's values where a flag is absent; checked.
+pub fn resolve_grow(steps: Option<usize>, p: Option<f64>, seed: Option<u64>, cfg: &Config) -> Result<(usize, f64, u64)> {
+    let steps = steps.unwrap_or(cfg.grow.steps);
+    let p = p.unwrap_or(cfg.grow.fire_fraction);
+    if steps == 0 {
+        bail!("--steps must be at least 1");
+    }
+    if !(p > 0.0 && p <= 1.0) {
+        bail!("--p must be in (0, 1], got {p}");
+    }
+    Ok((steps, p, seed.unwrap_or(cfg.seed)))
 }
 
 /// Layer sizes of a network on `task` with the hidden widths of `--hidden` (comma-separated;

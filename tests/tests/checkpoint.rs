@@ -2,7 +2,7 @@
 //! moments, metadata), damaged or missing files are clear errors, and continuing from a loaded
 //! checkpoint gives exactly the numbers of continuing the original trainer.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use meta_nca_rule::Error;
 use meta_nca_rule::checkpoint::Checkpoint;
@@ -25,31 +25,7 @@ fn trainer(config: &Config) -> Trainer {
     Trainer::new(Experiment::new(config.clone()).expect("experiment")).expect("trainer")
 }
 
-/// A fresh scratch folder, removed on drop unless the test failed.
-struct Scratch(PathBuf);
-
-impl Scratch {
-    fn new(test: &str) -> Self {
-        let dir = std::env::temp_dir().join(format!("meta-nca-ckpt-test-{}-{test}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).expect("creating a scratch folder");
-        Self(dir)
-    }
-
-    fn path(&self, name: &str) -> PathBuf {
-        self.0.join(name)
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        if std::thread::panicking() {
-            eprintln!("scratch folder kept: {}", self.0.display());
-        } else {
-            let _ = std::fs::remove_dir_all(&self.0);
-        }
-    }
-}
+use meta_nca_tests::Scratch;
 
 fn bits(v: &[Vec<f64>]) -> Vec<Vec<u64>> {
     v.iter().map(|x| x.iter().map(|f| f.to_bits()).collect()).collect()
@@ -100,7 +76,7 @@ fn save_and_load_round_trip_bit_exactly() {
     loaded.save(&again).expect("save again");
     assert_same(&loaded, &Checkpoint::load(&again).expect("load again"));
     // Writes are atomic: no temporary file is left next to the checkpoints.
-    let mut names: Vec<String> = std::fs::read_dir(&tmp.0)
+    let mut names: Vec<String> = std::fs::read_dir(tmp.dir())
         .expect("list")
         .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
         .collect();

@@ -3,82 +3,12 @@
 //! changes exactly the frames that show it; the colour scale is fixed and symmetric; dead
 //! connections are drawn distinctly).
 //!
-//! The binary is found and built as in `cli.rs` (see there): `cargo build -p meta-nca-cli` into
-//! this test executable's target folder and profile, once.
+//! The binary is built and found by `meta_nca_tests::bin` (see `tests/src/lib.rs`).
 
 use std::fs::File;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
-use std::sync::OnceLock;
+use std::path::Path;
 
-/// The workspace root (commands run there).
-fn root() -> &'static Path {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("tests/ is inside the workspace")
-}
-
-/// Path of an up-to-date `meta-nca` binary of this test executable's profile.
-fn bin() -> &'static Path {
-    static BIN: OnceLock<PathBuf> = OnceLock::new();
-    BIN.get_or_init(|| {
-        let exe = std::env::current_exe().expect("test executable path");
-        let profile_dir = exe.parent().and_then(Path::parent).expect("test executable is in <target>/<profile>/deps");
-        let target_dir = profile_dir.parent().expect("profile folder is in the target folder");
-        let profile = profile_dir.file_name().and_then(|n| n.to_str()).expect("profile folder name");
-        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-        let mut cmd = Command::new(cargo);
-        cmd.current_dir(root())
-            .args(["build", "--quiet", "-p", "meta-nca-cli", "--bin", "meta-nca", "--target-dir"])
-            .arg(target_dir);
-        match profile {
-            "debug" => {}
-            "release" => {
-                cmd.arg("--release");
-            }
-            other => {
-                cmd.args(["--profile", other]);
-            }
-        }
-        let out = cmd.output().expect("running cargo build");
-        assert!(out.status.success(), "cargo build of meta-nca failed:\n{}", String::from_utf8_lossy(&out.stderr));
-        let path = profile_dir.join(format!("meta-nca{}", std::env::consts::EXE_SUFFIX));
-        assert!(path.is_file(), "{} was not built", path.display());
-        path
-    })
-}
-
-/// A fresh scratch folder, removed on drop unless the test failed (then its path is printed).
-struct Scratch(PathBuf);
-
-impl Scratch {
-    fn new(test: &str) -> Self {
-        let dir = std::env::temp_dir().join(format!("meta-nca-plot-test-{}-{test}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).expect("creating a scratch folder");
-        Self(dir)
-    }
-
-    fn path(&self, name: &str) -> PathBuf {
-        self.0.join(name)
-    }
-
-    fn arg(&self, name: &str) -> String {
-        self.path(name).to_string_lossy().into_owned()
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        if std::thread::panicking() {
-            eprintln!("scratch folder kept: {}", self.0.display());
-        } else {
-            let _ = std::fs::remove_dir_all(&self.0);
-        }
-    }
-}
-
-fn run(args: &[&str]) -> Output {
-    Command::new(bin()).current_dir(root()).env_remove("RUST_LOG").args(args).output().expect("running meta-nca")
-}
+use meta_nca_tests::{Scratch, run};
 
 fn ok(args: &[&str]) -> String {
     let o = run(args);

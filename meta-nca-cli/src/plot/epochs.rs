@@ -10,6 +10,7 @@ use meta_nca_rule::eval::grow_one;
 use meta_nca_rule::experiment::Experiment;
 
 use super::GifOptions;
+use crate::run_dir::{layer_sizes, resolve_grow};
 use super::grow_file::{Grow, LayerGrid};
 use super::weights::{Shot, animate};
 
@@ -62,27 +63,9 @@ pub fn gifs(snapshots: &[(usize, PathBuf)], args: &GrowArgs, opts: &GifOptions, 
     let ckpt = Checkpoint::load(first).with_context(|| format!("loading snapshot {}", first.display()))?;
     let exp = Experiment::new(ckpt.meta.config.clone()).context("loading the run's data")?;
     let cfg = &exp.config;
-    let hidden: Vec<usize> = match &args.hidden {
-        Some(t) if t.trim().is_empty() => Vec::new(),
-        Some(t) => t
-            .split(',')
-            .map(|w| w.trim().parse::<usize>().ok().filter(|w| *w > 0).with_context(|| format!("--hidden: '{w}' is not a width")))
-            .collect::<Result<_>>()?,
-        None => cfg.task.hidden.first().cloned().unwrap_or_default(),
-    };
     let task = exp.primary();
-    let mut sizes = vec![task.train.features];
-    sizes.extend(&hidden);
-    sizes.push(task.train.classes);
-    let steps = args.steps.unwrap_or(cfg.grow.steps);
-    if steps == 0 {
-        bail!("--steps must be at least 1");
-    }
-    let p = args.p.unwrap_or(cfg.grow.fire_fraction);
-    if !(p > 0.0 && p <= 1.0) {
-        bail!("--p must be in (0, 1], got {p}");
-    }
-    let seed = args.seed.unwrap_or(cfg.seed);
+    let sizes = layer_sizes(args.hidden.as_deref(), cfg, task)?;
+    let (steps, p, seed) = resolve_grow(args.steps, args.p, args.seed, cfg)?;
     let mut grown: Vec<(usize, Grow)> = Vec::with_capacity(snapshots.len());
     for (epoch, path) in snapshots {
         let ckpt = Checkpoint::load(path).with_context(|| format!("loading snapshot {}", path.display()))?;
