@@ -12,17 +12,14 @@ use meta_nca_rule::eval::{EvalReport, EvalSpec, evaluate};
 use meta_nca_rule::experiment::{Experiment, Task};
 
 use crate::run_dir::{Which, load_run};
-use crate::train::{load_config, train_run};
+use crate::train::{ConfigFlags, train_run};
 
 /// Arguments of `meta-nca sweep`.
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// Experiment config (TOML); without it, the built-in default.
-    #[arg(long, short)]
-    config: Option<PathBuf>,
-    /// Override a config value (repeatable), as for `train`.
-    #[arg(long = "set", value_name = "KEY=VALUE")]
-    overrides: Vec<String>,
+    /// The experiment config and its overrides.
+    #[command(flatten)]
+    config: ConfigFlags,
     /// Number of seeds.
     #[arg(long, default_value_t = 10)]
     seeds: u64,
@@ -97,7 +94,7 @@ pub fn run(args: Args) -> Result<()> {
     if args.seeds == 0 || args.networks == 0 || args.jobs == 0 {
         bail!("--seeds, --networks and --jobs must be at least 1");
     }
-    let (config, name) = load_config(&args.config, &args.overrides)?;
+    let (config, name) = args.config.load()?;
     let out = args.out.clone().unwrap_or_else(|| PathBuf::from(format!("runs/{name}-sweep")));
     let exp = Experiment::new(config.clone()).context("preparing the experiment")?;
     let cols = columns(&exp, &args.eval_datasets)?;

@@ -19,13 +19,9 @@ use crate::run_dir::{MetricsWriter, Which, checkpoint_path};
 /// Arguments of `meta-nca train`.
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// Experiment config (TOML). Without it, the built-in default (the prototype's README
-    /// configuration on the embedded Iris data) is used.
-    #[arg(long, short)]
-    config: Option<PathBuf>,
-    /// Override a config value, e.g. `--set seed=3 --set train.lr=0.003` (repeatable).
-    #[arg(long = "set", value_name = "KEY=VALUE")]
-    overrides: Vec<String>,
+    /// The experiment config and its overrides.
+    #[command(flatten)]
+    config: ConfigFlags,
     /// Run folder (default: runs/<config name>-seed<seed>).
     #[arg(long)]
     out: Option<PathBuf>,
@@ -44,23 +40,42 @@ pub struct Args {
     snapshot_every: Option<u64>,
 }
 
-/// Reads a config file (or the built-in default) and applies `--set` overrides; returns it
-/// with a name for its run folder.
-pub fn load_config(path: &Option<PathBuf>, overrides: &[String]) -> Result<(Config, String)> {
-    let (mut config, name) = match path {
-        Some(path) => {
-            let text = std::fs::read_to_string(path).with_context(|| format!("reading config {}", path.display()))?;
-            let config = Config::from_toml(&text).with_context(|| format!("in config {}", path.display()))?;
-            let name = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "run".into());
-            (config, name)
+/// `--config FILE` and `--set KEY=VALUE`: the flags `train` and `sweep` share.
+#[derive(Debug, clap::Args)]
+pub struct ConfigFlags {
+    /// Experiment config (TOML). Without it, the built-in default (the prototype's README
+    /// configuration on the embedded Iris data) is used.
+    #[arg(long, short)]
+    config: Option<PathBuf>,
+    /// Override a config value, e.g. `--set seed=3 --set train.lr=0.003` (repeatable).
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    overrides: Vec<String>,
+}
+
+impl ConfigFlags {
+    /// Reads the config file (or the built-in default) and applies the `--set` overrides;
+    /// returns it with a name for its run folder.
+    pub fn load(&self) -> Result<(Config, String)> {
+        let (mut config, name) = self.read()?;
+        for o in &self.overrides {
+            config = config.with_override(o).with_context(|| format!("in --set {o}"))?;
         }
-        None => (Config::default(), "default".to_string()),
-    };
-    for o in overrides {
-        config = config.with_override(o).with_context(|| format!("in --set {o}"))?;
+        config.check()?;
+        Ok((config, name))
     }
-    config.check()?;
-    Ok((config, name))
+
+    fn read(&self) -> Result<(Config, String)> {
+        Ok(match &self.config {
+            Some(path) => {
+                let text =
+                    std::fs::read_to_string(path).with_context(|| format!("reading config {}", path.display()))?;
+                let config = Config::from_toml(&text).with_context(|| format!("in config {}", path.display()))?;
+                let name = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "run".into());
+                (config, name)
+            }
+            None => (Config::default(), "default".to_string()),
+        })
+    }
 }
 
 /// What a finished training run reports.
@@ -171,7 +186,7 @@ pub fn progress_bar(quiet: bool) -> ProgressBar {
 
 /// Runs `meta-nca train`.
 pub fn run(args: Args) -> Result<()> {
-    let (config, name) = load_config(&args.config, &args.overrides)?;
+    let (config, name) = args.config.load()?;
     let out = args.out.clone().unwrap_or_else(|| PathBuf::from(format!("runs/{name}-seed{}", config.seed)));
     println!(
         "seed {}  dataset {}  run folder {}",
