@@ -145,7 +145,7 @@ fn run_seed(config: &meta_nca_rule::config::Config, out: &std::path::Path, seed:
     let mut config = config.clone();
     config.seed = seed;
     let dir = out.join(format!("seed-{seed}"));
-    let summary = train_run(&config, &dir, false, &ProgressBar::hidden())?;
+    let summary = train_run(&config, &dir, false, &ProgressBar::hidden(), None)?;
     let (ckpt, _) = load_run(&dir, Which::Best)?;
     let spec = EvalSpec { networks, steps: config.grow.steps, fire_fraction: config.grow.fire_fraction, seed };
     let reports = cols.iter().map(|c| evaluate(&ckpt.rule, &ckpt.meta, &c.task, spec)).collect::<Result<Vec<_>, _>>()?;

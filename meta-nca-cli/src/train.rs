@@ -93,14 +93,10 @@ pub struct RunSummary {
 }
 
 /// Trains `config` in run folder `out` (fresh, or continuing its last checkpoint), writing
-/// `config.toml`, `metrics.csv` and the `best`/`last` checkpoints as it goes.
-pub fn train_run(config: &Config, out: &Path, resume: bool, bar: &ProgressBar) -> Result<RunSummary> {
-    train_run_with_snapshots(config, out, resume, bar, None)
-}
-
-/// [`train_run`], also saving the rule every `snapshot_every` meta-epochs (and before the
-/// first) into `out/snapshots/`.
-pub fn train_run_with_snapshots(
+/// `config.toml`, `metrics.csv` and the `best`/`last` checkpoints as it goes; with
+/// `snapshot_every`, also the rule every that many meta-epochs (and before the first) into
+/// `out/snapshots/`.
+pub fn train_run(
     config: &Config,
     out: &Path,
     resume: bool,
@@ -196,7 +192,7 @@ pub fn run(args: Args) -> Result<()> {
     );
     let bar = progress_bar(args.quiet);
     let snapshot_every = args.snapshot_every.map(|n| n as usize);
-    let summary = train_run_with_snapshots(&config, &out, args.resume, &bar, snapshot_every)?;
+    let summary = train_run(&config, &out, args.resume, &bar, snapshot_every)?;
     bar.finish_and_clear();
     let recent = &summary.recent;
     let n = recent.len().max(1) as f64;
