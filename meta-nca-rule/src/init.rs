@@ -117,6 +117,37 @@ pub fn initial_state<R: Rng>(
     Ok(out)
 }
 
+/// State rows of `new` carried over from `old` (matched by layer and stable index), with
+/// every cell that `old` did not have initialised like a new cell: what a topology change
+/// between grow steps does to the state.
+pub fn carry_state<R: Rng>(
+    code: &HiddenCode,
+    init: WeightInit,
+    old: &Topology,
+    old_state: &[f64],
+    new: &Topology,
+    rng: &mut R,
+) -> Result<Vec<f64>> {
+    let width = 1 + code.dim();
+    let mut rows = std::collections::HashMap::new();
+    for (cell, row) in old.cells().zip(old_state.chunks(width)) {
+        rows.insert((cell.layer, cell.index), row);
+    }
+    let mut out = Vec::with_capacity(new.num_cells() * width);
+    for cell in new.cells() {
+        match rows.get(&(cell.layer, cell.index)) {
+            Some(row) => out.extend_from_slice(row),
+            None => {
+                let start = out.len();
+                out.resize(start + width, 0.0);
+                out[start] = initial_weight(init, new, cell, rng);
+                code.encode_into(cell, &mut out[start + 1..])?;
+            }
+        }
+    }
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -137,6 +168,42 @@ mod tests {
         let mut h = vec![9.0f64; code.dim()];
         code.encode_into(&CellId { layer: 1, pre: 0, post: 0, index: 6 }, &mut h).expect("fits");
         assert_eq!(h, vec![0.0, 1.0, 0.0, 1.0, 1.0, 0.0, 0.0, 0.0]);
+    }
+
+    #[test]
+    fn carried_state_keeps_survivors_and_initialises_newcomers() {
+        let code = HiddenCode { layer_bits: 1, index_bits: 5, extra: 1 };
+        let old = Topology::dense(&[2, 2, 2], true).expect("valid");
+        let mut rng = rand::rngs::mock::StepRng::new(0, 1);
+        let mut state = initial_state(&code, WeightInit::Zeros, &old, &mut rng).expect("fits");
+        state.iter_mut().enumerate().for_each(|(k, v)| *v += k as f64);
+        let mut new = old.clone();
+        new.remove_neuron(1, 0).expect("hidden");
+        let (_, added) = new.add_neuron(1).expect("hidden");
+        let carried = carry_state(&code, WeightInit::Zeros, &old, &state, &new, &mut rng).expect("fits");
+        let width = 1 + code.dim();
+        for (cell, row) in new.cells().zip(carried.chunks(width)) {
+            match old.cells().position(|c| c.layer == cell.layer && c.index == cell.index) {
+                Some(k) => assert_eq!(row, &state[k * width..(k + 1) * width]),
+                None => {
+                    assert!(added.contains(cell));
+                    let mut fresh = vec![0.0; code.dim()];
+                    code.encode_into(cell, &mut fresh).expect("fits");
+                    assert_eq!(row[0], 0.0);
+                    assert_eq!(&row[1..], &fresh[..]);
+                }
+            }
+        }
+        let narrow = HiddenCode { layer_bits: 1, index_bits: 3, extra: 0 };
+        let small = Topology::dense(&[2, 2, 2], true).expect("valid");
+        let s0 = initial_state(&narrow, WeightInit::Zeros, &small, &mut rng).expect("fits");
+        let mut grown = small.clone();
+        grown.add_neuron(1).expect("hidden");
+        grown.add_neuron(1).expect("hidden");
+        assert!(matches!(
+            carry_state(&narrow, WeightInit::Zeros, &small, &s0, &grown, &mut rng),
+            Err(Error::EncodingOverflow { .. })
+        ));
     }
 
     #[test]

@@ -162,6 +162,67 @@ impl Topology {
         lc.cells.push(id);
         Ok(id)
     }
+
+    fn check_hidden(&self, layer: usize) -> Result<()> {
+        if layer == 0 || layer + 1 >= self.sizes.len() {
+            return Err(Error::Topology(format!(
+                "layer {layer} of {:?} is not a hidden layer (hidden layers are 1..{})",
+                self.sizes,
+                self.sizes.len().saturating_sub(1)
+            )));
+        }
+        Ok(())
+    }
+
+    /// Removes hidden neuron `idx` of layer `layer` with every connection into and out of it;
+    /// the neurons after it (and the layer's bias neuron) move down by one. Returns the
+    /// removed cells. An error, and nothing changed, if there is no such hidden neuron or it
+    /// is the layer's last one.
+    pub fn remove_neuron(&mut self, layer: usize, idx: usize) -> Result<Vec<CellId>> {
+        self.check_hidden(layer)?;
+        if idx >= self.sizes[layer] {
+            return Err(Error::Topology(format!(
+                "layer {layer} has {} neurons, there is no neuron {idx}",
+                self.sizes[layer]
+            )));
+        }
+        if self.sizes[layer] == 1 {
+            return Err(Error::Topology(format!("neuron {idx} is the last one of layer {layer}")));
+        }
+        let mut removed = Vec::new();
+        let into = &mut self.layers[layer - 1].cells;
+        removed.extend(into.iter().filter(|c| c.post == idx).copied());
+        into.retain(|c| c.post != idx);
+        into.iter_mut().filter(|c| c.post > idx).for_each(|c| c.post -= 1);
+        let out = &mut self.layers[layer].cells;
+        removed.extend(out.iter().filter(|c| c.pre == idx).copied());
+        out.retain(|c| c.pre != idx);
+        out.iter_mut().filter(|c| c.pre > idx).for_each(|c| c.pre -= 1);
+        self.sizes[layer] -= 1;
+        Ok(removed)
+    }
+
+    /// Adds a hidden neuron at the end of layer `layer`, connected from every neuron of the
+    /// layer before (bias included) and to every neuron of the layer after; the new cells
+    /// take the next unused indices of their layers. Returns the new neuron's index and the
+    /// added cells.
+    pub fn add_neuron(&mut self, layer: usize) -> Result<(usize, Vec<CellId>)> {
+        self.check_hidden(layer)?;
+        let idx = self.sizes[layer];
+        // The bias neuron of `layer` moves from row idx to row idx + 1.
+        if self.bias {
+            self.layers[layer].cells.iter_mut().filter(|c| c.pre == idx).for_each(|c| c.pre += 1);
+        }
+        self.sizes[layer] += 1;
+        let mut added = Vec::new();
+        for pre in 0..self.rows(layer - 1) {
+            added.push(self.add_connection(layer - 1, pre, idx)?);
+        }
+        for post in 0..self.cols(layer) {
+            added.push(self.add_connection(layer, idx, post)?);
+        }
+        Ok((idx, added))
+    }
 }
 
 #[cfg(test)]
@@ -188,6 +249,32 @@ mod tests {
         assert_eq!(id.index, 4);
         assert!(t.add_connection(0, 1, 0).is_err());
         assert_eq!(t.mask(0), vec![true, true, true, true]);
+    }
+
+    #[test]
+    fn neurons_come_and_go_with_their_connections() {
+        let mut t = Topology::dense(&[2, 3, 2], true).expect("valid");
+        let removed = t.remove_neuron(1, 1).expect("hidden neuron");
+        assert_eq!(removed.len(), 3 + 2);
+        assert_eq!(t.sizes(), &[2, 2, 2]);
+        assert_eq!(t.num_cells(), 3 * 2 + 3 * 2);
+        // The old neuron 2 is now 1, and the bias row moved from 3 to 2.
+        assert!(t.layer(1).cells.iter().all(|c| c.pre <= 2));
+        assert_eq!(t.mask(1), vec![true; 6]);
+        let (idx, added) = t.add_neuron(1).expect("hidden layer");
+        assert_eq!(idx, 2);
+        assert_eq!(added.len(), 3 + 2);
+        assert_eq!(t.sizes(), &[2, 3, 2]);
+        assert_eq!(t.mask(0), vec![true; 9]);
+        assert_eq!(t.mask(1), vec![true; 8]);
+        // New cells take fresh indices, never reused ones.
+        assert!(added.iter().filter(|c| c.layer == 0).all(|c| c.index >= 9));
+        assert!(t.remove_neuron(0, 0).is_err());
+        assert!(t.remove_neuron(2, 0).is_err());
+        assert!(t.remove_neuron(1, 3).is_err());
+        assert!(t.add_neuron(2).is_err());
+        let mut one = Topology::dense(&[2, 1, 2], false).expect("valid");
+        assert!(one.remove_neuron(1, 0).is_err());
     }
 
     #[test]

@@ -16,7 +16,7 @@ use meta_nca_rule::reference::{Grower, TaskData};
 use meta_nca_rule::topology::Topology;
 use proptest::prelude::*;
 use proptest::test_runner::FileFailurePersistence;
-use rand::{SeedableRng, rngs::StdRng};
+use rand::{Rng, SeedableRng, rngs::StdRng};
 
 /// `cases` cases; failures are kept in `tests/proptest-regressions/perception.txt` (test
 /// binaries run with the package folder as current directory).
@@ -597,5 +597,98 @@ proptest! {
             start += n;
         }
         prop_assert_eq!(flags, choose_firing(&mut StdRng::seed_from_u64(seed), &t, p));
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Perception after neurons were removed and added.
+
+/// One neuron operation on a hidden layer (`layer` and `idx` are reduced modulo what exists).
+#[derive(Debug, Clone)]
+enum NeuronOp {
+    Remove { layer: usize, idx: usize },
+    Add { layer: usize },
+}
+
+fn apply_ops(t: &mut Topology, ops: &[NeuronOp]) {
+    let hidden = t.sizes().len().saturating_sub(2);
+    if hidden == 0 {
+        return;
+    }
+    for op in ops {
+        // Errors (the last neuron of a layer) leave the topology unchanged; that is checked too.
+        let before = t.clone();
+        let result = match *op {
+            NeuronOp::Remove { layer, idx } => {
+                let l = 1 + layer % hidden;
+                t.remove_neuron(l, idx % t.sizes()[l]).map(|_| ())
+            }
+            NeuronOp::Add { layer } => t.add_neuron(1 + layer % hidden).map(|_| ()),
+        };
+        if result.is_err() {
+            assert_eq!(*t, before, "a refused neuron operation changed the topology");
+        }
+    }
+}
+
+/// Live cells are exactly the mask, within bounds, and their indices are unique per layer.
+fn check_topology(t: &Topology) -> Result<(), TestCaseError> {
+    for l in 0..t.num_layers() {
+        let cells = &t.layer(l).cells;
+        prop_assert_eq!(t.mask(l).iter().filter(|&&m| m).count(), cells.len(), "mask and live cells differ");
+        let mut seen = std::collections::HashSet::new();
+        for c in cells {
+            prop_assert!(c.pre < t.rows(l) && c.post < t.cols(l), "cell {:?} outside W_{}", c, l);
+            prop_assert!(c.index < t.layer(l).next_index, "index {} not below next_index", c.index);
+            prop_assert!(seen.insert(c.index), "index {} used twice in layer {}", c.index, l);
+        }
+    }
+    Ok(())
+}
+
+fn arb_ops() -> impl Strategy<Value = Vec<NeuronOp>> {
+    prop::collection::vec(
+        prop_oneof![
+            (0usize..4, 0usize..5).prop_map(|(layer, idx)| NeuronOp::Remove { layer, idx }),
+            (0usize..4).prop_map(|layer| NeuronOp::Add { layer }),
+        ],
+        0..6,
+    )
+}
+
+proptest! {
+    #![proptest_config(config(128))]
+
+    #[test]
+    fn perception_matches_brute_force_after_neuron_changes(
+        plans in prop::collection::vec(arb_net(), 1..=2),
+        ops in arb_ops(),
+        d in 0usize..=2,
+        seed in any::<u64>(),
+    ) {
+        let topologies: Vec<Topology> = plans
+            .iter()
+            .map(|p| {
+                let mut t = p.build();
+                apply_ops(&mut t, &ops);
+                t
+            })
+            .collect();
+        for t in &topologies {
+            check_topology(t)?;
+        }
+        let batch = Batch::new(topologies);
+        check_indexing(&batch)?;
+        let spec = PerceptionSpec::new(&Group::ALL, d).expect("valid");
+        let s = spec.state_width();
+        let mut rng = StdRng::seed_from_u64(seed);
+        let state: Vec<f64> = (0..batch.num_cells() * s).map(|_| rng.gen_range(-2.0..2.0)).collect();
+        let n = batch.num_neurons();
+        let c = batch.num_cells();
+        let mut draw = |k: usize| (0..k).map(|_| rng.gen_range(-1.0..1.0)).collect::<Vec<f64>>();
+        let stats = ActivityStats { act: draw(n), pre_act: draw(n), err: draw(n), hebb_z: draw(c), hebb_e: draw(c) };
+        let got = perceive_batch(&spec, &batch, &state, &stats);
+        let want = brute_force_stats(&batch, &state, s, &SPEC_ORDER, &stats);
+        check_rows(&batch, &got, &want)?;
     }
 }
