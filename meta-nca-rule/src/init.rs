@@ -117,9 +117,53 @@ pub fn initial_state<R: Rng>(
     Ok(out)
 }
 
-/// State rows of `new` carried over from `old` (matched by layer and stable index), with
-/// every cell that `old` did not have initialised like a new cell: what a topology change
-/// between grow steps does to the state.
+/// Where each cell's state row comes from after a topology change.
+#[derive(Debug, Clone, PartialEq)]
+pub enum RowSource {
+    /// The row of the same cell (same layer and stable index) before the change.
+    Old(usize),
+    /// A new cell, starting from this row.
+    New(Vec<f64>),
+}
+
+/// For every cell of `new`, in [`Topology::cells`] order: its row in `old`'s state (matched by
+/// layer and stable index), or the starting row of a cell `old` did not have. What a topology
+/// change between grow steps does to the state; an index that does not fit `code` is an error.
+pub fn carry_plan<R: Rng>(
+    code: &HiddenCode,
+    init: WeightInit,
+    old: &Topology,
+    new: &Topology,
+    rng: &mut R,
+) -> Result<Vec<RowSource>> {
+    let rows: std::collections::HashMap<(usize, usize), usize> =
+        old.cells().enumerate().map(|(r, c)| ((c.layer, c.index), r)).collect();
+    new.cells()
+        .map(|cell| match rows.get(&(cell.layer, cell.index)) {
+            Some(&r) => Ok(RowSource::Old(r)),
+            None => {
+                let mut row = vec![0.0; 1 + code.dim()];
+                row[0] = initial_weight(init, new, cell, rng);
+                code.encode_into(cell, &mut row[1..])?;
+                Ok(RowSource::New(row))
+            }
+        })
+        .collect()
+}
+
+/// Applies a [`carry_plan`] to state rows of width `width`.
+pub fn apply_plan(plan: &[RowSource], old_state: &[f64], width: usize) -> Vec<f64> {
+    let mut out = Vec::with_capacity(plan.len() * width);
+    for source in plan {
+        match source {
+            RowSource::Old(r) => out.extend_from_slice(&old_state[r * width..(r + 1) * width]),
+            RowSource::New(row) => out.extend_from_slice(row),
+        }
+    }
+    out
+}
+
+/// State rows of `new` carried over from `old`: [`carry_plan`] applied to `old_state`.
 pub fn carry_state<R: Rng>(
     code: &HiddenCode,
     init: WeightInit,
@@ -128,24 +172,7 @@ pub fn carry_state<R: Rng>(
     new: &Topology,
     rng: &mut R,
 ) -> Result<Vec<f64>> {
-    let width = 1 + code.dim();
-    let mut rows = std::collections::HashMap::new();
-    for (cell, row) in old.cells().zip(old_state.chunks(width)) {
-        rows.insert((cell.layer, cell.index), row);
-    }
-    let mut out = Vec::with_capacity(new.num_cells() * width);
-    for cell in new.cells() {
-        match rows.get(&(cell.layer, cell.index)) {
-            Some(row) => out.extend_from_slice(row),
-            None => {
-                let start = out.len();
-                out.resize(start + width, 0.0);
-                out[start] = initial_weight(init, new, cell, rng);
-                code.encode_into(cell, &mut out[start + 1..])?;
-            }
-        }
-    }
-    Ok(out)
+    Ok(apply_plan(&carry_plan(code, init, old, new, rng)?, old_state, 1 + code.dim()))
 }
 
 #[cfg(test)]

@@ -14,7 +14,10 @@ use std::sync::Arc;
 use dfdx::prelude::*;
 
 use crate::batch::{ActivityStats, Batch, perceive_batch};
+use crate::init::{HiddenCode, RowSource, WeightInit, apply_plan, carry_plan};
 use crate::perception::{Group, PerceptionSpec};
+use crate::topology::Topology;
+use rand::rngs::StdRng;
 use crate::rule::{RuleNet, bound};
 use crate::task::{self, Activity, ActivityGrad, DenseNet};
 
@@ -137,6 +140,56 @@ impl Grower {
             };
             (next, Box::new(backward))
         })
+    }
+
+    /// The grow continued on changed networks (`topologies[n]` replaces network `n`): a
+    /// grower for them and the state carried over, on the tape. Surviving cells keep their
+    /// rows (their gradients flow back to the old state), removed cells drop out of every
+    /// neighbour's means, added cells start from the init of [`carry_plan`].
+    pub fn reshape<T: Tape<f64, Cpu>>(
+        &self,
+        state: Tensor2<T>,
+        topologies: Vec<Topology>,
+        code: &HiddenCode,
+        init: WeightInit,
+        rng: &mut StdRng,
+    ) -> crate::Result<(Grower, Tensor2<T>)> {
+        if topologies.len() != self.batch.num_nets() {
+            return Err(crate::Error::Topology(format!(
+                "a reshape needs {} networks, got {}",
+                self.batch.num_nets(),
+                topologies.len()
+            )));
+        }
+        let mut plan = Vec::new();
+        for (n, new) in topologies.iter().enumerate() {
+            let offset = self.batch.net_cells(n).0;
+            for source in carry_plan(code, init, &self.batch.topologies()[n], new, rng)? {
+                plan.push(match source {
+                    RowSource::Old(r) => RowSource::Old(offset + r),
+                    new_row => new_row,
+                });
+            }
+        }
+        let grower = Grower::new(&self.dev, Batch::new(topologies), (*self.spec).clone(), self.data.clone())?;
+        let s = self.spec.state_width();
+        let (old_rows, rows) = (self.batch.num_cells(), plan.len());
+        let carried = fused(&self.dev, state, (rows, s), move |old| {
+            let values = apply_plan(&plan, old, s);
+            let backward = move |g: &[f64]| {
+                let mut d_old = vec![0.0; old_rows * s];
+                for (k, source) in plan.iter().enumerate() {
+                    if let RowSource::Old(r) = source {
+                        for j in 0..s {
+                            d_old[r * s + j] += g[k * s + j];
+                        }
+                    }
+                }
+                d_old
+            };
+            (values, pure(backward))
+        });
+        Ok((grower, carried))
     }
 
     /// `fires.len()` steps from `state`; `fires[t]` flags the cells that fire at step `t`.
