@@ -19,6 +19,7 @@ mod eval;
 mod grow;
 mod inspect;
 mod plot;
+mod robustness;
 mod run_dir;
 mod sweep;
 mod train;
@@ -49,6 +50,8 @@ enum Command {
     Bench(bench::Args),
     /// Train one config under many seeds; tabulate validation accuracy across seeds.
     Sweep(sweep::Args),
+    /// Remove connections from grown networks, keep growing, compare with pruned backprop.
+    Robustness(robustness::Args),
     /// Cell-steps per second of the actor simulation next to the batched reference step.
     BenchActors(bench_actors::Args),
     /// Compare the actor simulation with the reference path: lockstep per step, async over many runs.
@@ -81,6 +84,7 @@ fn main() -> ExitCode {
         Command::Grow(args) => grow::run(args),
         Command::Bench(args) => bench::run(args),
         Command::Sweep(args) => sweep::run(args),
+        Command::Robustness(args) => robustness::run(args),
         Command::BenchActors(args) => bench_actors::run(args),
         Command::Check(args) => check::run(args),
         Command::Inspect(args) => inspect::run(args),

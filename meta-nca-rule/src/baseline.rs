@@ -39,6 +39,12 @@ pub struct BaselineScore {
 /// Trains a Xavier-initialised network of layer sizes `sizes` with full-batch Adam on
 /// `train`; scores it on `train` and `val`.
 pub fn train_baseline(sizes: &[usize], bias: bool, train: &TaskData, val: &TaskData, spec: BaselineSpec) -> crate::Result<BaselineScore> {
+    let net = train_baseline_net(sizes, bias, train, spec)?;
+    Ok(BaselineScore { train: score(&net, train), val: score(&net, val) })
+}
+
+/// The backprop-trained network itself (Xavier init, full-batch Adam on `train`).
+pub fn train_baseline_net(sizes: &[usize], bias: bool, train: &TaskData, spec: BaselineSpec) -> crate::Result<DenseNet<f64>> {
     let topology = Topology::dense(sizes, bias)?;
     let mut rng = StdRng::seed_from_u64(spec.seed);
     let mut net = DenseNet::zeros(sizes, bias);
@@ -46,12 +52,23 @@ pub fn train_baseline(sizes: &[usize], bias: bool, train: &TaskData, val: &TaskD
         let w = initial_weight(WeightInit::Xavier, &topology, cell, &mut rng);
         net.weights[cell.layer][cell.pre * topology.cols(cell.layer) + cell.post] = w;
     }
-    let mut adam = Adam::new(spec.lr, &net.weights);
-    for _ in 0..spec.epochs {
-        let act = task::forward(&net, &train.x, Some(&train.y));
+    fine_tune(&mut net, None, train, spec.epochs, spec.lr);
+    Ok(net)
+}
+
+/// `epochs` full-batch Adam steps on `train`; with `mask` (per layer, `false` = dead), dead
+/// weights stay exactly zero.
+pub fn fine_tune(net: &mut DenseNet<f64>, mask: Option<&[Vec<bool>]>, train: &TaskData, epochs: usize, lr: f64) {
+    let mut adam = Adam::new(lr, &net.weights);
+    for _ in 0..epochs {
+        let act = task::forward(net, &train.x, Some(&train.y));
         let grad = ActivityGrad::cross_entropy(&act, &train.y, 1.0);
-        let dw = task::backward(&net, &act, grad);
+        let dw = task::backward(net, &act, grad);
         adam.step(&mut net.weights, &dw);
+        if let Some(mask) = mask {
+            for (w, m) in net.weights.iter_mut().zip(mask) {
+                w.iter_mut().zip(m).filter(|(_, live)| !**live).for_each(|(w, _)| *w = 0.0);
+            }
+        }
     }
-    Ok(BaselineScore { train: score(&net, train), val: score(&net, val) })
 }

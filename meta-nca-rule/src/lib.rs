@@ -22,6 +22,7 @@
 //! - [`checkpoint`]: atomic safetensors checkpoints with metadata.
 //! - [`eval`]: growing many networks with a trained rule; recorded single grows.
 //! - [`baseline`]: the backprop-trained network every evaluation is compared to.
+//! - [`robustness`]: damage a grown network and watch the rule repair it.
 //! - [`error`]: the crate's error type.
 
 pub mod baseline;
@@ -40,6 +41,7 @@ pub mod optim;
 pub mod perception;
 pub mod pool;
 pub mod reference;
+pub mod robustness;
 pub mod rule;
 pub mod task;
 pub mod topology;

@@ -1,0 +1,107 @@
+//! `meta-nca robustness`: remove connections from grown networks, keep applying the rule, and
+//! compare with a backprop-trained network pruned alike.
+
+use anyhow::{Result, bail};
+use meta_nca_rule::checkpoint::write_atomic;
+use meta_nca_rule::robustness::{PruneMode, PruneSpec, prune_experiment};
+
+use crate::run_dir::{GrowFlags, load_run};
+
+/// Which connections go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ModeArg {
+    /// Uniformly at random.
+    Random,
+    /// The smallest |w| first.
+    Magnitude,
+}
+
+/// Arguments of `meta-nca robustness`.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// The run, and how to grow with its rule (`--steps`: grow steps before the damage).
+    #[command(flatten)]
+    grow: GrowFlags,
+    /// Fractions of each network's connections to remove, comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "0.1,0.2,0.3,0.5")]
+    fractions: Vec<f64>,
+    /// Which connections are removed.
+    #[arg(long, value_enum, default_value_t = ModeArg::Random)]
+    mode: ModeArg,
+    /// Rule steps after the damage.
+    #[arg(long, default_value_t = 10)]
+    recover: usize,
+    /// Networks grown.
+    #[arg(long, default_value_t = 100)]
+    networks: usize,
+    /// Adam epochs of the backprop baseline's fine-tune after pruning.
+    #[arg(long, default_value_t = 20)]
+    fine_tune: usize,
+}
+
+/// Runs `meta-nca robustness`.
+pub fn run(args: Args) -> Result<()> {
+    if args.networks == 0 || args.fractions.is_empty() {
+        bail!("--networks must be at least 1 and --fractions must name at least one fraction");
+    }
+    if let Some(q) = args.fractions.iter().find(|q| !(0.0..=1.0).contains(*q)) {
+        bail!("--fractions: {q} is not in [0, 1]");
+    }
+    let (ckpt, exp) = load_run(&args.grow.run, args.grow.checkpoint)?;
+    let (at, p, seed) = args.grow.resolve(&exp.config)?;
+    let mode = match args.mode {
+        ModeArg::Random => PruneMode::Random,
+        ModeArg::Magnitude => PruneMode::Magnitude,
+    };
+    let spec = PruneSpec {
+        fractions: args.fractions.clone(),
+        mode,
+        at,
+        recover: args.recover,
+        networks: args.networks,
+        fire_fraction: p,
+        seed,
+        fine_tune_epochs: args.fine_tune,
+    };
+    let curves = prune_experiment(&ckpt.rule, &ckpt.meta, exp.primary(), &spec)?;
+    let name = match args.mode {
+        ModeArg::Random => "random",
+        ModeArg::Magnitude => "magnitude",
+    };
+    let mut csv = String::from("fraction,step,grown_train_acc,grown_val_acc\n");
+    for c in &curves {
+        for (k, (t, v)) in c.grown_train.iter().zip(&c.grown_val).enumerate() {
+            // step -1: before the damage; 0: right after; r: after r recovery steps.
+            csv.push_str(&format!("{},{},{t:.4},{v:.4}\n", c.fraction, k as i64 - 1));
+        }
+    }
+    let path = args.grow.run.join(format!("robustness-prune-{name}.csv"));
+    write_atomic(&path, csv.as_bytes())?;
+    println!(
+        "prune ({name}) after {at} grow steps, {} networks, p {p}, seed {seed}; {} recovery steps; curves in {}",
+        args.networks,
+        args.recover,
+        path.display()
+    );
+    println!(
+        "{:<9}{:>9}{:>9}{:>11}{:>10} {:>13}{:>12}{:>13}",
+        "removed", "before", "after", "recovered", "(best)", "backprop", "pruned", "fine-tuned"
+    );
+    for c in &curves {
+        let last = c.grown_val.last().copied().unwrap_or(f64::NAN);
+        let best = c.grown_val[1..].iter().copied().fold(f64::NEG_INFINITY, f64::max);
+        println!(
+            "{:<9}{:>9.4}{:>9.4}{:>11.4}{:>10.4} {:>13.4}{:>12.4}{:>13.4}",
+            format!("{:.0}%", 100.0 * c.fraction),
+            c.grown_val[0],
+            c.grown_val[1],
+            last,
+            best,
+            c.baseline_val[0],
+            c.baseline_val[1],
+            c.baseline_val[2]
+        );
+    }
+    println!("(validation accuracy; grown: mean over the networks; backprop: before, pruned alike, fine-tuned {} epochs)", args.fine_tune);
+    Ok(())
+}

@@ -1,0 +1,213 @@
+//! Robustness on the reference path: grow networks, remove a fraction of their connections,
+//! keep applying the rule, and watch the accuracy recover; next to a backprop-trained network
+//! pruned alike, without and with a short fine-tune.
+
+use std::collections::BTreeMap;
+
+use dfdx::prelude::*;
+use rand::rngs::StdRng;
+use rand::seq::index::sample;
+use serde::Serialize;
+
+use crate::baseline::{BaselineSpec, fine_tune, train_baseline_net};
+use crate::batch::Batch;
+use crate::checkpoint::RuleMeta;
+use crate::episode::{Episode, EpisodeSpec, Stream, rng_for};
+use crate::experiment::Task;
+use crate::firing::choose_firing;
+use crate::reference::{Grower, score};
+use crate::rule::RuleNet;
+use crate::task::DenseNet;
+use crate::{Error, Result};
+
+/// Which connections are removed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum PruneMode {
+    /// Uniformly at random.
+    Random,
+    /// The smallest `|w|` first.
+    Magnitude,
+}
+
+/// A prune experiment.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PruneSpec {
+    /// Fractions of each network's live connections to remove (each from the same grown state).
+    pub fractions: Vec<f64>,
+    /// Which connections.
+    pub mode: PruneMode,
+    /// Grow steps before the damage.
+    pub at: usize,
+    /// Rule steps after the damage.
+    pub recover: usize,
+    /// Networks grown.
+    pub networks: usize,
+    /// Firing fraction.
+    pub fire_fraction: f64,
+    /// Seed of the grows and of the damage.
+    pub seed: u64,
+    /// Adam epochs of the baseline's fine-tune after pruning.
+    pub fine_tune_epochs: usize,
+}
+
+/// The accuracy curve of one damage fraction.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct PruneCurve {
+    /// Fraction of connections removed.
+    pub fraction: f64,
+    /// Mean validation accuracy of the grown networks: before the damage, right after it,
+    /// then after each recovery step.
+    pub grown_val: Vec<f64>,
+    /// The same on the training set.
+    pub grown_train: Vec<f64>,
+    /// Backprop baseline's mean validation accuracy: before, pruned alike without retraining,
+    /// after the fine-tune.
+    pub baseline_val: [f64; 3],
+}
+
+/// Indices (into `weights`) of the connections a `fraction` prune removes.
+pub fn choose_pruned(weights: &[f64], fraction: f64, mode: PruneMode, rng: &mut StdRng) -> Vec<usize> {
+    let k = ((fraction * weights.len() as f64).round() as usize).min(weights.len());
+    match mode {
+        PruneMode::Random => sample(rng, weights.len(), k).into_vec(),
+        PruneMode::Magnitude => {
+            let mut order: Vec<usize> = (0..weights.len()).collect();
+            order.sort_by(|&a, &b| weights[a].abs().total_cmp(&weights[b].abs()));
+            order.truncate(k);
+            order
+        }
+    }
+}
+
+fn mean_scores(grower: &Grower, state: &[f64], task: &Task) -> (f64, f64) {
+    let nets = grower.dense_nets(state);
+    let n = nets.len().max(1) as f64;
+    let train = nets.iter().map(|net| score(net, &task.train).acc).sum::<f64>() / n;
+    let val = nets.iter().map(|net| score(net, &task.val).acc).sum::<f64>() / n;
+    (train, val)
+}
+
+/// Runs the prune experiment with `rule` on `task`.
+pub fn prune_experiment(rule: &RuleNet, meta: &RuleMeta, task: &Task, spec: &PruneSpec) -> Result<Vec<PruneCurve>> {
+    if let Some(q) = spec.fractions.iter().find(|q| !(0.0..=1.0).contains(*q)) {
+        return Err(Error::Config { key: "fractions".into(), message: format!("{q} is not in [0, 1]") });
+    }
+    let cfg = &meta.config;
+    let dev = Cpu::default();
+    let episode_spec = EpisodeSpec {
+        archs: &task.archs,
+        networks: spec.networks,
+        bias: cfg.task.bias,
+        weight_init: cfg.task.weight_init,
+        code: meta.code,
+        steps: spec.at,
+        fire_fraction: spec.fire_fraction,
+    };
+    let mut rng = rng_for(spec.seed, Stream::Eval, 1);
+    let episode = Episode::draw(&episode_spec, &mut rng)?;
+    let grower = Grower::new(&dev, Batch::new(episode.topologies), meta.perception.clone(), task.train.clone())?;
+    let grown = grower.unroll(rule, grower.state_tensor(episode.state0), &episode.fires);
+    let grown_values = grown.as_vec();
+    let before = mean_scores(&grower, &grown_values, task);
+    let width = meta.perception.state_width();
+    let baselines = baselines(&grower, task, cfg.task.bias)?;
+    let mut curves = Vec::new();
+    for (qi, &q) in spec.fractions.iter().enumerate() {
+        let mut rng = rng_for(spec.seed, Stream::Eval, 100 + qi as u64);
+        let mut topologies = Vec::new();
+        for (n, t) in grower.batch().topologies().iter().enumerate() {
+            let (start, end) = grower.batch().net_cells(n);
+            let weights: Vec<f64> = grown_values[start * width..end * width].chunks(width).map(|r| r[0]).collect();
+            let cells: Vec<_> = t.cells().copied().collect();
+            let mut damaged = t.clone();
+            for k in choose_pruned(&weights, q, spec.mode, &mut rng) {
+                let c = cells[k];
+                damaged.remove_connection(c.layer, c.pre, c.post)?;
+            }
+            topologies.push(damaged);
+        }
+        let (after, mut state) =
+            grower.reshape(grower.state_tensor(grown_values.clone()), topologies, &meta.code, cfg.task.weight_init, &mut rng)?;
+        let mut values = state.as_vec_or_empty();
+        let (mut train, mut val) = (vec![before.0], vec![before.1]);
+        let s = mean_scores(&after, &values, task);
+        train.push(s.0);
+        val.push(s.1);
+        for _ in 0..spec.recover {
+            let fire: Vec<bool> =
+                after.batch().topologies().iter().flat_map(|t| choose_firing(&mut rng, t, spec.fire_fraction)).collect();
+            state = after.step(rule, state, &fire);
+            values = state.as_vec_or_empty();
+            let s = mean_scores(&after, &values, task);
+            train.push(s.0);
+            val.push(s.1);
+        }
+        let baseline_val = baseline_curve(&baselines, &grower, task, q, spec, qi)?;
+        curves.push(PruneCurve { fraction: q, grown_val: val, grown_train: train, baseline_val });
+    }
+    Ok(curves)
+}
+
+/// One backprop-trained network per distinct architecture in the batch.
+fn baselines(grower: &Grower, task: &Task, bias: bool) -> Result<BTreeMap<Vec<usize>, DenseNet<f64>>> {
+    let mut out = BTreeMap::new();
+    for t in grower.batch().topologies() {
+        if !out.contains_key(t.sizes()) {
+            out.insert(t.sizes().to_vec(), train_baseline_net(t.sizes(), bias, &task.train, BaselineSpec::default())?);
+        }
+    }
+    Ok(out)
+}
+
+/// The baseline's mean validation accuracy (over the batch's architectures): before, pruned
+/// by the same rule of choice, and after a masked fine-tune.
+fn baseline_curve(
+    nets: &BTreeMap<Vec<usize>, DenseNet<f64>>,
+    grower: &Grower,
+    task: &Task,
+    q: f64,
+    spec: &PruneSpec,
+    qi: usize,
+) -> Result<[f64; 3]> {
+    let mut rng = rng_for(spec.seed, Stream::Eval, 200 + qi as u64);
+    let mut sums = [0.0; 3];
+    let topologies = grower.batch().topologies();
+    for t in topologies {
+        let net = &nets[t.sizes()];
+        let flat: Vec<f64> = net.weights.iter().flatten().copied().collect();
+        let mut mask: Vec<Vec<bool>> = net.weights.iter().map(|w| vec![true; w.len()]).collect();
+        for k in choose_pruned(&flat, q, spec.mode, &mut rng) {
+            let (mut layer, mut at) = (0, k);
+            while at >= mask[layer].len() {
+                at -= mask[layer].len();
+                layer += 1;
+            }
+            mask[layer][at] = false;
+        }
+        let mut pruned = net.clone();
+        for (w, m) in pruned.weights.iter_mut().zip(&mask) {
+            w.iter_mut().zip(m).filter(|(_, live)| !**live).for_each(|(w, _)| *w = 0.0);
+        }
+        let before = score(net, &task.val).acc;
+        let cut = score(&pruned, &task.val).acc;
+        fine_tune(&mut pruned, Some(&mask), &task.train, spec.fine_tune_epochs, BaselineSpec::default().lr);
+        let tuned = score(&pruned, &task.val).acc;
+        sums[0] += before;
+        sums[1] += cut;
+        sums[2] += tuned;
+    }
+    let n = topologies.len().max(1) as f64;
+    Ok(sums.map(|v| v / n))
+}
+
+/// `as_vec` that accepts a tensor with no elements (dfdx 0.13 panics on those).
+trait AsVecOrEmpty {
+    fn as_vec_or_empty(&self) -> Vec<f64>;
+}
+
+impl<T> AsVecOrEmpty for crate::reference::Tensor2<T> {
+    fn as_vec_or_empty(&self) -> Vec<f64> {
+        if self.shape().num_elements() == 0 { Vec::new() } else { self.as_vec() }
+    }
+}
