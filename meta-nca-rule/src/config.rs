@@ -153,6 +153,19 @@ pub struct TrainConfig {
     pub pool_size: usize,
     /// Fraction of each meta-epoch's networks taken from the pool (when it has them).
     pub pool_fraction: f64,
+    /// Damage-aware training: after the grow, remove connections at random, keep growing,
+    /// and take the mean of the losses before the damage and after the recovery.
+    pub damage: Option<DamageConfig>,
+}
+
+/// Random damage during meta-training episodes (as Growing NCA damages its samples).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct DamageConfig {
+    /// Fraction of each network's live connections removed.
+    pub fraction: f64,
+    /// Rule steps after the damage.
+    pub recover: usize,
 }
 
 /// How the meta-gradient is conditioned before global-norm clipping.
@@ -236,6 +249,7 @@ impl Default for TrainConfig {
             steps_min: None,
             pool_size: 0,
             pool_fraction: 0.5,
+            damage: None,
         }
     }
 }
@@ -375,6 +389,11 @@ impl Config {
             && (min == 0 || min > g.steps)
         {
             return Err(bad("train.steps-min", format!("must be in [1, grow.steps = {}], got {min}", g.steps)));
+        }
+        if let Some(d) = &tr.damage
+            && (!(0.0..1.0).contains(&d.fraction) || d.recover == 0)
+        {
+            return Err(bad("train.damage", format!("fraction must be in [0, 1) and recover >= 1, got {} and {}", d.fraction, d.recover)));
         }
         if !(0.0..=1.0).contains(&tr.pool_fraction) {
             return Err(bad("train.pool-fraction", format!("must be in [0, 1], got {}", tr.pool_fraction)));

@@ -192,6 +192,36 @@ impl Grower {
         Ok((grower, carried))
     }
 
+    /// Damage-aware loss: the loss of `state`, then the networks replaced by `damaged` (see
+    /// [`Self::reshape`]), `recover` more steps on them (firing fraction `p`), and the loss
+    /// again; returns the mean of the two losses on the tape, the damaged grower and its final
+    /// state values.
+    #[allow(clippy::too_many_arguments)]
+    pub fn damaged_loss<T: Tape<f64, Cpu>>(
+        &self,
+        rule: &RuleNet,
+        state: Tensor2<T>,
+        damaged: Vec<Topology>,
+        recover: usize,
+        p: f64,
+        code: &HiddenCode,
+        init: WeightInit,
+        rng: &mut StdRng,
+    ) -> crate::Result<(Tensor<(), f64, Cpu, T>, Grower, Vec<f64>)> {
+        // The state feeds two ops (the loss and the reshape): its tape goes through the first
+        // and on into the second, so neither loses a backward op.
+        let (value, tape) = state.split_tape();
+        let (before, tape) = self.loss(value.clone().put_tape(tape)).split_tape();
+        let (grower, carried) = self.reshape(value.put_tape(tape), damaged, code, init, rng)?;
+        let fires: Vec<Vec<bool>> = (0..recover)
+            .map(|_| grower.batch().topologies().iter().flat_map(|t| crate::firing::choose_firing(rng, t, p)).collect())
+            .collect();
+        let (last, tape) = grower.unroll(rule, carried, &fires).split_tape();
+        let values = if last.shape().num_elements() == 0 { Vec::new() } else { last.as_vec() };
+        let after = grower.loss(last.put_tape(tape));
+        Ok(((after + before) * 0.5, grower, values))
+    }
+
     /// `fires.len()` steps from `state`; `fires[t]` flags the cells that fire at step `t`.
     pub fn unroll<T: Tape<f64, Cpu>>(&self, rule: &RuleNet, state: Tensor2<T>, fires: &[Vec<bool>]) -> Tensor2<T> {
         fires.iter().fold(state, |state, fire| self.step(rule, state, fire))

@@ -113,8 +113,10 @@ pub fn prune_experiment(rule: &RuleNet, meta: &RuleMeta, task: &Task, spec: &Pru
     let width = meta.perception.state_width();
     let baselines = baselines(&grower, task, cfg.task.bias)?;
     let mut curves = Vec::new();
-    for (qi, &q) in spec.fractions.iter().enumerate() {
-        let mut rng = rng_for(spec.seed, Stream::Eval, 100 + qi as u64);
+    for &q in &spec.fractions {
+        // The damage depends on the fraction, not on its place in the list.
+        let key = (q * 1e6).round() as u64;
+        let mut rng = rng_for(spec.seed, Stream::Eval, 1_000_000 + key);
         let mut topologies = Vec::new();
         for (n, t) in grower.batch().topologies().iter().enumerate() {
             let (start, end) = grower.batch().net_cells(n);
@@ -143,7 +145,7 @@ pub fn prune_experiment(rule: &RuleNet, meta: &RuleMeta, task: &Task, spec: &Pru
             train.push(s.0);
             val.push(s.1);
         }
-        let baseline_val = baseline_curve(&baselines, &grower, task, q, spec, qi)?;
+        let baseline_val = baseline_curve(&baselines, &grower, task, q, spec, key)?;
         curves.push(PruneCurve { fraction: q, grown_val: val, grown_train: train, baseline_val });
     }
     Ok(curves)
@@ -168,9 +170,9 @@ fn baseline_curve(
     task: &Task,
     q: f64,
     spec: &PruneSpec,
-    qi: usize,
+    key: u64,
 ) -> Result<[f64; 3]> {
-    let mut rng = rng_for(spec.seed, Stream::Eval, 200 + qi as u64);
+    let mut rng = rng_for(spec.seed, Stream::Eval, 3_000_000 + key);
     let mut sums = [0.0; 3];
     let topologies = grower.batch().topologies();
     for t in topologies {

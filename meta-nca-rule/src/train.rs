@@ -18,7 +18,10 @@ use crate::init::HiddenCode;
 use crate::optim::{Adam, clip_global_norm, global_norm, normalise_per_tensor};
 use crate::perception::PerceptionSpec;
 use crate::reference::{Grower, score};
+use crate::robustness::{PruneMode, choose_pruned};
 use crate::rule::RuleNet;
+use crate::topology::Topology;
+use rand::rngs::StdRng;
 use crate::{Error, Result};
 
 /// What one meta-epoch measured.
@@ -203,10 +206,31 @@ impl Trainer {
             let episode = Pool::join(from_pool, fresh, &spec, &mut rng)?;
             let grower = Grower::new(&self.dev, Batch::new(episode.topologies), self.spec.clone(), task.train.clone())?;
             let state = grower.state_tensor(episode.state0).put_tape(OwnedTape::default());
-            let (last, tape) = grower.unroll(&self.rule, state, &episode.fires).split_tape();
-            let last_values = last.as_vec();
-            losses.push(grower.loss(last.put_tape(tape)));
-            grown.push((t, task, grower, last_values));
+            let grown_state = grower.unroll(&self.rule, state, &episode.fires);
+            match &cfg.train.damage {
+                None => {
+                    let (last, tape) = grown_state.split_tape();
+                    let last_values = last.as_vec();
+                    losses.push(grower.loss(last.put_tape(tape)));
+                    grown.push((t, task, grower, last_values));
+                }
+                Some(damage) => {
+                    let (value, tape) = grown_state.split_tape();
+                    let damaged = random_damage(&grower, &value.as_vec(), damage.fraction, &mut rng)?;
+                    let (loss, after, values) = grower.damaged_loss(
+                        &self.rule,
+                        value.put_tape(tape),
+                        damaged,
+                        damage.recover,
+                        cfg.grow.fire_fraction,
+                        &self.code,
+                        cfg.task.weight_init,
+                        &mut rng,
+                    )?;
+                    losses.push(loss);
+                    grown.push((t, task, after, values));
+                }
+            }
         }
         let n_tasks = losses.len() as f64;
         let mut losses = losses.into_iter();
@@ -255,4 +279,22 @@ impl Trainer {
             seconds: start.elapsed().as_secs_f64(),
         })
     }
+}
+
+/// Every network of `grower` with a random `fraction` of its live connections removed.
+fn random_damage(grower: &Grower, state: &[f64], fraction: f64, rng: &mut StdRng) -> Result<Vec<Topology>> {
+    let width = grower.spec().state_width();
+    let batch = grower.batch();
+    let mut out = Vec::with_capacity(batch.num_nets());
+    for (n, t) in batch.topologies().iter().enumerate() {
+        let (start, end) = batch.net_cells(n);
+        let weights: Vec<f64> = state[start * width..end * width].chunks(width).map(|r| r[0]).collect();
+        let cells: Vec<_> = t.cells().copied().collect();
+        let mut damaged = t.clone();
+        for k in choose_pruned(&weights, fraction, PruneMode::Random, rng) {
+            damaged.remove_connection(cells[k].layer, cells[k].pre, cells[k].post)?;
+        }
+        out.push(damaged);
+    }
+    Ok(out)
 }

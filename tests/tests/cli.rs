@@ -389,3 +389,29 @@ fn io_errors_are_printed_once() {
 fn load(path: &Path) -> meta_nca_rule::checkpoint::Checkpoint {
     meta_nca_rule::checkpoint::Checkpoint::load(path).unwrap_or_else(|e| panic!("{e}"))
 }
+
+#[test]
+fn robustness_prunes_grown_networks_and_writes_curves() {
+    let tmp = Scratch::new("robustness");
+    let dir = tmp.arg("run");
+    train_smoke(&dir, &["--set", "train.damage={fraction=0.2, recover=2}"]);
+    let out = ok(&["robustness", "--run", &dir, "--networks", "4", "--fractions", "0.2,0.5", "--recover", "3", "--mode", "magnitude"]);
+    assert!(out.contains("20%") && out.contains("50%"), "{out}");
+    let csv = std::fs::read_to_string(tmp.path("run").join("robustness-prune-magnitude.csv")).expect("curves written");
+    let rows: Vec<Vec<f64>> = csv
+        .lines()
+        .skip(1)
+        .map(|l| l.split(',').map(|v| v.parse::<f64>().expect("numeric")).collect())
+        .collect();
+    // Per fraction: before (-1), right after (0), then 3 recovery steps.
+    assert_eq!(rows.len(), 2 * (3 + 2));
+    assert!(rows.iter().all(|r| r.len() == 4 && (0.0..=1.0).contains(&r[2]) && (0.0..=1.0).contains(&r[3])));
+    let steps: Vec<i64> = rows.iter().take(5).map(|r| r[1] as i64).collect();
+    assert_eq!(steps, vec![-1, 0, 1, 2, 3]);
+    // The same fraction gives the same damage whatever else is listed.
+    let alone = ok(&["robustness", "--run", &dir, "--networks", "4", "--fractions", "0.5", "--recover", "3", "--mode", "magnitude"]);
+    let line = |text: &str| text.lines().find(|l| l.starts_with("50%")).map(str::to_string);
+    assert_eq!(line(&out), line(&alone));
+    fails(&["robustness", "--run", &dir, "--fractions", "1.5"], &["1.5"]);
+    fails(&["train", "--config", "configs/smoke.toml", "--set", "train.damage={fraction=1.0, recover=2}", "--out", &tmp.arg("bad"), "--quiet"], &["train.damage"]);
+}
