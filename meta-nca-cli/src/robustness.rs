@@ -3,9 +3,20 @@
 
 use anyhow::{Result, bail};
 use meta_nca_rule::checkpoint::write_atomic;
-use meta_nca_rule::robustness::{PruneMode, PruneSpec, prune_experiment};
+use meta_nca_rule::checkpoint::Checkpoint;
+use meta_nca_rule::experiment::Task;
+use meta_nca_rule::robustness::{NeuronSpec, PruneMode, PruneSpec, add_neurons_experiment, prune_experiment};
 
 use crate::run_dir::{GrowFlags, load_run};
+
+/// What is done to the grown networks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Experiment {
+    /// Remove a fraction of the connections (`--fractions`, `--mode`).
+    Prune,
+    /// Add hidden neurons to the first hidden layer (`--neurons`).
+    Neurons,
+}
 
 /// Which connections go.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -22,12 +33,18 @@ pub struct Args {
     /// The run, and how to grow with its rule (`--steps`: grow steps before the damage).
     #[command(flatten)]
     grow: GrowFlags,
+    /// The experiment.
+    #[arg(long, value_enum, default_value_t = Experiment::Prune)]
+    experiment: Experiment,
     /// Fractions of each network's connections to remove, comma-separated.
     #[arg(long, value_delimiter = ',', default_value = "0.1,0.2,0.3,0.5")]
     fractions: Vec<f64>,
     /// Which connections are removed.
     #[arg(long, value_enum, default_value_t = ModeArg::Random)]
     mode: ModeArg,
+    /// Neurons experiment: numbers of hidden neurons added, comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "1,2")]
+    neurons: Vec<usize>,
     /// Rule steps after the damage.
     #[arg(long, default_value_t = 10)]
     recover: usize,
@@ -49,6 +66,9 @@ pub fn run(args: Args) -> Result<()> {
     }
     let (ckpt, exp) = load_run(&args.grow.run, args.grow.checkpoint)?;
     let (at, p, seed) = args.grow.resolve(&exp.config)?;
+    if args.experiment == Experiment::Neurons {
+        return neurons(&args, &ckpt, exp.primary(), at, p, seed);
+    }
     let mode = match args.mode {
         ModeArg::Random => PruneMode::Random,
         ModeArg::Magnitude => PruneMode::Magnitude,
@@ -103,5 +123,48 @@ pub fn run(args: Args) -> Result<()> {
         );
     }
     println!("(validation accuracy; grown: mean over the networks; backprop: before, pruned alike, fine-tuned {} epochs)", args.fine_tune);
+    Ok(())
+}
+
+fn neurons(args: &Args, ckpt: &Checkpoint, task: &Task, at: usize, p: f64, seed: u64) -> Result<()> {
+    if args.neurons.is_empty() || args.neurons.contains(&0) {
+        bail!("--neurons must name at least one count, each >= 1");
+    }
+    let spec = NeuronSpec {
+        counts: args.neurons.clone(),
+        at,
+        recover: args.recover,
+        networks: args.networks,
+        fire_fraction: p,
+        seed,
+    };
+    let curves = add_neurons_experiment(&ckpt.rule, &ckpt.meta, task, &spec)?;
+    let mut csv = String::from("added,step,grown_train_acc,grown_val_acc\n");
+    for c in &curves {
+        for (k, (t, v)) in c.grown_train.iter().zip(&c.grown_val).enumerate() {
+            csv.push_str(&format!("{},{},{t:.4},{v:.4}\n", c.added, k as i64 - 1));
+        }
+    }
+    let path = args.grow.run.join("robustness-neurons.csv");
+    write_atomic(&path, csv.as_bytes())?;
+    println!(
+        "hidden neurons added after {at} grow steps, {} networks, p {p}, seed {seed}; curves in {}",
+        args.networks,
+        path.display()
+    );
+    let shown: Vec<usize> = [1, 5, args.recover].into_iter().filter(|&k| k <= args.recover).collect();
+    print!("{:<8}{:>9}{:>9}", "added", "before", "after");
+    for k in &shown {
+        print!("{:>12}", format!("+{k} steps"));
+    }
+    println!();
+    for c in &curves {
+        print!("{:<8}{:>9.4}{:>9.4}", c.added, c.grown_val[0], c.grown_val[1]);
+        for &k in &shown {
+            print!("{:>12.4}", c.grown_val[1 + k]);
+        }
+        println!();
+    }
+    println!("(validation accuracy, mean over the networks)");
     Ok(())
 }

@@ -18,6 +18,7 @@ use crate::firing::choose_firing;
 use crate::reference::{Grower, score};
 use crate::rule::RuleNet;
 use crate::task::DenseNet;
+use crate::topology::Topology;
 use crate::{Error, Result};
 
 /// Which connections are removed.
@@ -88,65 +89,144 @@ fn mean_scores(grower: &Grower, state: &[f64], task: &Task) -> (f64, f64) {
     (train, val)
 }
 
+/// Every network of `grower` with `fraction` of its live connections removed (`mode`
+/// chooses which), read from the state rows `state`.
+pub fn prune_batch(grower: &Grower, state: &[f64], fraction: f64, mode: PruneMode, rng: &mut StdRng) -> Result<Vec<Topology>> {
+    let width = grower.spec().state_width();
+    let batch = grower.batch();
+    let mut out = Vec::with_capacity(batch.num_nets());
+    for (n, t) in batch.topologies().iter().enumerate() {
+        let (start, end) = batch.net_cells(n);
+        let weights: Vec<f64> = state[start * width..end * width].chunks(width).map(|r| r[0]).collect();
+        let cells: Vec<_> = t.cells().copied().collect();
+        let mut damaged = t.clone();
+        for k in choose_pruned(&weights, fraction, mode, rng) {
+            damaged.remove_connection(cells[k].layer, cells[k].pre, cells[k].post)?;
+        }
+        out.push(damaged);
+    }
+    Ok(out)
+}
+
+/// Networks grown for `at` steps, ready to be damaged.
+struct Grown {
+    grower: Grower,
+    values: Vec<f64>,
+    before: (f64, f64),
+}
+
+fn grow_to(rule: &RuleNet, meta: &RuleMeta, task: &Task, networks: usize, at: usize, p: f64, seed: u64) -> Result<Grown> {
+    let cfg = &meta.config;
+    let episode_spec = EpisodeSpec {
+        archs: &task.archs,
+        networks,
+        bias: cfg.task.bias,
+        weight_init: cfg.task.weight_init,
+        code: meta.code,
+        steps: at,
+        fire_fraction: p,
+    };
+    let mut rng = rng_for(seed, Stream::Eval, 1);
+    let episode = Episode::draw(&episode_spec, &mut rng)?;
+    let grower = Grower::new(&Cpu::default(), Batch::new(episode.topologies), meta.perception.clone(), task.train.clone())?;
+    let values = grower.unroll(rule, grower.state_tensor(episode.state0), &episode.fires).as_vec();
+    let before = mean_scores(&grower, &values, task);
+    Ok(Grown { grower, values, before })
+}
+
+/// The accuracy curve after `damaged` replaced the grown networks: right after, then after
+/// each of `recover` rule steps; `before` first.
+#[allow(clippy::too_many_arguments)]
+fn recovery(
+    rule: &RuleNet,
+    meta: &RuleMeta,
+    task: &Task,
+    grown: &Grown,
+    damaged: Vec<Topology>,
+    recover: usize,
+    p: f64,
+    rng: &mut StdRng,
+) -> Result<(Vec<f64>, Vec<f64>)> {
+    let state = grown.grower.state_tensor(grown.values.clone());
+    let (after, mut state) = grown.grower.reshape(state, damaged, &meta.code, meta.config.task.weight_init, rng)?;
+    let (mut train, mut val) = (vec![grown.before.0], vec![grown.before.1]);
+    for step in 0..=recover {
+        if step > 0 {
+            let fire: Vec<bool> = after.batch().topologies().iter().flat_map(|t| choose_firing(rng, t, p)).collect();
+            state = after.step(rule, state, &fire);
+        }
+        let s = mean_scores(&after, &state.as_vec_or_empty(), task);
+        train.push(s.0);
+        val.push(s.1);
+    }
+    Ok((train, val))
+}
+
 /// Runs the prune experiment with `rule` on `task`.
 pub fn prune_experiment(rule: &RuleNet, meta: &RuleMeta, task: &Task, spec: &PruneSpec) -> Result<Vec<PruneCurve>> {
     if let Some(q) = spec.fractions.iter().find(|q| !(0.0..=1.0).contains(*q)) {
         return Err(Error::Config { key: "fractions".into(), message: format!("{q} is not in [0, 1]") });
     }
-    let cfg = &meta.config;
-    let dev = Cpu::default();
-    let episode_spec = EpisodeSpec {
-        archs: &task.archs,
-        networks: spec.networks,
-        bias: cfg.task.bias,
-        weight_init: cfg.task.weight_init,
-        code: meta.code,
-        steps: spec.at,
-        fire_fraction: spec.fire_fraction,
-    };
-    let mut rng = rng_for(spec.seed, Stream::Eval, 1);
-    let episode = Episode::draw(&episode_spec, &mut rng)?;
-    let grower = Grower::new(&dev, Batch::new(episode.topologies), meta.perception.clone(), task.train.clone())?;
-    let grown = grower.unroll(rule, grower.state_tensor(episode.state0), &episode.fires);
-    let grown_values = grown.as_vec();
-    let before = mean_scores(&grower, &grown_values, task);
-    let width = meta.perception.state_width();
-    let baselines = baselines(&grower, task, cfg.task.bias)?;
+    let grown = grow_to(rule, meta, task, spec.networks, spec.at, spec.fire_fraction, spec.seed)?;
+    let baselines = baselines(&grown.grower, task, meta.config.task.bias)?;
     let mut curves = Vec::new();
     for &q in &spec.fractions {
         // The damage depends on the fraction, not on its place in the list.
         let key = (q * 1e6).round() as u64;
         let mut rng = rng_for(spec.seed, Stream::Eval, 1_000_000 + key);
-        let mut topologies = Vec::new();
-        for (n, t) in grower.batch().topologies().iter().enumerate() {
-            let (start, end) = grower.batch().net_cells(n);
-            let weights: Vec<f64> = grown_values[start * width..end * width].chunks(width).map(|r| r[0]).collect();
-            let cells: Vec<_> = t.cells().copied().collect();
-            let mut damaged = t.clone();
-            for k in choose_pruned(&weights, q, spec.mode, &mut rng) {
-                let c = cells[k];
-                damaged.remove_connection(c.layer, c.pre, c.post)?;
-            }
-            topologies.push(damaged);
-        }
-        let (after, mut state) =
-            grower.reshape(grower.state_tensor(grown_values.clone()), topologies, &meta.code, cfg.task.weight_init, &mut rng)?;
-        let mut values = state.as_vec_or_empty();
-        let (mut train, mut val) = (vec![before.0], vec![before.1]);
-        let s = mean_scores(&after, &values, task);
-        train.push(s.0);
-        val.push(s.1);
-        for _ in 0..spec.recover {
-            let fire: Vec<bool> =
-                after.batch().topologies().iter().flat_map(|t| choose_firing(&mut rng, t, spec.fire_fraction)).collect();
-            state = after.step(rule, state, &fire);
-            values = state.as_vec_or_empty();
-            let s = mean_scores(&after, &values, task);
-            train.push(s.0);
-            val.push(s.1);
-        }
-        let baseline_val = baseline_curve(&baselines, &grower, task, q, spec, key)?;
+        let damaged = prune_batch(&grown.grower, &grown.values, q, spec.mode, &mut rng)?;
+        let (train, val) = recovery(rule, meta, task, &grown, damaged, spec.recover, spec.fire_fraction, &mut rng)?;
+        let baseline_val = baseline_curve(&baselines, &grown.grower, task, q, spec, key)?;
         curves.push(PruneCurve { fraction: q, grown_val: val, grown_train: train, baseline_val });
+    }
+    Ok(curves)
+}
+
+/// Adding hidden neurons mid-grow.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NeuronSpec {
+    /// Numbers of neurons added to the first hidden layer (each from the same grown state).
+    pub counts: Vec<usize>,
+    /// Grow steps before the neurons are added.
+    pub at: usize,
+    /// Rule steps after.
+    pub recover: usize,
+    /// Networks grown.
+    pub networks: usize,
+    /// Firing fraction.
+    pub fire_fraction: f64,
+    /// Seed of the grows.
+    pub seed: u64,
+}
+
+/// The accuracy curve after adding neurons.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct NeuronCurve {
+    /// Neurons added to the first hidden layer of every network.
+    pub added: usize,
+    /// Mean validation accuracy: before, right after, then after each rule step.
+    pub grown_val: Vec<f64>,
+    /// The same on the training set.
+    pub grown_train: Vec<f64>,
+}
+
+/// Grows networks, adds hidden neurons (connected to every neuron of the adjacent layers,
+/// starting from the init of new cells), keeps applying the rule.
+pub fn add_neurons_experiment(rule: &RuleNet, meta: &RuleMeta, task: &Task, spec: &NeuronSpec) -> Result<Vec<NeuronCurve>> {
+    let grown = grow_to(rule, meta, task, spec.networks, spec.at, spec.fire_fraction, spec.seed)?;
+    let mut curves = Vec::new();
+    for &count in &spec.counts {
+        let mut rng = rng_for(spec.seed, Stream::Eval, 2_000_000 + count as u64);
+        let mut damaged = Vec::new();
+        for t in grown.grower.batch().topologies() {
+            let mut t = t.clone();
+            for _ in 0..count {
+                t.add_neuron(1)?;
+            }
+            damaged.push(t);
+        }
+        let (train, val) = recovery(rule, meta, task, &grown, damaged, spec.recover, spec.fire_fraction, &mut rng)?;
+        curves.push(NeuronCurve { added: count, grown_val: val, grown_train: train });
     }
     Ok(curves)
 }

@@ -164,11 +164,14 @@ impl Topology {
     }
 
     fn check_hidden(&self, layer: usize) -> Result<()> {
+        if self.sizes.len() < 3 {
+            return Err(Error::Topology(format!("the network {:?} has no hidden layer", self.sizes)));
+        }
         if layer == 0 || layer + 1 >= self.sizes.len() {
             return Err(Error::Topology(format!(
-                "layer {layer} of {:?} is not a hidden layer (hidden layers are 1..{})",
+                "layer {layer} of {:?} is not a hidden layer (hidden layers are 1 to {})",
                 self.sizes,
-                self.sizes.len().saturating_sub(1)
+                self.sizes.len() - 2
             )));
         }
         Ok(())

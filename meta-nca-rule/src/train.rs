@@ -18,10 +18,8 @@ use crate::init::HiddenCode;
 use crate::optim::{Adam, clip_global_norm, global_norm, normalise_per_tensor};
 use crate::perception::PerceptionSpec;
 use crate::reference::{Grower, score};
-use crate::robustness::{PruneMode, choose_pruned};
+use crate::robustness::{PruneMode, prune_batch};
 use crate::rule::RuleNet;
-use crate::topology::Topology;
-use rand::rngs::StdRng;
 use crate::{Error, Result};
 
 /// What one meta-epoch measured.
@@ -216,7 +214,7 @@ impl Trainer {
                 }
                 Some(damage) => {
                     let (value, tape) = grown_state.split_tape();
-                    let damaged = random_damage(&grower, &value.as_vec(), damage.fraction, &mut rng)?;
+                    let damaged = prune_batch(&grower, &value.as_vec(), damage.fraction, PruneMode::Random, &mut rng)?;
                     let (loss, after, values) = grower.damaged_loss(
                         &self.rule,
                         value.put_tape(tape),
@@ -279,22 +277,4 @@ impl Trainer {
             seconds: start.elapsed().as_secs_f64(),
         })
     }
-}
-
-/// Every network of `grower` with a random `fraction` of its live connections removed.
-fn random_damage(grower: &Grower, state: &[f64], fraction: f64, rng: &mut StdRng) -> Result<Vec<Topology>> {
-    let width = grower.spec().state_width();
-    let batch = grower.batch();
-    let mut out = Vec::with_capacity(batch.num_nets());
-    for (n, t) in batch.topologies().iter().enumerate() {
-        let (start, end) = batch.net_cells(n);
-        let weights: Vec<f64> = state[start * width..end * width].chunks(width).map(|r| r[0]).collect();
-        let cells: Vec<_> = t.cells().copied().collect();
-        let mut damaged = t.clone();
-        for k in choose_pruned(&weights, fraction, PruneMode::Random, rng) {
-            damaged.remove_connection(cells[k].layer, cells[k].pre, cells[k].post)?;
-        }
-        out.push(damaged);
-    }
-    Ok(out)
 }

@@ -415,3 +415,19 @@ fn robustness_prunes_grown_networks_and_writes_curves() {
     fails(&["robustness", "--run", &dir, "--fractions", "1.5"], &["1.5"]);
     fails(&["train", "--config", "configs/smoke.toml", "--set", "train.damage={fraction=1.0, recover=2}", "--out", &tmp.arg("bad"), "--quiet"], &["train.damage"]);
 }
+
+#[test]
+fn robustness_adds_hidden_neurons_or_says_why_not() {
+    let tmp = Scratch::new("neurons");
+    let dir = tmp.arg("run");
+    train_smoke(&dir, &["--set", "rule.index-bits=6"]);
+    let out = ok(&["robustness", "--run", &dir, "--experiment", "neurons", "--neurons", "1,3", "--networks", "3", "--recover", "5"]);
+    assert!(out.contains("+5 steps"), "{out}");
+    let csv = std::fs::read_to_string(tmp.path("run").join("robustness-neurons.csv")).expect("curves written");
+    assert_eq!(csv.lines().count(), 1 + 2 * (5 + 2));
+    // A rule whose index code is too narrow for the new cells says so.
+    let narrow = tmp.arg("narrow");
+    train_smoke(&narrow, &[]);
+    fails(&["robustness", "--run", &narrow, "--experiment", "neurons", "--neurons", "1"], &["does not fit"]);
+    fails(&["robustness", "--run", &dir, "--experiment", "neurons", "--neurons", "0"], &["--neurons"]);
+}
