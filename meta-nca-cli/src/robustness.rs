@@ -5,7 +5,9 @@ use anyhow::{Result, bail};
 use meta_nca_rule::checkpoint::write_atomic;
 use meta_nca_rule::checkpoint::Checkpoint;
 use meta_nca_rule::experiment::Task;
-use meta_nca_rule::robustness::{NeuronSpec, PruneMode, PruneSpec, add_neurons_experiment, prune_experiment};
+use meta_nca_rule::robustness::{
+    ChurnSpec, NeuronSpec, PruneMode, PruneSpec, add_neurons_experiment, churn_experiment, prune_experiment,
+};
 
 use crate::run_dir::{GrowFlags, load_run};
 
@@ -16,6 +18,8 @@ pub enum Experiment {
     Prune,
     /// Add hidden neurons to the first hidden layer (`--neurons`).
     Neurons,
+    /// Replace a fraction of the connections at every step (`--rates`, `--recover` steps).
+    Churn,
 }
 
 /// Which connections go.
@@ -45,7 +49,10 @@ pub struct Args {
     /// Neurons experiment: numbers of hidden neurons added, comma-separated.
     #[arg(long, value_delimiter = ',', default_value = "1,2")]
     neurons: Vec<usize>,
-    /// Rule steps after the damage.
+    /// Churn experiment: fractions of the live connections replaced per step, comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "0.02,0.05,0.1")]
+    rates: Vec<f64>,
+    /// Rule steps after the damage (churn: churned steps).
     #[arg(long, default_value_t = 10)]
     recover: usize,
     /// Networks grown.
@@ -66,8 +73,10 @@ pub fn run(args: Args) -> Result<()> {
     }
     let (ckpt, exp) = load_run(&args.grow.run, args.grow.checkpoint)?;
     let (at, p, seed) = args.grow.resolve(&exp.config)?;
-    if args.experiment == Experiment::Neurons {
-        return neurons(&args, &ckpt, exp.primary(), at, p, seed);
+    match args.experiment {
+        Experiment::Neurons => return neurons(&args, &ckpt, exp.primary(), at, p, seed),
+        Experiment::Churn => return churn(&args, &ckpt, exp.primary(), at, p, seed),
+        Experiment::Prune => {}
     }
     let mode = match args.mode {
         ModeArg::Random => PruneMode::Random,
@@ -164,6 +173,46 @@ fn neurons(args: &Args, ckpt: &Checkpoint, task: &Task, at: usize, p: f64, seed:
             print!("{:>12.4}", c.grown_val[1 + k]);
         }
         println!();
+    }
+    println!("(validation accuracy, mean over the networks)");
+    Ok(())
+}
+
+fn churn(args: &Args, ckpt: &Checkpoint, task: &Task, at: usize, p: f64, seed: u64) -> Result<()> {
+    if args.rates.is_empty() {
+        bail!("--rates must name at least one rate");
+    }
+    if let Some(r) = args.rates.iter().find(|r| !(0.0..=1.0).contains(*r)) {
+        bail!("--rates: {r} is not in [0, 1]");
+    }
+    let spec = ChurnSpec {
+        rates: args.rates.clone(),
+        at,
+        steps: args.recover,
+        networks: args.networks,
+        fire_fraction: p,
+        seed,
+    };
+    let curves = churn_experiment(&ckpt.rule, &ckpt.meta, task, &spec)?;
+    let mut csv = String::from("rate,step,grown_train_acc,grown_val_acc\n");
+    for c in &curves {
+        for (k, (t, v)) in c.grown_train.iter().zip(&c.grown_val).enumerate() {
+            csv.push_str(&format!("{},{k},{t:.4},{v:.4}\n", c.rate));
+        }
+    }
+    let path = args.grow.run.join("robustness-churn.csv");
+    write_atomic(&path, csv.as_bytes())?;
+    println!(
+        "churn after {at} grow steps, {} steps, {} networks, p {p}, seed {seed}; curves in {}",
+        args.recover,
+        args.networks,
+        path.display()
+    );
+    println!("{:<8}{:>9}{:>12}{:>10}", "rate", "before", "last step", "lowest");
+    for c in &curves {
+        let lowest = c.grown_val.iter().copied().fold(f64::INFINITY, f64::min);
+        let last = c.grown_val.last().copied().unwrap_or(f64::NAN);
+        println!("{:<8}{:>9.4}{:>12.4}{:>10.4}", format!("{:.0}%", 100.0 * c.rate), c.grown_val[0], last, lowest);
     }
     println!("(validation accuracy, mean over the networks)");
     Ok(())

@@ -293,3 +293,85 @@ impl<T> AsVecOrEmpty for crate::reference::Tensor2<T> {
         if self.shape().num_elements() == 0 { Vec::new() } else { self.as_vec() }
     }
 }
+
+/// Connection churn: every step, some connections die and as many new ones appear.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ChurnSpec {
+    /// Fractions of each network's live connections replaced at every step.
+    pub rates: Vec<f64>,
+    /// Grow steps before the churn starts.
+    pub at: usize,
+    /// Churned steps.
+    pub steps: usize,
+    /// Networks grown.
+    pub networks: usize,
+    /// Firing fraction.
+    pub fire_fraction: f64,
+    /// Seed of the grows and of the churn.
+    pub seed: u64,
+}
+
+/// The accuracy curve of one churn rate.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ChurnCurve {
+    /// Fraction of live connections replaced per step.
+    pub rate: f64,
+    /// Mean validation accuracy: before the churn, then after each churned step.
+    pub grown_val: Vec<f64>,
+    /// The same on the training set.
+    pub grown_train: Vec<f64>,
+}
+
+/// `t` with `round(rate · live)` random live connections removed and as many random dead
+/// ones added (as new cells).
+fn churn_once(t: &Topology, rate: f64, rng: &mut StdRng) -> Result<Topology> {
+    let live: Vec<_> = t.cells().copied().collect();
+    let k = ((rate * live.len() as f64).round() as usize).min(live.len());
+    let mut dead = Vec::new();
+    for l in 0..t.num_layers() {
+        let mask = t.mask(l);
+        for (at, &m) in mask.iter().enumerate() {
+            if !m {
+                dead.push((l, at / t.cols(l), at % t.cols(l)));
+            }
+        }
+    }
+    let mut out = t.clone();
+    for i in sample(rng, live.len(), k) {
+        out.remove_connection(live[i].layer, live[i].pre, live[i].post)?;
+    }
+    for i in sample(rng, dead.len(), k.min(dead.len())) {
+        let (l, pre, post) = dead[i];
+        out.add_connection(l, pre, post)?;
+    }
+    Ok(out)
+}
+
+/// Grows networks, then every step replaces a fraction of their connections and applies the
+/// rule once.
+pub fn churn_experiment(rule: &RuleNet, meta: &RuleMeta, task: &Task, spec: &ChurnSpec) -> Result<Vec<ChurnCurve>> {
+    if let Some(r) = spec.rates.iter().find(|r| !(0.0..=1.0).contains(*r)) {
+        return Err(Error::Config { key: "rates".into(), message: format!("{r} is not in [0, 1]") });
+    }
+    let grown = grow_to(rule, meta, task, spec.networks, spec.at, spec.fire_fraction, spec.seed)?;
+    let mut curves = Vec::new();
+    for &rate in &spec.rates {
+        let mut rng = rng_for(spec.seed, Stream::Eval, 4_000_000 + (rate * 1e6).round() as u64);
+        let (mut train, mut val) = (vec![grown.before.0], vec![grown.before.1]);
+        let mut grower = grown.grower.clone();
+        let mut state = grower.state_tensor(grown.values.clone());
+        for _ in 0..spec.steps {
+            let churned =
+                grower.batch().topologies().iter().map(|t| churn_once(t, rate, &mut rng)).collect::<Result<Vec<_>>>()?;
+            let (next, carried) = grower.reshape(state, churned, &meta.code, meta.config.task.weight_init, &mut rng)?;
+            let fire: Vec<bool> = next.batch().topologies().iter().flat_map(|t| choose_firing(&mut rng, t, spec.fire_fraction)).collect();
+            state = next.step(rule, carried, &fire);
+            grower = next;
+            let s = mean_scores(&grower, &state.as_vec_or_empty(), task);
+            train.push(s.0);
+            val.push(s.1);
+        }
+        curves.push(ChurnCurve { rate, grown_val: val, grown_train: train });
+    }
+    Ok(curves)
+}

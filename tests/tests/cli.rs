@@ -431,3 +431,19 @@ fn robustness_adds_hidden_neurons_or_says_why_not() {
     fails(&["robustness", "--run", &narrow, "--experiment", "neurons", "--neurons", "1"], &["does not fit"]);
     fails(&["robustness", "--run", &dir, "--experiment", "neurons", "--neurons", "0"], &["--neurons"]);
 }
+
+#[test]
+fn robustness_churn_replaces_connections_every_step() {
+    let tmp = Scratch::new("churn");
+    let dir = tmp.arg("run");
+    train_smoke(&dir, &["--set", "rule.index-code=false"]);
+    let out = ok(&["robustness", "--run", &dir, "--experiment", "churn", "--rates", "0.1,0.3", "--networks", "3", "--recover", "4"]);
+    assert!(out.contains("10%") && out.contains("30%"), "{out}");
+    let csv = std::fs::read_to_string(tmp.path("run").join("robustness-churn.csv")).expect("curves written");
+    assert_eq!(csv.lines().count(), 1 + 2 * (4 + 1));
+    // With a per-cell index code, new cells soon run out of indices: a clear error.
+    let coded = tmp.arg("coded");
+    train_smoke(&coded, &[]);
+    fails(&["robustness", "--run", &coded, "--experiment", "churn", "--rates", "0.3", "--networks", "2", "--recover", "10"], &["does not fit"]);
+    fails(&["robustness", "--run", &dir, "--experiment", "churn", "--rates", "2"], &["--rates"]);
+}
