@@ -92,34 +92,45 @@ impl GradOrZero for Gradients<f64, Cpu> {
 }
 
 /// Central differences of every rule parameter and every initial state entry.
-fn numeric(s: &Setup) -> (Vec<Vec<f64>>, Vec<f64>) {
+/// Central differences of `f` with respect to every rule parameter and every initial state
+/// entry.
+fn central_differences(s: &Setup, f: impl Fn(&RuleNet, &[f64]) -> f64) -> (Vec<Vec<f64>>, Vec<f64>) {
     let eps = 1e-6;
-    let base = s.rule.params_flat();
-    let mut d_params = Vec::new();
-    for (pi, (_, values)) in base.iter().enumerate() {
-        let mut d = Vec::new();
-        for k in 0..values.len() {
+    let base: Vec<Vec<f64>> = s.rule.params_flat().into_iter().map(|(_, v)| v).collect();
+    let d_params = base
+        .iter()
+        .enumerate()
+        .map(|(pi, values)| {
+            (0..values.len())
+                .map(|k| {
+                    let probe = |delta: f64| {
+                        let mut vals = base.clone();
+                        vals[pi][k] += delta;
+                        let mut rule = s.rule.clone();
+                        rule.set_params_flat(&vals);
+                        f(&rule, &s.state0)
+                    };
+                    (probe(eps) - probe(-eps)) / (2.0 * eps)
+                })
+                .collect()
+        })
+        .collect();
+    let d_state = (0..s.state0.len())
+        .map(|k| {
             let probe = |delta: f64| {
-                let mut vals: Vec<Vec<f64>> = base.iter().map(|(_, v)| v.clone()).collect();
-                vals[pi][k] += delta;
-                let mut rule = s.rule.clone();
-                rule.set_params_flat(&vals);
-                loss(s, &rule, &s.state0)
+                let mut st = s.state0.clone();
+                st[k] += delta;
+                f(&s.rule, &st)
             };
-            d.push((probe(eps) - probe(-eps)) / (2.0 * eps));
-        }
-        d_params.push(d);
-    }
-    let mut d_state = Vec::new();
-    for k in 0..s.state0.len() {
-        let probe = |delta: f64| {
-            let mut st = s.state0.clone();
-            st[k] += delta;
-            loss(s, &s.rule, &st)
-        };
-        d_state.push((probe(eps) - probe(-eps)) / (2.0 * eps));
-    }
+            (probe(eps) - probe(-eps)) / (2.0 * eps)
+        })
+        .collect();
     (d_params, d_state)
+}
+
+/// Central differences of the plain grow's loss.
+fn numeric(s: &Setup) -> (Vec<Vec<f64>>, Vec<f64>) {
+    central_differences(s, |rule, state0| loss(s, rule, state0))
 }
 
 fn rel_err(a: &[f64], b: &[f64]) -> f64 {
@@ -177,34 +188,12 @@ fn meta_gradient_through_a_topology_change_matches_finite_differences() {
     let grads = reshaped_loss(&s, &s.rule, state0.clone().put_tape(OwnedTape::default())).backward();
     let an_params = s.rule.grads_flat(&grads);
     let an_state = grads.get(&state0).as_vec();
-    let eps = 1e-6;
-    let base: Vec<Vec<f64>> = s.rule.params_flat().into_iter().map(|(_, v)| v).collect();
-    for (pi, values) in base.iter().enumerate() {
-        let fd: Vec<f64> = (0..values.len())
-            .map(|k| {
-                let probe = |delta: f64| {
-                    let mut vals = base.clone();
-                    vals[pi][k] += delta;
-                    let mut rule = s.rule.clone();
-                    rule.set_params_flat(&vals);
-                    reshaped_loss(&s, &rule, s.grower.state_tensor(s.state0.clone())).array()
-                };
-                (probe(eps) - probe(-eps)) / (2.0 * eps)
-            })
-            .collect();
-        let e = rel_err(&an_params[pi], &fd);
+    let (fd_params, fd_state) =
+        central_differences(&s, |rule, state0| reshaped_loss(&s, rule, s.grower.state_tensor(state0.to_vec())).array());
+    for (pi, (a, f)) in an_params.iter().zip(&fd_params).enumerate() {
+        let e = rel_err(a, f);
         assert!(e <= 1e-6, "parameter tensor {pi}: relative error {e:e}");
     }
-    let fd_state: Vec<f64> = (0..s.state0.len())
-        .map(|k| {
-            let probe = |delta: f64| {
-                let mut st = s.state0.clone();
-                st[k] += delta;
-                reshaped_loss(&s, &s.rule, s.grower.state_tensor(st)).array()
-            };
-            (probe(eps) - probe(-eps)) / (2.0 * eps)
-        })
-        .collect();
     let e = rel_err(&an_state, &fd_state);
     assert!(e <= 1e-6, "initial state through the reshape: relative error {e:e}");
 }
@@ -228,22 +217,9 @@ fn damage_aware_meta_gradient_matches_finite_differences() {
     let taped = |values: Vec<f64>| s.grower.state_tensor(values).put_tape(OwnedTape::default());
     let grads = damaged(&s, &s.rule, taped(s.state0.clone())).backward();
     let an = s.rule.grads_flat(&grads);
-    let eps = 1e-6;
-    let base: Vec<Vec<f64>> = s.rule.params_flat().into_iter().map(|(_, v)| v).collect();
-    for (pi, values) in base.iter().enumerate() {
-        let fd: Vec<f64> = (0..values.len())
-            .map(|k| {
-                let probe = |delta: f64| {
-                    let mut vals = base.clone();
-                    vals[pi][k] += delta;
-                    let mut rule = s.rule.clone();
-                    rule.set_params_flat(&vals);
-                    damaged(&s, &rule, taped(s.state0.clone())).array()
-                };
-                (probe(eps) - probe(-eps)) / (2.0 * eps)
-            })
-            .collect();
-        let e = rel_err(&an[pi], &fd);
+    let (fd, _) = central_differences(&s, |rule, state0| damaged(&s, rule, taped(state0.to_vec())).array());
+    for (pi, (a, f)) in an.iter().zip(&fd).enumerate() {
+        let e = rel_err(a, f);
         assert!(e <= 1e-6, "parameter tensor {pi}: relative error {e:e}");
     }
 }
