@@ -63,6 +63,24 @@ pub struct Args {
     fine_tune: usize,
 }
 
+/// Writes accuracy curves as CSV (`<key>,step,grown_train_acc,grown_val_acc`); the first
+/// point of each curve is step `first_step` (-1: before the damage, 0: right after it).
+fn write_curves<'a>(
+    path: &std::path::Path,
+    key: &str,
+    curves: impl Iterator<Item = (f64, &'a [f64], &'a [f64])>,
+    first_step: i64,
+) -> Result<()> {
+    let mut csv = format!("{key},step,grown_train_acc,grown_val_acc\n");
+    for (label, train, val) in curves {
+        for (k, (t, v)) in train.iter().zip(val).enumerate() {
+            csv.push_str(&format!("{label},{},{t:.4},{v:.4}\n", k as i64 + first_step));
+        }
+    }
+    write_atomic(path, csv.as_bytes())?;
+    Ok(())
+}
+
 /// Runs `meta-nca robustness`.
 pub fn run(args: Args) -> Result<()> {
     if args.networks == 0 || args.fractions.is_empty() {
@@ -97,15 +115,9 @@ pub fn run(args: Args) -> Result<()> {
         ModeArg::Random => "random",
         ModeArg::Magnitude => "magnitude",
     };
-    let mut csv = String::from("fraction,step,grown_train_acc,grown_val_acc\n");
-    for c in &curves {
-        for (k, (t, v)) in c.grown_train.iter().zip(&c.grown_val).enumerate() {
-            // step -1: before the damage; 0: right after; r: after r recovery steps.
-            csv.push_str(&format!("{},{},{t:.4},{v:.4}\n", c.fraction, k as i64 - 1));
-        }
-    }
     let path = args.grow.run.join(format!("robustness-prune-{name}.csv"));
-    write_atomic(&path, csv.as_bytes())?;
+    let rows = curves.iter().map(|c| (c.fraction, &c.grown_train[..], &c.grown_val[..]));
+    write_curves(&path, "fraction", rows, -1)?;
     println!(
         "prune ({name}) after {at} grow steps, {} networks, p {p}, seed {seed}; {} recovery steps; curves in {}",
         args.networks,
@@ -148,14 +160,9 @@ fn neurons(args: &Args, ckpt: &Checkpoint, task: &Task, at: usize, p: f64, seed:
         seed,
     };
     let curves = add_neurons_experiment(&ckpt.rule, &ckpt.meta, task, &spec)?;
-    let mut csv = String::from("added,step,grown_train_acc,grown_val_acc\n");
-    for c in &curves {
-        for (k, (t, v)) in c.grown_train.iter().zip(&c.grown_val).enumerate() {
-            csv.push_str(&format!("{},{},{t:.4},{v:.4}\n", c.added, k as i64 - 1));
-        }
-    }
     let path = args.grow.run.join("robustness-neurons.csv");
-    write_atomic(&path, csv.as_bytes())?;
+    let rows = curves.iter().map(|c| (c.added as f64, &c.grown_train[..], &c.grown_val[..]));
+    write_curves(&path, "added", rows, -1)?;
     println!(
         "hidden neurons added after {at} grow steps, {} networks, p {p}, seed {seed}; curves in {}",
         args.networks,
@@ -194,14 +201,9 @@ fn churn(args: &Args, ckpt: &Checkpoint, task: &Task, at: usize, p: f64, seed: u
         seed,
     };
     let curves = churn_experiment(&ckpt.rule, &ckpt.meta, task, &spec)?;
-    let mut csv = String::from("rate,step,grown_train_acc,grown_val_acc\n");
-    for c in &curves {
-        for (k, (t, v)) in c.grown_train.iter().zip(&c.grown_val).enumerate() {
-            csv.push_str(&format!("{},{k},{t:.4},{v:.4}\n", c.rate));
-        }
-    }
     let path = args.grow.run.join("robustness-churn.csv");
-    write_atomic(&path, csv.as_bytes())?;
+    let rows = curves.iter().map(|c| (c.rate, &c.grown_train[..], &c.grown_val[..]));
+    write_curves(&path, "rate", rows, 0)?;
     println!(
         "churn after {at} grow steps, {} steps, {} networks, p {p}, seed {seed}; curves in {}",
         args.recover,
