@@ -53,6 +53,16 @@ pub fn score(net: &DenseNet<f64>, data: &TaskData) -> Score {
     Score { loss, acc: correct as f64 / data.y.len().max(1) as f64 }
 }
 
+/// What [`Grower::damaged_loss`] returns.
+pub struct Damaged<T> {
+    /// The mean of the losses before the damage and after the recovery, on the tape.
+    pub loss: Tensor<(), f64, Cpu, T>,
+    /// The grower of the damaged networks.
+    pub grower: Grower,
+    /// Their final state values.
+    pub values: Vec<f64>,
+}
+
 /// Everything a grow of one batch needs besides the rule: the batch, the perception and the data.
 #[derive(Debug, Clone)]
 pub struct Grower {
@@ -194,8 +204,7 @@ impl Grower {
 
     /// Damage-aware loss: the loss of `state`, then the networks replaced by `damaged` (see
     /// [`Self::reshape`]), `recover` more steps on them (firing fraction `p`), and the loss
-    /// again; returns the mean of the two losses on the tape, the damaged grower and its final
-    /// state values.
+    /// again.
     #[allow(clippy::too_many_arguments)]
     pub fn damaged_loss<T: Tape<f64, Cpu>>(
         &self,
@@ -207,7 +216,7 @@ impl Grower {
         code: &HiddenCode,
         init: WeightInit,
         rng: &mut StdRng,
-    ) -> crate::Result<(Tensor<(), f64, Cpu, T>, Grower, Vec<f64>)> {
+    ) -> crate::Result<Damaged<T>> {
         // The state feeds two ops (the loss and the reshape): its tape goes through the first
         // and on into the second, so neither loses a backward op.
         let (value, tape) = state.split_tape();
@@ -219,7 +228,7 @@ impl Grower {
         let (last, tape) = grower.unroll(rule, carried, &fires).split_tape();
         let values = if last.shape().num_elements() == 0 { Vec::new() } else { last.as_vec() };
         let after = grower.loss(last.put_tape(tape));
-        Ok(((after + before) * 0.5, grower, values))
+        Ok(Damaged { loss: (after + before) * 0.5, grower, values })
     }
 
     /// `fires.len()` steps from `state`; `fires[t]` flags the cells that fire at step `t`.

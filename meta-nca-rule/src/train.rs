@@ -214,19 +214,19 @@ impl Trainer {
                 }
                 Some(damage) => {
                     let (value, tape) = grown_state.split_tape();
-                    let damaged = prune_batch(&grower, &value.as_vec(), damage.fraction, PruneMode::Random, &mut rng)?;
-                    let (loss, after, values) = grower.damaged_loss(
+                    let pruned = prune_batch(&grower, &value.as_vec(), damage.fraction, PruneMode::Random, &mut rng)?;
+                    let damaged = grower.damaged_loss(
                         &self.rule,
                         value.put_tape(tape),
-                        damaged,
+                        pruned,
                         damage.recover,
                         cfg.grow.fire_fraction,
                         &self.code,
                         cfg.task.weight_init,
                         &mut rng,
                     )?;
-                    losses.push(loss);
-                    grown.push((t, task, after, values));
+                    losses.push(damaged.loss);
+                    grown.push((t, task, damaged.grower, damaged.values));
                 }
             }
         }

@@ -208,7 +208,7 @@ fn damaged(s: &Setup, rule: &RuleNet, state0: Tensor2<OwnedTape<f64, Cpu>>) -> T
     topologies[0].remove_connection(2, 1, 0).expect("live");
     topologies[1].remove_connection(0, 0, 1).expect("live");
     let mut rng = StdRng::seed_from_u64(9);
-    s.grower.damaged_loss(rule, state, topologies, 2, 0.7, &code, WeightInit::Xavier, &mut rng).expect("fits").0
+    s.grower.damaged_loss(rule, state, topologies, 2, 0.7, &code, WeightInit::Xavier, &mut rng).expect("fits").loss
 }
 
 #[test]
