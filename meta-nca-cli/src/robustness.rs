@@ -168,7 +168,8 @@ fn neurons(args: &Args, ckpt: &Checkpoint, task: &Task, at: usize, p: f64, seed:
         args.networks,
         path.display()
     );
-    let shown: Vec<usize> = [1, 5, args.recover].into_iter().filter(|&k| k <= args.recover).collect();
+    let mut shown: Vec<usize> = [1, 5, args.recover].into_iter().filter(|&k| k <= args.recover).collect();
+    shown.dedup();
     print!("{:<8}{:>9}{:>9}", "added", "before", "after");
     for k in &shown {
         print!("{:>12}", format!("+{k} steps"));

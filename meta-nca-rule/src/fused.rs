@@ -12,6 +12,12 @@ pub type Tensor2<T> = Tensor<(usize, usize), f64, Cpu, T>;
 /// (an untaped operand's) through the store it is given.
 pub type Backward = Box<dyn FnOnce(&[f64], &mut Gradients<f64, Cpu>) -> Result<Vec<f64>, CpuError>>;
 
+/// The values of `t`, row-major; empty for a tensor with no elements (dfdx 0.13's `as_vec`
+/// panics on those, e.g. a batch with no live cells).
+pub fn values<S: Shape, T>(t: &Tensor<S, f64, Cpu, T>) -> Vec<f64> {
+    if t.shape().num_elements() == 0 { Vec::new() } else { t.as_vec() }
+}
+
 /// A backward that only maps the output gradient to the input gradient.
 pub fn pure(f: impl FnOnce(&[f64]) -> Vec<f64> + 'static) -> Backward {
     Box::new(move |g, _| Ok(f(g)))
@@ -26,10 +32,8 @@ pub fn fused<T: Tape<f64, Cpu>, S: Shape>(
     forward: impl FnOnce(&[f64]) -> (Vec<f64>, Backward),
 ) -> Tensor<S, f64, Cpu, T> {
     let (x, mut tape) = x.split_tape();
-    // dfdx 0.13's `as_vec` panics on a tensor with no elements (a batch with no live cells).
-    let input = if x.shape().num_elements() == 0 { Vec::new() } else { x.as_vec() };
-    let (values, backward) = forward(&input);
-    let out = dev.tensor_from_vec(values, out_shape);
+    let (out_values, backward) = forward(&values(&x));
+    let out = dev.tensor_from_vec(out_values, out_shape);
     if T::OWNS_TAPE {
         let (x_ghost, out_ghost) = (x.ghost(), out.ghost());
         tape.add_backward_op(move |grads| {

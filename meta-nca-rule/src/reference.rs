@@ -22,7 +22,7 @@ use crate::rule::{RuleNet, bound};
 use crate::task::{self, Activity, ActivityGrad, DenseNet};
 
 pub use crate::fused::Tensor2;
-use crate::fused::{fused, pure};
+use crate::fused::{fused, pure, values};
 
 /// The data a batch is grown on: standardised features and labels (the "batch" of SPEC).
 #[derive(Debug, Clone)]
@@ -226,7 +226,7 @@ impl Grower {
             .map(|_| grower.batch().topologies().iter().flat_map(|t| crate::firing::choose_firing(rng, t, p)).collect())
             .collect();
         let (last, tape) = grower.unroll(rule, carried, &fires).split_tape();
-        let values = if last.shape().num_elements() == 0 { Vec::new() } else { last.as_vec() };
+        let values = values(&last);
         let after = grower.loss(last.put_tape(tape));
         Ok(Damaged { loss: (after + before) * 0.5, grower, values })
     }

@@ -14,6 +14,7 @@ use crate::batch::Batch;
 use crate::checkpoint::RuleMeta;
 use crate::episode::{Episode, EpisodeSpec, Stream, rng_for};
 use crate::experiment::Task;
+use crate::fused::values;
 use crate::firing::choose_firing;
 use crate::reference::{Grower, score};
 use crate::rule::RuleNet;
@@ -155,7 +156,7 @@ fn recovery(
             let fire: Vec<bool> = after.batch().topologies().iter().flat_map(|t| choose_firing(rng, t, p)).collect();
             state = after.step(rule, state, &fire);
         }
-        let s = mean_scores(&after, &state.as_vec_or_empty(), task);
+        let s = mean_scores(&after, &values(&state), task);
         train.push(s.0);
         val.push(s.1);
     }
@@ -283,16 +284,6 @@ fn baseline_curve(
     Ok(sums.map(|v| v / n))
 }
 
-/// `as_vec` that accepts a tensor with no elements (dfdx 0.13 panics on those).
-trait AsVecOrEmpty {
-    fn as_vec_or_empty(&self) -> Vec<f64>;
-}
-
-impl<T> AsVecOrEmpty for crate::reference::Tensor2<T> {
-    fn as_vec_or_empty(&self) -> Vec<f64> {
-        if self.shape().num_elements() == 0 { Vec::new() } else { self.as_vec() }
-    }
-}
 
 /// Connection churn: every step, some connections die and as many new ones appear.
 #[derive(Debug, Clone, PartialEq)]
@@ -367,7 +358,7 @@ pub fn churn_experiment(rule: &RuleNet, meta: &RuleMeta, task: &Task, spec: &Chu
             let fire: Vec<bool> = next.batch().topologies().iter().flat_map(|t| choose_firing(&mut rng, t, spec.fire_fraction)).collect();
             state = next.step(rule, carried, &fire);
             grower = next;
-            let s = mean_scores(&grower, &state.as_vec_or_empty(), task);
+            let s = mean_scores(&grower, &values(&state), task);
             train.push(s.0);
             val.push(s.1);
         }
