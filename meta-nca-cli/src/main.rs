@@ -5,6 +5,7 @@
 //! # Layout
 //! - `main.rs`: the command line and logging set-up.
 //! - [`run_dir`]: a run folder (resolved config, metrics, checkpoints).
+//! - [`robustness_config`]: a robustness experiment from a TOML file and flags.
 //! - [`train`], [`eval`], [`grow`], [`bench`]: one module per subcommand.
 
 use std::process::ExitCode;
@@ -20,6 +21,7 @@ mod grow;
 mod inspect;
 mod plot;
 mod robustness;
+mod robustness_config;
 mod run_dir;
 mod sweep;
 mod train;
@@ -58,7 +60,7 @@ enum Command {
     Check(check::Args),
     /// Summarise a cell trace written by `--trace-json`: updates per cell, mean |dw|, staleness.
     Inspect(inspect::Args),
-    /// Draw pictures: training curves of a run, weight GIFs of a grown network.
+    /// Draw pictures: training curves of a run, weight GIFs of a grown network, robustness curves.
     Plot(plot::Args),
 }
 

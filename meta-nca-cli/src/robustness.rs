@@ -1,66 +1,35 @@
-//! `meta-nca robustness`: remove connections from grown networks, keep applying the rule, and
-//! compare with a backprop-trained network pruned alike.
+//! `meta-nca robustness`: remove connections from grown networks (or add hidden neurons, or
+//! replace connections at every step), keep applying the rule, and compare with a
+//! backprop-trained network pruned alike. The experiment comes from `--config FILE.toml` and
+//! flags ([`crate::robustness_config`]); the curves, a prune's backprop baseline and the
+//! resolved experiment are written into the run folder.
 
-use anyhow::{Result, bail};
-use meta_nca_rule::checkpoint::write_atomic;
-use meta_nca_rule::checkpoint::Checkpoint;
+use std::path::{Path, PathBuf};
+
+use anyhow::Result;
+use meta_nca_rule::checkpoint::{Checkpoint, write_atomic};
 use meta_nca_rule::experiment::Task;
 use meta_nca_rule::robustness::{
-    ChurnSpec, NeuronSpec, PruneMode, PruneSpec, add_neurons_experiment, churn_experiment, prune_experiment,
+    ChurnSpec, NeuronSpec, PruneCurve, PruneMode, PruneSpec, add_neurons_experiment, churn_experiment, prune_experiment,
 };
 
-use crate::run_dir::{GrowFlags, load_run};
-
-/// What is done to the grown networks.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum Experiment {
-    /// Remove a fraction of the connections (`--fractions`, `--mode`).
-    Prune,
-    /// Add hidden neurons to the first hidden layer (`--neurons`).
-    Neurons,
-    /// Replace a fraction of the connections at every step (`--rates`, `--recover` steps).
-    Churn,
-}
-
-/// Which connections go.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum ModeArg {
-    /// Uniformly at random.
-    Random,
-    /// The smallest |w| first.
-    Magnitude,
-}
+use crate::robustness_config::{Experiment, Mode, Plan, RobustnessConfig};
+use crate::run_dir::{Which, load_run};
 
 /// Arguments of `meta-nca robustness`.
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// The run, and how to grow with its rule (`--steps`: grow steps before the damage).
+    /// Run folder written by `meta-nca train`; the curves and the resolved experiment config
+    /// are written into it.
+    #[arg(long)]
+    run: PathBuf,
+    /// Experiment config (TOML, e.g. configs/robustness-prune.toml); the flags below override
+    /// its keys.
+    #[arg(long, value_name = "FILE.toml")]
+    config: Option<PathBuf>,
+    /// The experiment's keys as flags.
     #[command(flatten)]
-    grow: GrowFlags,
-    /// The experiment.
-    #[arg(long, value_enum, default_value_t = Experiment::Prune)]
-    experiment: Experiment,
-    /// Fractions of each network's connections to remove, comma-separated.
-    #[arg(long, value_delimiter = ',', default_value = "0.1,0.2,0.3,0.5")]
-    fractions: Vec<f64>,
-    /// Which connections are removed.
-    #[arg(long, value_enum, default_value_t = ModeArg::Random)]
-    mode: ModeArg,
-    /// Neurons experiment: numbers of hidden neurons added, comma-separated.
-    #[arg(long, value_delimiter = ',', default_value = "1,2")]
-    neurons: Vec<usize>,
-    /// Churn experiment: fractions of the live connections replaced per step, comma-separated.
-    #[arg(long, value_delimiter = ',', default_value = "0.02,0.05,0.1")]
-    rates: Vec<f64>,
-    /// Rule steps after the damage (churn: churned steps).
-    #[arg(long, default_value_t = 10)]
-    recover: usize,
-    /// Networks grown.
-    #[arg(long, default_value_t = 100)]
-    networks: usize,
-    /// Adam epochs of the backprop baseline's fine-tune after pruning.
-    #[arg(long, default_value_t = 20)]
-    fine_tune: usize,
+    flags: RobustnessConfig,
 }
 
 /// Writes accuracy curves as CSV (`<key>,step,grown_train_acc,grown_val_acc`); the first
@@ -83,46 +52,67 @@ fn write_curves<'a>(
 
 /// Runs `meta-nca robustness`.
 pub fn run(args: Args) -> Result<()> {
-    if args.networks == 0 || args.fractions.is_empty() {
-        bail!("--networks must be at least 1 and --fractions must name at least one fraction");
-    }
-    if let Some(q) = args.fractions.iter().find(|q| !(0.0..=1.0).contains(*q)) {
-        bail!("--fractions: {q} is not in [0, 1]");
-    }
-    let (ckpt, exp) = load_run(&args.grow.run, args.grow.checkpoint)?;
-    let (at, p, seed) = args.grow.resolve(&exp.config)?;
-    match args.experiment {
-        Experiment::Neurons => return neurons(&args, &ckpt, exp.primary(), at, p, seed),
-        Experiment::Churn => return churn(&args, &ckpt, exp.primary(), at, p, seed),
-        Experiment::Prune => {}
-    }
-    let mode = match args.mode {
-        ModeArg::Random => PruneMode::Random,
-        ModeArg::Magnitude => PruneMode::Magnitude,
+    let file = match &args.config {
+        Some(path) => RobustnessConfig::load(path)?,
+        None => RobustnessConfig::default(),
     };
+    let config = args.flags.over(file);
+    config.check()?;
+    let (ckpt, exp) = load_run(&args.run, config.checkpoint.unwrap_or(Which::Best))?;
+    let plan = config.resolve(&exp.config)?;
+    let task = exp.primary();
+    let stem = plan.file_stem();
+    match plan.experiment {
+        Experiment::Prune => prune(&plan, &ckpt, task, &args.run, &stem)?,
+        Experiment::Neurons => neurons(&plan, &ckpt, task, &args.run, &stem)?,
+        Experiment::Churn => churn(&plan, &ckpt, task, &args.run, &stem)?,
+    }
+    let copy = args.run.join(format!("{stem}.toml"));
+    write_atomic(&copy, plan.to_toml(&args.run)?.as_bytes())?;
+    println!("experiment config (seed {}) in {}", plan.seed, copy.display());
+    Ok(())
+}
+
+/// Writes the backprop baseline of a prune as CSV
+/// (`fraction,fine_tune_epochs,before_val_acc,pruned_val_acc,fine_tuned_val_acc`).
+fn write_baseline(path: &Path, curves: &[PruneCurve], fine_tune: usize) -> Result<()> {
+    let mut csv = String::from("fraction,fine_tune_epochs,before_val_acc,pruned_val_acc,fine_tuned_val_acc\n");
+    for c in curves {
+        let [before, pruned, tuned] = c.baseline_val;
+        csv.push_str(&format!("{},{fine_tune},{before:.4},{pruned:.4},{tuned:.4}\n", c.fraction));
+    }
+    write_atomic(path, csv.as_bytes())?;
+    Ok(())
+}
+
+fn prune(plan: &Plan, ckpt: &Checkpoint, task: &Task, run: &Path, stem: &str) -> Result<()> {
+    let (at, p, seed) = (plan.steps, plan.fire_fraction, plan.seed);
     let spec = PruneSpec {
-        fractions: args.fractions.clone(),
-        mode,
+        fractions: plan.fractions.clone(),
+        mode: match plan.mode {
+            Mode::Random => PruneMode::Random,
+            Mode::Magnitude => PruneMode::Magnitude,
+        },
         at,
-        recover: args.recover,
-        networks: args.networks,
+        recover: plan.recover,
+        networks: plan.networks,
         fire_fraction: p,
         seed,
-        fine_tune_epochs: args.fine_tune,
+        fine_tune_epochs: plan.fine_tune,
     };
-    let curves = prune_experiment(&ckpt.rule, &ckpt.meta, exp.primary(), &spec)?;
-    let name = match args.mode {
-        ModeArg::Random => "random",
-        ModeArg::Magnitude => "magnitude",
-    };
-    let path = args.grow.run.join(format!("robustness-prune-{name}.csv"));
+    let curves = prune_experiment(&ckpt.rule, &ckpt.meta, task, &spec)?;
+    let name = plan.mode.name();
+    let path = run.join(format!("{stem}.csv"));
     let rows = curves.iter().map(|c| (c.fraction, &c.grown_train[..], &c.grown_val[..]));
     write_curves(&path, "fraction", rows, -1)?;
+    let baseline = run.join(format!("{stem}-baseline.csv"));
+    write_baseline(&baseline, &curves, plan.fine_tune)?;
     println!(
-        "prune ({name}) after {at} grow steps, {} networks, p {p}, seed {seed}; {} recovery steps; curves in {}",
-        args.networks,
-        args.recover,
-        path.display()
+        "prune ({name}) after {at} grow steps, {} networks, p {p}, seed {seed}; {} recovery steps; curves in {}, backprop in {}",
+        plan.networks,
+        plan.recover,
+        path.display(),
+        baseline.display()
     );
     println!(
         "{:<9}{:>9}{:>9}{:>11}{:>10} {:>13}{:>12}{:>13}",
@@ -143,32 +133,30 @@ pub fn run(args: Args) -> Result<()> {
             c.baseline_val[2]
         );
     }
-    println!("(validation accuracy; grown: mean over the networks; backprop: before, pruned alike, fine-tuned {} epochs)", args.fine_tune);
+    println!("(validation accuracy; grown: mean over the networks; backprop: before, pruned alike, fine-tuned {} epochs)", plan.fine_tune);
     Ok(())
 }
 
-fn neurons(args: &Args, ckpt: &Checkpoint, task: &Task, at: usize, p: f64, seed: u64) -> Result<()> {
-    if args.neurons.is_empty() || args.neurons.contains(&0) {
-        bail!("--neurons must name at least one count, each >= 1");
-    }
+fn neurons(plan: &Plan, ckpt: &Checkpoint, task: &Task, run: &Path, stem: &str) -> Result<()> {
+    let (at, p, seed) = (plan.steps, plan.fire_fraction, plan.seed);
     let spec = NeuronSpec {
-        counts: args.neurons.clone(),
+        counts: plan.neurons.clone(),
         at,
-        recover: args.recover,
-        networks: args.networks,
+        recover: plan.recover,
+        networks: plan.networks,
         fire_fraction: p,
         seed,
     };
     let curves = add_neurons_experiment(&ckpt.rule, &ckpt.meta, task, &spec)?;
-    let path = args.grow.run.join("robustness-neurons.csv");
+    let path = run.join(format!("{stem}.csv"));
     let rows = curves.iter().map(|c| (c.added as f64, &c.grown_train[..], &c.grown_val[..]));
     write_curves(&path, "added", rows, -1)?;
     println!(
         "hidden neurons added after {at} grow steps, {} networks, p {p}, seed {seed}; curves in {}",
-        args.networks,
+        plan.networks,
         path.display()
     );
-    let mut shown: Vec<usize> = [1, 5, args.recover].into_iter().filter(|&k| k <= args.recover).collect();
+    let mut shown: Vec<usize> = [1, 5, plan.recover].into_iter().filter(|&k| k <= plan.recover).collect();
     shown.dedup();
     print!("{:<8}{:>9}{:>9}", "added", "before", "after");
     for k in &shown {
@@ -186,29 +174,24 @@ fn neurons(args: &Args, ckpt: &Checkpoint, task: &Task, at: usize, p: f64, seed:
     Ok(())
 }
 
-fn churn(args: &Args, ckpt: &Checkpoint, task: &Task, at: usize, p: f64, seed: u64) -> Result<()> {
-    if args.rates.is_empty() {
-        bail!("--rates must name at least one rate");
-    }
-    if let Some(r) = args.rates.iter().find(|r| !(0.0..=1.0).contains(*r)) {
-        bail!("--rates: {r} is not in [0, 1]");
-    }
+fn churn(plan: &Plan, ckpt: &Checkpoint, task: &Task, run: &Path, stem: &str) -> Result<()> {
+    let (at, p, seed) = (plan.steps, plan.fire_fraction, plan.seed);
     let spec = ChurnSpec {
-        rates: args.rates.clone(),
+        rates: plan.rates.clone(),
         at,
-        steps: args.recover,
-        networks: args.networks,
+        steps: plan.recover,
+        networks: plan.networks,
         fire_fraction: p,
         seed,
     };
     let curves = churn_experiment(&ckpt.rule, &ckpt.meta, task, &spec)?;
-    let path = args.grow.run.join("robustness-churn.csv");
+    let path = run.join(format!("{stem}.csv"));
     let rows = curves.iter().map(|c| (c.rate, &c.grown_train[..], &c.grown_val[..]));
     write_curves(&path, "rate", rows, 0)?;
     println!(
         "churn after {at} grow steps, {} steps, {} networks, p {p}, seed {seed}; curves in {}",
-        args.recover,
-        args.networks,
+        plan.recover,
+        plan.networks,
         path.display()
     );
     println!("{:<8}{:>9}{:>12}{:>10}", "rate", "before", "last step", "lowest");

@@ -14,7 +14,8 @@ use meta_nca_rule::train::EpochMetrics;
 pub const METRICS_HEADER: &str = "epoch,loss_step,loss,train_acc,val_acc,grad_norm,seconds";
 
 /// Which checkpoint of a run to load.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum Which {
     /// The rule with the best mean validation accuracy of a meta-epoch.
     Best,

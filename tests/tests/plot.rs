@@ -280,3 +280,93 @@ fn snapshots_of_a_real_run_animate_over_meta_epochs() {
     assert!(!plots.join("epochs-layer2.gif").exists());
     fails(&[&train[..], &["--snapshot-every", "0"]].concat(), "snapshot-every");
 }
+
+/// A synthetic robustness CSV: one curve per key, accuracies 0.95 before, `0.95 - dip * key`
+/// right after, recovering over `steps` steps; the first step is `first`.
+fn robustness_csv(column: &str, keys: &[f64], first: i64, steps: usize, dip: f64) -> String {
+    let mut s = format!("{column},step,grown_train_acc,grown_val_acc\n");
+    for &key in keys {
+        for k in 0..=steps + 1 {
+            let step = first + k as i64;
+            let val = if step < 0 { 0.95 } else { 0.95 - dip * key * (-(step as f64) / 3.0).exp() };
+            s.push_str(&format!("{key},{step},{:.4},{val:.4}\n", (val + 0.02).min(1.0)));
+        }
+    }
+    s
+}
+
+/// A synthetic prune baseline for `keys`, fine-tuned to `tuned`.
+fn baseline_csv(keys: &[f64], tuned: f64) -> String {
+    let mut s = String::from("fraction,fine_tune_epochs,before_val_acc,pruned_val_acc,fine_tuned_val_acc\n");
+    for &q in keys {
+        s.push_str(&format!("{q},20,0.9667,{:.4},{tuned:.4}\n", 0.9667 - q / 4.0));
+    }
+    s
+}
+
+#[test]
+fn robustness_png_follows_the_curves_and_the_baseline() {
+    let tmp = Scratch::new("robustness");
+    let keys = [0.1, 0.3, 0.5];
+    let mut pictures = Vec::new();
+    for (name, dip) in [("a", 0.4), ("b", 0.8)] {
+        std::fs::create_dir_all(tmp.path(name)).expect("run folder");
+        let csv = tmp.path(name).join("robustness-prune-random.csv");
+        std::fs::write(&csv, robustness_csv("fraction", &keys, -1, 10, dip)).expect("csv");
+        let out = ok(&["plot", "--robustness", &csv.to_string_lossy()]);
+        assert!(out.contains("robustness-prune-random.png"), "{out}");
+        let (w, h, rgb) = png_rgb(&tmp.path(name).join("robustness-prune-random.png"));
+        assert_eq!((w, h), (820, 600), "one panel without a baseline file");
+        assert_drawn(&rgb, "robustness-prune-random.png");
+        // One colour per fraction (Tableau blue, orange, green), no fourth.
+        for c in [[0x1f, 0x77, 0xb4], [0xff, 0x7f, 0x0e], [0x2c, 0xa0, 0x2c]] {
+            assert!(count(&rgb, c) > 200, "colour {c:?} is missing");
+        }
+        assert_eq!(count(&rgb, [0xd6, 0x27, 0x28]), 0, "a fourth curve is drawn");
+        pictures.push(rgb);
+    }
+    assert_ne!(pictures[0], pictures[1], "a deeper dip draws a different picture");
+
+    // With the baseline next to it: a second panel, which follows the baseline's numbers.
+    let csv = tmp.path("a").join("robustness-prune-random.csv");
+    let baseline = tmp.path("a").join("robustness-prune-random-baseline.csv");
+    let mut with_baseline = Vec::new();
+    for tuned in [0.9, 0.8] {
+        std::fs::write(&baseline, baseline_csv(&keys, tuned)).expect("baseline");
+        ok(&["plot", "--robustness", &csv.to_string_lossy(), "--out", &tmp.arg("out")]);
+        let (w, h, rgb) = png_rgb(&tmp.path("out").join("robustness-prune-random.png"));
+        assert_eq!((w, h), (1640, 600), "two panels with a baseline file");
+        // Below the title (centred over the whole width), the left panel is the picture
+        // without the baseline (same curves, same axes as long as the baseline stays inside).
+        let left: Vec<u8> = rgb.chunks_exact(1640 * 3).skip(40).flat_map(|row| row[..800 * 3].to_vec()).collect();
+        let alone: Vec<u8> = pictures[0].chunks_exact(820 * 3).skip(40).flat_map(|row| row[..800 * 3].to_vec()).collect();
+        let same = left.chunks_exact(3).zip(alone.chunks_exact(3)).filter(|(a, b)| a == b).count();
+        assert!(same * 100 > left.len() / 3 * 95, "the curves panel changed: only {same} pixels equal");
+        with_baseline.push(rgb);
+    }
+    assert_ne!(with_baseline[0], with_baseline[1], "another fine-tuned accuracy draws the same picture");
+
+    // Neurons and churn files are told apart by their first column.
+    for (file, column, first) in [("robustness-neurons.csv", "added", -1), ("robustness-churn.csv", "rate", 0)] {
+        std::fs::write(tmp.path(file), robustness_csv(column, &[1.0, 2.0], first, 5, 0.1)).expect("csv");
+        ok(&["plot", "--robustness", &tmp.arg(file)]);
+        let (w, _, rgb) = png_rgb(&tmp.path(&file.replace(".csv", ".png")));
+        assert_eq!(w, 820);
+        assert_drawn(&rgb, file);
+    }
+}
+
+#[test]
+fn robustness_plot_bad_inputs_fail_cleanly() {
+    let tmp = Scratch::new("robustness-bad");
+    fails(&["plot", "--robustness", &tmp.arg("missing.csv")], "missing.csv");
+    std::fs::write(tmp.path("metrics.csv"), metrics_csv(5, 0.0)).expect("metrics.csv");
+    fails(&["plot", "--robustness", &tmp.arg("metrics.csv")], "'epoch'");
+    std::fs::write(tmp.path("r-baseline.csv"), baseline_csv(&[0.1], 0.9)).expect("baseline");
+    fails(&["plot", "--robustness", &tmp.arg("r-baseline.csv")], "baseline");
+    std::fs::write(tmp.path("r.csv"), "fraction,step,grown_train_acc,grown_val_acc\n0.1,-1,0.9,0.9\n0.1,0,x,0.8\n").expect("csv");
+    fails(&["plot", "--robustness", &tmp.arg("r.csv")], "line 3");
+    std::fs::write(tmp.path("r.csv"), "fraction,step,grown_val_acc\n0.1,-1,0.9\n").expect("csv");
+    fails(&["plot", "--robustness", &tmp.arg("r.csv")], "grown_train_acc");
+    assert!(!tmp.path("r.png").exists());
+}

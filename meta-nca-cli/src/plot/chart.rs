@@ -1,8 +1,8 @@
 //! A small line chart for panels of a picture: linear or logarithmic axes with round ticks, a
 //! light grid, solid or dashed lines, vertical markers (an event at some x), and a legend.
 //!
-//! The training curves use it; robustness curves (accuracy over steps, the damage step as a
-//! marker, dashed baselines) are meant to.
+//! The training curves and the robustness curves (accuracy over steps, the damage step as a
+//! marker, dashed baselines) use it.
 
 use anyhow::Result;
 use plotters::prelude::*;
@@ -93,6 +93,8 @@ pub struct Series {
     pub width: u32,
     /// Dashed (baselines, references): set it with `Series { dashed: true, ..Series::new(..) }`.
     pub dashed: bool,
+    /// A dot at every point (lines of a few points, where one point alone draws no line).
+    pub dots: bool,
     /// The points; non-finite ones break the line.
     pub points: Vec<(f64, f64)>,
 }
@@ -100,7 +102,7 @@ pub struct Series {
 impl Series {
     /// A solid line of width 2 named `name`.
     pub fn new(name: &str, color: RGBColor, points: Vec<(f64, f64)>) -> Self {
-        Self { name: Some(name.to_string()), color, alpha: 1.0, width: 2, dashed: false, points }
+        Self { name: Some(name.to_string()), color, alpha: 1.0, width: 2, dashed: false, dots: false, points }
     }
 
     /// The same line thin, pale and unnamed (raw values under a smoothed line).
@@ -119,6 +121,8 @@ pub enum Corner {
     UpperRight,
     /// Bottom right of the plot.
     LowerRight,
+    /// Bottom left of the plot.
+    LowerLeft,
 }
 
 /// A chart panel.
@@ -193,6 +197,11 @@ pub fn draw(area: &Area<'_>, (x0, y0, x1, y1): (i32, i32, i32, i32), chart: &Cha
             }
         }
         runs.push(run);
+        if s.dots {
+            for &(x, y) in runs.iter().flatten() {
+                drawn(area.draw(&Circle::new((x, y), 3 + s.width as i32 / 2, s.color.mix(s.alpha).filled())))?;
+            }
+        }
         for run in runs.into_iter().filter(|r| !r.is_empty()) {
             if s.dashed {
                 dashed_line(area, &run, style)?;
@@ -229,7 +238,7 @@ fn dashed_line(area: &Area<'_>, points: &[(i32, i32)], style: ShapeStyle) -> Res
 }
 
 /// Draws the legend of the named lines, if there are two or more.
-fn legend(area: &Area<'_>, chart: &Chart, (_, top, right, bottom): (i32, i32, i32, i32)) -> Result<()> {
+fn legend(area: &Area<'_>, chart: &Chart, (left, top, right, bottom): (i32, i32, i32, i32)) -> Result<()> {
     let named: Vec<&Series> = chart.series.iter().filter(|s| s.name.is_some()).collect();
     if named.len() < 2 {
         return Ok(());
@@ -240,6 +249,7 @@ fn legend(area: &Area<'_>, chart: &Chart, (_, top, right, bottom): (i32, i32, i3
     let (lx, ly) = match chart.legend {
         Corner::UpperRight => (right - w - 10, top + 10),
         Corner::LowerRight => (right - w - 10, bottom - h - 10),
+        Corner::LowerLeft => (left + 10, bottom - h - 10),
     };
     drawn(area.draw(&Rectangle::new([(lx, ly), (lx + w, ly + h)], WHITE.mix(0.9).filled())))?;
     drawn(area.draw(&Rectangle::new([(lx, ly), (lx + w, ly + h)], RGBColor(0xa0, 0xa0, 0xa0))))?;

@@ -6,6 +6,8 @@
 //!   `DIR/plots/epochs-layer<l>.gif` (a layer's weights over meta-epochs).
 //! - `--grow FILE.json` (from `meta-nca grow --save`): `FILE-layer<l>.gif` (a layer's weights
 //!   over the grow steps) and `FILE-hidden.png` (hidden-state channels as small multiples).
+//! - `--robustness FILE.csv` (from `meta-nca robustness`): `FILE.png`, the accuracy curves
+//!   around the damage; a prune's backprop baseline (`FILE-baseline.csv`) as a second panel.
 //!
 //! # Layout
 //! - `mod.rs`: arguments, dispatch, where each picture goes.
@@ -18,12 +20,13 @@
 //! - [`weights`]: weight-matrix heatmaps and their animations.
 //! - [`hidden`]: hidden-state channels as small multiples.
 //! - [`epochs`]: a network grown from every snapshot of a run, animated over meta-epochs.
+//! - [`robustness`]: accuracy around the damage of `meta-nca robustness`, and the backprop
+//!   baseline of a prune.
 //!
-//! Adding a picture (say the robustness curves of issue 5): a module with a function that
-//! reads its data and returns a [`canvas::Picture`] (line charts: [`chart::Chart`] panels as in
-//! `curves`, with `markers` for the damage step and `Series::dashed` for baselines; matrices:
-//! `weights::draw_matrix` and `draw_colorbar`), and a branch in [`run`] that saves it next to
-//! its data.
+//! Adding a picture: a module with a function that reads its data and returns a
+//! [`canvas::Picture`] (line charts: [`chart::Chart`] panels as in `curves` and `robustness`;
+//! matrices: `weights::draw_matrix` and `draw_colorbar`), and a branch in [`run`] that saves it
+//! next to its data.
 
 use std::path::{Path, PathBuf};
 
@@ -36,6 +39,7 @@ pub mod curves;
 pub mod epochs;
 pub mod grow_file;
 pub mod hidden;
+pub mod robustness;
 pub mod text;
 pub mod weights;
 
@@ -44,12 +48,17 @@ pub mod weights;
 pub struct Args {
     /// Run folder written by `meta-nca train`: training curves, and GIFs over meta-epochs if it
     /// has snapshots. Pictures go to DIR/plots/.
-    #[arg(long, value_name = "DIR", required_unless_present = "grow")]
+    #[arg(long, value_name = "DIR", required_unless_present_any = ["grow", "robustness"])]
     run: Option<PathBuf>,
     /// Grow record written by `meta-nca grow --save`: a weight GIF per layer over the grow
     /// steps and a hidden-state PNG, next to the file.
     #[arg(long, value_name = "FILE.json")]
     grow: Option<PathBuf>,
+    /// Curves written by `meta-nca robustness` (robustness-prune-<mode>.csv,
+    /// robustness-neurons.csv, robustness-churn.csv): FILE.png next to the file, with the
+    /// backprop baseline of a prune (FILE-baseline.csv) when it is there.
+    #[arg(long, value_name = "FILE.csv")]
+    robustness: Option<PathBuf>,
     /// Folder for the pictures instead of next to the data.
     #[arg(long, value_name = "DIR")]
     out: Option<PathBuf>,
@@ -124,10 +133,37 @@ pub fn run(args: Args) -> Result<()> {
         hidden::draw(&grow)?.save_png(&path)?;
         written.push(path);
     }
+    if let Some(file) = &args.robustness {
+        written.push(robustness_png(file, args.out.as_deref())?);
+    }
     for path in &written {
         println!("wrote {}", path.display());
     }
     Ok(())
+}
+
+/// Draws the robustness curves of `file` into `<out or its folder>/<stem>.png`.
+fn robustness_png(file: &Path, out: Option<&Path>) -> Result<PathBuf> {
+    let stem = file.file_stem().map_or_else(|| "robustness".to_string(), |s| s.to_string_lossy().into_owned());
+    if stem.ends_with("-baseline") {
+        bail!("{} is a prune's backprop baseline: plot the curves file it belongs to", file.display());
+    }
+    let curves = robustness::Curves::load(file)?;
+    let baseline = match robustness::baseline_path(file).filter(|p| p.is_file()) {
+        Some(path) => Some(robustness::Baseline::load(&path)?),
+        None => None,
+    };
+    let folder = file.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let run = std::path::absolute(folder).ok().and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()));
+    let title = match run {
+        Some(run) => format!("{run}: {stem} (mean accuracy of the grown networks)"),
+        None => format!("{stem} (mean accuracy of the grown networks)"),
+    };
+    let out = out.unwrap_or(folder);
+    create(out)?;
+    let path = out.join(format!("{stem}.png"));
+    robustness::draw(&curves, baseline.as_ref(), &title)?.save_png(&path)?;
+    Ok(path)
 }
 
 fn create(dir: &Path) -> Result<()> {
