@@ -247,7 +247,7 @@ pub fn grow(args: &EngineArgs, loaded: &Loaded, plan: Plan, save: &Path) -> Resu
         seed,
         steps,
         fire_fraction: p,
-        cells: Outcome::cells(&setup.world),
+        cells: out.cells(),
         weights: &out.weights,
         final_state: out.state.chunks(width).collect(),
         train_acc: train.acc,

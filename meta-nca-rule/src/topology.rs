@@ -228,9 +228,116 @@ impl Topology {
     }
 }
 
+/// One topology operation between grow steps: the same in meaning for the reference path
+/// and the actor simulation (both apply it with [`Topology::apply`] and carry the state over
+/// with [`crate::init::carry_plan`]). Written `remove:L:I:J`, `add:L:I:J` (connection
+/// `I -> J` of weight matrix `L`), `remove-neuron:L:I`, `add-neuron:L` (hidden layer `L`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", tag = "op")]
+pub enum Change {
+    /// Remove the live connection `pre -> post` of `W_layer`.
+    RemoveConnection {
+        /// Weight matrix.
+        layer: usize,
+        /// Row (pre-neuron; the bias row is the layer's size).
+        pre: usize,
+        /// Column (post-neuron).
+        post: usize,
+    },
+    /// Add connection `pre -> post` of `W_layer` as a fresh cell.
+    AddConnection {
+        /// Weight matrix.
+        layer: usize,
+        /// Row.
+        pre: usize,
+        /// Column.
+        post: usize,
+    },
+    /// Remove hidden neuron `idx` of layer `layer` with all its connections.
+    RemoveNeuron {
+        /// Hidden layer.
+        layer: usize,
+        /// Neuron.
+        idx: usize,
+    },
+    /// Add a hidden neuron to layer `layer`, connected to all neurons of the adjacent layers.
+    AddNeuron {
+        /// Hidden layer.
+        layer: usize,
+    },
+}
+
+impl std::fmt::Display for Change {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match *self {
+            Change::RemoveConnection { layer, pre, post } => write!(f, "remove:{layer}:{pre}:{post}"),
+            Change::AddConnection { layer, pre, post } => write!(f, "add:{layer}:{pre}:{post}"),
+            Change::RemoveNeuron { layer, idx } => write!(f, "remove-neuron:{layer}:{idx}"),
+            Change::AddNeuron { layer } => write!(f, "add-neuron:{layer}"),
+        }
+    }
+}
+
+impl std::str::FromStr for Change {
+    type Err = Error;
+
+    fn from_str(text: &str) -> Result<Self> {
+        let bad = |why: &str| {
+            Error::Topology(format!(
+                "'{text}' is not a topology change ({why}); expected remove:L:I:J, add:L:I:J, remove-neuron:L:I or add-neuron:L"
+            ))
+        };
+        let mut parts = text.trim().split(':');
+        let op = parts.next().unwrap_or_default();
+        let numbers = parts
+            .map(|p| p.trim().parse::<usize>().map_err(|_| bad(&format!("'{p}' is not a non-negative number"))))
+            .collect::<Result<Vec<_>>>()?;
+        match (op, numbers.as_slice()) {
+            ("remove", &[layer, pre, post]) => Ok(Change::RemoveConnection { layer, pre, post }),
+            ("add", &[layer, pre, post]) => Ok(Change::AddConnection { layer, pre, post }),
+            ("remove-neuron", &[layer, idx]) => Ok(Change::RemoveNeuron { layer, idx }),
+            ("add-neuron", &[layer]) => Ok(Change::AddNeuron { layer }),
+            ("remove" | "add" | "remove-neuron" | "add-neuron", _) => Err(bad("wrong number of indices")),
+            _ => Err(bad(&format!("unknown operation '{op}'"))),
+        }
+    }
+}
+
+impl Topology {
+    /// Applies `change`; an error, and nothing changed, if it names something that does
+    /// not exist (or a connection that is already live).
+    pub fn apply(&mut self, change: &Change) -> Result<()> {
+        match *change {
+            Change::RemoveConnection { layer, pre, post } => self.remove_connection(layer, pre, post).map(drop),
+            Change::AddConnection { layer, pre, post } => self.add_connection(layer, pre, post).map(drop),
+            Change::RemoveNeuron { layer, idx } => self.remove_neuron(layer, idx).map(drop),
+            Change::AddNeuron { layer } => self.add_neuron(layer).map(drop),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn changes_parse_print_and_apply() {
+        let mut t = Topology::dense(&[2, 3, 2], true).expect("valid");
+        for text in ["remove:0:1:2", "add:0:1:2", "remove-neuron:1:0", "add-neuron:1"] {
+            let change: Change = text.parse().expect("parses");
+            assert_eq!(change.to_string(), text);
+            t.apply(&change).expect("applies");
+        }
+        assert_eq!(t.sizes(), &[2, 3, 2]);
+        for bad in ["remove:0:1", "cut:0:1:2", "add-neuron:x", "", "remove:0:1:-2"] {
+            assert!(bad.parse::<Change>().is_err(), "{bad}");
+        }
+        let before = t.clone();
+        for change in ["remove:0:9:0", "remove-neuron:2:0", "add-neuron:0", "remove:5:0:0"] {
+            assert!(t.apply(&change.parse().expect("parses")).is_err(), "{change}");
+            assert_eq!(t, before, "a refused change leaves the topology alone");
+        }
+    }
 
     #[test]
     fn dense_counts_and_indices() {

@@ -97,6 +97,25 @@ impl Cell {
         self.phase == Phase::Finished
     }
 
+    /// Whether the cell is between rounds with nothing owed: the only time its place in the
+    /// network may change.
+    pub fn settled(&self) -> bool {
+        self.phase == Phase::Idle && self.pending_w.is_empty() && self.future_acts.is_empty()
+    }
+
+    /// The cell's place after a topology change between rounds: its new state-row index,
+    /// id (neuron indices shift when neurons come and go) and neurons. It keeps its state,
+    /// round and clock; the summaries it held describe the old neighbourhood and are dropped.
+    pub fn rewire(&mut self, index: u32, id: CellId, pre: u32, post: u32) {
+        debug_assert!(self.settled(), "cell {} rewired in the middle of a round", self.id);
+        self.index = index;
+        self.id = id;
+        self.pre = pre;
+        self.post = post;
+        self.pre_view = None;
+        self.post_view = None;
+    }
+
     /// Handles one message.
     pub fn handle(&mut self, msg: CellMsg, ctx: &Ctx, out: &mut impl Outbox) {
         match msg {

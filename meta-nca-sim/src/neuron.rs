@@ -60,6 +60,8 @@ pub struct Neuron {
     width: usize,
     /// Open rounds (more than one only in async mode), oldest first.
     rounds: Vec<RoundAcc>,
+    /// The summary of the last round it finished.
+    last: Option<Arc<NeuronSummary>>,
 }
 
 fn mean(v: &[f64]) -> f64 {
@@ -69,7 +71,23 @@ fn mean(v: &[f64]) -> f64 {
 impl Neuron {
     /// A neuron with `in_count` incoming and `out_count` outgoing cells of state width `width`.
     pub fn new(index: u32, kind: NeuronKind, in_count: usize, out_count: usize, width: usize) -> Self {
-        Self { index, kind, in_count, out_count, width, rounds: Vec::new() }
+        Self { index, kind, in_count, out_count, width, rounds: Vec::new(), last: None }
+    }
+
+    /// The summary of the last round it finished (what its cells perceived).
+    pub fn last_summary(&self) -> Option<&Arc<NeuronSummary>> {
+        self.last.as_ref()
+    }
+
+    /// The neuron's place after a topology change between rounds: its new index, kind (an
+    /// output neuron's peers move when hidden neurons come and go) and fan sizes. Nothing of
+    /// a round may be open.
+    pub fn rewire(&mut self, index: u32, kind: NeuronKind, in_count: usize, out_count: usize) {
+        debug_assert!(self.rounds.is_empty(), "neuron {} rewired in the middle of a round", self.index);
+        self.index = index;
+        self.kind = kind;
+        self.in_count = in_count;
+        self.out_count = out_count;
     }
 
     fn acc(&mut self, round: u32) -> usize {
@@ -213,8 +231,9 @@ impl Neuron {
             out.broadcast(index, Fan::In, CellMsg::Summary { side: Fan::In.side(), view: view.clone() });
         }
         if self.out_count > 0 {
-            out.broadcast(index, Fan::Out, CellMsg::Summary { side: Fan::Out.side(), view });
+            out.broadcast(index, Fan::Out, CellMsg::Summary { side: Fan::Out.side(), view: view.clone() });
         }
+        self.last = Some(view);
     }
 }
 

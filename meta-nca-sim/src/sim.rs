@@ -1,5 +1,6 @@
 //! The public face of the simulation: what to run ([`Setup`], [`SimSpec`]), how to run it
-//! ([`run`]: builds a tokio runtime and the chosen executor), and what came out ([`Outcome`]).
+//! ([`Simulation`]: a tokio runtime with the chosen executor, stepped and reshaped between
+//! steps; [`run`]: a whole grow in one call), and what came out ([`Outcome`], [`Snapshot`]).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -9,8 +10,14 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::instrument::WithSubscriber;
 
-use crate::protocol::CellDone;
+use meta_nca_rule::init::{HiddenCode, RowSource, WeightInit, carry_plan};
+use meta_nca_rule::topology::{Change, Topology};
+use rand::Rng;
+use tokio::task::JoinHandle;
+
+use crate::protocol::{CellDone, NeuronSummary};
 use crate::rule_service::{Batching, RuleHandle, RuleStats};
+use crate::tasks::CoordMsg;
 use crate::trace::CellFilter;
 pub use crate::setup::Setup;
 use crate::world::World;
@@ -149,9 +156,12 @@ impl RunStats {
 /// What a simulation produced.
 #[derive(Debug, Clone)]
 pub struct Outcome {
-    /// Final state rows `[cells, 1+d]`, in topology order.
+    /// The network at the end (topology changes included).
+    pub topology: Topology,
+    /// Final state rows `[cells, 1+d]`, in [`Topology::cells`] order.
     pub state: Vec<f64>,
-    /// `weights[t][c]`: weight of cell `c` after step `t` (when recorded).
+    /// `weights[t][c]`: weight of cell `c` (the state-row order of step `t`) after step `t`,
+    /// when recorded.
     pub weights: Vec<Vec<f64>>,
     /// Counts.
     pub stats: RunStats,
@@ -159,49 +169,105 @@ pub struct Outcome {
 
 impl Outcome {
     /// The cells' ids, in state-row order.
-    pub fn cells(world: &World) -> Vec<CellId> {
-        world.topology.cells().copied().collect()
+    pub fn cells(&self) -> Vec<CellId> {
+        self.topology.cells().copied().collect()
     }
 }
 
-/// Collects the cells' reports into an [`Outcome`].
+/// The simulation between two steps, as its actors report it.
+#[derive(Debug, Clone)]
+pub struct Snapshot {
+    /// State rows `[cells, 1+d]`, in [`Topology::cells`] order.
+    pub state: Vec<f64>,
+    /// Per neuron (the batch's neuron order): the summary of the last round it finished,
+    /// i.e. what its cells perceived at the last step (`None` before the first step, and for
+    /// a neuron that joined since).
+    pub summaries: Vec<Option<Arc<NeuronSummary>>>,
+}
+
+/// A topology change as the executors apply it: the new network, and for each of its cells
+/// and neurons where it comes from.
+pub(crate) struct Reshape {
+    pub(crate) world: Arc<World>,
+    /// Per cell of the new network: the old state row it continues, or a new cell's start.
+    pub(crate) cells: Vec<RowSource>,
+    /// Per neuron of the new network: the old neuron it continues, or `None`.
+    pub(crate) neurons: Vec<Option<u32>>,
+}
+
+/// Collects the actors' reports: counts, recorded weights, final states (async) and
+/// snapshots.
 pub(crate) struct Collector {
     width: usize,
+    record: bool,
+    /// Async: the final state rows the cells hand over, and how many did.
     pub(crate) state: Vec<f64>,
+    pub(crate) finished: usize,
     pub(crate) weights: Vec<Vec<f64>>,
     pub(crate) stats: RunStats,
-    pub(crate) finished: usize,
+    /// The snapshot being gathered, and how many reports it still waits for.
+    snapshot: Option<(Snapshot, usize)>,
 }
 
 impl Collector {
     pub(crate) fn new(world: &World, record: bool) -> Self {
         let width = world.ctx.spec.state_width();
-        let rounds = if record { world.ctx.rounds as usize } else { 0 };
         Self {
             width,
+            record,
             state: vec![0.0; world.num_cells() * width],
-            weights: vec![vec![0.0; world.num_cells()]; rounds],
-            stats: RunStats::default(),
             finished: 0,
+            weights: Vec::new(),
+            stats: RunStats::default(),
+            snapshot: None,
         }
     }
 
     /// Whether every cell's weight after every step is kept (then actors send every report).
     pub(crate) fn recording(&self) -> bool {
-        !self.weights.is_empty()
+        self.record
     }
 
-    /// Adds counts summed by an actor and the final states it collected.
-    pub(crate) fn absorb(&mut self, stats: &RunStats, finals: Vec<(u32, Vec<f64>)>) {
-        self.stats.merge(stats);
-        for (c, s) in finals {
-            let c = c as usize;
-            self.state[c * self.width..(c + 1) * self.width].copy_from_slice(&s);
-            self.finished += 1;
+    /// A lockstep round of `cells` cells begins.
+    pub(crate) fn begin_round(&mut self, cells: usize) {
+        if self.record {
+            self.weights.push(vec![0.0; cells]);
         }
     }
 
-    pub(crate) fn add(&mut self, d: CellDone) {
+    /// Takes one message of an actor.
+    pub(crate) fn take(&mut self, msg: CoordMsg) -> Result<()> {
+        match msg {
+            CoordMsg::Done(d) => self.add(d),
+            CoordMsg::DoneBatch(ds) => ds.into_iter().for_each(|d| self.add(d)),
+            CoordMsg::Progress { stats, finals } => {
+                self.stats.merge(&stats);
+                for (c, s) in finals {
+                    let c = c as usize;
+                    self.state[c * self.width..(c + 1) * self.width].copy_from_slice(&s);
+                    self.finished += 1;
+                }
+            }
+            CoordMsg::Snapshot { stats, cells, neurons } => {
+                self.stats.merge(&stats);
+                if let Some((snap, missing)) = &mut self.snapshot {
+                    for (c, row) in cells {
+                        let c = c as usize;
+                        snap.state[c * self.width..(c + 1) * self.width].copy_from_slice(&row);
+                        *missing -= 1;
+                    }
+                    for (g, summary) in neurons {
+                        snap.summaries[g as usize] = summary;
+                        *missing -= 1;
+                    }
+                }
+            }
+            CoordMsg::Failed { actor, message } => return Err(Error::ActorFailed { actor, message }),
+        }
+        Ok(())
+    }
+
+    fn add(&mut self, d: CellDone) {
         self.stats.record(&d);
         let c = d.cell as usize;
         if let Some(row) = self.weights.get_mut(d.round as usize) {
@@ -213,29 +279,45 @@ impl Collector {
         }
     }
 
-    pub(crate) fn finish(self, seconds: f64, rule: RuleStats) -> Outcome {
+    /// A snapshot of `world` is requested: one report per cell and per neuron will come.
+    pub(crate) fn expect_snapshot(&mut self, world: &World) {
+        let snap = Snapshot { state: vec![0.0; world.num_cells() * self.width], summaries: vec![None; world.num_neurons()] };
+        self.snapshot = Some((snap, world.num_cells() + world.num_neurons()));
+    }
+
+    /// The snapshot, once every report has come.
+    pub(crate) fn finish_snapshot(&mut self) -> Option<Snapshot> {
+        match &self.snapshot {
+            Some((_, 0)) => self.snapshot.take().map(|(snap, _)| snap),
+            _ => None,
+        }
+    }
+
+    fn finish(self, state: Vec<f64>, topology: Topology, seconds: f64, rule: RuleStats) -> Outcome {
         let mut stats = self.stats;
         stats.seconds = seconds;
         stats.rule = rule;
-        Outcome { state: self.state, weights: self.weights, stats }
+        Outcome { topology, state, weights: self.weights, stats }
     }
 }
 
 /// Largest rule pass in lockstep mode, and the most rows a shard asks for at once.
 pub(crate) const LOCKSTEP_CHUNK: usize = 8192;
 
-/// Everything an executor needs to run one simulation.
+/// Everything an executor needs to start.
 pub(crate) struct Parts {
     pub(crate) world: Arc<World>,
     pub(crate) cells: Vec<crate::cell::Cell>,
     pub(crate) neurons: Vec<crate::neuron::Neuron>,
     pub(crate) rule: RuleHandle,
-    /// Lockstep firing flags per step.
-    pub(crate) fires: Vec<Vec<bool>>,
     /// Async scheduling jitter.
     pub(crate) jitter: u32,
     pub(crate) spawner: Spawner,
     pub(crate) collector: Collector,
+    /// Seed of the cells' async clocks (new cells too).
+    pub(crate) seed: u64,
+    /// Which cells (new ones too) are traced.
+    pub(crate) trace: CellFilter,
 }
 
 /// Spawns the actors of one run: every task is tracked, stops when the token is cancelled,
@@ -248,29 +330,26 @@ pub(crate) struct Spawner {
 }
 
 impl Spawner {
-    pub(crate) fn spawn<F: Future<Output = ()> + Send + 'static>(&self, task: F) {
+    /// Spawns a tracked task that ends when the run is cancelled (`None`) or on its own.
+    pub(crate) fn spawn<F>(&self, task: F) -> JoinHandle<Option<F::Output>>
+    where
+        F: Future + Send + 'static,
+        F::Output: Send + 'static,
+    {
         let token = self.token.clone();
         match &self.dispatch {
-            Some(d) => {
-                self.tracker.spawn(async move { token.run_until_cancelled(task).await }.with_subscriber(d.clone()));
-            }
-            None => {
-                self.tracker.spawn(async move { token.run_until_cancelled(task).await });
-            }
+            Some(d) => self.tracker.spawn(async move { token.run_until_cancelled(task).await }.with_subscriber(d.clone())),
+            None => self.tracker.spawn(async move { token.run_until_cancelled(task).await }),
         }
     }
 
     /// Spawns a tracked task that stops on its own (on a stop message); it is not wrapped in
     /// the cancellation token, which saves a lock per poll. It must watch the token itself
     /// wherever it awaits anything but its inbox.
-    pub(crate) fn spawn_stoppable<F: Future<Output = ()> + Send + 'static>(&self, task: F) {
+    pub(crate) fn spawn_stoppable<F: Future<Output = ()> + Send + 'static>(&self, task: F) -> JoinHandle<()> {
         match &self.dispatch {
-            Some(d) => {
-                self.tracker.spawn(task.with_subscriber(d.clone()));
-            }
-            None => {
-                self.tracker.spawn(task);
-            }
+            Some(d) => self.tracker.spawn(task.with_subscriber(d.clone())),
+            None => self.tracker.spawn(task),
         }
     }
 
@@ -282,67 +361,291 @@ impl Spawner {
     }
 }
 
-/// Runs `setup` as `spec` says, on a fresh tokio runtime with `spec.workers` workers.
-pub fn run(setup: &Setup, spec: &SimSpec) -> Result<Outcome> {
-    let mut ctx = setup.world.ctx.clone();
-    let batching = match spec.mode {
-        Mode::Lockstep => Batching::Announced { chunk: LOCKSTEP_CHUNK },
-        Mode::Async(a) => {
-            if !(a.fire_rate > 0.0 && a.fire_rate <= 1.0) {
-                return Err(Error::Config { key: "fire-rate", message: format!("must be in (0, 1], got {}", a.fire_rate) });
-            }
-            ctx.async_mode = true;
-            ctx.fire_rate = a.fire_rate;
-            ctx.max_staleness = a.max_staleness;
-            Batching::CountOrDeadline { max_rows: a.batch_rows.max(1), deadline: a.deadline }
+/// The coordinator of a run, for either executor.
+enum Driver {
+    Tasks(crate::tasks::Driver),
+    Shards(crate::shards::Driver),
+}
+
+impl Driver {
+    async fn run_async(&mut self) -> Result<()> {
+        match self {
+            Driver::Tasks(d) => d.run_async().await,
+            Driver::Shards(d) => d.run_async().await,
         }
-    };
-    if let Executor::Shards { shards: 0 } = spec.executor {
-        return Err(Error::Config { key: "shards", message: "at least one shard is needed".into() });
     }
-    let world = if ctx.async_mode {
+    async fn step(&mut self, round: u32, fire: &[bool]) -> Result<()> {
+        match self {
+            Driver::Tasks(d) => d.step(round, fire).await,
+            Driver::Shards(d) => d.step(round, fire).await,
+        }
+    }
+    async fn snapshot(&mut self) -> Result<Snapshot> {
+        match self {
+            Driver::Tasks(d) => d.snapshot().await,
+            Driver::Shards(d) => d.snapshot().await,
+        }
+    }
+    async fn reshape(&mut self, reshape: Reshape) -> Result<()> {
+        match self {
+            Driver::Tasks(d) => d.reshape(reshape).await,
+            Driver::Shards(d) => d.reshape(reshape).await,
+        }
+    }
+    async fn finish(self) -> Result<Collector> {
+        match self {
+            Driver::Tasks(d) => d.finish().await,
+            Driver::Shards(d) => d.finish().await,
+        }
+    }
+    fn live_tasks(&self) -> usize {
+        match self {
+            Driver::Tasks(d) => d.live_tasks(),
+            Driver::Shards(d) => d.live_tasks(),
+        }
+    }
+}
+
+/// A running actor simulation of one network: its actors live on a tokio runtime of its own
+/// between calls. In lockstep mode it advances one step at a time ([`Self::step`]) and its
+/// topology can change between steps ([`Self::reshape`]); [`run`] is the whole grow in one call.
+pub struct Simulation {
+    /// `None` once a call failed: the actors were stopped then.
+    driver: Option<Driver>,
+    world: Arc<World>,
+    round: u32,
+    started: Instant,
+    service: Option<std::thread::JoinHandle<RuleStats>>,
+    runtime: tokio::runtime::Runtime,
+}
+
+impl Simulation {
+    /// Starts the actors of `setup` (its starting state; its firing draws are [`run`]'s).
+    pub fn start(setup: &Setup, spec: &SimSpec) -> Result<Self> {
+        let mut ctx = setup.world.ctx.clone();
+        let batching = match spec.mode {
+            Mode::Lockstep => {
+                // Open-ended: the cells run until they are stopped.
+                ctx.rounds = u32::MAX;
+                Batching::Announced { chunk: LOCKSTEP_CHUNK }
+            }
+            Mode::Async(a) => {
+                if !(a.fire_rate > 0.0 && a.fire_rate <= 1.0) {
+                    return Err(Error::Config { key: "fire-rate", message: format!("must be in (0, 1], got {}", a.fire_rate) });
+                }
+                ctx.async_mode = true;
+                ctx.fire_rate = a.fire_rate;
+                ctx.max_staleness = a.max_staleness;
+                Batching::CountOrDeadline { max_rows: a.batch_rows.max(1), deadline: a.deadline }
+            }
+        };
+        if let Executor::Shards { shards: 0 } = spec.executor {
+            return Err(Error::Config { key: "shards", message: "at least one shard is needed".into() });
+        }
         let mut world = (*setup.world).clone();
         world.ctx = ctx;
-        Arc::new(world)
-    } else {
-        setup.world.clone()
-    };
-    let traced = |id: &CellId| spec.trace.matches(id);
-    let cells = match &spec.dispatch {
-        Some(d) => tracing::dispatcher::with_default(d, || world.make_cells(&setup.state0, spec.seed, &traced))?,
-        None => world.make_cells(&setup.state0, spec.seed, &traced)?,
-    };
-    let spawner = Spawner { tracker: TaskTracker::new(), token: CancellationToken::new(), dispatch: spec.dispatch.clone() };
-    let neurons = world.make_neurons();
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(spec.workers.max(1))
-        .enable_time()
-        .build()
-        .map_err(Error::Runtime)?;
-    let (rule, service) = RuleHandle::spawn(setup.rule.clone(), batching, runtime.handle().clone()).map_err(Error::Runtime)?;
-    let collector = Collector::new(&world, spec.record_weights);
-    let start = Instant::now();
-    let jitter = match spec.mode {
-        Mode::Async(a) => a.jitter,
-        Mode::Lockstep => 0,
-    };
-    // The coordinator runs as a task on the runtime, not on this thread: its many wake-ups
-    // then stay inside the worker pool instead of unparking a foreign thread each time.
-    let parts = Parts { world, cells, neurons, rule, fires: setup.fires.clone(), jitter, spawner, collector };
-    let executor = spec.executor;
-    let coordinator = async move {
-        match executor {
-            Executor::Tasks => crate::tasks::run(parts).await,
-            Executor::Shards { shards } => crate::shards::run(parts, shards).await,
+        let world = Arc::new(world);
+        let traced = |id: &CellId| spec.trace.matches(id);
+        let cells = match &spec.dispatch {
+            Some(d) => tracing::dispatcher::with_default(d, || world.make_cells(&setup.state0, spec.seed, &traced))?,
+            None => world.make_cells(&setup.state0, spec.seed, &traced)?,
+        };
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(spec.workers.max(1))
+            .enable_time()
+            .build()
+            .map_err(Error::Runtime)?;
+        let (rule, service) = RuleHandle::spawn(setup.rule.clone(), batching, runtime.handle().clone()).map_err(Error::Runtime)?;
+        let spawner = Spawner { tracker: TaskTracker::new(), token: CancellationToken::new(), dispatch: spec.dispatch.clone() };
+        let parts = Parts {
+            neurons: world.make_neurons(),
+            collector: Collector::new(&world, spec.record_weights),
+            world: world.clone(),
+            cells,
+            rule,
+            jitter: match spec.mode {
+                Mode::Async(a) => a.jitter,
+                Mode::Lockstep => 0,
+            },
+            spawner,
+            seed: spec.seed,
+            trace: spec.trace.clone(),
+        };
+        let executor = spec.executor;
+        // Actors are spawned from inside the runtime (tokio::spawn needs one).
+        let driver = runtime.block_on(async move {
+            match executor {
+                Executor::Tasks => Driver::Tasks(crate::tasks::Driver::start(parts)),
+                Executor::Shards { shards } => Driver::Shards(crate::shards::Driver::start(parts, shards)),
+            }
+        });
+        Ok(Self { driver: Some(driver), world, round: 0, started: Instant::now(), service: Some(service), runtime })
+    }
+
+    /// The network as it is now.
+    pub fn world(&self) -> &World {
+        &self.world
+    }
+
+    /// The network's topology as it is now.
+    pub fn topology(&self) -> &Topology {
+        &self.world.topology
+    }
+
+    /// Steps done.
+    pub fn round(&self) -> u32 {
+        self.round
+    }
+
+    /// Live tokio tasks of the simulation (cells and neurons with the task executor; shards,
+    /// and forwarders of rule answers in flight, with the shard executor).
+    pub fn live_tasks(&self) -> usize {
+        self.driver.as_ref().map_or(0, Driver::live_tasks)
+    }
+
+    /// Runs `job` on the coordinator task inside the runtime (its many wake-ups then stay
+    /// inside the worker pool instead of unparking this thread each time). A failure stops
+    /// every actor; the simulation refuses further calls.
+    fn drive<T, Fut>(&mut self, job: impl FnOnce(Driver) -> Fut) -> Result<T>
+    where
+        T: Send + 'static,
+        Fut: Future<Output = (Driver, Result<T>)> + Send + 'static,
+    {
+        let driver = self.driver.take().ok_or_else(|| Error::ActorFailed {
+            actor: "simulation".into(),
+            message: "stopped after an earlier failure".into(),
+        })?;
+        let joined = self.runtime.block_on(self.runtime.spawn(job(driver)));
+        match joined {
+            Ok((driver, Ok(value))) => {
+                self.driver = Some(driver);
+                Ok(value)
+            }
+            Ok((driver, Err(e))) => {
+                let _ = self.runtime.block_on(driver.finish());
+                Err(e)
+            }
+            Err(e) => Err(Error::ActorFailed { actor: "coordinator".into(), message: e.to_string() }),
         }
-    };
-    let result = runtime.block_on(async { tokio::spawn(coordinator).await }).unwrap_or_else(|e| {
-        Err(Error::ActorFailed { actor: "coordinator".into(), message: e.to_string() })
-    });
-    let seconds = start.elapsed().as_secs_f64();
-    drop(runtime);
-    let rule_stats = service
-        .join()
-        .map_err(|_| Error::ActorFailed { actor: "rule service".into(), message: "panicked".into() })?;
-    Ok(result?.finish(seconds, rule_stats))
+    }
+
+    /// Lockstep: one step, firing the cells flagged in `fire` (in [`Topology::cells`] order).
+    pub fn step(&mut self, fire: &[bool]) -> Result<()> {
+        self.lockstep("step")?;
+        if fire.len() != self.world.num_cells() {
+            return Err(Error::Config {
+                key: "fire",
+                message: format!("{} firing flags for {} cells", fire.len(), self.world.num_cells()),
+            });
+        }
+        let (round, fire) = (self.round, fire.to_vec());
+        self.drive(move |mut d| async move {
+            let r = d.step(round, &fire).await;
+            (d, r)
+        })?;
+        self.round += 1;
+        Ok(())
+    }
+
+    fn lockstep(&self, what: &str) -> Result<()> {
+        if self.world.ctx.async_mode {
+            return Err(Error::Config { key: "mode", message: format!("{what} needs lockstep mode") });
+        }
+        Ok(())
+    }
+
+    /// The state rows and the neurons' last summaries, as the actors report them.
+    pub fn snapshot(&mut self) -> Result<Snapshot> {
+        self.lockstep("a snapshot")?;
+        self.drive(|mut d| async move {
+            let r = d.snapshot().await;
+            (d, r)
+        })
+    }
+
+    /// Lockstep, between steps: continues on `topology`. Surviving cells (matched by layer
+    /// and stable index) keep their state and their actors; removed cells' and neurons'
+    /// actors end; new cells start as [`carry_plan`] says (`code`, `init`, drawn from `rng`
+    /// exactly as the reference path's [`meta_nca_rule::reference::Grower::reshape`] draws
+    /// them). An error (an index that does not fit `code`) leaves the simulation unchanged.
+    pub fn reshape<R: Rng>(&mut self, topology: Topology, code: &HiddenCode, init: WeightInit, rng: &mut R) -> Result<()> {
+        self.lockstep("a topology change")?;
+        let cells = carry_plan(code, init, &self.world.topology, &topology, rng)?;
+        let world = Arc::new(self.world.reshaped(topology)?);
+        let neurons = world.neuron_sources(&self.world);
+        let reshape = Reshape { world: world.clone(), cells, neurons };
+        self.drive(move |mut d| async move {
+            let r = d.reshape(reshape).await;
+            (d, r)
+        })?;
+        self.world = world;
+        Ok(())
+    }
+
+    /// Lockstep: applies one topology operation between steps (see [`Self::reshape`]); an
+    /// operation on something that does not exist is an error and changes nothing.
+    pub fn apply<R: Rng>(&mut self, change: &Change, code: &HiddenCode, init: WeightInit, rng: &mut R) -> Result<()> {
+        let mut topology = (*self.world.topology).clone();
+        topology.apply(change)?;
+        self.reshape(topology, code, init, rng)
+    }
+
+    /// Stops every actor and returns the final state and counts.
+    pub fn finish(mut self) -> Result<Outcome> {
+        let lockstep = !self.world.ctx.async_mode;
+        let state = if lockstep { Some(self.snapshot()?.state) } else { None };
+        let driver = self.driver.take().ok_or_else(|| Error::ActorFailed {
+            actor: "simulation".into(),
+            message: "stopped after an earlier failure".into(),
+        })?;
+        let collector = self.runtime.block_on(self.runtime.spawn(driver.finish())).unwrap_or_else(|e| {
+            Err(Error::ActorFailed { actor: "coordinator".into(), message: e.to_string() })
+        });
+        let seconds = self.started.elapsed().as_secs_f64();
+        let rule = self.stop_service()?;
+        let collector = collector?;
+        let state = state.unwrap_or_else(|| collector.state.clone());
+        Ok(collector.finish(state, (*self.world.topology).clone(), seconds, rule))
+    }
+
+    /// Ends the rule service (every handle is gone with the actors) and returns its counts.
+    fn stop_service(&mut self) -> Result<RuleStats> {
+        match self.service.take() {
+            Some(service) => service
+                .join()
+                .map_err(|_| Error::ActorFailed { actor: "rule service".into(), message: "panicked".into() }),
+            None => Ok(RuleStats::default()),
+        }
+    }
+}
+
+impl Drop for Simulation {
+    fn drop(&mut self) {
+        if let Some(driver) = self.driver.take() {
+            let _ = self.runtime.block_on(driver.finish());
+        }
+        // The runtime goes next; the service ends with the last rule handle.
+        let _ = self.stop_service();
+    }
+}
+
+/// Runs `setup` as `spec` says: every step of `setup.fires` in lockstep, or every cell on its
+/// own clock for as many rounds in async mode.
+pub fn run(setup: &Setup, spec: &SimSpec) -> Result<Outcome> {
+    let mut sim = Simulation::start(setup, spec)?;
+    sim.started = Instant::now();
+    match spec.mode {
+        Mode::Lockstep => {
+            for fire in &setup.fires {
+                sim.step(fire)?;
+            }
+        }
+        Mode::Async(_) => {
+            sim.drive(|mut d| async move {
+                let r = d.run_async().await;
+                (d, r)
+            })?;
+        }
+    }
+    sim.finish()
 }

@@ -1,25 +1,34 @@
 //! The task-per-cell executor: every cell and every neuron is its own tokio task with an
 //! unbounded inbox, and every message is one channel send. Unbounded sends never wait, so the
 //! cycles that neighbouring cells and neurons form can never deadlock; the protocol bounds how
-//! many messages a round can produce. A coordinator drives lockstep rounds (the barrier) or
-//! just waits for every cell to finish (async). Shutdown: a stop message in every inbox, the
-//! run's `CancellationToken` for anything awaiting elsewhere (a rule answer), a `TaskTracker`
-//! to wait for all of them (see `Spawner`); a panicking task reports itself through its
-//! [`FailGuard`] and cancels the rest instead of leaving the coordinator hanging.
+//! many messages a round can produce. The [`Driver`] drives lockstep rounds (the barrier),
+//! changes the topology between them, or just waits for every cell to finish (async).
+//!
+//! Topology changes: the tasks of surviving cells and neurons live on and are told their new
+//! place and routing ([`Inbox::Rewire`]); removed ones get [`Inbox::Stop`] and their tasks
+//! end before the change returns; new ones are spawned into the running simulation. A send to
+//! an inbox whose task has ended is reported as a failure, never dropped silently.
+//!
+//! Shutdown: a stop message in every inbox, the run's `CancellationToken` for anything
+//! awaiting elsewhere (a rule answer), a `TaskTracker` to wait for all of them (see
+//! `Spawner`); a panicking task reports itself through its [`FailGuard`] and cancels the rest
+//! instead of leaving the coordinator hanging.
 
 use std::sync::Arc;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 
+use meta_nca_rule::init::RowSource;
 use tokio::sync::Notify;
 use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender, unbounded_channel};
+use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::cell::Cell;
 use crate::neuron::Neuron;
-use crate::protocol::{CellDone, CellMsg, Fan, NeuronMsg, Outbox};
+use crate::protocol::{CellDone, CellMsg, Fan, NeuronMsg, NeuronSummary, Outbox};
 use crate::rule_service::RuleHandle;
-use crate::sim::{Collector, Parts, RunStats};
+use crate::sim::{Collector, Parts, Reshape, RunStats, Snapshot, Spawner};
 use crate::world::World;
 use crate::{Error, Result};
 
@@ -30,8 +39,11 @@ pub(crate) enum CoordMsg {
     Done(CellDone),
     /// A batch of finished rounds (shards, when weights are recorded).
     DoneBatch(Vec<CellDone>),
-    /// Counts of finished rounds and the final states among them (shards, not recording).
-    Progress { stats: crate::sim::RunStats, finals: Vec<(u32, Vec<f64>)> },
+    /// Counts of finished rounds and the final states among them (not recording).
+    Progress { stats: RunStats, finals: Vec<(u32, Vec<f64>)> },
+    /// Answers to a snapshot request: counts so far, some cells' state rows and some
+    /// neurons' last summaries.
+    Snapshot { stats: RunStats, cells: Vec<(u32, Vec<f64>)>, neurons: Vec<(u32, Option<Arc<NeuronSummary>>)> },
     /// An actor failed; the run is over.
     Failed { actor: String, message: String },
 }
@@ -58,28 +70,42 @@ impl Drop for FailGuard {
     }
 }
 
-/// Every inbox; `None` tells a task to stop (cheaper than checking a cancellation token on
-/// every poll of ten thousand tasks).
+/// What a task's inbox carries: a protocol message, or a word from the coordinator (which
+/// only speaks between lockstep rounds, when no protocol message is in flight).
+#[derive(Debug)]
+enum Inbox<M> {
+    /// A protocol message.
+    Msg(M),
+    /// The network changed: the actor's new index, network and routing.
+    Rewire { index: u32, world: Arc<World>, routes: Arc<Routes> },
+    /// Report your state (a cell: its row and counts; a neuron: its last summary).
+    Snapshot,
+    /// Stop (removed, or the run is over); a cell sends its counts first.
+    Stop,
+}
+
+/// Every inbox, indexed like the world's cells and neurons.
+#[derive(Debug)]
 struct Routes {
-    cells: Vec<UnboundedSender<Option<CellMsg>>>,
-    neurons: Vec<UnboundedSender<Option<NeuronMsg>>>,
+    cells: Vec<UnboundedSender<Inbox<CellMsg>>>,
+    neurons: Vec<UnboundedSender<Inbox<NeuronMsg>>>,
     coord: UnboundedSender<CoordMsg>,
     /// Whether every round's report goes to the coordinator (recording weights); otherwise
-    /// cells count themselves off `barrier` and send their sums once, with their final state.
+    /// cells count themselves off `barrier` and send their counts when asked.
     record: bool,
     /// Lockstep: cells still to finish the round; the last one wakes the coordinator.
-    remaining: AtomicUsize,
-    barrier: Notify,
+    remaining: Arc<AtomicUsize>,
+    barrier: Arc<Notify>,
 }
 
 impl Routes {
-    fn stop_all(&self) {
-        self.cells.iter().for_each(|tx| {
-            let _ = tx.send(None);
-        });
-        self.neurons.iter().for_each(|tx| {
-            let _ = tx.send(None);
-        });
+    /// Sends `msg` to `inbox`; a send to an actor whose task has ended is a failure of the
+    /// run (a message would be lost), reported to the coordinator.
+    fn send<M>(&self, inbox: &UnboundedSender<Inbox<M>>, msg: M, to: impl FnOnce() -> String) {
+        if inbox.send(Inbox::Msg(msg)).is_err() {
+            let message = "a message to it was lost: its task has ended".into();
+            let _ = self.coord.send(CoordMsg::Failed { actor: to(), message });
+        }
     }
 }
 
@@ -89,17 +115,17 @@ struct TaskOut<'a> {
     world: &'a World,
     query: Option<Vec<f64>>,
     tick: bool,
-    /// The owning cell's counts, sent with its final state.
+    /// The owning cell's counts, sent when the cell finishes or is asked.
     stats: &'a mut RunStats,
 }
 
 impl Outbox for TaskOut<'_> {
     fn to_neuron(&mut self, neuron: u32, msg: NeuronMsg) {
-        let _ = self.routes.neurons[neuron as usize].send(Some(msg));
+        self.routes.send(&self.routes.neurons[neuron as usize], msg, || format!("neuron {neuron}"));
     }
     fn broadcast(&mut self, neuron: u32, fan: Fan, msg: CellMsg) {
         for &c in self.world.fan(neuron, fan) {
-            let _ = self.routes.cells[c as usize].send(Some(msg.clone()));
+            self.routes.send(&self.routes.cells[c as usize], msg.clone(), || format!("cell {}", self.world.cell_id(c)));
         }
     }
     fn query(&mut self, _cell: u32, perception: Vec<f64>) {
@@ -124,35 +150,55 @@ impl Outbox for TaskOut<'_> {
     }
 }
 
-async fn cell_task(
-    mut cell: Cell,
-    mut rx: UnboundedReceiver<Option<CellMsg>>,
-    world: Arc<World>,
-    routes: Arc<Routes>,
+/// What every cell task gets besides its cell and inbox.
+#[derive(Clone)]
+struct CellEnv {
     rule: RuleHandle,
     jitter: u32,
+}
+
+async fn cell_task(
+    mut cell: Cell,
+    mut rx: UnboundedReceiver<Inbox<CellMsg>>,
+    mut world: Arc<World>,
+    mut routes: Arc<Routes>,
+    env: CellEnv,
     guard: FailGuard,
 ) {
     let mut rng = u64::from(cell.index).wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
     let mut stats = RunStats::default();
-    while let Some(Some(mut msg)) = rx.recv().await {
+    while let Some(item) = rx.recv().await {
+        let mut msg = match item {
+            Inbox::Msg(msg) => msg,
+            Inbox::Rewire { index, world: w, routes: r } => {
+                w.place_cell(&mut cell, index);
+                (world, routes) = (w, r);
+                continue;
+            }
+            Inbox::Snapshot => {
+                let (stats, cells) = (std::mem::take(&mut stats), vec![(cell.index, cell.state().to_vec())]);
+                let _ = routes.coord.send(CoordMsg::Snapshot { stats, cells, neurons: Vec::new() });
+                continue;
+            }
+            Inbox::Stop => break,
+        };
         loop {
             let mut out = TaskOut { routes: &routes, world: &world, query: None, tick: false, stats: &mut stats };
             cell.handle(msg, &world.ctx, &mut out);
             if let Some(p) = out.query.take() {
                 tokio::select! {
-                    reply = rule.query(p, 1) => match reply {
+                    reply = env.rule.query(p, 1) => match reply {
                         Ok(delta) => msg = CellMsg::Update { delta },
                         Err(_) => return guard.fail("the rule service stopped answering".into()),
                     },
                     () = guard.token.cancelled() => return,
                 }
             } else if out.tick {
-                if jitter > 0 {
+                if env.jitter > 0 {
                     rng ^= rng << 13;
                     rng ^= rng >> 7;
                     rng ^= rng << 17;
-                    for _ in 0..rng % u64::from(jitter + 1) {
+                    for _ in 0..rng % u64::from(env.jitter + 1) {
                         tokio::task::yield_now().await;
                     }
                 }
@@ -162,97 +208,302 @@ async fn cell_task(
             }
         }
     }
+    if stats.cell_steps > 0 {
+        let _ = routes.coord.send(CoordMsg::Progress { stats, finals: Vec::new() });
+    }
 }
 
 async fn neuron_task(
     mut neuron: Neuron,
-    mut rx: UnboundedReceiver<Option<NeuronMsg>>,
-    world: Arc<World>,
-    routes: Arc<Routes>,
+    mut rx: UnboundedReceiver<Inbox<NeuronMsg>>,
+    mut world: Arc<World>,
+    mut routes: Arc<Routes>,
     _guard: FailGuard,
 ) {
     let mut unused = RunStats::default();
-    while let Some(Some(msg)) = rx.recv().await {
-        let mut out = TaskOut { routes: &routes, world: &world, query: None, tick: false, stats: &mut unused };
-        neuron.handle(msg, &world.ctx, &mut out);
+    while let Some(item) = rx.recv().await {
+        match item {
+            Inbox::Msg(msg) => {
+                let mut out = TaskOut { routes: &routes, world: &world, query: None, tick: false, stats: &mut unused };
+                neuron.handle(msg, &world.ctx, &mut out);
+            }
+            Inbox::Rewire { index, world: w, routes: r } => {
+                w.place_neuron(&mut neuron, index);
+                (world, routes) = (w, r);
+            }
+            Inbox::Snapshot => {
+                let neurons = vec![(neuron.index, neuron.last_summary().cloned())];
+                let _ = routes.coord.send(CoordMsg::Snapshot { stats: RunStats::default(), cells: Vec::new(), neurons });
+            }
+            Inbox::Stop => break,
+        }
     }
 }
 
-/// Runs the simulation with one task per cell and per neuron.
-pub(crate) async fn run(parts: Parts) -> Result<Collector> {
-    let Parts { world, cells, neurons, rule, fires, jitter, spawner, mut collector } = parts;
-    let token = spawner.token.clone();
-    let (coord_tx, mut coord_rx) = unbounded_channel();
-    let (cell_tx, cell_rx): (Vec<_>, Vec<_>) = (0..cells.len()).map(|_| unbounded_channel()).unzip();
-    let (neuron_tx, neuron_rx): (Vec<_>, Vec<_>) = (0..neurons.len()).map(|_| unbounded_channel()).unzip();
-    let routes = Arc::new(Routes {
-        cells: cell_tx,
-        neurons: neuron_tx,
-        coord: coord_tx.clone(),
-        record: collector.recording(),
-        remaining: AtomicUsize::new(0),
-        barrier: Notify::new(),
-    });
-    let guard = |actor: String| FailGuard { actor, coord: coord_tx.clone(), token: token.clone() };
-    for (cell, rx) in cells.into_iter().zip(cell_rx) {
-        let g = guard(format!("cell {}", cell.id));
-        spawner.spawn_stoppable(cell_task(cell, rx, world.clone(), routes.clone(), rule.clone(), jitter, g));
+/// The coordinator's side of a task-per-cell simulation: the routes, the tasks, and the
+/// coordinator's inbox.
+pub(crate) struct Driver {
+    world: Arc<World>,
+    routes: Arc<Routes>,
+    /// The task of every cell and neuron, indexed like the world's.
+    cell_tasks: Vec<JoinHandle<()>>,
+    neuron_tasks: Vec<JoinHandle<()>>,
+    coord_rx: UnboundedReceiver<CoordMsg>,
+    env: CellEnv,
+    spawner: Spawner,
+    /// Seed of new cells' clocks, and which of them are traced.
+    seed: u64,
+    trace: crate::trace::CellFilter,
+    pub(crate) collector: Collector,
+}
+
+impl Driver {
+    /// Spawns one task per cell and per neuron.
+    pub(crate) fn start(parts: Parts) -> Self {
+        let Parts { world, cells, neurons, rule, jitter, spawner, collector, seed, trace } = parts;
+        let (coord_tx, coord_rx) = unbounded_channel();
+        let (cell_tx, cell_rx): (Vec<_>, Vec<_>) = (0..cells.len()).map(|_| unbounded_channel()).unzip();
+        let (neuron_tx, neuron_rx): (Vec<_>, Vec<_>) = (0..neurons.len()).map(|_| unbounded_channel()).unzip();
+        let routes = Arc::new(Routes {
+            cells: cell_tx,
+            neurons: neuron_tx,
+            coord: coord_tx,
+            record: collector.recording(),
+            remaining: Arc::new(AtomicUsize::new(0)),
+            barrier: Arc::new(Notify::new()),
+        });
+        let mut driver = Self {
+            world,
+            routes,
+            cell_tasks: Vec::new(),
+            neuron_tasks: Vec::new(),
+            coord_rx,
+            env: CellEnv { rule, jitter },
+            spawner,
+            seed,
+            trace,
+            collector,
+        };
+        driver.cell_tasks = cells.into_iter().zip(cell_rx).map(|(cell, rx)| driver.spawn_cell(cell, rx)).collect();
+        driver.neuron_tasks = neurons.into_iter().zip(neuron_rx).map(|(n, rx)| driver.spawn_neuron(n, rx)).collect();
+        driver
     }
-    for (neuron, rx) in neurons.into_iter().zip(neuron_rx) {
-        let g = guard(format!("neuron {}", neuron.index));
-        spawner.spawn_stoppable(neuron_task(neuron, rx, world.clone(), routes.clone(), g));
+
+    fn guard(&self, actor: String) -> FailGuard {
+        FailGuard { actor, coord: self.routes.coord.clone(), token: self.spawner.token.clone() }
     }
-    let n = world.num_cells();
-    let result = async {
-        if world.ctx.async_mode {
-            routes.cells.iter().for_each(|tx| {
-                let _ = tx.send(Some(CellMsg::Tick));
-            });
-            while collector.finished < n {
-                receive(&mut coord_rx, &mut collector).await?;
+
+    fn spawn_cell(&self, cell: Cell, rx: UnboundedReceiver<Inbox<CellMsg>>) -> JoinHandle<()> {
+        let guard = self.guard(format!("cell {}", cell.id));
+        let (world, routes, env) = (self.world.clone(), self.routes.clone(), self.env.clone());
+        self.spawner.spawn_stoppable(cell_task(cell, rx, world, routes, env, guard))
+    }
+
+    fn spawn_neuron(&self, neuron: Neuron, rx: UnboundedReceiver<Inbox<NeuronMsg>>) -> JoinHandle<()> {
+        let guard = self.guard(format!("neuron {}", neuron.index));
+        self.spawner.spawn_stoppable(neuron_task(neuron, rx, self.world.clone(), self.routes.clone(), guard))
+    }
+
+    /// Tasks alive (cells, neurons).
+    pub(crate) fn live_tasks(&self) -> usize {
+        self.spawner.tracker.len()
+    }
+
+    /// Async mode: starts every cell's clock and waits until every cell has finished.
+    pub(crate) async fn run_async(&mut self) -> Result<()> {
+        for tx in &self.routes.cells {
+            let _ = tx.send(Inbox::Msg(CellMsg::Tick));
+        }
+        let n = self.world.num_cells();
+        while self.collector.finished < n {
+            receive(&mut self.coord_rx, &mut self.collector).await?;
+        }
+        Ok(())
+    }
+
+    /// Lockstep: runs round `round`, firing the cells flagged in `fire`.
+    pub(crate) async fn step(&mut self, round: u32, fire: &[bool]) -> Result<()> {
+        let n = self.world.num_cells();
+        self.collector.begin_round(n);
+        if n == 0 {
+            return Ok(());
+        }
+        self.env.rule.expect(fire.iter().filter(|&&f| f).count());
+        self.routes.remaining.store(n, Ordering::Release);
+        for (tx, &fire) in self.routes.cells.iter().zip(fire) {
+            let _ = tx.send(Inbox::Msg(CellMsg::Begin { round, fire }));
+        }
+        if self.routes.record {
+            let target = self.collector.stats.cell_steps + n as u64;
+            while self.collector.stats.cell_steps < target {
+                receive(&mut self.coord_rx, &mut self.collector).await?;
             }
-        } else if n > 0 {
-            for (round, fire) in fires.iter().enumerate() {
-                rule.expect(fire.iter().filter(|&&f| f).count());
-                routes.remaining.store(n, Ordering::Release);
-                for (tx, &f) in routes.cells.iter().zip(fire) {
-                    let _ = tx.send(Some(CellMsg::Begin { round: round as u32, fire: f }));
+        } else {
+            // Wait for the last cell of the round, or for a failure report.
+            loop {
+                tokio::select! {
+                    () = self.routes.barrier.notified() => break,
+                    r = receive(&mut self.coord_rx, &mut self.collector) => r?,
                 }
-                if routes.record {
-                    let target = collector.stats.cell_steps + n as u64;
-                    while collector.stats.cell_steps < target {
-                        receive(&mut coord_rx, &mut collector).await?;
-                    }
-                } else {
-                    // Wait for the last cell of the round, or for a failure report.
-                    loop {
-                        tokio::select! {
-                            () = routes.barrier.notified() => break,
-                            r = receive(&mut coord_rx, &mut collector) => r?,
-                        }
-                    }
-                }
-            }
-            while collector.finished < n {
-                receive(&mut coord_rx, &mut collector).await?;
             }
         }
         Ok(())
     }
-    .await;
-    routes.stop_all();
-    spawner.shutdown().await;
-    result.map(|()| collector)
+
+    /// Between rounds: every cell's state row and every neuron's last summary.
+    pub(crate) async fn snapshot(&mut self) -> Result<Snapshot> {
+        self.collector.expect_snapshot(&self.world);
+        for tx in &self.routes.cells {
+            let _ = tx.send(Inbox::Snapshot);
+        }
+        for tx in &self.routes.neurons {
+            let _ = tx.send(Inbox::Snapshot);
+        }
+        gather_snapshot(&mut self.coord_rx, &mut self.collector).await
+    }
+
+    /// Between rounds: moves to `reshape.world`. Survivors are rewired, removed actors stop
+    /// (their tasks have ended when this returns), new ones are spawned.
+    pub(crate) async fn reshape(&mut self, reshape: Reshape) -> Result<()> {
+        let Reshape { world, cells, neurons } = reshape;
+        let old = self.routes.clone();
+        let mut old_cells: Vec<Option<JoinHandle<()>>> = std::mem::take(&mut self.cell_tasks).into_iter().map(Some).collect();
+        let mut old_neurons: Vec<Option<JoinHandle<()>>> =
+            std::mem::take(&mut self.neuron_tasks).into_iter().map(Some).collect();
+        // Who is where in the new network: a surviving task (with its inbox) or a new actor.
+        enum Place<A, M> {
+            Kept(JoinHandle<()>),
+            New(A, UnboundedReceiver<Inbox<M>>),
+        }
+        let mut cell_tx = Vec::with_capacity(cells.len());
+        let mut cell_places = Vec::with_capacity(cells.len());
+        for (c, source) in cells.into_iter().enumerate() {
+            match source {
+                RowSource::Old(r) => {
+                    let task = old_cells.get_mut(r).and_then(Option::take).ok_or_else(|| missing("cell", r))?;
+                    cell_tx.push(old.cells[r].clone());
+                    cell_places.push(Place::Kept(task));
+                }
+                RowSource::New(row) => {
+                    let (tx, rx) = unbounded_channel();
+                    let traced = self.trace.matches(&world.cell_id(c as u32));
+                    cell_tx.push(tx);
+                    cell_places.push(Place::New(world.make_cell(c as u32, row, self.seed, traced), rx));
+                }
+            }
+        }
+        let mut neuron_tx = Vec::with_capacity(neurons.len());
+        let mut neuron_places = Vec::with_capacity(neurons.len());
+        for (g, source) in neurons.into_iter().enumerate() {
+            match source {
+                Some(prev) => {
+                    let prev = prev as usize;
+                    let task = old_neurons.get_mut(prev).and_then(Option::take).ok_or_else(|| missing("neuron", prev))?;
+                    neuron_tx.push(old.neurons[prev].clone());
+                    neuron_places.push(Place::Kept(task));
+                }
+                None => {
+                    let (tx, rx) = unbounded_channel();
+                    neuron_tx.push(tx);
+                    neuron_places.push(Place::New(world.make_neuron(g as u32), rx));
+                }
+            }
+        }
+        self.world = world;
+        self.routes = Arc::new(Routes {
+            cells: cell_tx,
+            neurons: neuron_tx,
+            coord: old.coord.clone(),
+            record: old.record,
+            remaining: old.remaining.clone(),
+            barrier: old.barrier.clone(),
+        });
+        // The removed: told to stop through the old routes, and waited for.
+        let mut ending = Vec::new();
+        for (r, task) in old_cells.into_iter().enumerate() {
+            if let Some(task) = task {
+                let _ = old.cells[r].send(Inbox::Stop);
+                ending.push(task);
+            }
+        }
+        for (g, task) in old_neurons.into_iter().enumerate() {
+            if let Some(task) = task {
+                let _ = old.neurons[g].send(Inbox::Stop);
+                ending.push(task);
+            }
+        }
+        drop(old);
+        for (c, place) in cell_places.into_iter().enumerate() {
+            let task = match place {
+                Place::Kept(task) => {
+                    let rewire = Inbox::Rewire { index: c as u32, world: self.world.clone(), routes: self.routes.clone() };
+                    let _ = self.routes.cells[c].send(rewire);
+                    task
+                }
+                Place::New(cell, rx) => self.spawn_cell(cell, rx),
+            };
+            self.cell_tasks.push(task);
+        }
+        for (g, place) in neuron_places.into_iter().enumerate() {
+            let task = match place {
+                Place::Kept(task) => {
+                    let rewire = Inbox::Rewire { index: g as u32, world: self.world.clone(), routes: self.routes.clone() };
+                    let _ = self.routes.neurons[g].send(rewire);
+                    task
+                }
+                Place::New(neuron, rx) => self.spawn_neuron(neuron, rx),
+            };
+            self.neuron_tasks.push(task);
+        }
+        for task in ending {
+            let _ = task.await;
+        }
+        Ok(())
+    }
+
+    /// Stops every actor and hands over what was collected.
+    pub(crate) async fn finish(mut self) -> Result<Collector> {
+        for tx in &self.routes.cells {
+            let _ = tx.send(Inbox::Stop);
+        }
+        for tx in &self.routes.neurons {
+            let _ = tx.send(Inbox::Stop);
+        }
+        for task in self.cell_tasks.drain(..).chain(self.neuron_tasks.drain(..)) {
+            let _ = task.await;
+        }
+        self.spawner.shutdown().await;
+        let failed = drain(&mut self.coord_rx, &mut self.collector);
+        failed.map(|()| self.collector)
+    }
+}
+
+fn missing(what: &str, index: usize) -> Error {
+    Error::ActorFailed { actor: format!("{what} {index}"), message: "a topology change names a task that is not there".into() }
 }
 
 /// Takes one message off the coordinator's inbox.
 pub(crate) async fn receive(rx: &mut UnboundedReceiver<CoordMsg>, collector: &mut Collector) -> Result<()> {
     match rx.recv().await {
-        Some(CoordMsg::Done(d)) => collector.add(d),
-        Some(CoordMsg::DoneBatch(ds)) => ds.into_iter().for_each(|d| collector.add(d)),
-        Some(CoordMsg::Progress { stats, finals }) => collector.absorb(&stats, finals),
-        Some(CoordMsg::Failed { actor, message }) => return Err(Error::ActorFailed { actor, message }),
-        None => return Err(Error::ActorFailed { actor: "coordinator".into(), message: "every actor is gone".into() }),
+        Some(msg) => collector.take(msg),
+        None => Err(Error::ActorFailed { actor: "coordinator".into(), message: "every actor is gone".into() }),
+    }
+}
+
+/// Takes every message already in the coordinator's inbox (after the actors have stopped).
+pub(crate) fn drain(rx: &mut UnboundedReceiver<CoordMsg>, collector: &mut Collector) -> Result<()> {
+    while let Ok(msg) = rx.try_recv() {
+        collector.take(msg)?;
     }
     Ok(())
+}
+
+/// Waits for every answer to a snapshot request.
+pub(crate) async fn gather_snapshot(rx: &mut UnboundedReceiver<CoordMsg>, collector: &mut Collector) -> Result<Snapshot> {
+    loop {
+        if let Some(snapshot) = collector.finish_snapshot() {
+            return Ok(snapshot);
+        }
+        receive(rx, collector).await?;
+    }
 }

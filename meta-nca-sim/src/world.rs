@@ -51,6 +51,8 @@ pub struct World {
     pub in_cells: Arc<Vec<Vec<u32>>>,
     /// Per neuron: its outgoing cells.
     pub out_cells: Arc<Vec<Vec<u32>>>,
+    /// Per neuron: its layer and index within the layer.
+    places: Arc<Vec<(usize, usize)>>,
 }
 
 impl World {
@@ -78,7 +80,13 @@ impl World {
             in_cells[slot.post].push(c as u32);
             out_cells[slot.pre].push(c as u32);
         }
+        let places = sizes
+            .iter()
+            .enumerate()
+            .flat_map(|(k, &nk)| (0..nk + usize::from(topology.bias() && k + 1 < sizes.len())).map(move |idx| (k, idx)))
+            .collect();
         Ok(Self {
+            places: Arc::new(places),
             topology: Arc::new(topology),
             batch: Arc::new(batch),
             data,
@@ -116,6 +124,23 @@ impl World {
         self.batch.cells()[c as usize].id
     }
 
+    /// Layer and index of neuron `g` (the bias neuron of layer `k` has index `sizes[k]`).
+    pub fn neuron_place(&self, g: u32) -> (usize, usize) {
+        self.places[g as usize]
+    }
+
+    /// The same network after a topology change: the same data and context, `topology`'s
+    /// cells and neurons.
+    pub fn reshaped(&self, topology: Topology) -> Result<Self> {
+        Self::new(topology, self.data.clone(), self.ctx.spec.clone(), self.ctx.clone())
+    }
+
+    /// Cell `c` starting from `row`; `seed` seeds its async clock, `traced` gives it a span.
+    pub fn make_cell(&self, c: u32, row: Vec<f64>, seed: u64, traced: bool) -> Cell {
+        let slot = &self.batch.cells()[c as usize];
+        Cell::new(c, slot.id, slot.pre as u32, slot.post as u32, row, seed, traced)
+    }
+
     /// The cells, with their starting state rows `state0` (`[cells, 1+d]`, topology order).
     pub fn make_cells(&self, state0: &[f64], seed: u64, traced: &dyn Fn(&CellId) -> bool) -> Result<Vec<Cell>> {
         let s = self.ctx.spec.state_width();
@@ -125,56 +150,91 @@ impl World {
                 message: format!("{} values for {} cells of width {s}", state0.len(), self.num_cells()),
             });
         }
-        Ok(self
-            .batch
-            .cells()
-            .iter()
-            .zip(state0.chunks_exact(s))
+        Ok(state0
+            .chunks_exact(s)
             .enumerate()
-            .map(|(c, (slot, row))| {
-                Cell::new(c as u32, slot.id, slot.pre as u32, slot.post as u32, row.to_vec(), seed, traced(&slot.id))
-            })
+            .map(|(c, row)| self.make_cell(c as u32, row.to_vec(), seed, traced(&self.cell_id(c as u32))))
             .collect())
+    }
+
+    /// What neuron `g` is, with what it knows that no message tells it.
+    pub fn neuron_kind(&self, g: u32) -> NeuronKind {
+        let sizes = self.topology.sizes();
+        let last = sizes.len() - 1;
+        let (k, idx) = self.neuron_place(g);
+        let b = self.ctx.samples;
+        if idx == sizes[k] {
+            NeuronKind::Bias(vec![1.0; b].into())
+        } else if k == 0 {
+            let col: Vec<f64> = (0..b).map(|s| self.data.x[s * sizes[0] + idx]).collect();
+            NeuronKind::Input(col.into())
+        } else if k == last {
+            NeuronKind::Output {
+                class: idx as u32,
+                classes: sizes[last] as u32,
+                first: self.batch.neuron(0, last, 0) as u32,
+                labels: self.data.y.clone().into(),
+            }
+        } else {
+            NeuronKind::Hidden
+        }
+    }
+
+    /// Moves `cell` to state row `c` of this network (after a topology change).
+    pub fn place_cell(&self, cell: &mut Cell, c: u32) {
+        let slot = &self.batch.cells()[c as usize];
+        cell.rewire(c, slot.id, slot.pre as u32, slot.post as u32);
+    }
+
+    /// Moves `neuron` to index `g` of this network (after a topology change).
+    pub fn place_neuron(&self, neuron: &mut Neuron, g: u32) {
+        let (fan_in, fan_out) = (self.in_cells[g as usize].len(), self.out_cells[g as usize].len());
+        neuron.rewire(g, self.neuron_kind(g), fan_in, fan_out);
+    }
+
+    /// Neuron `g`.
+    pub fn make_neuron(&self, g: u32) -> Neuron {
+        let (fan_in, fan_out) = (self.in_cells[g as usize].len(), self.out_cells[g as usize].len());
+        Neuron::new(g, self.neuron_kind(g), fan_in, fan_out, self.ctx.spec.state_width())
     }
 
     /// The neurons, in the batch's neuron order.
     pub fn make_neurons(&self) -> Vec<Neuron> {
-        let sizes = self.topology.sizes();
-        let bias = self.topology.bias();
-        let last = sizes.len() - 1;
-        let b = self.ctx.samples;
-        let classes = sizes[last];
-        let first_output = self.batch.neuron(0, last, 0) as u32;
-        let labels: Arc<[usize]> = self.data.y.clone().into();
-        let mut out = Vec::with_capacity(self.num_neurons());
-        for (k, &nk) in sizes.iter().enumerate() {
-            let count = nk + usize::from(bias && k < last);
-            for idx in 0..count {
-                let kind = if idx == nk {
-                    NeuronKind::Bias(vec![1.0; b].into())
-                } else if k == 0 {
-                    let col: Vec<f64> = (0..b).map(|s| self.data.x[s * nk + idx]).collect();
-                    NeuronKind::Input(col.into())
-                } else if k == last {
-                    NeuronKind::Output {
-                        class: idx as u32,
-                        classes: classes as u32,
-                        first: first_output,
-                        labels: labels.clone(),
+        (0..self.num_neurons() as u32).map(|g| self.make_neuron(g)).collect()
+    }
+
+    /// For every neuron of `self`, the neuron of `old` it continues (`None`: a new neuron).
+    /// Neurons keep no state between steps, so only their identity carries over: a neuron
+    /// continues the old neuron that a surviving cell connected it to on the same side, and
+    /// in a layer whose size did not change, an unmatched neuron continues the one at its place.
+    pub fn neuron_sources(&self, old: &World) -> Vec<Option<u32>> {
+        let n = self.num_neurons();
+        let mut sources = vec![None; n];
+        let old_rows: std::collections::HashMap<(usize, usize), usize> =
+            old.batch.cells().iter().enumerate().map(|(r, s)| ((s.id.layer, s.id.index), r)).collect();
+        let mut taken = vec![false; old.num_neurons()];
+        for slot in self.batch.cells() {
+            if let Some(&r) = old_rows.get(&(slot.id.layer, slot.id.index)) {
+                let was = &old.batch.cells()[r];
+                for (new, prev) in [(slot.pre, was.pre), (slot.post, was.post)] {
+                    if sources[new].is_none() && !taken[prev] {
+                        sources[new] = Some(prev as u32);
+                        taken[prev] = true;
                     }
-                } else {
-                    NeuronKind::Hidden
-                };
-                let g = self.batch.neuron(0, k, idx);
-                out.push(Neuron::new(
-                    g as u32,
-                    kind,
-                    self.in_cells[g].len(),
-                    self.out_cells[g].len(),
-                    self.ctx.spec.state_width(),
-                ));
+                }
             }
         }
-        out
+        let (sizes, old_sizes) = (self.topology.sizes(), old.topology.sizes());
+        for (g, source) in sources.iter_mut().enumerate() {
+            let (k, idx) = self.places[g];
+            if source.is_none() && sizes[k] == old_sizes[k] {
+                let prev = old.batch.neuron(0, k, idx);
+                if !taken[prev] {
+                    *source = Some(prev as u32);
+                    taken[prev] = true;
+                }
+            }
+        }
+        sources
     }
 }

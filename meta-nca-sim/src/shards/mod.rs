@@ -5,20 +5,30 @@
 //! aggregate is a sum). A neuron's broadcast crosses to each shard once and fans out there.
 //! Inboxes are unbounded (no send ever waits, so no cycle can deadlock); rule answers come
 //! back into the shard's own inbox through a small forwarding task.
+//!
+//! Topology changes: between lockstep rounds every shard hands its cells and neurons back
+//! to the [`Driver`] and its task ends; removed cells and neurons are dropped (their slots
+//! end with them), survivors are moved to their new places, new ones are made, and fresh
+//! shard tasks take the blocks of the new network. Cells and neurons are the agents and live
+//! on; a shard is only where they run.
 
 mod io;
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 
+use meta_nca_rule::init::RowSource;
 use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender, unbounded_channel};
+use tokio::task::JoinHandle;
 
 use crate::cell::Cell;
 use crate::neuron::Neuron;
 use crate::protocol::{CellMsg, Fan};
-use crate::sim::{Collector, Parts, RunStats};
-use crate::tasks::{CoordMsg, FailGuard, receive};
-use crate::Result;
+use crate::rule_service::RuleHandle;
+use crate::sim::{Collector, Parts, Reshape, RunStats, Snapshot, Spawner};
+use crate::tasks::{CoordMsg, FailGuard, drain, gather_snapshot, receive};
+use crate::world::World;
+use crate::{Error, Result};
 use io::{Envelope, Io, Layout, Local, RuleLink, fan_slot};
 
 /// A message between shards, or to a shard from the coordinator or the rule service.
@@ -32,6 +42,10 @@ enum ShardMsg {
     Tick,
     /// The rule service's answers for `cells`, row after row.
     Rule { cells: Vec<u32>, deltas: Vec<f64> },
+    /// Between rounds: report the cells' state rows and the neurons' last summaries.
+    Snapshot,
+    /// Between rounds: end, handing the cells and neurons back.
+    Handover,
 }
 
 struct Shard {
@@ -69,6 +83,14 @@ impl Shard {
                     self.io.queue.push_back(Local::Cell(c, CellMsg::Update { delta: d.to_vec() }));
                 }
             }
+            ShardMsg::Snapshot => {
+                let cells = self.cells.iter().map(|c| (c.index, c.state().to_vec())).collect();
+                let neurons = self.neurons.values().map(|n| (n.index, n.last_summary().cloned())).collect();
+                let stats = std::mem::take(&mut self.io.stats);
+                let _ = self.io.rule_link.coord.send(CoordMsg::Snapshot { stats, cells, neurons });
+            }
+            // `shard_task` ends on a handover before ingesting it.
+            ShardMsg::Handover => {}
         }
     }
 
@@ -94,27 +116,26 @@ impl Shard {
     }
 }
 
+/// Runs a shard until its inbox closes (`None`) or it is asked to hand its cells and
+/// neurons back (`Some`).
 async fn shard_task(
     mut shard: Shard,
     mut rx: UnboundedReceiver<ShardMsg>,
     peers: Arc<Vec<UnboundedSender<ShardMsg>>>,
     coord: UnboundedSender<CoordMsg>,
     _guard: FailGuard,
-) {
+) -> Option<Shard> {
     loop {
         let msg = if shard.io.deferred.is_empty() {
-            match rx.recv().await {
-                Some(m) => Some(m),
-                None => return,
-            }
+            Some(rx.recv().await?)
         } else {
             tokio::task::yield_now().await;
             rx.try_recv().ok()
         };
-        if let Some(m) = msg {
-            shard.ingest(m);
-        }
-        while let Ok(m) = rx.try_recv() {
+        for m in msg.into_iter().chain(std::iter::from_fn(|| rx.try_recv().ok())) {
+            if let ShardMsg::Handover = m {
+                return Some(shard);
+            }
             shard.ingest(m);
         }
         let io = &mut shard.io;
@@ -143,108 +164,244 @@ async fn shard_task(
     }
 }
 
-/// Runs the simulation on `shards` shard tasks.
-pub(crate) async fn run(parts: Parts, shards: usize) -> Result<Collector> {
-    let Parts { world, cells, neurons, rule, fires, jitter, spawner, mut collector } = parts;
-    let n = world.num_cells();
-    let shards = shards.clamp(1, n.max(1));
-    let bounds: Vec<u32> = (0..=shards).map(|s| (s * n / shards) as u32).collect();
-    let mut layout = Layout { shards, bounds, fan_shards: Vec::new() };
-    let mut local_fans: Vec<HashMap<u32, [Vec<u32>; 2]>> = vec![HashMap::new(); shards];
-    for neuron in 0..world.num_neurons() as u32 {
-        let mut per = [Vec::new(), Vec::new()];
-        for fan in [Fan::In, Fan::Out] {
-            for &c in world.fan(neuron, fan) {
-                let s = layout.cell_shard(c);
-                local_fans[s].entry(neuron).or_insert_with(|| [Vec::new(), Vec::new()])[fan_slot(fan)].push(c);
-                if per[fan_slot(fan)].last() != Some(&(s as u16)) {
-                    per[fan_slot(fan)].push(s as u16);
-                }
-            }
-            per[fan_slot(fan)].sort_unstable();
-            per[fan_slot(fan)].dedup();
-        }
-        layout.fan_shards.push(per);
-    }
-    let layout = Arc::new(layout);
-    let token = spawner.token.clone();
-    let (coord_tx, mut coord_rx) = unbounded_channel();
-    let (txs, rxs): (Vec<_>, Vec<_>) = (0..shards).map(|_| unbounded_channel()).unzip();
-    let peers = Arc::new(txs);
-    // Cut the blocks off the end, shrinking the rest each time, so that the cells are not held
-    // twice while the shards are built.
-    let mut cells = cells;
-    let mut blocks: Vec<Vec<Cell>> = (0..shards)
-        .rev()
-        .map(|s| {
-            let block = cells.split_off(layout.bounds[s] as usize);
-            cells.shrink_to_fit();
-            block
-        })
-        .collect();
-    blocks.reverse();
-    let mut neuron_sets: Vec<HashMap<u32, Neuron>> = (0..shards).map(|_| HashMap::new()).collect();
-    for neuron in neurons {
-        neuron_sets[layout.neuron_shard(neuron.index)].insert(neuron.index, neuron);
-    }
-    let parts = rxs.into_iter().zip(local_fans).zip(neuron_sets).zip(blocks);
-    for (s, (((rx, fans), neurons), block)) in parts.enumerate() {
-        let lo = layout.bounds[s];
-        let io = Io {
-            me: s,
-            layout: layout.clone(),
-            world: world.clone(),
-            local_fans: fans,
-            queue: VecDeque::new(),
-            outboxes: (0..shards).map(|_| Vec::new()).collect(),
-            reports: HashMap::new(),
-            drives: HashMap::new(),
-            rule_cells: Vec::new(),
-            rule_rows: Vec::new(),
-            done: Vec::new(),
-            record: collector.recording(),
-            stats: RunStats::default(),
-            finals: Vec::new(),
-            deferred: Vec::new(),
+/// The coordinator's side of a shard simulation: the shard tasks and their inboxes.
+pub(crate) struct Driver {
+    world: Arc<World>,
+    shards: usize,
+    peers: Arc<Vec<UnboundedSender<ShardMsg>>>,
+    tasks: Vec<JoinHandle<Option<Option<Shard>>>>,
+    coord_tx: UnboundedSender<CoordMsg>,
+    coord_rx: UnboundedReceiver<CoordMsg>,
+    rule: RuleHandle,
+    jitter: u32,
+    spawner: Spawner,
+    /// Seed of new cells' clocks, and which of them are traced.
+    seed: u64,
+    trace: crate::trace::CellFilter,
+    pub(crate) collector: Collector,
+}
+
+impl Driver {
+    /// Spreads the cells and neurons over `shards` shard tasks.
+    pub(crate) fn start(parts: Parts, shards: usize) -> Self {
+        let Parts { world, cells, neurons, rule, jitter, spawner, collector, seed, trace } = parts;
+        let (coord_tx, coord_rx) = unbounded_channel();
+        let mut driver = Self {
+            world,
+            shards,
+            peers: Arc::new(Vec::new()),
+            tasks: Vec::new(),
+            coord_tx,
+            coord_rx,
+            rule,
             jitter,
-            rng: (s as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1,
-            rule_link: RuleLink {
-                rule: rule.clone(),
-                me: peers[s].clone(),
-                coord: coord_tx.clone(),
-                spawner: spawner.clone(),
-                actor: format!("shard {s}"),
-                chunk: crate::sim::LOCKSTEP_CHUNK,
-            },
+            spawner,
+            seed,
+            trace,
+            collector,
         };
-        let shard = Shard { lo, cells: block, neurons, io };
-        let guard = FailGuard { actor: format!("shard {s}"), coord: coord_tx.clone(), token: token.clone() };
-        spawner.spawn(shard_task(shard, rx, peers.clone(), coord_tx.clone(), guard));
+        driver.launch(cells, neurons);
+        driver
     }
-    let result = async {
-        if world.ctx.async_mode {
-            peers.iter().for_each(|tx| {
-                let _ = tx.send(ShardMsg::Tick);
-            });
-            while collector.finished < n {
-                receive(&mut coord_rx, &mut collector).await?;
-            }
-        } else {
-            for (round, fire) in fires.iter().enumerate() {
-                rule.expect(fire.iter().filter(|&&f| f).count());
-                let fire: Arc<[bool]> = fire.clone().into();
-                for tx in peers.iter() {
-                    let _ = tx.send(ShardMsg::Begin { round: round as u32, fire: fire.clone() });
+
+    /// Spawns shard tasks for `cells` (in the world's order) and `neurons`.
+    fn launch(&mut self, cells: Vec<Cell>, neurons: Vec<Neuron>) {
+        let world = &self.world;
+        let n = world.num_cells();
+        let shards = self.shards.clamp(1, n.max(1));
+        let bounds: Vec<u32> = (0..=shards).map(|s| (s * n / shards) as u32).collect();
+        let mut layout = Layout { shards, bounds, fan_shards: Vec::new() };
+        let mut local_fans: Vec<HashMap<u32, [Vec<u32>; 2]>> = vec![HashMap::new(); shards];
+        for neuron in 0..world.num_neurons() as u32 {
+            let mut per = [Vec::new(), Vec::new()];
+            for fan in [Fan::In, Fan::Out] {
+                for &c in world.fan(neuron, fan) {
+                    let s = layout.cell_shard(c);
+                    local_fans[s].entry(neuron).or_insert_with(|| [Vec::new(), Vec::new()])[fan_slot(fan)].push(c);
+                    if per[fan_slot(fan)].last() != Some(&(s as u16)) {
+                        per[fan_slot(fan)].push(s as u16);
+                    }
                 }
-                let target = collector.stats.cell_steps + n as u64;
-                while collector.stats.cell_steps < target {
-                    receive(&mut coord_rx, &mut collector).await?;
-                }
+                per[fan_slot(fan)].sort_unstable();
+                per[fan_slot(fan)].dedup();
             }
+            layout.fan_shards.push(per);
+        }
+        let layout = Arc::new(layout);
+        let (txs, rxs): (Vec<_>, Vec<_>) = (0..shards).map(|_| unbounded_channel()).unzip();
+        self.peers = Arc::new(txs);
+        // Cut the blocks off the end, shrinking the rest each time, so that the cells are not
+        // held twice while the shards are built.
+        let mut cells = cells;
+        let mut blocks: Vec<Vec<Cell>> = (0..shards)
+            .rev()
+            .map(|s| {
+                let block = cells.split_off(layout.bounds[s] as usize);
+                cells.shrink_to_fit();
+                block
+            })
+            .collect();
+        blocks.reverse();
+        let mut neuron_sets: Vec<HashMap<u32, Neuron>> = (0..shards).map(|_| HashMap::new()).collect();
+        for neuron in neurons {
+            neuron_sets[layout.neuron_shard(neuron.index)].insert(neuron.index, neuron);
+        }
+        let parts = rxs.into_iter().zip(local_fans).zip(neuron_sets).zip(blocks);
+        for (s, (((rx, fans), neurons), block)) in parts.enumerate() {
+            let lo = layout.bounds[s];
+            let io = Io {
+                me: s,
+                layout: layout.clone(),
+                world: world.clone(),
+                local_fans: fans,
+                queue: VecDeque::new(),
+                outboxes: (0..shards).map(|_| Vec::new()).collect(),
+                reports: HashMap::new(),
+                drives: HashMap::new(),
+                rule_cells: Vec::new(),
+                rule_rows: Vec::new(),
+                done: Vec::new(),
+                record: self.collector.recording(),
+                stats: RunStats::default(),
+                finals: Vec::new(),
+                deferred: Vec::new(),
+                jitter: self.jitter,
+                rng: (s as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1,
+                rule_link: RuleLink {
+                    rule: self.rule.clone(),
+                    me: self.peers[s].clone(),
+                    coord: self.coord_tx.clone(),
+                    spawner: self.spawner.clone(),
+                    actor: format!("shard {s}"),
+                    chunk: crate::sim::LOCKSTEP_CHUNK,
+                },
+            };
+            let shard = Shard { lo, cells: block, neurons, io };
+            let guard =
+                FailGuard { actor: format!("shard {s}"), coord: self.coord_tx.clone(), token: self.spawner.token.clone() };
+            let task = shard_task(shard, rx, self.peers.clone(), self.coord_tx.clone(), guard);
+            self.tasks.push(self.spawner.spawn(task));
+        }
+    }
+
+    /// Tasks alive (shards, and forwarders of rule answers in flight).
+    pub(crate) fn live_tasks(&self) -> usize {
+        self.spawner.tracker.len()
+    }
+
+    /// Async mode: starts every cell's clock and waits until every cell has finished.
+    pub(crate) async fn run_async(&mut self) -> Result<()> {
+        for tx in self.peers.iter() {
+            let _ = tx.send(ShardMsg::Tick);
+        }
+        let n = self.world.num_cells();
+        while self.collector.finished < n {
+            receive(&mut self.coord_rx, &mut self.collector).await?;
         }
         Ok(())
     }
-    .await;
-    spawner.shutdown().await;
-    result.map(|()| collector)
+
+    /// Lockstep: runs round `round`, firing the cells flagged in `fire`.
+    pub(crate) async fn step(&mut self, round: u32, fire: &[bool]) -> Result<()> {
+        let n = self.world.num_cells();
+        self.collector.begin_round(n);
+        if n == 0 {
+            return Ok(());
+        }
+        self.rule.expect(fire.iter().filter(|&&f| f).count());
+        let fire: Arc<[bool]> = fire.into();
+        for tx in self.peers.iter() {
+            let _ = tx.send(ShardMsg::Begin { round, fire: fire.clone() });
+        }
+        let target = self.collector.stats.cell_steps + n as u64;
+        while self.collector.stats.cell_steps < target {
+            receive(&mut self.coord_rx, &mut self.collector).await?;
+        }
+        Ok(())
+    }
+
+    /// Between rounds: every cell's state row and every neuron's last summary.
+    pub(crate) async fn snapshot(&mut self) -> Result<Snapshot> {
+        self.collector.expect_snapshot(&self.world);
+        for tx in self.peers.iter() {
+            let _ = tx.send(ShardMsg::Snapshot);
+        }
+        gather_snapshot(&mut self.coord_rx, &mut self.collector).await
+    }
+
+    /// Every shard's cells and neurons, its task ended.
+    async fn collect(&mut self) -> Result<(Vec<Option<Cell>>, Vec<Option<Neuron>>)> {
+        for tx in self.peers.iter() {
+            let _ = tx.send(ShardMsg::Handover);
+        }
+        let mut cells: Vec<Option<Cell>> = (0..self.world.num_cells()).map(|_| None).collect();
+        let mut neurons: Vec<Option<Neuron>> = (0..self.world.num_neurons()).map(|_| None).collect();
+        for (s, task) in std::mem::take(&mut self.tasks).into_iter().enumerate() {
+            let lost = |message: &str| Error::ActorFailed { actor: format!("shard {s}"), message: message.into() };
+            let shard = match task.await {
+                Ok(Some(Some(shard))) => shard,
+                Ok(_) => return Err(lost("stopped before handing its cells back")),
+                Err(e) => return Err(lost(&e.to_string())),
+            };
+            drain(&mut self.coord_rx, &mut self.collector)?;
+            for cell in shard.cells {
+                let c = cell.index as usize;
+                cells[c] = Some(cell);
+            }
+            for (g, neuron) in shard.neurons {
+                neurons[g as usize] = Some(neuron);
+            }
+        }
+        Ok((cells, neurons))
+    }
+
+    /// Between rounds: moves to `reshape.world`. The shards hand their cells and neurons
+    /// back and end; removed ones are dropped, survivors moved, new ones made, and new shard
+    /// tasks host the new network.
+    pub(crate) async fn reshape(&mut self, reshape: Reshape) -> Result<()> {
+        let Reshape { world, cells: sources, neurons: neuron_sources } = reshape;
+        let (mut old_cells, mut old_neurons) = self.collect().await?;
+        let mut cells = Vec::with_capacity(sources.len());
+        for (c, source) in sources.into_iter().enumerate() {
+            let c = c as u32;
+            cells.push(match source {
+                RowSource::Old(r) => {
+                    let mut cell = old_cells.get_mut(r).and_then(Option::take).ok_or_else(|| missing("cell", r))?;
+                    world.place_cell(&mut cell, c);
+                    cell
+                }
+                RowSource::New(row) => world.make_cell(c, row, self.seed, self.trace.matches(&world.cell_id(c))),
+            });
+        }
+        let mut neurons = Vec::with_capacity(neuron_sources.len());
+        for (g, source) in neuron_sources.into_iter().enumerate() {
+            let g = g as u32;
+            neurons.push(match source {
+                Some(prev) => {
+                    let prev = prev as usize;
+                    let mut neuron = old_neurons.get_mut(prev).and_then(Option::take).ok_or_else(|| missing("neuron", prev))?;
+                    world.place_neuron(&mut neuron, g);
+                    neuron
+                }
+                None => world.make_neuron(g),
+            });
+        }
+        // What is left of the old network was removed: it ends here.
+        drop((old_cells, old_neurons));
+        self.world = world;
+        self.launch(cells, neurons);
+        Ok(())
+    }
+
+    /// Stops every shard and hands over what was collected.
+    pub(crate) async fn finish(mut self) -> Result<Collector> {
+        self.peers = Arc::new(Vec::new());
+        self.spawner.shutdown().await;
+        drain(&mut self.coord_rx, &mut self.collector)?;
+        Ok(self.collector)
+    }
+}
+
+fn missing(what: &str, index: usize) -> Error {
+    Error::ActorFailed { actor: format!("{what} {index}"), message: "a topology change names a cell that is not there".into() }
 }
