@@ -87,6 +87,12 @@ impl Cell {
         }
     }
 
+    /// The cell starting at round `round` instead of 0 (it joins a running simulation).
+    pub fn joining_at(mut self, round: u32) -> Self {
+        self.round = round;
+        self
+    }
+
     /// The state row `[w, h..]` (empty once the cell has finished and reported it).
     pub fn state(&self) -> &[f64] {
         &self.state

@@ -40,4 +40,4 @@ pub mod trace;
 pub mod world;
 
 pub use error::{Error, Result};
-pub use sim::{AsyncSpec, Executor, Mode, Outcome, RunStats, Setup, SimSpec, run};
+pub use sim::{AsyncSpec, Executor, Mode, Outcome, RunStats, Setup, SimSpec, Simulation, Snapshot, run};

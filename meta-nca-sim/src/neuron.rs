@@ -28,6 +28,9 @@ pub enum NeuronKind {
         first: u32,
         /// The labels of the batch.
         labels: Arc<[usize]>,
+        /// Per class: the output neuron has no incoming cell, so its logits are 0 and it
+        /// sends none (nothing ever wakes it); peers count them as known.
+        silent: Arc<[bool]>,
     },
 }
 
@@ -90,14 +93,16 @@ impl Neuron {
         self.out_count = out_count;
     }
 
-    fn acc(&mut self, round: u32) -> usize {
+    fn acc(&mut self, round: u32, samples: usize) -> usize {
         if let Some(k) = self.rounds.iter().position(|a| a.round == round) {
             return k;
         }
-        let classes = match self.kind {
-            NeuronKind::Output { classes, .. } => classes as usize,
-            _ => 0,
-        };
+        let (mut logits, mut logits_seen) = (Vec::new(), 0);
+        if let NeuronKind::Output { silent, .. } = &self.kind {
+            let zeros: Arc<[f64]> = vec![0.0; samples].into();
+            logits = silent.iter().map(|&s| s.then(|| zeros.clone())).collect();
+            logits_seen = silent.iter().filter(|&&s| s).count();
+        }
         self.rounds.push(RoundAcc {
             round,
             in_sum: vec![0.0; self.width],
@@ -109,8 +114,8 @@ impl Neuron {
             act_sent: false,
             a: None,
             z: None,
-            logits: vec![None; classes],
-            logits_seen: 0,
+            logits,
+            logits_seen,
             e: None,
         });
         self.rounds.len() - 1
@@ -120,7 +125,7 @@ impl Neuron {
     pub fn handle(&mut self, msg: NeuronMsg, ctx: &Ctx, out: &mut impl Outbox) {
         let (round, k) = match msg {
             NeuronMsg::Report { round, fan, part } => {
-                let k = self.acc(round);
+                let k = self.acc(round, ctx.samples);
                 let acc = &mut self.rounds[k];
                 let (sum, seen) = match fan {
                     Fan::In => (&mut acc.in_sum, &mut acc.in_seen),
@@ -131,14 +136,14 @@ impl Neuron {
                 (round, k)
             }
             NeuronMsg::Drive { round, part } => {
-                let k = self.acc(round);
+                let k = self.acc(round, ctx.samples);
                 let acc = &mut self.rounds[k];
                 add_partial(&mut acc.drive, &part);
                 acc.drive_seen += part.count as usize;
                 (round, k)
             }
             NeuronMsg::Logit { round, class, z } => {
-                let k = self.acc(round);
+                let k = self.acc(round, ctx.samples);
                 let acc = &mut self.rounds[k];
                 if let Some(slot) = acc.logits.get_mut(class as usize) {
                     if slot.is_none() {
@@ -172,10 +177,10 @@ impl Neuron {
                     out.broadcast(index, Fan::Out, CellMsg::Act { round, a });
                     acc.act_sent = true;
                 }
-                NeuronKind::Output { class, classes, first, .. } if acc.drive_seen >= in_count => {
+                NeuronKind::Output { class, classes, first, silent, .. } if acc.drive_seen >= in_count => {
                     let z: Arc<[f64]> = take_drive(&mut acc.drive, ctx.samples).into();
                     for peer in 0..*classes {
-                        if peer != *class {
+                        if peer != *class && !silent[peer as usize] {
                             out.to_neuron(first + peer, NeuronMsg::Logit { round, class: *class, z: z.clone() });
                         }
                     }

@@ -179,6 +179,8 @@ impl Outcome {
 pub struct Snapshot {
     /// State rows `[cells, 1+d]`, in [`Topology::cells`] order.
     pub state: Vec<f64>,
+    /// Every live cell's id as the cell itself reports it, in the same order.
+    pub cells: Vec<CellId>,
     /// Per neuron (the batch's neuron order): the summary of the last round it finished,
     /// i.e. what its cells perceived at the last step (`None` before the first step, and for
     /// a neuron that joined since).
@@ -193,6 +195,8 @@ pub(crate) struct Reshape {
     pub(crate) cells: Vec<RowSource>,
     /// Per neuron of the new network: the old neuron it continues, or `None`.
     pub(crate) neurons: Vec<Option<u32>>,
+    /// The next round: the one new cells join at.
+    pub(crate) round: u32,
 }
 
 /// Collects the actors' reports: counts, recorded weights, final states (async) and
@@ -205,8 +209,48 @@ pub(crate) struct Collector {
     pub(crate) finished: usize,
     pub(crate) weights: Vec<Vec<f64>>,
     pub(crate) stats: RunStats,
-    /// The snapshot being gathered, and how many reports it still waits for.
-    snapshot: Option<(Snapshot, usize)>,
+    /// The snapshot being gathered.
+    snapshot: Option<Gathering>,
+}
+
+/// A snapshot being gathered: what came, and who has answered (every live cell and neuron
+/// exactly once; an answer from an actor the network does not have is a failure).
+struct Gathering {
+    snapshot: Snapshot,
+    cells_seen: Vec<bool>,
+    neurons_seen: Vec<bool>,
+    missing: usize,
+}
+
+impl Gathering {
+    fn cell(&mut self, c: u32, id: CellId, row: &[f64], width: usize) -> Result<()> {
+        let c = c as usize;
+        if self.cells_seen.get(c) != Some(&false) || row.len() != width {
+            return Err(Error::ActorFailed {
+                actor: format!("cell {id}"),
+                message: format!("answered a snapshot as cell {c} of {}, which is not live or already answered", self.cells_seen.len()),
+            });
+        }
+        self.cells_seen[c] = true;
+        self.snapshot.state[c * width..(c + 1) * width].copy_from_slice(row);
+        self.snapshot.cells[c] = id;
+        self.missing -= 1;
+        Ok(())
+    }
+
+    fn neuron(&mut self, g: u32, summary: Option<Arc<NeuronSummary>>) -> Result<()> {
+        let g = g as usize;
+        if self.neurons_seen.get(g) != Some(&false) {
+            return Err(Error::ActorFailed {
+                actor: format!("neuron {g}"),
+                message: format!("answered a snapshot of {} neurons twice or out of range", self.neurons_seen.len()),
+            });
+        }
+        self.neurons_seen[g] = true;
+        self.snapshot.summaries[g] = summary;
+        self.missing -= 1;
+        Ok(())
+    }
 }
 
 impl Collector {
@@ -250,15 +294,12 @@ impl Collector {
             }
             CoordMsg::Snapshot { stats, cells, neurons } => {
                 self.stats.merge(&stats);
-                if let Some((snap, missing)) = &mut self.snapshot {
-                    for (c, row) in cells {
-                        let c = c as usize;
-                        snap.state[c * self.width..(c + 1) * self.width].copy_from_slice(&row);
-                        *missing -= 1;
+                if let Some(gathering) = &mut self.snapshot {
+                    for (c, id, row) in cells {
+                        gathering.cell(c, id, &row, self.width)?;
                     }
                     for (g, summary) in neurons {
-                        snap.summaries[g as usize] = summary;
-                        *missing -= 1;
+                        gathering.neuron(g, summary)?;
                     }
                 }
             }
@@ -281,14 +322,20 @@ impl Collector {
 
     /// A snapshot of `world` is requested: one report per cell and per neuron will come.
     pub(crate) fn expect_snapshot(&mut self, world: &World) {
-        let snap = Snapshot { state: vec![0.0; world.num_cells() * self.width], summaries: vec![None; world.num_neurons()] };
-        self.snapshot = Some((snap, world.num_cells() + world.num_neurons()));
+        let (cells, neurons) = (world.num_cells(), world.num_neurons());
+        let snapshot = Snapshot {
+            state: vec![0.0; cells * self.width],
+            cells: (0..cells as u32).map(|c| world.cell_id(c)).collect(),
+            summaries: vec![None; neurons],
+        };
+        let (cells_seen, neurons_seen) = (vec![false; cells], vec![false; neurons]);
+        self.snapshot = Some(Gathering { snapshot, cells_seen, neurons_seen, missing: cells + neurons });
     }
 
     /// The snapshot, once every report has come.
     pub(crate) fn finish_snapshot(&mut self) -> Option<Snapshot> {
         match &self.snapshot {
-            Some((_, 0)) => self.snapshot.take().map(|(snap, _)| snap),
+            Some(g) if g.missing == 0 => self.snapshot.take().map(|g| g.snapshot),
             _ => None,
         }
     }
@@ -573,7 +620,7 @@ impl Simulation {
         let cells = carry_plan(code, init, &self.world.topology, &topology, rng)?;
         let world = Arc::new(self.world.reshaped(topology)?);
         let neurons = world.neuron_sources(&self.world);
-        let reshape = Reshape { world: world.clone(), cells, neurons };
+        let reshape = Reshape { world: world.clone(), cells, neurons, round: self.round };
         self.drive(move |mut d| async move {
             let r = d.reshape(reshape).await;
             (d, r)

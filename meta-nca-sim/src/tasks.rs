@@ -19,6 +19,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use meta_nca_rule::init::RowSource;
+use meta_nca_rule::topology::CellId;
 use tokio::sync::Notify;
 use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender, unbounded_channel};
 use tokio::task::JoinHandle;
@@ -43,7 +44,7 @@ pub(crate) enum CoordMsg {
     Progress { stats: RunStats, finals: Vec<(u32, Vec<f64>)> },
     /// Answers to a snapshot request: counts so far, some cells' state rows and some
     /// neurons' last summaries.
-    Snapshot { stats: RunStats, cells: Vec<(u32, Vec<f64>)>, neurons: Vec<(u32, Option<Arc<NeuronSummary>>)> },
+    Snapshot { stats: RunStats, cells: Vec<(u32, CellId, Vec<f64>)>, neurons: Vec<(u32, Option<Arc<NeuronSummary>>)> },
     /// An actor failed; the run is over.
     Failed { actor: String, message: String },
 }
@@ -176,7 +177,7 @@ async fn cell_task(
                 continue;
             }
             Inbox::Snapshot => {
-                let (stats, cells) = (std::mem::take(&mut stats), vec![(cell.index, cell.state().to_vec())]);
+                let (stats, cells) = (std::mem::take(&mut stats), vec![(cell.index, cell.id, cell.state().to_vec())]);
                 let _ = routes.coord.send(CoordMsg::Snapshot { stats, cells, neurons: Vec::new() });
                 continue;
             }
@@ -365,7 +366,7 @@ impl Driver {
     /// Between rounds: moves to `reshape.world`. Survivors are rewired, removed actors stop
     /// (their tasks have ended when this returns), new ones are spawned.
     pub(crate) async fn reshape(&mut self, reshape: Reshape) -> Result<()> {
-        let Reshape { world, cells, neurons } = reshape;
+        let Reshape { world, cells, neurons, round } = reshape;
         let old = self.routes.clone();
         let mut old_cells: Vec<Option<JoinHandle<()>>> = std::mem::take(&mut self.cell_tasks).into_iter().map(Some).collect();
         let mut old_neurons: Vec<Option<JoinHandle<()>>> =
@@ -388,7 +389,7 @@ impl Driver {
                     let (tx, rx) = unbounded_channel();
                     let traced = self.trace.matches(&world.cell_id(c as u32));
                     cell_tx.push(tx);
-                    cell_places.push(Place::New(world.make_cell(c as u32, row, self.seed, traced), rx));
+                    cell_places.push(Place::New(world.make_cell(c as u32, row, round, self.seed, traced), rx));
                 }
             }
         }

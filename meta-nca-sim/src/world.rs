@@ -135,10 +135,11 @@ impl World {
         Self::new(topology, self.data.clone(), self.ctx.spec.clone(), self.ctx.clone())
     }
 
-    /// Cell `c` starting from `row`; `seed` seeds its async clock, `traced` gives it a span.
-    pub fn make_cell(&self, c: u32, row: Vec<f64>, seed: u64, traced: bool) -> Cell {
+    /// Cell `c` starting from `row` at round `round` (a cell added mid-run joins at the
+    /// simulation's round); `seed` seeds its async clock, `traced` gives it a span.
+    pub fn make_cell(&self, c: u32, row: Vec<f64>, round: u32, seed: u64, traced: bool) -> Cell {
         let slot = &self.batch.cells()[c as usize];
-        Cell::new(c, slot.id, slot.pre as u32, slot.post as u32, row, seed, traced)
+        Cell::new(c, slot.id, slot.pre as u32, slot.post as u32, row, seed, traced).joining_at(round)
     }
 
     /// The cells, with their starting state rows `state0` (`[cells, 1+d]`, topology order).
@@ -153,7 +154,7 @@ impl World {
         Ok(state0
             .chunks_exact(s)
             .enumerate()
-            .map(|(c, row)| self.make_cell(c as u32, row.to_vec(), seed, traced(&self.cell_id(c as u32))))
+            .map(|(c, row)| self.make_cell(c as u32, row.to_vec(), 0, seed, traced(&self.cell_id(c as u32))))
             .collect())
     }
 
@@ -174,6 +175,7 @@ impl World {
                 classes: sizes[last] as u32,
                 first: self.batch.neuron(0, last, 0) as u32,
                 labels: self.data.y.clone().into(),
+                silent: (0..sizes[last]).map(|j| self.in_cells[self.batch.neuron(0, last, j)].is_empty()).collect(),
             }
         } else {
             NeuronKind::Hidden

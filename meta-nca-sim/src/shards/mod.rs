@@ -84,7 +84,7 @@ impl Shard {
                 }
             }
             ShardMsg::Snapshot => {
-                let cells = self.cells.iter().map(|c| (c.index, c.state().to_vec())).collect();
+                let cells = self.cells.iter().map(|c| (c.index, c.id, c.state().to_vec())).collect();
                 let neurons = self.neurons.values().map(|n| (n.index, n.last_summary().cloned())).collect();
                 let stats = std::mem::take(&mut self.io.stats);
                 let _ = self.io.rule_link.coord.send(CoordMsg::Snapshot { stats, cells, neurons });
@@ -359,7 +359,7 @@ impl Driver {
     /// back and end; removed ones are dropped, survivors moved, new ones made, and new shard
     /// tasks host the new network.
     pub(crate) async fn reshape(&mut self, reshape: Reshape) -> Result<()> {
-        let Reshape { world, cells: sources, neurons: neuron_sources } = reshape;
+        let Reshape { world, cells: sources, neurons: neuron_sources, round } = reshape;
         let (mut old_cells, mut old_neurons) = self.collect().await?;
         let mut cells = Vec::with_capacity(sources.len());
         for (c, source) in sources.into_iter().enumerate() {
@@ -370,7 +370,7 @@ impl Driver {
                     world.place_cell(&mut cell, c);
                     cell
                 }
-                RowSource::New(row) => world.make_cell(c, row, self.seed, self.trace.matches(&world.cell_id(c))),
+                RowSource::New(row) => world.make_cell(c, row, round, self.seed, self.trace.matches(&world.cell_id(c))),
             });
         }
         let mut neurons = Vec::with_capacity(neuron_sources.len());
