@@ -18,7 +18,7 @@ use serde::Serialize;
 use crate::inspect::JsonLines;
 
 /// Which engine grows the network.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize, serde::Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Engine {
     /// The batched reference path.
@@ -28,7 +28,7 @@ pub enum Engine {
 }
 
 /// How the actor simulation schedules its cells.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize, serde::Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum ExecutorArg {
     /// One tokio task per cell and per neuron.

@@ -7,10 +7,9 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::Result;
-use meta_nca_rule::checkpoint::{Checkpoint, write_atomic};
-use meta_nca_rule::experiment::Task;
+use meta_nca_rule::checkpoint::write_atomic;
 use meta_nca_rule::robustness::{
-    ChurnSpec, NeuronSpec, PruneCurve, PruneMode, PruneSpec, add_neurons_experiment, churn_experiment, prune_experiment,
+    Bench, ChurnSpec, NeuronSpec, PruneCurve, PruneMode, PruneSpec, add_neurons_experiment, churn_experiment, prune_experiment,
 };
 
 use crate::robustness_config::{Experiment, Mode, Plan, RobustnessConfig};
@@ -62,10 +61,13 @@ pub fn run(args: Args) -> Result<()> {
     let plan = config.resolve(&exp.config)?;
     let task = exp.primary();
     let stem = plan.file_stem();
+    let engine = plan.engine_kind();
+    println!("engine: {}", engine.name());
+    let bench = Bench { rule: &ckpt.rule, meta: &ckpt.meta, task, engine: engine.as_ref() };
     match plan.experiment {
-        Experiment::Prune => prune(&plan, &ckpt, task, &args.run, &stem)?,
-        Experiment::Neurons => neurons(&plan, &ckpt, task, &args.run, &stem)?,
-        Experiment::Churn => churn(&plan, &ckpt, task, &args.run, &stem)?,
+        Experiment::Prune => prune(&plan, &bench, &args.run, &stem)?,
+        Experiment::Neurons => neurons(&plan, &bench, &args.run, &stem)?,
+        Experiment::Churn => churn(&plan, &bench, &args.run, &stem)?,
     }
     let copy = args.run.join(format!("{stem}.toml"));
     write_atomic(&copy, plan.to_toml(&args.run)?.as_bytes())?;
@@ -85,7 +87,7 @@ fn write_baseline(path: &Path, curves: &[PruneCurve], fine_tune: usize) -> Resul
     Ok(())
 }
 
-fn prune(plan: &Plan, ckpt: &Checkpoint, task: &Task, run: &Path, stem: &str) -> Result<()> {
+fn prune(plan: &Plan, bench: &Bench<'_>, run: &Path, stem: &str) -> Result<()> {
     let (at, p, seed) = (plan.steps, plan.fire_fraction, plan.seed);
     let spec = PruneSpec {
         fractions: plan.fractions.clone(),
@@ -100,7 +102,7 @@ fn prune(plan: &Plan, ckpt: &Checkpoint, task: &Task, run: &Path, stem: &str) ->
         seed,
         fine_tune_epochs: plan.fine_tune,
     };
-    let curves = prune_experiment(&ckpt.rule, &ckpt.meta, task, &spec)?;
+    let curves = prune_experiment(bench, &spec)?;
     let name = plan.mode.name();
     let path = run.join(format!("{stem}.csv"));
     let rows = curves.iter().map(|c| (c.fraction, &c.grown_train[..], &c.grown_val[..]));
@@ -137,7 +139,7 @@ fn prune(plan: &Plan, ckpt: &Checkpoint, task: &Task, run: &Path, stem: &str) ->
     Ok(())
 }
 
-fn neurons(plan: &Plan, ckpt: &Checkpoint, task: &Task, run: &Path, stem: &str) -> Result<()> {
+fn neurons(plan: &Plan, bench: &Bench<'_>, run: &Path, stem: &str) -> Result<()> {
     let (at, p, seed) = (plan.steps, plan.fire_fraction, plan.seed);
     let spec = NeuronSpec {
         counts: plan.neurons.clone(),
@@ -147,7 +149,7 @@ fn neurons(plan: &Plan, ckpt: &Checkpoint, task: &Task, run: &Path, stem: &str) 
         fire_fraction: p,
         seed,
     };
-    let curves = add_neurons_experiment(&ckpt.rule, &ckpt.meta, task, &spec)?;
+    let curves = add_neurons_experiment(bench, &spec)?;
     let path = run.join(format!("{stem}.csv"));
     let rows = curves.iter().map(|c| (c.added as f64, &c.grown_train[..], &c.grown_val[..]));
     write_curves(&path, "added", rows, -1)?;
@@ -174,7 +176,7 @@ fn neurons(plan: &Plan, ckpt: &Checkpoint, task: &Task, run: &Path, stem: &str) 
     Ok(())
 }
 
-fn churn(plan: &Plan, ckpt: &Checkpoint, task: &Task, run: &Path, stem: &str) -> Result<()> {
+fn churn(plan: &Plan, bench: &Bench<'_>, run: &Path, stem: &str) -> Result<()> {
     let (at, p, seed) = (plan.steps, plan.fire_fraction, plan.seed);
     let spec = ChurnSpec {
         rates: plan.rates.clone(),
@@ -184,7 +186,7 @@ fn churn(plan: &Plan, ckpt: &Checkpoint, task: &Task, run: &Path, stem: &str) ->
         fire_fraction: p,
         seed,
     };
-    let curves = churn_experiment(&ckpt.rule, &ckpt.meta, task, &spec)?;
+    let curves = churn_experiment(bench, &spec)?;
     let path = run.join(format!("{stem}.csv"));
     let rows = curves.iter().map(|c| (c.rate, &c.grown_train[..], &c.grown_val[..]));
     write_curves(&path, "rate", rows, 0)?;

@@ -14,6 +14,9 @@ use anyhow::{Context, Result, bail};
 use meta_nca_rule::config::Config;
 use serde::{Deserialize, Serialize};
 
+use meta_nca_rule::engine::EngineKind;
+
+use crate::actors::{Engine, ExecutorArg};
 use crate::run_dir::Which;
 
 /// What is done to the grown networks.
@@ -91,6 +94,16 @@ pub struct RobustnessConfig {
     /// Seed of the grows and of the damage [default: the run's seed].
     #[arg(long)]
     pub seed: Option<u64>,
+    /// Where the grows run: the batched reference path or the actor simulation (lockstep,
+    /// one simulation per network) [default: reference].
+    #[arg(long, value_enum)]
+    pub engine: Option<Engine>,
+    /// Actors: one task per cell, or shards [default: tasks].
+    #[arg(long, value_enum)]
+    pub executor: Option<ExecutorArg>,
+    /// Actors: shards of the shard executor [default: 2].
+    #[arg(long)]
+    pub shards: Option<usize>,
 }
 
 /// A resolved experiment: every key set and checked. Serialises to a TOML file that
@@ -122,6 +135,12 @@ pub struct Plan {
     pub fire_fraction: f64,
     /// Seed of the grows and of the damage.
     pub seed: u64,
+    /// Where the grows run.
+    pub engine: Engine,
+    /// Actors: the executor.
+    pub executor: ExecutorArg,
+    /// Actors: shards of the shard executor, at least 1.
+    pub shards: usize,
 }
 
 impl RobustnessConfig {
@@ -149,6 +168,9 @@ impl RobustnessConfig {
             steps: self.steps.or(file.steps),
             fire_fraction: self.fire_fraction.or(file.fire_fraction),
             seed: self.seed.or(file.seed),
+            engine: self.engine.or(file.engine),
+            executor: self.executor.or(file.executor),
+            shards: self.shards.or(file.shards),
         }
     }
 
@@ -171,6 +193,9 @@ impl RobustnessConfig {
         }
         if self.networks == Some(0) {
             bail!("networks (--networks) must be at least 1");
+        }
+        if self.shards == Some(0) {
+            bail!("shards (--shards) must be at least 1");
         }
         if self.steps == Some(0) {
             bail!("steps (--steps) must be at least 1");
@@ -199,6 +224,9 @@ impl RobustnessConfig {
             steps: self.steps.unwrap_or(run.grow.steps),
             fire_fraction: self.fire_fraction.unwrap_or(run.grow.fire_fraction),
             seed: self.seed.unwrap_or(run.seed),
+            engine: self.engine.unwrap_or(Engine::Reference),
+            executor: self.executor.unwrap_or(ExecutorArg::Tasks),
+            shards: self.shards.unwrap_or(2),
         })
     }
 }
@@ -208,10 +236,30 @@ impl Plan {
     /// `robustness-prune-<mode>`, `robustness-neurons` or `robustness-churn` (`.csv`: the
     /// curves; `.toml`: this plan; prune also `-baseline.csv`).
     pub fn file_stem(&self) -> String {
-        match self.experiment {
+        let stem = match self.experiment {
             Experiment::Prune => format!("robustness-prune-{}", self.mode.name()),
             Experiment::Neurons => "robustness-neurons".into(),
             Experiment::Churn => "robustness-churn".into(),
+        };
+        match self.engine {
+            Engine::Reference => stem,
+            Engine::Actors => format!("{stem}-actors"),
+        }
+    }
+
+    /// The engine the grows run on.
+    pub fn engine_kind(&self) -> Box<dyn EngineKind> {
+        match self.engine {
+            Engine::Reference => Box::new(meta_nca_rule::engine::Reference),
+            Engine::Actors => {
+                let executor = match self.executor {
+                    ExecutorArg::Tasks => meta_nca_sim::Executor::Tasks,
+                    ExecutorArg::Shards => meta_nca_sim::Executor::Shards { shards: self.shards },
+                };
+                // One simulation per network, one after another: one worker each is enough.
+                let spec = meta_nca_sim::SimSpec { executor, workers: 1, seed: self.seed, ..meta_nca_sim::SimSpec::default() };
+                Box::new(meta_nca_sim::engine::Actors { spec })
+            }
         }
     }
 
@@ -224,7 +272,11 @@ impl Plan {
             Experiment::Neurons => &["fractions", "mode", "rates", "fine-tune"],
             Experiment::Churn => &["fractions", "mode", "neurons", "fine-tune"],
         };
-        for key in unused {
+        let reference_only: &[&str] = match self.engine {
+            Engine::Reference => &["executor", "shards"],
+            Engine::Actors => &[],
+        };
+        for key in unused.iter().chain(reference_only) {
             table.remove(*key);
         }
         let body = toml::to_string(&table).context("writing the robustness config as TOML")?;

@@ -62,6 +62,14 @@ pub enum Error {
         /// What is wrong with it.
         message: String,
     },
+    /// An engine other than the reference path (the actor simulation) failed.
+    #[error("engine {engine}: {message}")]
+    Engine {
+        /// Which engine.
+        engine: String,
+        /// What happened.
+        message: String,
+    },
     /// Meta-training cannot continue (zero or non-finite meta-gradient, dead network, ...).
     #[error("meta-training stopped at meta-epoch {epoch}: {message}")]
     Training {

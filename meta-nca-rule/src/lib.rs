@@ -22,6 +22,8 @@
 //! - [`checkpoint`]: atomic safetensors checkpoints with metadata.
 //! - [`eval`]: growing many networks with a trained rule; recorded single grows.
 //! - [`baseline`]: the backprop-trained network every evaluation is compared to.
+//! - [`engine`]: where a grow runs, step by step with topology changes (the reference path
+//!   here; the actor simulation in `meta-nca-sim`).
 //! - [`robustness`]: damage a grown network and watch the rule repair it.
 //! - [`error`]: the crate's error type.
 
@@ -30,6 +32,7 @@ pub mod batch;
 pub mod checkpoint;
 pub mod config;
 pub mod data;
+pub mod engine;
 pub mod episode;
 pub mod error;
 pub mod eval;

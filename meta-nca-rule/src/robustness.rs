@@ -1,10 +1,10 @@
-//! Robustness on the reference path: grow networks, remove a fraction of their connections,
-//! keep applying the rule, and watch the accuracy recover; next to a backprop-trained network
-//! pruned alike, without and with a short fine-tune.
+//! Robustness on either engine (the reference path, or the actor simulation through
+//! [`crate::engine::EngineKind`]): grow networks, remove a fraction of their connections, add
+//! neurons or replace connections, keep applying the rule, and watch the accuracy recover; next
+//! to a backprop-trained network pruned alike, without and with a short fine-tune.
 
 use std::collections::BTreeMap;
 
-use dfdx::prelude::*;
 use rand::rngs::StdRng;
 use rand::seq::index::sample;
 use serde::Serialize;
@@ -14,9 +14,9 @@ use crate::batch::Batch;
 use crate::checkpoint::RuleMeta;
 use crate::episode::{Episode, EpisodeSpec, Stream, rng_for};
 use crate::experiment::Task;
-use crate::fused::values;
+use crate::engine::{Engine, EngineKind};
 use crate::firing::choose_firing;
-use crate::reference::{Grower, score};
+use crate::reference::score;
 use crate::rule::RuleNet;
 use crate::task::DenseNet;
 use crate::topology::Topology;
@@ -82,19 +82,27 @@ pub fn choose_pruned(weights: &[f64], fraction: f64, mode: PruneMode, rng: &mut 
     }
 }
 
-fn mean_scores(grower: &Grower, state: &[f64], task: &Task) -> (f64, f64) {
-    let nets = grower.dense_nets(state);
+/// Mean train and validation accuracy of `topologies` in state `state`.
+fn mean_scores(topologies: &[Topology], state: &[f64], width: usize, task: &Task) -> (f64, f64) {
+    let batch = Batch::new(topologies.to_vec());
+    let nets: Vec<_> = (0..batch.num_nets()).map(|n| batch.dense_net(n, state, width)).collect();
     let n = nets.len().max(1) as f64;
     let train = nets.iter().map(|net| score(net, &task.train).acc).sum::<f64>() / n;
     let val = nets.iter().map(|net| score(net, &task.val).acc).sum::<f64>() / n;
     (train, val)
 }
 
-/// Every network of `grower` with `fraction` of its live connections removed (`mode`
-/// chooses which), read from the state rows `state`.
-pub fn prune_batch(grower: &Grower, state: &[f64], fraction: f64, mode: PruneMode, rng: &mut StdRng) -> Result<Vec<Topology>> {
-    let width = grower.spec().state_width();
-    let batch = grower.batch();
+/// Every network of `topologies` with `fraction` of its live connections removed (`mode`
+/// chooses which), read from the state rows `state` of width `width`.
+pub fn prune_batch(
+    topologies: &[Topology],
+    state: &[f64],
+    width: usize,
+    fraction: f64,
+    mode: PruneMode,
+    rng: &mut StdRng,
+) -> Result<Vec<Topology>> {
+    let batch = Batch::new(topologies.to_vec());
     let mut out = Vec::with_capacity(batch.num_nets());
     for (n, t) in batch.topologies().iter().enumerate() {
         let (start, end) = batch.net_cells(n);
@@ -111,73 +119,94 @@ pub fn prune_batch(grower: &Grower, state: &[f64], fraction: f64, mode: PruneMod
 
 /// Networks grown for `at` steps, ready to be damaged.
 struct Grown {
-    grower: Grower,
+    topologies: Vec<Topology>,
     values: Vec<f64>,
     before: (f64, f64),
 }
 
-fn grow_to(rule: &RuleNet, meta: &RuleMeta, task: &Task, networks: usize, at: usize, p: f64, seed: u64) -> Result<Grown> {
-    let cfg = &meta.config;
-    let episode_spec = EpisodeSpec {
-        archs: &task.archs,
-        networks,
-        bias: cfg.task.bias,
-        weight_init: cfg.task.weight_init,
-        code: meta.code,
-        steps: at,
-        fire_fraction: p,
-    };
-    let mut rng = rng_for(seed, Stream::Eval, 1);
-    let episode = Episode::draw(&episode_spec, &mut rng)?;
-    let grower = Grower::new(&Cpu::default(), Batch::new(episode.topologies), meta.perception.clone(), task.train.clone())?;
-    let values = grower.unroll(rule, grower.state_tensor(episode.state0), &episode.fires).as_vec();
-    let before = mean_scores(&grower, &values, task);
-    Ok(Grown { grower, values, before })
+/// What every experiment needs: the rule and its run, the task, and where the grows run.
+pub struct Bench<'a> {
+    /// The rule.
+    pub rule: &'a RuleNet,
+    /// Its run's metadata (perception, encoding, config).
+    pub meta: &'a RuleMeta,
+    /// The task grown on (train) and scored on (train and validation).
+    pub task: &'a Task,
+    /// The engine the grows run on.
+    pub engine: &'a dyn EngineKind,
 }
 
-/// The accuracy curve after `damaged` replaced the grown networks: right after, then after
-/// each of `recover` rule steps; `before` first.
-#[allow(clippy::too_many_arguments)]
-fn recovery(
-    rule: &RuleNet,
-    meta: &RuleMeta,
-    task: &Task,
-    grown: &Grown,
-    damaged: Vec<Topology>,
-    recover: usize,
-    p: f64,
-    rng: &mut StdRng,
-) -> Result<(Vec<f64>, Vec<f64>)> {
-    let state = grown.grower.state_tensor(grown.values.clone());
-    let (after, mut state) = grown.grower.reshape(state, damaged, &meta.code, meta.config.task.weight_init, rng)?;
-    let (mut train, mut val) = (vec![grown.before.0], vec![grown.before.1]);
-    for step in 0..=recover {
-        if step > 0 {
-            let fire: Vec<bool> = after.batch().topologies().iter().flat_map(|t| choose_firing(rng, t, p)).collect();
-            state = after.step(rule, state, &fire);
-        }
-        let s = mean_scores(&after, &values(&state), task);
-        train.push(s.0);
-        val.push(s.1);
+impl Bench<'_> {
+    fn width(&self) -> usize {
+        self.meta.perception.state_width()
     }
-    Ok((train, val))
+
+    /// An engine on `topologies` in state `state`.
+    fn start(&self, topologies: Vec<Topology>, state: Vec<f64>) -> Result<Box<dyn Engine>> {
+        self.engine.start(self.rule, &self.meta.perception, &self.task.train, topologies, state)
+    }
+
+    fn scores(&self, engine: &mut dyn Engine) -> Result<(f64, f64)> {
+        let state = engine.state()?;
+        Ok(mean_scores(engine.topologies(), &state, self.width(), self.task))
+    }
+
+    fn grow_to(&self, networks: usize, at: usize, p: f64, seed: u64) -> Result<Grown> {
+        let cfg = &self.meta.config;
+        let episode_spec = EpisodeSpec {
+            archs: &self.task.archs,
+            networks,
+            bias: cfg.task.bias,
+            weight_init: cfg.task.weight_init,
+            code: self.meta.code,
+            steps: at,
+            fire_fraction: p,
+        };
+        let mut rng = rng_for(seed, Stream::Eval, 1);
+        let episode = Episode::draw(&episode_spec, &mut rng)?;
+        let mut engine = self.start(episode.topologies, episode.state0)?;
+        for fire in &episode.fires {
+            engine.step(fire)?;
+        }
+        let before = self.scores(engine.as_mut())?;
+        Ok(Grown { topologies: engine.topologies().to_vec(), values: engine.state()?, before })
+    }
+
+    /// The accuracy curve after `damaged` replaced the grown networks: right after, then
+    /// after each of `recover` rule steps; `before` first.
+    fn recovery(&self, grown: &Grown, damaged: Vec<Topology>, recover: usize, p: f64, rng: &mut StdRng) -> Result<(Vec<f64>, Vec<f64>)> {
+        let mut engine = self.start(grown.topologies.clone(), grown.values.clone())?;
+        engine.reshape(damaged, &self.meta.code, self.meta.config.task.weight_init, rng)?;
+        let (mut train, mut val) = (vec![grown.before.0], vec![grown.before.1]);
+        for step in 0..=recover {
+            if step > 0 {
+                let fire: Vec<bool> = engine.topologies().iter().flat_map(|t| choose_firing(rng, t, p)).collect();
+                engine.step(&fire)?;
+            }
+            let s = self.scores(engine.as_mut())?;
+            train.push(s.0);
+            val.push(s.1);
+        }
+        Ok((train, val))
+    }
 }
 
 /// Runs the prune experiment with `rule` on `task`.
-pub fn prune_experiment(rule: &RuleNet, meta: &RuleMeta, task: &Task, spec: &PruneSpec) -> Result<Vec<PruneCurve>> {
+pub fn prune_experiment(bench: &Bench<'_>, spec: &PruneSpec) -> Result<Vec<PruneCurve>> {
+    let (meta, task) = (bench.meta, bench.task);
     if let Some(q) = spec.fractions.iter().find(|q| !(0.0..=1.0).contains(*q)) {
         return Err(Error::Config { key: "fractions".into(), message: format!("{q} is not in [0, 1]") });
     }
-    let grown = grow_to(rule, meta, task, spec.networks, spec.at, spec.fire_fraction, spec.seed)?;
-    let baselines = baselines(&grown.grower, task, meta.config.task.bias)?;
+    let grown = bench.grow_to(spec.networks, spec.at, spec.fire_fraction, spec.seed)?;
+    let baselines = baselines(&grown.topologies, task, meta.config.task.bias)?;
     let mut curves = Vec::new();
     for &q in &spec.fractions {
         // The damage depends on the fraction, not on its place in the list.
         let key = (q * 1e6).round() as u64;
         let mut rng = rng_for(spec.seed, Stream::Eval, 1_000_000 + key);
-        let damaged = prune_batch(&grown.grower, &grown.values, q, spec.mode, &mut rng)?;
-        let (train, val) = recovery(rule, meta, task, &grown, damaged, spec.recover, spec.fire_fraction, &mut rng)?;
-        let baseline_val = baseline_curve(&baselines, &grown.grower, task, q, spec, key)?;
+        let damaged = prune_batch(&grown.topologies, &grown.values, bench.width(), q, spec.mode, &mut rng)?;
+        let (train, val) = bench.recovery(&grown, damaged, spec.recover, spec.fire_fraction, &mut rng)?;
+        let baseline_val = baseline_curve(&baselines, &grown.topologies, task, q, spec, key)?;
         curves.push(PruneCurve { fraction: q, grown_val: val, grown_train: train, baseline_val });
     }
     Ok(curves)
@@ -213,29 +242,29 @@ pub struct NeuronCurve {
 
 /// Grows networks, adds hidden neurons (connected to every neuron of the adjacent layers,
 /// starting from the init of new cells), keeps applying the rule.
-pub fn add_neurons_experiment(rule: &RuleNet, meta: &RuleMeta, task: &Task, spec: &NeuronSpec) -> Result<Vec<NeuronCurve>> {
-    let grown = grow_to(rule, meta, task, spec.networks, spec.at, spec.fire_fraction, spec.seed)?;
+pub fn add_neurons_experiment(bench: &Bench<'_>, spec: &NeuronSpec) -> Result<Vec<NeuronCurve>> {
+    let grown = bench.grow_to(spec.networks, spec.at, spec.fire_fraction, spec.seed)?;
     let mut curves = Vec::new();
     for &count in &spec.counts {
         let mut rng = rng_for(spec.seed, Stream::Eval, 2_000_000 + count as u64);
         let mut damaged = Vec::new();
-        for t in grown.grower.batch().topologies() {
+        for t in &grown.topologies {
             let mut t = t.clone();
             for _ in 0..count {
                 t.add_neuron(1)?;
             }
             damaged.push(t);
         }
-        let (train, val) = recovery(rule, meta, task, &grown, damaged, spec.recover, spec.fire_fraction, &mut rng)?;
+        let (train, val) = bench.recovery(&grown, damaged, spec.recover, spec.fire_fraction, &mut rng)?;
         curves.push(NeuronCurve { added: count, grown_val: val, grown_train: train });
     }
     Ok(curves)
 }
 
 /// One backprop-trained network per distinct architecture in the batch.
-fn baselines(grower: &Grower, task: &Task, bias: bool) -> Result<BTreeMap<Vec<usize>, DenseNet<f64>>> {
+fn baselines(topologies: &[Topology], task: &Task, bias: bool) -> Result<BTreeMap<Vec<usize>, DenseNet<f64>>> {
     let mut out = BTreeMap::new();
-    for t in grower.batch().topologies() {
+    for t in topologies {
         if !out.contains_key(t.sizes()) {
             out.insert(t.sizes().to_vec(), train_baseline_net(t.sizes(), bias, &task.train, BaselineSpec::default())?);
         }
@@ -247,7 +276,7 @@ fn baselines(grower: &Grower, task: &Task, bias: bool) -> Result<BTreeMap<Vec<us
 /// by the same rule of choice, and after a masked fine-tune.
 fn baseline_curve(
     nets: &BTreeMap<Vec<usize>, DenseNet<f64>>,
-    grower: &Grower,
+    topologies: &[Topology],
     task: &Task,
     q: f64,
     spec: &PruneSpec,
@@ -255,7 +284,6 @@ fn baseline_curve(
 ) -> Result<[f64; 3]> {
     let mut rng = rng_for(spec.seed, Stream::Eval, 3_000_000 + key);
     let mut sums = [0.0; 3];
-    let topologies = grower.batch().topologies();
     for t in topologies {
         let net = &nets[t.sizes()];
         let flat: Vec<f64> = net.weights.iter().flatten().copied().collect();
@@ -340,25 +368,24 @@ fn churn_once(t: &Topology, rate: f64, rng: &mut StdRng) -> Result<Topology> {
 
 /// Grows networks, then every step replaces a fraction of their connections and applies the
 /// rule once.
-pub fn churn_experiment(rule: &RuleNet, meta: &RuleMeta, task: &Task, spec: &ChurnSpec) -> Result<Vec<ChurnCurve>> {
+pub fn churn_experiment(bench: &Bench<'_>, spec: &ChurnSpec) -> Result<Vec<ChurnCurve>> {
     if let Some(r) = spec.rates.iter().find(|r| !(0.0..=1.0).contains(*r)) {
         return Err(Error::Config { key: "rates".into(), message: format!("{r} is not in [0, 1]") });
     }
-    let grown = grow_to(rule, meta, task, spec.networks, spec.at, spec.fire_fraction, spec.seed)?;
+    let grown = bench.grow_to(spec.networks, spec.at, spec.fire_fraction, spec.seed)?;
+    let (code, init) = (&bench.meta.code, bench.meta.config.task.weight_init);
     let mut curves = Vec::new();
     for &rate in &spec.rates {
         let mut rng = rng_for(spec.seed, Stream::Eval, 4_000_000 + (rate * 1e6).round() as u64);
         let (mut train, mut val) = (vec![grown.before.0], vec![grown.before.1]);
-        let mut grower = grown.grower.clone();
-        let mut state = grower.state_tensor(grown.values.clone());
+        let mut engine = bench.start(grown.topologies.clone(), grown.values.clone())?;
         for _ in 0..spec.steps {
-            let churned =
-                grower.batch().topologies().iter().map(|t| churn_once(t, rate, &mut rng)).collect::<Result<Vec<_>>>()?;
-            let (next, carried) = grower.reshape(state, churned, &meta.code, meta.config.task.weight_init, &mut rng)?;
-            let fire: Vec<bool> = next.batch().topologies().iter().flat_map(|t| choose_firing(&mut rng, t, spec.fire_fraction)).collect();
-            state = next.step(rule, carried, &fire);
-            grower = next;
-            let s = mean_scores(&grower, &values(&state), task);
+            let churned = engine.topologies().iter().map(|t| churn_once(t, rate, &mut rng)).collect::<Result<Vec<_>>>()?;
+            engine.reshape(churned, code, init, &mut rng)?;
+            let fire: Vec<bool> =
+                engine.topologies().iter().flat_map(|t| choose_firing(&mut rng, t, spec.fire_fraction)).collect();
+            engine.step(&fire)?;
+            let s = bench.scores(engine.as_mut())?;
             train.push(s.0);
             val.push(s.1);
         }

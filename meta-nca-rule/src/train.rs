@@ -214,7 +214,9 @@ impl Trainer {
                 }
                 Some(damage) => {
                     let (value, tape) = grown_state.split_tape();
-                    let pruned = prune_batch(&grower, &value.as_vec(), damage.fraction, PruneMode::Random, &mut rng)?;
+                    let width = self.spec.state_width();
+                    let topologies = grower.batch().topologies();
+                    let pruned = prune_batch(topologies, &value.as_vec(), width, damage.fraction, PruneMode::Random, &mut rng)?;
                     let damaged = grower.damaged_loss(
                         &self.rule,
                         value.put_tape(tape),

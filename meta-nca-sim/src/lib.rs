@@ -23,10 +23,13 @@
 //!   path's states on it.
 //! - [`sim`]: how to run it ([`sim::run`]) and what came out.
 //! - [`trace`]: which cells get a span and per-update events.
+//! - [`engine`]: the simulation as an engine of `meta_nca_rule::engine` (one lockstep
+//!   simulation per network), which the robustness experiments run on.
 //! - [`synthetic`]: wide random networks for benchmarks, and the reference step's time on them.
 //! - [`error`]: the crate's error type.
 
 pub mod cell;
+pub mod engine;
 pub mod error;
 pub mod neuron;
 pub mod protocol;

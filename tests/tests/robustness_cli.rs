@@ -246,3 +246,32 @@ fn the_curves_of_a_real_run_plot() {
     // Two panels: the curves and the backprop baseline.
     assert_eq!((reader.info().width, reader.info().height), (1640, 600));
 }
+
+/// Every experiment gives the same curves on the actor simulation (both executors) as on the
+/// reference path: the engines share the topology operations and the state carry-over, and
+/// lockstep actors reproduce the reference step.
+#[test]
+fn every_experiment_gives_the_same_curves_on_the_actors() {
+    let tmp = Scratch::new("engines");
+    let dir = tmp.arg("run");
+    train_smoke(&dir, &["--set", "rule.index-code=false"]);
+    for (config, stem) in [
+        ("configs/robustness-prune.toml", "robustness-prune-random"),
+        ("configs/robustness-neurons.toml", "robustness-neurons"),
+        ("configs/robustness-churn.toml", "robustness-churn"),
+    ] {
+        let base = ["robustness", "--run", &dir, "--config", config, "--networks", "3", "--recover", "3"];
+        let reference = ok(&base);
+        assert!(reference.contains("engine: reference"), "{reference}");
+        let curves = read(&tmp.path("run").join(format!("{stem}.csv")));
+        for executor in ["tasks", "shards"] {
+            let out = ok(&[&base[..], &["--engine", "actors", "--executor", executor]].concat());
+            assert!(out.contains("engine: actors"), "{out}");
+            let actors = read(&tmp.path("run").join(format!("{stem}-actors.csv")));
+            assert_eq!(actors, curves, "{config} on {executor}: the actors' curves differ from the reference path's");
+            let copy = read(&tmp.path("run").join(format!("{stem}-actors.toml")));
+            assert!(copy.contains("engine = \"actors\"") && copy.contains(&format!("executor = \"{executor}\"")), "{copy}");
+        }
+    }
+    fails(&["robustness", "--run", &dir, "--engine", "actors", "--shards", "0"], &["shards"]);
+}

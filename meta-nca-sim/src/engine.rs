@@ -1,0 +1,132 @@
+//! The actor simulation as a [`meta_nca_rule::engine::Engine`]: one lockstep [`Simulation`]
+//! per network, so that an experiment written against the engine trait (the robustness
+//! experiments) runs on the actors exactly as on the reference path.
+
+use std::sync::Arc;
+
+use meta_nca_rule::engine::{Engine, EngineKind};
+use meta_nca_rule::episode::Episode;
+use meta_nca_rule::init::{HiddenCode, WeightInit};
+use meta_nca_rule::perception::PerceptionSpec;
+use meta_nca_rule::reference::TaskData;
+use meta_nca_rule::rule::RuleNet;
+use meta_nca_rule::topology::Topology;
+use rand::rngs::StdRng;
+
+use crate::sim::{Mode, Setup, SimSpec, Simulation};
+
+/// Starts actor simulations (lockstep; `spec` chooses the executor and workers).
+#[derive(Debug, Clone)]
+pub struct Actors {
+    /// How each network's simulation runs; its mode must be lockstep.
+    pub spec: SimSpec,
+}
+
+/// Networks grown by actor simulations, one per network.
+pub struct ActorEngine {
+    sims: Vec<Simulation>,
+    topologies: Vec<Topology>,
+}
+
+/// A simulation error as the rule library's error.
+fn lift(engine: &str, e: crate::Error) -> meta_nca_rule::Error {
+    match e {
+        crate::Error::Rule(e) => e,
+        e => meta_nca_rule::Error::Engine { engine: engine.into(), message: e.to_string() },
+    }
+}
+
+impl EngineKind for Actors {
+    fn name(&self) -> String {
+        match self.spec.executor {
+            crate::Executor::Tasks => "actors (task per cell)".into(),
+            crate::Executor::Shards { shards } => format!("actors ({shards} shards)"),
+        }
+    }
+
+    fn start(
+        &self,
+        rule: &RuleNet,
+        spec: &PerceptionSpec,
+        data: &Arc<TaskData>,
+        topologies: Vec<Topology>,
+        state: Vec<f64>,
+    ) -> meta_nca_rule::Result<Box<dyn Engine>> {
+        if self.spec.mode != Mode::Lockstep {
+            let message = "topology changes need lockstep mode".into();
+            return Err(meta_nca_rule::Error::Engine { engine: self.name(), message });
+        }
+        let width = spec.state_width();
+        let total: usize = topologies.iter().map(Topology::num_cells).sum();
+        if state.len() != total * width {
+            return Err(meta_nca_rule::Error::Config {
+                key: "state".into(),
+                message: format!("{} values for {} cells of width {width}", state.len(), total),
+            });
+        }
+        let mut sims = Vec::with_capacity(topologies.len());
+        let mut rows = state.chunks_exact(width.max(1));
+        for t in &topologies {
+            let state0: Vec<f64> = rows.by_ref().take(t.num_cells()).flatten().copied().collect();
+            let episode = Episode { topologies: vec![t.clone()], state0, fires: Vec::new() };
+            let setup = Setup::from_episode(rule.clone(), spec.clone(), t.clone(), data.clone(), episode)
+                .map_err(|e| lift(&self.name(), e))?;
+            sims.push(Simulation::start(&setup, &self.spec).map_err(|e| lift(&self.name(), e))?);
+        }
+        Ok(Box::new(ActorEngine { sims, topologies }))
+    }
+}
+
+impl Engine for ActorEngine {
+    fn topologies(&self) -> &[Topology] {
+        &self.topologies
+    }
+
+    fn state(&mut self) -> meta_nca_rule::Result<Vec<f64>> {
+        let mut out = Vec::new();
+        for sim in &mut self.sims {
+            out.extend(sim.snapshot().map_err(|e| lift("actors", e))?.state);
+        }
+        Ok(out)
+    }
+
+    fn step(&mut self, fire: &[bool]) -> meta_nca_rule::Result<()> {
+        let total: usize = self.topologies.iter().map(Topology::num_cells).sum();
+        if fire.len() != total {
+            return Err(meta_nca_rule::Error::Config {
+                key: "fire".into(),
+                message: format!("{} firing flags for {total} cells", fire.len()),
+            });
+        }
+        let mut at = 0;
+        for sim in &mut self.sims {
+            let n = sim.topology().num_cells();
+            sim.step(&fire[at..at + n]).map_err(|e| lift("actors", e))?;
+            at += n;
+        }
+        Ok(())
+    }
+
+    fn reshape(&mut self, topologies: Vec<Topology>, code: &HiddenCode, init: WeightInit, rng: &mut StdRng) -> meta_nca_rule::Result<()> {
+        if topologies.len() != self.sims.len() {
+            return Err(meta_nca_rule::Error::Topology(format!(
+                "a reshape needs {} networks, got {}",
+                self.sims.len(),
+                topologies.len()
+            )));
+        }
+        // Network by network, drawing new cells from `rng` in the reference path's order. A
+        // refused change (an encoding overflow) would stop this midway, so every network's
+        // change is tried first on a copy of the rng (whether it fits does not depend on the
+        // draws): an error changes nothing.
+        let mut probe = rng.clone();
+        for (old, new) in self.topologies.iter().zip(&topologies) {
+            meta_nca_rule::init::carry_plan(code, init, old, new, &mut probe)?;
+        }
+        for (sim, t) in self.sims.iter_mut().zip(&topologies) {
+            sim.reshape(t.clone(), code, init, rng).map_err(|e| lift("actors", e))?;
+        }
+        self.topologies = topologies;
+        Ok(())
+    }
+}
