@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 
 use dfdx::prelude::*;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::baseline::{BaselineSpec, train_baseline};
 use crate::batch::Batch;
@@ -159,7 +159,7 @@ pub fn evaluate(rule: &RuleNet, meta: &RuleMeta, task: &Task, spec: EvalSpec) ->
 }
 
 /// One step of a recorded grow.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct GrowStep {
     /// Steps applied so far (0 = the starting state).
     pub step: usize,
@@ -168,6 +168,7 @@ pub struct GrowStep {
     /// Hidden state of every cell, in `cells` order.
     pub hidden: Vec<Vec<f64>>,
     /// Which cells fired to reach this state (empty at step 0).
+    #[serde(default)]
     pub fired: Vec<bool>,
     /// Training loss of the network in this state.
     pub train_loss: f64,
@@ -178,7 +179,7 @@ pub struct GrowStep {
 }
 
 /// A recorded grow of one network (what `meta-nca grow --save` writes).
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct GrowRecord {
     /// Layer sizes.
     pub sizes: Vec<usize>,
@@ -192,6 +193,64 @@ pub struct GrowRecord {
     pub cells: Vec<CellId>,
     /// The starting state and the state after every step.
     pub steps: Vec<GrowStep>,
+}
+
+impl GrowRecord {
+    /// Checks that every step, cell and hidden state fits the layer sizes (a record read
+    /// from a file may not).
+    pub fn check(&self) -> Result<()> {
+        let bad = |message: String| Err(crate::Error::Config { key: "grow record".into(), message });
+        if self.sizes.len() < 2 {
+            return bad(format!("sizes {:?} has no weight matrix", self.sizes));
+        }
+        if self.steps.is_empty() {
+            return bad("no steps recorded".into());
+        }
+        let mut seen = std::collections::HashSet::new();
+        for c in &self.cells {
+            if c.layer + 1 >= self.sizes.len() {
+                return bad(format!("cell {c} is beyond the last layer of sizes {:?}", self.sizes));
+            }
+            let rows = self.sizes[c.layer] + usize::from(self.bias);
+            if c.pre >= rows || c.post >= self.sizes[c.layer + 1] {
+                return bad(format!("cell {c} is outside its layer's matrix"));
+            }
+            if !seen.insert((c.layer, c.pre, c.post)) {
+                return bad(format!("cell {c} appears twice"));
+            }
+        }
+        let (n, width) = (self.cells.len(), self.hidden_width());
+        for s in &self.steps {
+            if s.weights.len() != n || s.hidden.len() != n || !(s.fired.is_empty() || s.fired.len() == n) {
+                return bad(format!(
+                    "step {} has {} weights, {} hidden states and {} firing flags for {n} cells",
+                    s.step,
+                    s.weights.len(),
+                    s.hidden.len(),
+                    s.fired.len()
+                ));
+            }
+            if let Some(h) = s.hidden.iter().find(|h| h.len() != width) {
+                return bad(format!("step {} has a hidden state of width {} (expected {width})", s.step, h.len()));
+            }
+        }
+        Ok(())
+    }
+
+    /// Number of weight matrices.
+    pub fn layers(&self) -> usize {
+        self.sizes.len().saturating_sub(1)
+    }
+
+    /// Hidden channels per cell.
+    pub fn hidden_width(&self) -> usize {
+        self.steps.first().and_then(|s| s.hidden.first()).map_or(0, Vec::len)
+    }
+
+    /// Rule steps of the grow (the last recorded step).
+    pub fn total_steps(&self) -> usize {
+        self.steps.last().map_or(0, |s| s.step)
+    }
 }
 
 /// Grows one network of layer sizes `sizes` for `steps` steps, recording every state.

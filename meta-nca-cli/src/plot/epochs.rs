@@ -71,7 +71,7 @@ pub fn gifs(snapshots: &[(usize, PathBuf)], args: &GrowArgs, opts: &GifOptions, 
         let ckpt = Checkpoint::load(path).with_context(|| format!("loading snapshot {}", path.display()))?;
         let record = grow_one(&ckpt.rule, &ckpt.meta, task, &sizes, steps, p, seed)
             .with_context(|| format!("growing with snapshot {}", path.display()))?;
-        grown.push((*epoch, Grow::from_record(&record)?));
+        grown.push((*epoch, record));
     }
     let last_epoch = snapshots.last().map_or(0, |s| s.0);
     let mut written = Vec::new();

@@ -121,7 +121,7 @@ pub fn run(args: Args) -> Result<()> {
         }
     }
     if let Some(file) = &args.grow {
-        let grow = grow_file::Grow::load(file)?;
+        let grow = grow_file::load(file)?;
         let out = match &args.out {
             Some(out) => out.clone(),
             None => file.parent().map_or_else(|| PathBuf::from("."), Path::to_path_buf),
