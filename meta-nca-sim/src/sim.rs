@@ -463,7 +463,13 @@ pub struct Simulation {
     round: u32,
     started: Instant,
     service: Option<std::thread::JoinHandle<RuleStats>>,
-    runtime: tokio::runtime::Runtime,
+    /// `None` once stopped.
+    runtime: Option<tokio::runtime::Runtime>,
+}
+
+/// The error of a call after the simulation stopped.
+fn stopped() -> Error {
+    Error::ActorFailed { actor: "simulation".into(), message: "stopped after an earlier failure".into() }
 }
 
 impl Simulation {
@@ -526,7 +532,14 @@ impl Simulation {
                 Executor::Shards { shards } => Driver::Shards(crate::shards::Driver::start(parts, shards)),
             }
         });
-        Ok(Self { driver: Some(driver), world, round: 0, started: Instant::now(), service: Some(service), runtime })
+        Ok(Self {
+            driver: Some(driver),
+            world,
+            round: 0,
+            started: Instant::now(),
+            service: Some(service),
+            runtime: Some(runtime),
+        })
     }
 
     /// The network as it is now.
@@ -558,18 +571,15 @@ impl Simulation {
         T: Send + 'static,
         Fut: Future<Output = (Driver, Result<T>)> + Send + 'static,
     {
-        let driver = self.driver.take().ok_or_else(|| Error::ActorFailed {
-            actor: "simulation".into(),
-            message: "stopped after an earlier failure".into(),
-        })?;
-        let joined = self.runtime.block_on(self.runtime.spawn(job(driver)));
-        match joined {
+        let runtime = self.runtime.as_ref().ok_or_else(stopped)?;
+        let driver = self.driver.take().ok_or_else(stopped)?;
+        match runtime.block_on(runtime.spawn(job(driver))) {
             Ok((driver, Ok(value))) => {
                 self.driver = Some(driver);
                 Ok(value)
             }
             Ok((driver, Err(e))) => {
-                let _ = self.runtime.block_on(driver.finish());
+                let _ = runtime.block_on(driver.finish());
                 Err(e)
             }
             Err(e) => Err(Error::ActorFailed { actor: "coordinator".into(), message: e.to_string() }),
@@ -641,38 +651,37 @@ impl Simulation {
     pub fn finish(mut self) -> Result<Outcome> {
         let lockstep = !self.world.ctx.async_mode;
         let state = if lockstep { Some(self.snapshot()?.state) } else { None };
-        let driver = self.driver.take().ok_or_else(|| Error::ActorFailed {
-            actor: "simulation".into(),
-            message: "stopped after an earlier failure".into(),
-        })?;
-        let collector = self.runtime.block_on(self.runtime.spawn(driver.finish())).unwrap_or_else(|e| {
-            Err(Error::ActorFailed { actor: "coordinator".into(), message: e.to_string() })
-        });
         let seconds = self.started.elapsed().as_secs_f64();
-        let rule = self.stop_service()?;
-        let collector = collector?;
+        let (collector, rule) = self.stop();
+        let collector = collector.ok_or_else(stopped)??;
         let state = state.unwrap_or_else(|| collector.state.clone());
-        Ok(collector.finish(state, (*self.world.topology).clone(), seconds, rule))
+        Ok(collector.finish(state, (*self.world.topology).clone(), seconds, rule?))
     }
 
-    /// Ends the rule service (every handle is gone with the actors) and returns its counts.
-    fn stop_service(&mut self) -> Result<RuleStats> {
-        match self.service.take() {
+    /// Stops every actor (`None`: they were stopped by an earlier failure), then the runtime
+    /// (whatever is left on it goes, so no rule handle outlives it), then the rule service,
+    /// which ends with the last handle.
+    fn stop(&mut self) -> (Option<Result<Collector>>, Result<RuleStats>) {
+        let collector = match (self.driver.take(), &self.runtime) {
+            (Some(driver), Some(runtime)) => Some(runtime.block_on(runtime.spawn(driver.finish())).unwrap_or_else(|e| {
+                Err(Error::ActorFailed { actor: "coordinator".into(), message: e.to_string() })
+            })),
+            _ => None,
+        };
+        drop(self.runtime.take());
+        let rule = match self.service.take() {
             Some(service) => service
                 .join()
                 .map_err(|_| Error::ActorFailed { actor: "rule service".into(), message: "panicked".into() }),
             None => Ok(RuleStats::default()),
-        }
+        };
+        (collector, rule)
     }
 }
 
 impl Drop for Simulation {
     fn drop(&mut self) {
-        if let Some(driver) = self.driver.take() {
-            let _ = self.runtime.block_on(driver.finish());
-        }
-        // The runtime goes next; the service ends with the last rule handle.
-        let _ = self.stop_service();
+        let _ = self.stop();
     }
 }
 

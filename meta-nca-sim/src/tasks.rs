@@ -462,16 +462,15 @@ impl Driver {
         Ok(())
     }
 
-    /// Stops every actor and hands over what was collected.
+    /// Stops every actor and hands over what was collected. Idle actors take their stop
+    /// message (cells send their counts first); anything awaiting elsewhere after a failure
+    /// (a rule answer that will not come) is cancelled.
     pub(crate) async fn finish(mut self) -> Result<Collector> {
         for tx in &self.routes.cells {
             let _ = tx.send(Inbox::Stop);
         }
         for tx in &self.routes.neurons {
             let _ = tx.send(Inbox::Stop);
-        }
-        for task in self.cell_tasks.drain(..).chain(self.neuron_tasks.drain(..)) {
-            let _ = task.await;
         }
         self.spawner.shutdown().await;
         let failed = drain(&mut self.coord_rx, &mut self.collector);
