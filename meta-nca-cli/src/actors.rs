@@ -93,13 +93,6 @@ pub struct EngineArgs {
     pub sim: SimArgs,
 }
 
-impl EngineArgs {
-    /// Whether the actor simulation grows.
-    pub fn is_actors(&self) -> bool {
-        self.engine == Engine::Actors
-    }
-}
-
 impl SimArgs {
     /// The executor these flags choose.
     pub fn executor(&self, which: ExecutorArg) -> Executor {
@@ -226,7 +219,8 @@ pub struct Plan {
     pub seed: u64,
 }
 
-/// `meta-nca grow --engine actors`: grows one network with the actor simulation.
+/// `meta-nca grow --engine actors --mode async`: grows one network with cells on their own clocks
+/// (lockstep grows go through `eval::grow_one` like the reference path's).
 pub fn grow(args: &EngineArgs, loaded: &Loaded, plan: Plan, save: &Path) -> Result<()> {
     let Plan { sizes, steps, p, seed } = plan;
     let sizes = &sizes[..];

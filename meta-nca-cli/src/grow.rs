@@ -2,11 +2,14 @@
 
 use std::path::PathBuf;
 
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, bail};
 use meta_nca_rule::checkpoint::write_atomic;
+use meta_nca_rule::engine::{EngineKind, Reference};
 use meta_nca_rule::eval::grow_one;
+use meta_nca_rule::topology::Scheduled;
+use meta_nca_sim::engine::Actors;
 
-use crate::actors::Loaded;
+use crate::actors::{Engine, Loaded, ModeArg};
 use crate::run_dir::{GrowFlags, layer_sizes, load_run};
 
 /// Arguments of `meta-nca grow`.
@@ -21,6 +24,11 @@ pub struct Args {
     /// JSON file to write: every step's weights, hidden states, firing flags and accuracy.
     #[arg(long)]
     save: PathBuf,
+    /// A topology change between steps, `AFTER@CHANGE` (repeatable): after AFTER rule steps,
+    /// `remove:L:I:J` / `add:L:I:J` (connection I -> J of weight matrix L), `remove-neuron:L:I`
+    /// or `add-neuron:L` (hidden layer L). Lockstep only on the actors.
+    #[arg(long = "change", value_name = "AFTER@CHANGE")]
+    changes: Vec<Scheduled>,
     /// Engine (reference or actors) and the actor simulation's settings.
     #[command(flatten)]
     engine: crate::actors::EngineArgs,
@@ -32,19 +40,45 @@ pub fn run(args: Args) -> Result<()> {
     let (steps, p, seed) = args.grow.resolve(&exp.config)?;
     let task = exp.primary();
     let sizes = layer_sizes(args.hidden.as_deref(), &exp.config, task)?;
-    if args.engine.is_actors() {
-        let plan = crate::actors::Plan { sizes, steps, p, seed };
-        return crate::actors::grow(&args.engine, &Loaded::new(ckpt, &exp), plan, &args.save);
+    let sim = &args.engine.sim;
+    let (engine, trace): (Box<dyn EngineKind>, _) = match (args.engine.engine, sim.mode) {
+        (Engine::Reference, _) => (Box::new(Reference), None),
+        (Engine::Actors, ModeArg::Lockstep) => {
+            let (spec, trace) = sim.spec(sim.executor, sim.mode, p, seed)?;
+            (Box::new(Actors { spec }), trace)
+        }
+        (Engine::Actors, ModeArg::Async) => {
+            if let Some(c) = args.changes.first() {
+                bail!("--change {c}: topology changes need lockstep mode (async cells have no common step)");
+            }
+            let plan = crate::actors::Plan { sizes, steps, p, seed };
+            return crate::actors::grow(&args.engine, &Loaded::new(ckpt, &exp), plan, &args.save);
+        }
+    };
+    let record = grow_one(engine.as_ref(), &ckpt.rule, &ckpt.meta, task, &sizes, steps, p, seed, &args.changes)?;
+    if let Some(t) = trace {
+        use std::io::Write;
+        t.lock().map_err(|_| anyhow::anyhow!("trace writer poisoned"))?.flush()?;
     }
-    let record = grow_one(&ckpt.rule, &ckpt.meta, task, &sizes, steps, p, seed)?;
     let json = serde_json::to_vec(&record)?;
     write_atomic(&args.save, &json).with_context(|| format!("saving {}", args.save.display()))?;
     let last = record.steps.last().context("a grow has at least its starting state")?;
     println!(
-        "seed {seed}  sizes {sizes:?}  steps {steps}  p {p}  final train acc {:.4}  val acc {:.4}  saved {}",
+        "{}  seed {seed}  sizes {sizes:?}  steps {steps}  p {p}  final train acc {:.4}  val acc {:.4}  saved {}",
+        record.engine,
         last.train_acc,
         last.val_acc,
         args.save.display()
     );
+    for c in &record.changes {
+        let (before, next) = (&record.steps[c.after], &record.steps[c.after + 1]);
+        println!(
+            "  {:<24} val acc {:.4} before, {:.4} one step later, {:.4} at the end",
+            c.to_string(),
+            before.val_acc,
+            next.val_acc,
+            last.val_acc
+        );
+    }
     Ok(())
 }

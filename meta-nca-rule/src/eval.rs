@@ -16,7 +16,10 @@ use crate::reference::{Grower, Score, score};
 use crate::init::HiddenCode;
 use crate::perception::PerceptionSpec;
 use crate::rule::RuleNet;
-use crate::topology::{CellId, Topology};
+use crate::engine::EngineKind;
+use crate::firing::choose_firing;
+use crate::init::{carry_plan, initial_state};
+use crate::topology::{CellId, Scheduled, Topology};
 use crate::Result;
 
 /// Mean, min and max of a sample.
@@ -176,6 +179,10 @@ pub struct GrowStep {
     pub train_acc: f64,
     /// Validation accuracy.
     pub val_acc: f64,
+    /// The network of this state, when a change made it differ from the last state's (the
+    /// order of `weights`, `hidden` and `fired` from here on).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub topology: Option<Topology>,
 }
 
 /// A recorded grow of one network (what `meta-nca grow --save` writes).
@@ -189,10 +196,16 @@ pub struct GrowRecord {
     pub seed: u64,
     /// Firing fraction.
     pub fire_fraction: f64,
-    /// The live cells, in state-row order.
+    /// The live cells at the start, in state-row order.
     pub cells: Vec<CellId>,
     /// The starting state and the state after every step.
     pub steps: Vec<GrowStep>,
+    /// Where it grew (`reference`, or the actor simulation).
+    #[serde(default)]
+    pub engine: String,
+    /// Topology changes between steps.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub changes: Vec<Scheduled>,
 }
 
 impl GrowRecord {
@@ -219,8 +232,11 @@ impl GrowRecord {
                 return bad(format!("cell {c} appears twice"));
             }
         }
-        let (n, width) = (self.cells.len(), self.hidden_width());
+        let (mut n, width) = (self.cells.len(), self.hidden_width());
         for s in &self.steps {
+            if let Some(t) = &s.topology {
+                n = t.num_cells();
+            }
             if s.weights.len() != n || s.hidden.len() != n || !(s.fired.is_empty() || s.fired.len() == n) {
                 return bad(format!(
                     "step {} has {} weights, {} hidden states and {} firing flags for {n} cells",
@@ -253,8 +269,16 @@ impl GrowRecord {
     }
 }
 
-/// Grows one network of layer sizes `sizes` for `steps` steps, recording every state.
+/// Grows one network of layer sizes `sizes` for `steps` steps on `engine`, applying
+/// `changes` between steps, and records every state. The draws are those of an episode
+/// ([`Episode::draw_for`]: the starting state, then each step's firing flags), with a
+/// change's new cells drawn where it happens; without changes, the reference engine grows
+/// exactly [`Episode::draw_for`]'s episode. Every change is checked (it names something that
+/// exists, its new cells fit the encoding, it comes before the last step) before the grow
+/// starts.
+#[allow(clippy::too_many_arguments)]
 pub fn grow_one(
+    engine: &dyn EngineKind,
     rule: &RuleNet,
     meta: &RuleMeta,
     task: &Task,
@@ -262,27 +286,33 @@ pub fn grow_one(
     steps: usize,
     fire_fraction: f64,
     seed: u64,
+    changes: &[Scheduled],
 ) -> Result<GrowRecord> {
-    let dev = Cpu::default();
     let cfg = &meta.config;
-    let topology = Topology::dense(sizes, cfg.task.bias)?;
-    let cells: Vec<CellId> = topology.cells().copied().collect();
-    let spec = EpisodeSpec {
-        archs: &task.archs,
-        networks: 1,
-        bias: cfg.task.bias,
-        weight_init: cfg.task.weight_init,
-        code: meta.code,
-        steps,
-        fire_fraction,
-    };
+    let (code, init) = (&meta.code, cfg.task.weight_init);
+    let start = Topology::dense(sizes, cfg.task.bias)?;
+    let mut changes = changes.to_vec();
+    changes.sort_by_key(|c| c.after);
+    let mut probe = start.clone();
+    for c in &changes {
+        if c.after >= steps {
+            return Err(crate::Error::Topology(format!("{c}: a change must come before the last of the {steps} steps")));
+        }
+        let before = probe.clone();
+        probe.apply(&c.change).map_err(|e| match e {
+            crate::Error::Topology(why) => crate::Error::Topology(format!("{c}: {why}")),
+            other => other,
+        })?;
+        carry_plan(code, init, &before, &probe, &mut rng_for(seed, Stream::Grow, 1))?;
+    }
+    let cells: Vec<CellId> = start.cells().copied().collect();
     let mut rng = rng_for(seed, Stream::Grow, 0);
-    let episode = Episode::draw_for(vec![topology], &spec, &mut rng)?;
-    let grower = Grower::new(&dev, Batch::new(episode.topologies), meta.perception.clone(), task.train.clone())?;
+    let state0 = initial_state(code, init, &start, &mut rng)?;
+    let mut grow = engine.start(rule, &meta.perception, &task.train, vec![start.clone()], state0)?;
     let width = meta.perception.state_width();
-    let record = |step: usize, values: &[f64], fired: Vec<bool>| {
-        let net = &grower.dense_nets(values)[0];
-        let train = score(net, &task.train);
+    let record = |step: usize, topology: &Topology, values: &[f64], fired: Vec<bool>, changed: bool| {
+        let net = Batch::new(vec![topology.clone()]).dense_net(0, values, width);
+        let train = score(&net, &task.train);
         GrowStep {
             step,
             weights: values.chunks(width).map(|r| r[0]).collect(),
@@ -290,14 +320,32 @@ pub fn grow_one(
             fired,
             train_loss: train.loss,
             train_acc: train.acc,
-            val_acc: score(net, &task.val).acc,
+            val_acc: score(&net, &task.val).acc,
+            topology: changed.then(|| topology.clone()),
         }
     };
-    let mut values = episode.state0.clone();
-    let mut out = vec![record(0, &values, Vec::new())];
-    for (t, fire) in episode.fires.iter().enumerate() {
-        values = grower.step(rule, grower.state_tensor(values), fire).as_vec();
-        out.push(record(t + 1, &values, fire.clone()));
+    let mut topology = start;
+    let mut out = vec![record(0, &topology, &grow.state()?, Vec::new(), false)];
+    for t in 0..steps {
+        let due: Vec<&Scheduled> = changes.iter().filter(|c| c.after == t).collect();
+        if !due.is_empty() {
+            for c in &due {
+                topology.apply(&c.change)?;
+            }
+            grow.reshape(vec![topology.clone()], code, init, &mut rng)?;
+        }
+        let fire = choose_firing(&mut rng, &topology, fire_fraction);
+        grow.step(&fire)?;
+        out.push(record(t + 1, &topology, &grow.state()?, fire, !due.is_empty()));
     }
-    Ok(GrowRecord { sizes: sizes.to_vec(), bias: cfg.task.bias, seed, fire_fraction, cells, steps: out })
+    Ok(GrowRecord {
+        sizes: sizes.to_vec(),
+        bias: cfg.task.bias,
+        seed,
+        fire_fraction,
+        cells,
+        steps: out,
+        engine: engine.name(),
+        changes,
+    })
 }

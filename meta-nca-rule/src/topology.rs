@@ -233,7 +233,7 @@ impl Topology {
 /// with [`crate::init::carry_plan`]). Written `remove:L:I:J`, `add:L:I:J` (connection
 /// `I -> J` of weight matrix `L`), `remove-neuron:L:I`, `add-neuron:L` (hidden layer `L`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case", tag = "op")]
+#[serde(into = "String", try_from = "String")]
 pub enum Change {
     /// Remove the live connection `pre -> post` of `W_layer`.
     RemoveConnection {
@@ -303,6 +303,51 @@ impl std::str::FromStr for Change {
     }
 }
 
+impl From<Change> for String {
+    fn from(change: Change) -> String {
+        change.to_string()
+    }
+}
+
+impl TryFrom<String> for Change {
+    type Error = Error;
+
+    fn try_from(text: String) -> Result<Self> {
+        text.parse()
+    }
+}
+
+/// A topology change scheduled between grow steps: applied after `after` rule steps. Written
+/// `AFTER@CHANGE`, e.g. `5@remove:0:1:2`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Scheduled {
+    /// Rule steps done before the change.
+    pub after: usize,
+    /// The change.
+    pub change: Change,
+}
+
+impl std::fmt::Display for Scheduled {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}@{}", self.after, self.change)
+    }
+}
+
+impl std::str::FromStr for Scheduled {
+    type Err = Error;
+
+    fn from_str(text: &str) -> Result<Self> {
+        let (after, change) = text.split_once('@').ok_or_else(|| {
+            Error::Topology(format!("'{text}' is not a scheduled change; expected AFTER@CHANGE, e.g. 5@remove:0:1:2"))
+        })?;
+        let after = after
+            .trim()
+            .parse()
+            .map_err(|_| Error::Topology(format!("'{text}': '{after}' is not a number of steps")))?;
+        Ok(Self { after, change: change.parse()? })
+    }
+}
+
 impl Topology {
     /// Applies `change`; an error, and nothing changed, if it names something that does
     /// not exist (or a connection that is already live).
@@ -331,6 +376,14 @@ mod tests {
         assert_eq!(t.sizes(), &[2, 3, 2]);
         for bad in ["remove:0:1", "cut:0:1:2", "add-neuron:x", "", "remove:0:1:-2"] {
             assert!(bad.parse::<Change>().is_err(), "{bad}");
+        }
+        let at: Scheduled = "3@remove-neuron:1:0".parse().expect("parses");
+        assert_eq!((at.after, at.to_string()), (3, "3@remove-neuron:1:0".to_string()));
+        let json = serde_json::to_string(&at).expect("serialises");
+        assert_eq!(json, r#"{"after":3,"change":"remove-neuron:1:0"}"#);
+        assert_eq!(serde_json::from_str::<Scheduled>(&json).expect("reads back"), at);
+        for bad in ["remove:0:1:2", "x@remove:0:1:2", "3@cut"] {
+            assert!(bad.parse::<Scheduled>().is_err(), "{bad}");
         }
         let before = t.clone();
         for change in ["remove:0:9:0", "remove-neuron:2:0", "add-neuron:0", "remove:5:0:0"] {

@@ -447,3 +447,55 @@ fn robustness_churn_replaces_connections_every_step() {
     fails(&["robustness", "--run", &coded, "--experiment", "churn", "--rates", "0.3", "--networks", "2", "--recover", "10"], &["does not fit"]);
     fails(&["robustness", "--run", &dir, "--experiment", "churn", "--rates", "2"], &["--rates"]);
 }
+
+/// `grow --change`: connections and neurons removed and added between steps, on the reference
+/// path and on the actors (both executors, lockstep): the same record to 1e-9, each step in
+/// the order of its own network; impossible changes are clear errors and write nothing.
+#[test]
+fn grow_with_topology_changes_on_both_engines() {
+    let tmp = Scratch::new("grow-changes");
+    let run_dir = tmp.arg("run");
+    train_smoke(&run_dir, &["--set", "rule.index-bits=6"]);
+    let changes = ["--change", "1@remove:0:2:1", "--change", "2@remove-neuron:1:0", "--change", "2@add-neuron:1"];
+    let grow = |engine: &[&str], file: &str| {
+        let path = tmp.arg(file);
+        let out = ok(&[&["grow", "--run", &run_dir, "--steps", "4", "--save", &path][..], &changes, engine].concat());
+        assert!(out.contains("2@remove-neuron:1:0"), "{out}");
+        json(&String::from_utf8(read(&tmp.path(file))).expect("utf-8"))
+    };
+    let reference = grow(&[], "reference.json");
+    let steps = reference["steps"].as_array().expect("steps");
+    // Start: (4 + 1) * 3 + (3 + 1) * 3 = 27 cells; one connection removed after step 1; after
+    // step 2 a hidden neuron goes with its 5 + 3 cells and a new one comes with 5 + 3.
+    let sizes: Vec<usize> = steps.iter().map(|s| s["weights"].as_array().expect("weights").len()).collect();
+    assert_eq!(sizes, [27, 27, 26, 26, 26]);
+    assert!(steps[2]["topology"].is_object() && steps[3]["topology"].is_object(), "changed steps carry their network");
+    assert!(steps[1].get("topology").is_none() && steps[4].get("topology").is_none());
+    assert_eq!(reference["changes"].as_array().map(Vec::len), Some(3));
+    for executor in ["tasks", "shards"] {
+        let actors = grow(&["--engine", "actors", "--executor", executor], &format!("{executor}.json"));
+        assert!(actors["engine"].as_str().is_some_and(|e| e.starts_with("actors")), "{}", actors["engine"]);
+        for (a, b) in steps.iter().zip(actors["steps"].as_array().expect("steps")) {
+            assert_eq!(a["topology"], b["topology"]);
+            for (x, y) in a["weights"].as_array().expect("w").iter().zip(b["weights"].as_array().expect("w")) {
+                let (x, y) = (x.as_f64().expect("number"), y.as_f64().expect("number"));
+                assert!((x - y).abs() <= 1e-9, "{executor}: step {}: {x} vs {y}", a["step"]);
+            }
+        }
+    }
+    let bad = tmp.arg("bad.json");
+    let base = ["grow", "--run", &run_dir, "--steps", "4", "--save", &bad];
+    for (change, needles) in [
+        ("1@remove:0:9:0", &["1@remove:0:9:0", "outside W_0"][..]),
+        ("1@add:0:1:1", &["already live"][..]),
+        ("2@remove-neuron:2:0", &["not a hidden layer"][..]),
+        ("4@add-neuron:1", &["before the last"][..]),
+        ("1@cut:0:1:1", &["unknown operation 'cut'"][..]),
+        ("one@remove:0:1:1", &["not a number of steps"][..]),
+    ] {
+        fails(&[&base[..], &["--change", change]].concat(), needles);
+        assert!(!tmp.path("bad.json").exists(), "{change}: nothing is written");
+    }
+    fails(&[&base[..], &["--change", "1@add-neuron:1", "--engine", "actors", "--mode", "async"]].concat(), &["lockstep"]);
+    fails(&["plot", "--grow", &tmp.arg("reference.json"), "--out", &tmp.arg("pictures")], &["changes during this grow"]);
+}

@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 use meta_nca_rule::checkpoint::Checkpoint;
+use meta_nca_rule::engine::Reference;
 use meta_nca_rule::eval::grow_one;
 use meta_nca_rule::experiment::Experiment;
 
@@ -69,7 +70,7 @@ pub fn gifs(snapshots: &[(usize, PathBuf)], args: &GrowArgs, opts: &GifOptions, 
     let mut grown: Vec<(usize, Grow)> = Vec::with_capacity(snapshots.len());
     for (epoch, path) in snapshots {
         let ckpt = Checkpoint::load(path).with_context(|| format!("loading snapshot {}", path.display()))?;
-        let record = grow_one(&ckpt.rule, &ckpt.meta, task, &sizes, steps, p, seed)
+        let record = grow_one(&Reference, &ckpt.rule, &ckpt.meta, task, &sizes, steps, p, seed, &[])
             .with_context(|| format!("growing with snapshot {}", path.display()))?;
         grown.push((*epoch, record));
     }

@@ -14,6 +14,12 @@ pub fn load(path: &Path) -> Result<Grow> {
     let grow: Grow = serde_json::from_str(&text)
         .with_context(|| format!("{} is not a grow record (meta-nca grow --save)", path.display()))?;
     grow.check().with_context(|| format!("in grow record {}", path.display()))?;
+    if let Some(c) = grow.changes.first() {
+        anyhow::bail!(
+            "{}: the network changes during this grow ({c}); the weight and hidden-state pictures need one fixed network",
+            path.display()
+        );
+    }
     Ok(grow)
 }
 
