@@ -1,5 +1,6 @@
 //! Helpers shared by the integration tests in `tests/`: the workspace root, an up-to-date
-//! `meta-nca` binary, and scratch folders.
+//! `meta-nca` binary, running it (and asserting success or a clean failure), and scratch
+//! folders.
 //!
 //! The binary belongs to another package, so `CARGO_BIN_EXE_meta-nca` is not available here.
 //! The first test to need it runs `cargo build -p meta-nca-cli --bin meta-nca` once, into the
@@ -49,6 +50,38 @@ pub fn bin() -> &'static Path {
 /// Runs `meta-nca args..` in the workspace root (with `RUST_LOG` unset).
 pub fn run(args: &[&str]) -> Output {
     Command::new(bin()).current_dir(root()).env_remove("RUST_LOG").args(args).output().expect("running meta-nca")
+}
+
+/// Standard output of a finished command, as text.
+pub fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+/// Standard error of a finished command, as text.
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// Runs `meta-nca args..`, asserts success and returns stdout.
+pub fn ok(args: &[&str]) -> String {
+    let o = run(args);
+    assert!(o.status.success(), "meta-nca {args:?} failed ({}):\n{}\n{}", o.status, stdout(&o), stderr(&o));
+    stdout(&o)
+}
+
+/// Runs `meta-nca args..` and asserts a clean failure (non-zero exit, no panic, an `error` on
+/// stderr mentioning every one of `needles`); returns stderr.
+pub fn fails(args: &[&str], needles: &[&str]) -> String {
+    let o = run(args);
+    let err = stderr(&o);
+    assert!(!o.status.success(), "meta-nca {args:?} should fail but succeeded:\n{}", stdout(&o));
+    assert_ne!(o.status.code(), None, "meta-nca {args:?} was killed by a signal:\n{err}");
+    assert!(!err.contains("panicked"), "meta-nca {args:?} panicked:\n{err}");
+    assert!(err.contains("error"), "meta-nca {args:?}: no error on stderr:\n{err}");
+    for n in needles {
+        assert!(err.contains(n), "meta-nca {args:?}: stderr does not mention '{n}':\n{err}");
+    }
+    err
 }
 
 /// A fresh scratch folder, removed on drop unless the test failed (then its path is printed).

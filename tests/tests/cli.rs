@@ -5,39 +5,8 @@
 //! The binary is built and found by `meta_nca_tests::bin` (see `tests/src/lib.rs`).
 
 use std::path::Path;
-use std::process::Output;
 
-use meta_nca_tests::{Scratch, run};
-
-fn stdout(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
-
-/// Asserts success and returns stdout.
-fn ok(args: &[&str]) -> String {
-    let o = run(args);
-    assert!(o.status.success(), "meta-nca {args:?} failed ({}):\n{}\n{}", o.status, stdout(&o), stderr(&o));
-    stdout(&o)
-}
-
-/// Asserts a clean failure (non-zero exit, no panic, an `error` on stderr mentioning every one
-/// of `needles`) and returns stderr.
-fn fails(args: &[&str], needles: &[&str]) -> String {
-    let o = run(args);
-    let err = stderr(&o);
-    assert!(!o.status.success(), "meta-nca {args:?} should fail but succeeded:\n{}", stdout(&o));
-    assert_ne!(o.status.code(), None, "meta-nca {args:?} was killed by a signal:\n{err}");
-    assert!(!err.contains("panicked"), "meta-nca {args:?} panicked:\n{err}");
-    assert!(err.to_lowercase().contains("error"), "meta-nca {args:?}: no error on stderr:\n{err}");
-    for n in needles {
-        assert!(err.contains(n), "meta-nca {args:?}: stderr does not mention '{n}':\n{err}");
-    }
-    err
-}
+use meta_nca_tests::{Scratch, fails, ok};
 
 /// `train --config configs/smoke.toml --out DIR --quiet --eval-networks 0 extra..`.
 fn train_smoke(dir: &str, extra: &[&str]) -> String {

@@ -8,28 +8,7 @@
 use std::fs::File;
 use std::path::Path;
 
-use meta_nca_tests::{Scratch, run};
-
-fn ok(args: &[&str]) -> String {
-    let o = run(args);
-    assert!(
-        o.status.success(),
-        "meta-nca {args:?} failed ({}):\n{}\n{}",
-        o.status,
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    );
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
-/// Asserts a clean failure (non-zero exit, no panic, an error mentioning `needle`).
-fn fails(args: &[&str], needle: &str) {
-    let o = run(args);
-    let err = String::from_utf8_lossy(&o.stderr);
-    assert!(!o.status.success(), "meta-nca {args:?} should fail");
-    assert!(!err.contains("panicked"), "meta-nca {args:?} panicked:\n{err}");
-    assert!(err.contains("error") && err.contains(needle), "meta-nca {args:?}: stderr does not mention '{needle}':\n{err}");
-}
+use meta_nca_tests::{Scratch, fails, ok};
 
 /// A decoded PNG: width, height, RGB bytes.
 fn png_rgb(path: &Path) -> (u32, u32, Vec<u8>) {
@@ -236,20 +215,20 @@ fn debug_frames_and_a_fixed_scale() {
 #[test]
 fn bad_inputs_fail_cleanly() {
     let tmp = Scratch::new("bad");
-    fails(&["plot", "--grow", &tmp.arg("missing.json")], "missing.json");
+    fails(&["plot", "--grow", &tmp.arg("missing.json")], &["missing.json"]);
     std::fs::write(tmp.path("bad.json"), "{\"sizes\": [2]}").expect("bad.json");
-    fails(&["plot", "--grow", &tmp.arg("bad.json")], "not a grow record");
+    fails(&["plot", "--grow", &tmp.arg("bad.json")], &["not a grow record"]);
     let mut broken: serde_json::Value = serde_json::from_str(&grow_json(1, base_w(1))).expect("json");
     broken["steps"][1]["weights"] = serde_json::json!([1.0]);
     std::fs::write(tmp.path("short.json"), broken.to_string()).expect("short.json");
-    fails(&["plot", "--grow", &tmp.arg("short.json")], "weights");
-    fails(&["plot", "--run", &tmp.arg("nope")], "does not exist");
+    fails(&["plot", "--grow", &tmp.arg("short.json")], &["weights"]);
+    fails(&["plot", "--run", &tmp.arg("nope")], &["does not exist"]);
     std::fs::create_dir_all(tmp.path("empty")).expect("empty run");
-    fails(&["plot", "--run", &tmp.arg("empty")], "metrics.csv");
+    fails(&["plot", "--run", &tmp.arg("empty")], &["metrics.csv"]);
     std::fs::write(tmp.path("empty").join("metrics.csv"), "epoch,loss_step,loss,train_acc,val_acc,grad_norm,seconds\n")
         .expect("metrics.csv");
-    fails(&["plot", "--run", &tmp.arg("empty")], "no rows");
-    fails(&["plot", "--grow", &tmp.arg("g.json"), "--scale", "0"], "--scale");
+    fails(&["plot", "--run", &tmp.arg("empty")], &["no rows"]);
+    fails(&["plot", "--grow", &tmp.arg("g.json"), "--scale", "0"], &["--scale"]);
 }
 
 #[test]
@@ -278,7 +257,7 @@ fn snapshots_of_a_real_run_animate_over_meta_epochs() {
         assert_ne!(frames[0], frames[4], "the rule changed over 20 meta-epochs");
     }
     assert!(!plots.join("epochs-layer2.gif").exists());
-    fails(&[&train[..], &["--snapshot-every", "0"]].concat(), "snapshot-every");
+    fails(&[&train[..], &["--snapshot-every", "0"]].concat(), &["snapshot-every"]);
 }
 
 /// A synthetic robustness CSV: one curve per key, accuracies 0.95 before, `0.95 - dip * key`
@@ -359,14 +338,14 @@ fn robustness_png_follows_the_curves_and_the_baseline() {
 #[test]
 fn robustness_plot_bad_inputs_fail_cleanly() {
     let tmp = Scratch::new("robustness-bad");
-    fails(&["plot", "--robustness", &tmp.arg("missing.csv")], "missing.csv");
+    fails(&["plot", "--robustness", &tmp.arg("missing.csv")], &["missing.csv"]);
     std::fs::write(tmp.path("metrics.csv"), metrics_csv(5, 0.0)).expect("metrics.csv");
-    fails(&["plot", "--robustness", &tmp.arg("metrics.csv")], "'epoch'");
+    fails(&["plot", "--robustness", &tmp.arg("metrics.csv")], &["'epoch'"]);
     std::fs::write(tmp.path("r-baseline.csv"), baseline_csv(&[0.1], 0.9)).expect("baseline");
-    fails(&["plot", "--robustness", &tmp.arg("r-baseline.csv")], "baseline");
+    fails(&["plot", "--robustness", &tmp.arg("r-baseline.csv")], &["baseline"]);
     std::fs::write(tmp.path("r.csv"), "fraction,step,grown_train_acc,grown_val_acc\n0.1,-1,0.9,0.9\n0.1,0,x,0.8\n").expect("csv");
-    fails(&["plot", "--robustness", &tmp.arg("r.csv")], "line 3");
+    fails(&["plot", "--robustness", &tmp.arg("r.csv")], &["line 3"]);
     std::fs::write(tmp.path("r.csv"), "fraction,step,grown_val_acc\n0.1,-1,0.9\n").expect("csv");
-    fails(&["plot", "--robustness", &tmp.arg("r.csv")], "grown_train_acc");
+    fails(&["plot", "--robustness", &tmp.arg("r.csv")], &["grown_train_acc"]);
     assert!(!tmp.path("r.png").exists());
 }
