@@ -145,6 +145,7 @@ impl SimArgs {
             seed,
             trace,
             dispatch,
+            ..SimSpec::default()
         };
         Ok((spec, file))
     }

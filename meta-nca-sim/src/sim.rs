@@ -77,6 +77,10 @@ pub struct SimSpec {
     /// Where the traced cells' spans and events go (default: the global subscriber). The
     /// actors' futures run under it, so a caller can send them to a file of its own.
     pub dispatch: Option<tracing::Dispatch>,
+    /// Largest lockstep rule pass, and the most rows a shard has at the rule service at once
+    /// (its perception rows are most of a shard's transient memory; small values exercise the
+    /// shards' flow control in tests).
+    pub rule_chunk: usize,
 }
 
 impl Default for SimSpec {
@@ -89,6 +93,7 @@ impl Default for SimSpec {
             seed: 0,
             trace: CellFilter::none(),
             dispatch: None,
+            rule_chunk: RULE_CHUNK,
         }
     }
 }
@@ -221,8 +226,8 @@ impl Collector {
     }
 }
 
-/// Largest rule pass in lockstep mode, and the most rows a shard asks for at once.
-pub(crate) const LOCKSTEP_CHUNK: usize = 8192;
+/// Default [`SimSpec::rule_chunk`].
+pub const RULE_CHUNK: usize = 8192;
 
 /// Everything an executor needs to run one simulation.
 pub(crate) struct Parts {
@@ -234,6 +239,8 @@ pub(crate) struct Parts {
     pub(crate) fires: Vec<Vec<bool>>,
     /// Async scheduling jitter.
     pub(crate) jitter: u32,
+    /// [`SimSpec::rule_chunk`].
+    pub(crate) chunk: usize,
     pub(crate) spawner: Spawner,
     pub(crate) collector: Collector,
 }
@@ -286,7 +293,7 @@ impl Spawner {
 pub fn run(setup: &Setup, spec: &SimSpec) -> Result<Outcome> {
     let mut ctx = setup.world.ctx.clone();
     let batching = match spec.mode {
-        Mode::Lockstep => Batching::Announced { chunk: LOCKSTEP_CHUNK },
+        Mode::Lockstep => Batching::Announced { chunk: spec.rule_chunk.max(1) },
         Mode::Async(a) => {
             if !(a.fire_rate > 0.0 && a.fire_rate <= 1.0) {
                 return Err(Error::Config { key: "fire-rate", message: format!("must be in (0, 1], got {}", a.fire_rate) });
@@ -328,7 +335,8 @@ pub fn run(setup: &Setup, spec: &SimSpec) -> Result<Outcome> {
     };
     // The coordinator runs as a task on the runtime, not on this thread: its many wake-ups
     // then stay inside the worker pool instead of unparking a foreign thread each time.
-    let parts = Parts { world, cells, neurons, rule, fires: setup.fires.clone(), jitter, spawner, collector };
+    let chunk = spec.rule_chunk.max(1);
+    let parts = Parts { world, cells, neurons, rule, fires: setup.fires.clone(), jitter, chunk, spawner, collector };
     let executor = spec.executor;
     let coordinator = async move {
         match executor {

@@ -180,7 +180,7 @@ async fn neuron_task(
 
 /// Runs the simulation with one task per cell and per neuron.
 pub(crate) async fn run(parts: Parts) -> Result<Collector> {
-    let Parts { world, cells, neurons, rule, fires, jitter, spawner, mut collector } = parts;
+    let Parts { world, cells, neurons, rule, fires, jitter, spawner, mut collector, .. } = parts;
     let token = spawner.token.clone();
     let (coord_tx, mut coord_rx) = unbounded_channel();
     let (cell_tx, cell_rx): (Vec<_>, Vec<_>) = (0..cells.len()).map(|_| unbounded_channel()).unzip();

@@ -19,7 +19,7 @@ use crate::protocol::{CellMsg, Fan};
 use crate::sim::{Collector, Parts, RunStats};
 use crate::tasks::{CoordMsg, FailGuard, receive};
 use crate::Result;
-use io::{Envelope, Io, Layout, Local, RuleLink, fan_slot};
+use io::{Envelope, Io, Layout, Local, RuleLink, fan_slot, may_query};
 
 /// A message between shards, or to a shard from the coordinator or the rule service.
 #[derive(Debug)]
@@ -37,6 +37,8 @@ enum ShardMsg {
 struct Shard {
     lo: u32,
     cells: Vec<Cell>,
+    /// Per global neuron and fan (`[in, out]`): this shard's cells on that fan.
+    local_fans: HashMap<u32, [Vec<u32>; 2]>,
     neurons: HashMap<u32, Neuron>,
     io: Io,
 }
@@ -48,7 +50,7 @@ impl Shard {
                 for e in envelopes {
                     match e {
                         Envelope::Neuron(n, m) => self.io.queue.push_back(Local::Neuron(n, m)),
-                        Envelope::Broadcast { neuron, fan, msg } => self.io.deliver_local(neuron, fan, &msg),
+                        Envelope::Broadcast { neuron, fan, msg } => self.io.deliver_local(neuron, fan, msg),
                     }
                 }
             }
@@ -64,6 +66,7 @@ impl Shard {
                 }
             }
             ShardMsg::Rule { cells, deltas } => {
+                self.io.in_flight -= cells.len();
                 let w = deltas.len() / cells.len().max(1);
                 for (c, d) in cells.into_iter().zip(deltas.chunks_exact(w.max(1))) {
                     self.io.queue.push_back(Local::Cell(c, CellMsg::Update { delta: d.to_vec() }));
@@ -72,23 +75,55 @@ impl Shard {
         }
     }
 
+    /// Handles queued messages until none is left that the shard may handle now (held ones
+    /// wait for rule answers).
     fn drain(&mut self) {
         let world = self.io.world.clone();
         let ctx = &world.ctx;
         loop {
-            while let Some(item) = self.io.queue.pop_front() {
-                match item {
-                    Local::Cell(c, msg) => self.cells[(c - self.lo) as usize].handle(msg, ctx, &mut self.io),
-                    Local::Neuron(n, msg) => {
-                        if let Some(neuron) = self.neurons.get_mut(&n) {
-                            neuron.handle(msg, ctx, &mut self.io);
-                        }
-                    }
-                }
+            while let Some(item) = self.next() {
+                self.handle(item, ctx);
             }
             self.io.flush_sums();
-            if self.io.queue.is_empty() {
+            if self.io.queue.is_empty() && (self.io.held.is_empty() || self.io.saturated()) {
                 break;
+            }
+        }
+    }
+
+    /// The next message: held deliveries first once the shard may query again.
+    fn next(&mut self) -> Option<Local> {
+        if !self.io.held.is_empty() && !self.io.saturated() {
+            return self.io.held.pop_front();
+        }
+        self.io.queue.pop_front()
+    }
+
+    fn handle(&mut self, item: Local, ctx: &crate::world::Ctx) {
+        match item {
+            Local::Cell(c, msg) => {
+                if may_query(&msg) && self.io.saturated() {
+                    self.io.held.push_back(Local::Cell(c, msg));
+                } else {
+                    self.cells[(c - self.lo) as usize].handle(msg, ctx, &mut self.io);
+                }
+            }
+            Local::Fan { neuron, fan, msg, from } => {
+                let Some(fans) = self.local_fans.get(&neuron) else { return };
+                let gate = may_query(&msg);
+                for (k, &c) in fans[fan_slot(fan)].iter().enumerate().skip(from as usize) {
+                    if gate && self.io.saturated() {
+                        // The rest of the fan waits, ahead of later held deliveries.
+                        self.io.held.push_front(Local::Fan { neuron, fan, msg, from: k as u32 });
+                        return;
+                    }
+                    self.cells[(c - self.lo) as usize].handle(msg.clone(), ctx, &mut self.io);
+                }
+            }
+            Local::Neuron(n, msg) => {
+                if let Some(neuron) = self.neurons.get_mut(&n) {
+                    neuron.handle(msg, ctx, &mut self.io);
+                }
             }
         }
     }
@@ -145,7 +180,7 @@ async fn shard_task(
 
 /// Runs the simulation on `shards` shard tasks.
 pub(crate) async fn run(parts: Parts, shards: usize) -> Result<Collector> {
-    let Parts { world, cells, neurons, rule, fires, jitter, spawner, mut collector } = parts;
+    let Parts { world, cells, neurons, rule, fires, jitter, chunk, spawner, mut collector } = parts;
     let n = world.num_cells();
     let shards = shards.clamp(1, n.max(1));
     let bounds: Vec<u32> = (0..=shards).map(|s| (s * n / shards) as u32).collect();
@@ -194,8 +229,9 @@ pub(crate) async fn run(parts: Parts, shards: usize) -> Result<Collector> {
             me: s,
             layout: layout.clone(),
             world: world.clone(),
-            local_fans: fans,
             queue: VecDeque::new(),
+            held: VecDeque::new(),
+            in_flight: 0,
             outboxes: (0..shards).map(|_| Vec::new()).collect(),
             reports: HashMap::new(),
             drives: HashMap::new(),
@@ -214,10 +250,10 @@ pub(crate) async fn run(parts: Parts, shards: usize) -> Result<Collector> {
                 coord: coord_tx.clone(),
                 spawner: spawner.clone(),
                 actor: format!("shard {s}"),
-                chunk: crate::sim::LOCKSTEP_CHUNK,
+                chunk,
             },
         };
-        let shard = Shard { lo, cells: block, neurons, io };
+        let shard = Shard { lo, cells: block, local_fans: fans, neurons, io };
         let guard = FailGuard { actor: format!("shard {s}"), coord: coord_tx.clone(), token: token.clone() };
         spawner.spawn(shard_task(shard, rx, peers.clone(), coord_tx.clone(), guard));
     }
