@@ -116,10 +116,12 @@ impl Cell {
                 }
                 self.try_fire(ctx, out);
             }
-            CellMsg::Update { delta } => {
+            CellMsg::Update { block, row } => {
                 if let Phase::Querying { staleness } = self.phase {
                     let w0 = self.state[0];
-                    self.state.iter_mut().zip(&delta).for_each(|(s, d)| *s += d);
+                    let width = self.state.len();
+                    let delta = &block[row as usize * width..(row as usize + 1) * width];
+                    self.state.iter_mut().zip(delta).for_each(|(s, d)| *s += d);
                     self.complete(w0, true, staleness, ctx, out);
                 }
             }

@@ -2,23 +2,25 @@
 //! unbounded inbox, and every message is one channel send. Unbounded sends never wait, so the
 //! cycles that neighbouring cells and neurons form can never deadlock; the protocol bounds how
 //! many messages a round can produce. A coordinator drives lockstep rounds (the barrier) or
-//! just waits for every cell to finish (async). Shutdown: a stop message in every inbox, the
-//! run's `CancellationToken` for anything awaiting elsewhere (a rule answer), a `TaskTracker`
-//! to wait for all of them (see `Spawner`); a panicking task reports itself through its
-//! [`FailGuard`] and cancels the rest instead of leaving the coordinator hanging.
+//! just waits for every cell to finish (async). A querying cell awaits its rule answer on a
+//! oneshot (its inbox fills meanwhile and is drained in one go afterwards). Shutdown: the rule
+//! service is closed (a cell still awaiting an answer gets none and stops), a stop message in
+//! every inbox, a `TaskTracker` to wait for all of them (see `Spawner`); a panicking task
+//! reports itself through its [`FailGuard`] and cancels the rest instead of leaving the
+//! coordinator hanging.
 
 use std::sync::Arc;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use tokio::sync::Notify;
+use tokio::sync::{Notify, oneshot};
 use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender, unbounded_channel};
 use tokio_util::sync::CancellationToken;
 
 use crate::cell::Cell;
 use crate::neuron::Neuron;
 use crate::protocol::{CellDone, CellMsg, Fan, NeuronMsg, Outbox};
-use crate::rule_service::RuleHandle;
+use crate::rule_service::{Answer, Reply, RuleHandle};
 use crate::sim::{Collector, Parts, RunStats};
 use crate::world::World;
 use crate::{Error, Result};
@@ -87,7 +89,10 @@ impl Routes {
 struct TaskOut<'a> {
     routes: &'a Routes,
     world: &'a World,
-    query: Option<Vec<f64>>,
+    /// Cells' outboxes have the rule service (neurons never query it).
+    rule: Option<&'a RuleHandle>,
+    /// The answer to the query the cell just sent.
+    answer: Option<oneshot::Receiver<Option<Answer>>>,
     tick: bool,
     /// The owning cell's counts, sent with its final state.
     stats: &'a mut RunStats,
@@ -103,7 +108,11 @@ impl Outbox for TaskOut<'_> {
         }
     }
     fn query(&mut self, _cell: u32, perception: Vec<f64>) {
-        self.query = Some(perception);
+        let (tx, rx) = oneshot::channel();
+        if let Some(rule) = self.rule {
+            rule.query(perception, 1, Reply::new(move |answer| drop(tx.send(answer))));
+        }
+        self.answer = Some(rx);
     }
     fn done(&mut self, mut done: CellDone) {
         if self.routes.record {
@@ -137,15 +146,15 @@ async fn cell_task(
     let mut stats = RunStats::default();
     while let Some(Some(mut msg)) = rx.recv().await {
         loop {
-            let mut out = TaskOut { routes: &routes, world: &world, query: None, tick: false, stats: &mut stats };
+            let mut out =
+                TaskOut { routes: &routes, world: &world, rule: Some(&rule), answer: None, tick: false, stats: &mut stats };
             cell.handle(msg, &world.ctx, &mut out);
-            if let Some(p) = out.query.take() {
-                tokio::select! {
-                    reply = rule.query(p, 1) => match reply {
-                        Ok(delta) => msg = CellMsg::Update { delta },
-                        Err(_) => return guard.fail("the rule service stopped answering".into()),
-                    },
-                    () = guard.token.cancelled() => return,
+            if let Some(answer) = out.answer.take() {
+                // No select on the run's cancellation token (a waiter registration under a
+                // mutex per query): a closed service answers `None` (see `run`).
+                match answer.await {
+                    Ok(Some(a)) => msg = CellMsg::Update { block: a.block, row: a.first as u32 },
+                    _ => return guard.fail("the rule service stopped answering".into()),
                 }
             } else if out.tick {
                 if jitter > 0 {
@@ -173,7 +182,7 @@ async fn neuron_task(
 ) {
     let mut unused = RunStats::default();
     while let Some(Some(msg)) = rx.recv().await {
-        let mut out = TaskOut { routes: &routes, world: &world, query: None, tick: false, stats: &mut unused };
+        let mut out = TaskOut { routes: &routes, world: &world, rule: None, answer: None, tick: false, stats: &mut unused };
         neuron.handle(msg, &world.ctx, &mut out);
     }
 }
@@ -240,6 +249,7 @@ pub(crate) async fn run(parts: Parts) -> Result<Collector> {
         Ok(())
     }
     .await;
+    rule.close();
     routes.stop_all();
     spawner.shutdown().await;
     result.map(|()| collector)

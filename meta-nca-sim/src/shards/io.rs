@@ -9,8 +9,8 @@ use tokio::sync::mpsc::UnboundedSender;
 
 use super::ShardMsg;
 use crate::protocol::{CellDone, CellMsg, Fan, NeuronMsg, Outbox, Partial};
-use crate::rule_service::RuleHandle;
-use crate::sim::{RunStats, Spawner};
+use crate::rule_service::{Reply, RuleHandle};
+use crate::sim::RunStats;
 use crate::tasks::CoordMsg;
 use crate::world::World;
 
@@ -156,7 +156,6 @@ pub(super) struct RuleLink {
     pub(super) rule: RuleHandle,
     pub(super) me: UnboundedSender<ShardMsg>,
     pub(super) coord: UnboundedSender<CoordMsg>,
-    pub(super) spawner: Spawner,
     pub(super) actor: String,
     /// Most rows per query.
     pub(super) chunk: usize,
@@ -173,8 +172,7 @@ impl Io {
         self.in_flight + self.rule_cells.len() >= self.rule_link.chunk
     }
 
-    /// Sends the waiting queries as one batch; a forwarding task puts the answer into the
-    /// shard's inbox.
+    /// Sends the waiting queries as one batch; the answer comes back into the shard's inbox.
     pub(super) fn ask_rule(&mut self) {
         if self.rule_cells.is_empty() {
             return;
@@ -183,19 +181,18 @@ impl Io {
         let cells = std::mem::take(&mut self.rule_cells);
         let rows = std::mem::take(&mut self.rule_rows);
         let link = &self.rule_link;
-        let reply = link.rule.query(rows, cells.len());
         let (me, coord, actor) = (link.me.clone(), link.coord.clone(), link.actor.clone());
-        link.spawner.spawn(async move {
-            match reply.await {
-                Ok(deltas) => {
-                    let _ = me.send(ShardMsg::Rule { cells, deltas });
-                }
-                Err(_) => {
-                    let message = "the rule service stopped answering".into();
-                    let _ = coord.send(CoordMsg::Failed { actor, message });
-                }
+        let n = cells.len();
+        let reply = Reply::new(move |answer| match answer {
+            Some(answer) => {
+                let _ = me.send(ShardMsg::Rule { cells, answer });
+            }
+            None => {
+                let message = "the rule service stopped answering".into();
+                let _ = coord.send(CoordMsg::Failed { actor, message });
             }
         });
+        link.rule.query(rows, n, reply);
     }
 
     pub(super) fn route_neuron(&mut self, neuron: u32, msg: NeuronMsg) {

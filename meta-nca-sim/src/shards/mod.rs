@@ -16,6 +16,7 @@ use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender, unbounded_channel};
 use crate::cell::Cell;
 use crate::neuron::Neuron;
 use crate::protocol::{CellMsg, Fan};
+use crate::rule_service::Answer;
 use crate::sim::{Collector, Parts, RunStats};
 use crate::tasks::{CoordMsg, FailGuard, receive};
 use crate::Result;
@@ -31,7 +32,7 @@ enum ShardMsg {
     /// Async: start every cell's clock.
     Tick,
     /// The rule service's answers for `cells`, row after row.
-    Rule { cells: Vec<u32>, deltas: Vec<f64> },
+    Rule { cells: Vec<u32>, answer: Answer },
 }
 
 struct Shard {
@@ -65,11 +66,11 @@ impl Shard {
                     self.io.queue.push_back(Local::Cell(c.index, CellMsg::Tick));
                 }
             }
-            ShardMsg::Rule { cells, deltas } => {
+            ShardMsg::Rule { cells, answer } => {
                 self.io.in_flight -= cells.len();
-                let w = deltas.len() / cells.len().max(1);
-                for (c, d) in cells.into_iter().zip(deltas.chunks_exact(w.max(1))) {
-                    self.io.queue.push_back(Local::Cell(c, CellMsg::Update { delta: d.to_vec() }));
+                for (k, c) in cells.into_iter().enumerate() {
+                    let row = (answer.first + k) as u32;
+                    self.io.queue.push_back(Local::Cell(c, CellMsg::Update { block: answer.block.clone(), row }));
                 }
             }
         }
@@ -248,7 +249,6 @@ pub(crate) async fn run(parts: Parts, shards: usize) -> Result<Collector> {
                 rule: rule.clone(),
                 me: peers[s].clone(),
                 coord: coord_tx.clone(),
-                spawner: spawner.clone(),
                 actor: format!("shard {s}"),
                 chunk,
             },
