@@ -162,14 +162,15 @@ pub(super) struct RuleLink {
 }
 
 impl Io {
-    /// Flow control: whether the rows in flight and waiting fill a chunk. Then the shard holds
-    /// back every delivery that could start a query (into [`Io::held`]) until answers come back,
-    /// so a shard never has more than about one chunk of perception rows alive (without this,
-    /// every firing cell of a round perceived at once and the rule service held all their rows:
-    /// ~490 B per cell at 1M cells). Progress: a saturated shard has at least a chunk of rows
-    /// at the rule service, which then runs a pass (it runs at `chunk` waiting rows).
+    /// Flow control: whether the rows in flight and waiting fill two chunks (one in a pass, one
+    /// waiting for the next). Then the shard holds back every delivery that could start a query
+    /// (into [`Io::held`]) until answers come back, so a shard never has more than two chunks of
+    /// perception rows alive (without this, every firing cell of a round perceived at once and
+    /// the rule service held all their rows: ~490 B per cell at 1M cells). Progress: a saturated
+    /// shard has at least a chunk of rows at the rule service, which then runs a pass (it runs
+    /// at `chunk` waiting rows).
     pub(super) fn saturated(&self) -> bool {
-        self.in_flight + self.rule_cells.len() >= self.rule_link.chunk
+        self.in_flight + self.rule_cells.len() >= 2 * self.rule_link.chunk
     }
 
     /// Sends the waiting queries as one batch; the answer comes back into the shard's inbox.
