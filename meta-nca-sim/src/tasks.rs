@@ -204,7 +204,7 @@ pub(crate) async fn run(parts: Parts) -> Result<Collector> {
     });
     let guard = |actor: String| FailGuard { actor, coord: coord_tx.clone(), token: token.clone() };
     for (cell, rx) in cells.into_iter().zip(cell_rx) {
-        let g = guard(format!("cell {}", cell.id));
+        let g = guard(format!("cell {}", world.cell_id(cell.index)));
         spawner.spawn_stoppable(cell_task(cell, rx, world.clone(), routes.clone(), rule.clone(), jitter, g));
     }
     for (neuron, rx) in neurons.into_iter().zip(neuron_rx) {
