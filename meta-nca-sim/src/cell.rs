@@ -253,10 +253,9 @@ impl Cell {
         });
         // The new round's activation, if it came early (at most one per round).
         let r = self.round;
-        if let Some(k) = self.later.iter().position(|l| matches!(l, Later::Act(k, _) if *k == r)) {
-            if let Later::Act(_, a) = self.later.swap_remove(k) {
-                self.on_act(r, a, out);
-            }
+        let early = self.later.iter().position(|l| matches!(l, Later::Act(k, _) if *k == r));
+        if let Some(Later::Act(_, a)) = early.map(|k| self.later.swap_remove(k)) {
+            self.on_act(r, a, out);
         }
         if ctx.async_mode && !finished {
             out.tick_later(self.index);
