@@ -1,5 +1,6 @@
 //! The task-per-cell executor: every cell and every neuron is its own tokio task with an
-//! unbounded inbox, and every message is one channel send. Unbounded sends never wait, so the
+//! unbounded inbox, and every message is one channel send, except reports and drives, which
+//! are summed on the way into one message per neuron, fan and round. Unbounded sends never wait, so the
 //! cycles that neighbouring cells and neurons form can never deadlock; the protocol bounds how
 //! many messages a round can produce. A coordinator drives lockstep rounds (the barrier) or
 //! just waits for every cell to finish (async). A querying cell awaits its rule answer on a
@@ -9,7 +10,7 @@
 //! reports itself through its [`FailGuard`] and cancels the rest instead of leaving the
 //! coordinator hanging.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -19,7 +20,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::cell::Cell;
 use crate::neuron::Neuron;
-use crate::protocol::{CellDone, CellMsg, Fan, NeuronMsg, Outbox};
+use crate::protocol::{CellDone, CellMsg, Fan, NeuronMsg, Outbox, Partial};
 use crate::rule_service::{Answer, Reply, RuleHandle};
 use crate::sim::{Collector, Parts, RunStats};
 use crate::world::World;
@@ -60,11 +61,17 @@ impl Drop for FailGuard {
     }
 }
 
+/// Reports or drives to one neuron being summed on the way: `(round, kind, sum so far)`,
+/// kind 0/1 = reports of the in/out fan, 2 = drives.
+type Sums = Mutex<Vec<(u32, u8, Partial)>>;
+
 /// Every inbox; `None` tells a task to stop (cheaper than checking a cancellation token on
 /// every poll of ten thousand tasks).
 struct Routes {
     cells: Vec<UnboundedSender<Option<CellMsg>>>,
     neurons: Vec<UnboundedSender<Option<NeuronMsg>>>,
+    /// Per neuron: its reports and drives summed on the way (see [`TaskOut::to_neuron`]).
+    sums: Vec<Sums>,
     coord: UnboundedSender<CoordMsg>,
     /// Whether every round's report goes to the coordinator (recording weights); otherwise
     /// cells count themselves off `barrier` and send their sums once, with their final state.
@@ -99,8 +106,46 @@ struct TaskOut<'a> {
 }
 
 impl Outbox for TaskOut<'_> {
+    /// Reports and drives are summed on the way, as the shards do: the cell adds its row to
+    /// the neuron's running sum under a lock, and the last cell of the fan sends the neuron
+    /// one message with the whole sum. A neuron needs every report (and drive) of a round
+    /// before it can act, so this changes no outcome, and it saves ~3 channel messages and
+    /// ~1.1-1.7 neuron wake-ups per cell-step (counted at 10k cells).
     fn to_neuron(&mut self, neuron: u32, msg: NeuronMsg) {
-        let _ = self.routes.neurons[neuron as usize].send(Some(msg));
+        let n = neuron as usize;
+        let (round, kind, part) = match msg {
+            NeuronMsg::Report { round, fan: Fan::In, part } => (round, 0u8, part),
+            NeuronMsg::Report { round, fan: Fan::Out, part } => (round, 1, part),
+            NeuronMsg::Drive { round, part } => (round, 2, part),
+            msg @ NeuronMsg::Logit { .. } => {
+                let _ = self.routes.neurons[n].send(Some(msg));
+                return;
+            }
+        };
+        let expected = self.world.fan(neuron, if kind == 1 { Fan::Out } else { Fan::In }).len();
+        let complete = if part.count as usize >= expected {
+            Some(part)
+        } else {
+            let mut sums = self.routes.sums[n].lock().unwrap_or_else(|e| e.into_inner());
+            match sums.iter().position(|(r, k, _)| *r == round && *k == kind) {
+                Some(i) => {
+                    sums[i].2.merge(&part);
+                    (sums[i].2.count as usize >= expected).then(|| sums.swap_remove(i).2)
+                }
+                None => {
+                    sums.push((round, kind, part));
+                    None
+                }
+            }
+        };
+        if let Some(part) = complete {
+            let msg = match kind {
+                0 => NeuronMsg::Report { round, fan: Fan::In, part },
+                1 => NeuronMsg::Report { round, fan: Fan::Out, part },
+                _ => NeuronMsg::Drive { round, part },
+            };
+            let _ = self.routes.neurons[n].send(Some(msg));
+        }
     }
     fn broadcast(&mut self, neuron: u32, fan: Fan, msg: CellMsg) {
         for &c in self.world.fan(neuron, fan) {
@@ -197,6 +242,7 @@ pub(crate) async fn run(parts: Parts) -> Result<Collector> {
     let routes = Arc::new(Routes {
         cells: cell_tx,
         neurons: neuron_tx,
+        sums: (0..neurons.len()).map(|_| Sums::default()).collect(),
         coord: coord_tx.clone(),
         record: collector.recording(),
         remaining: AtomicUsize::new(0),
