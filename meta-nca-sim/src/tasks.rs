@@ -1,8 +1,8 @@
 //! The task-per-cell executor: every cell and every neuron is its own tokio task with an
 //! unbounded inbox, and every message is one channel send, except reports and drives, which
-//! are summed on the way into one message per neuron, fan and round. Unbounded sends never wait, so the
-//! cycles that neighbouring cells and neurons form can never deadlock; the protocol bounds how
-//! many messages a round can produce. A coordinator drives lockstep rounds (the barrier) or
+//! are summed on the way into one message per neuron, fan and round. Unbounded sends never
+//! wait, so the cycles that neighbouring cells and neurons form can never deadlock; the
+//! protocol bounds how many messages a round can produce. A coordinator drives lockstep rounds (the barrier) or
 //! just waits for every cell to finish (async). A querying cell awaits its rule answer on a
 //! oneshot (its inbox fills meanwhile and is drained in one go afterwards). Shutdown: the rule
 //! service is closed (a cell still awaiting an answer gets none and stops), a stop message in
