@@ -138,6 +138,7 @@ impl SimArgs {
             seed,
             trace,
             dispatch,
+            ..SimSpec::default()
         };
         Ok((spec, file))
     }

@@ -23,31 +23,46 @@ enum Phase {
     Finished,
 }
 
-/// A cell agent's state.
+/// Work a cell owes or holds for another round than its current one (async mode; empty in
+/// lockstep, so one vector serves both kinds and costs no allocation there).
+#[derive(Debug)]
+enum Later {
+    /// The weight of a finished round whose drive the post-neuron still needs.
+    Drive(u32, f64),
+    /// The pre-neuron's activation of a round the cell has not reached yet.
+    Act(u32, Arc<[f64]>),
+}
+
+/// A traced cell's span and connection (boxed: a million untraced cells pay one pointer).
+#[derive(Debug)]
+struct Traced {
+    span: tracing::Span,
+    id: CellId,
+}
+
+/// A cell agent's state. Kept small (it is most of a shard's memory per cell at 1M cells; the
+/// bench prints its size): what only traced or async cells need lives behind a pointer or in
+/// one rarely filled vector.
 #[derive(Debug)]
 pub struct Cell {
     /// State-row index (the order of [`meta_nca_rule::topology::Topology::cells`]).
     pub index: u32,
-    /// Its connection.
-    pub id: CellId,
     pre: u32,
     post: u32,
-    state: Vec<f64>,
     /// The round in progress (the state is the state at the start of it).
     round: u32,
     phase: Phase,
-    pre_view: Option<Arc<NeuronSummary>>,
-    post_view: Option<Arc<NeuronSummary>>,
-    /// Weights of finished rounds whose drive the post-neuron still needs.
-    pending_w: Vec<(u32, f64)>,
     /// The current round's drive was already sent.
     drive_sent: bool,
-    /// Activations of rounds the cell has not reached yet.
-    future_acts: Vec<(u32, Arc<[f64]>)>,
+    state: Box<[f64]>,
+    pre_view: Option<Arc<NeuronSummary>>,
+    post_view: Option<Arc<NeuronSummary>>,
+    /// Drives owed for finished rounds and activations of future rounds.
+    later: Vec<Later>,
     /// Async clock: a splitmix64 state.
     clock: u64,
     /// Span of a traced cell; untraced cells emit nothing.
-    span: Option<tracing::Span>,
+    traced: Option<Box<Traced>>,
 }
 
 fn splitmix(state: &mut u64) -> u64 {
@@ -68,22 +83,23 @@ impl Cell {
     pub fn new(index: u32, id: CellId, pre: u32, post: u32, state: Vec<f64>, seed: u64, traced: bool) -> Self {
         let mut clock = seed ^ (u64::from(index) << 17) ^ 0x5EED;
         splitmix(&mut clock);
-        let span = traced.then(|| tracing::info_span!("cell", layer = id.layer, i = id.pre, j = id.post));
+        let traced = traced.then(|| {
+            let span = tracing::info_span!("cell", layer = id.layer, i = id.pre, j = id.post);
+            Box::new(Traced { span, id })
+        });
         Self {
             index,
-            id,
             pre,
             post,
-            state,
             round: 0,
             phase: Phase::Idle,
+            drive_sent: false,
+            state: state.into_boxed_slice(),
             pre_view: None,
             post_view: None,
-            pending_w: Vec::new(),
-            drive_sent: false,
-            future_acts: Vec::new(),
+            later: Vec::new(),
             clock,
-            span,
+            traced,
         }
     }
 
@@ -106,16 +122,23 @@ impl Cell {
     /// Whether the cell is between rounds with nothing owed: the only time its place in the
     /// network may change.
     pub fn settled(&self) -> bool {
-        self.phase == Phase::Idle && self.pending_w.is_empty() && self.future_acts.is_empty()
+        self.phase == Phase::Idle && self.later.is_empty()
+    }
+
+    /// Its pre- and post-neuron (global neuron indices).
+    pub fn neurons(&self) -> (u32, u32) {
+        (self.pre, self.post)
     }
 
     /// The cell's place after a topology change between rounds: its new state-row index,
     /// id (neuron indices shift when neurons come and go) and neurons. It keeps its state,
     /// round and clock; the summaries it held describe the old neighbourhood and are dropped.
     pub fn rewire(&mut self, index: u32, id: CellId, pre: u32, post: u32) {
-        debug_assert!(self.settled(), "cell {} rewired in the middle of a round", self.id);
+        debug_assert!(self.settled(), "cell {id} rewired in the middle of a round");
         self.index = index;
-        self.id = id;
+        if let Some(traced) = &mut self.traced {
+            traced.id = id;
+        }
         self.pre = pre;
         self.post = post;
         self.pre_view = None;
@@ -141,10 +164,12 @@ impl Cell {
                 }
                 self.try_fire(ctx, out);
             }
-            CellMsg::Update { delta } => {
+            CellMsg::Update { block, row } => {
                 if let Phase::Querying { staleness } = self.phase {
                     let w0 = self.state[0];
-                    self.state.iter_mut().zip(&delta).for_each(|(s, d)| *s += d);
+                    let width = self.state.len();
+                    let delta = &block[row as usize * width..(row as usize + 1) * width];
+                    self.state.iter_mut().zip(delta).for_each(|(s, d)| *s += d);
                     self.complete(w0, true, staleness, ctx, out);
                 }
             }
@@ -156,7 +181,7 @@ impl Cell {
             return;
         }
         self.phase = Phase::Waiting { fire };
-        let part = Partial { sum: self.state.clone(), count: 1 };
+        let part = Partial { sum: self.state.to_vec(), count: 1 };
         out.to_neuron(self.pre, NeuronMsg::Report { round, fan: Fan::Out, part: part.clone() });
         out.to_neuron(self.post, NeuronMsg::Report { round, fan: Fan::In, part });
         self.try_fire(ctx, out);
@@ -167,10 +192,13 @@ impl Cell {
             self.drive_sent = true;
             self.state[0]
         } else if round > self.round {
-            self.future_acts.push((round, a));
+            self.later.push(Later::Act(round, a));
             return;
-        } else if let Some(k) = self.pending_w.iter().position(|(r, _)| *r == round) {
-            self.pending_w.swap_remove(k).1
+        } else if let Some(k) = self.later.iter().position(|l| matches!(l, Later::Drive(r, _) if *r == round)) {
+            match self.later.swap_remove(k) {
+                Later::Drive(_, w) => w,
+                Later::Act(..) => return,
+            }
         } else {
             return;
         };
@@ -223,17 +251,17 @@ impl Cell {
     fn complete(&mut self, w0: f64, fired: bool, staleness: u32, ctx: &Ctx, out: &mut impl Outbox) {
         let round = self.round;
         if ctx.activity && !self.drive_sent {
-            self.pending_w.push((round, w0));
+            self.later.push(Later::Drive(round, w0));
         }
         let dw = self.state[0] - w0;
-        if let Some(span) = &self.span {
-            let _enter = span.enter();
+        if let Some(t) = &self.traced {
+            let _enter = t.span.enter();
             tracing::info!(
                 target: "meta_nca_sim::cell",
                 step = round,
-                layer = self.id.layer,
-                i = self.id.pre,
-                j = self.id.post,
+                layer = t.id.layer,
+                i = t.id.pre,
+                j = t.id.post,
                 w = self.state[0],
                 dw,
                 fired,
@@ -252,16 +280,13 @@ impl Cell {
             dw,
             fired,
             staleness,
-            // A finished cell hands its state over (it only owes drives now, from `pending_w`).
-            final_state: finished.then(|| std::mem::take(&mut self.state)),
+            // A finished cell hands its state over (it only owes drives now, from `later`).
+            final_state: finished.then(|| std::mem::take(&mut self.state).into_vec()),
         });
-        let now: Vec<_> = {
-            let r = self.round;
-            let (now, later) = std::mem::take(&mut self.future_acts).into_iter().partition(|(k, _)| *k == r);
-            self.future_acts = later;
-            now
-        };
-        for (r, a) in now {
+        // The new round's activation, if it came early (at most one per round).
+        let r = self.round;
+        let early = self.later.iter().position(|l| matches!(l, Later::Act(k, _) if *k == r));
+        if let Some(Later::Act(_, a)) = early.map(|k| self.later.swap_remove(k)) {
             self.on_act(r, a, out);
         }
         if ctx.async_mode && !finished {

@@ -115,10 +115,13 @@ pub enum CellMsg {
         /// The summary (shared by all the neuron's cells).
         view: Arc<NeuronSummary>,
     },
-    /// The rule service's answer to the cell's query: `Δ = [Δw, Δh..]`.
+    /// The rule service's answer to the cell's query: `Δ = [Δw, Δh..]` is row `row` of a
+    /// pass's output `block` (shared by the pass's cells: no allocation per answer).
     Update {
-        /// The update.
-        delta: Vec<f64>,
+        /// A rule pass's output, `[rows, 1+d]`.
+        block: Arc<[f64]>,
+        /// The cell's row in it.
+        row: u32,
     },
 }
 

@@ -8,15 +8,17 @@
 //!
 //! Cost: queries land in a shared inbox under a mutex, and the thread is woken only when a
 //! batch is ready (or, in async mode, to start the deadline clock), not once per query. The
-//! answers of a batch are handed back to the runtime as one task that completes every
-//! oneshot, so waking the cells costs in-runtime wake-ups, not one unpark per cell.
+//! answers of a batch are one shared block ([`Answer`]: no allocation per query), handed back
+//! to the runtime as one task that calls every query's [`Reply`], so waking the cells costs
+//! in-runtime wake-ups, not one unpark per cell. A [`Reply`] is what the asker wants done with
+//! its answer (a shard has it put into its inbox, without a forwarding task; a cell task
+//! completes the oneshot it awaits).
 
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use dfdx::prelude::*;
 use meta_nca_rule::rule::RuleNet;
-use tokio::sync::oneshot;
 
 /// When the service runs a forward pass.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -56,10 +58,48 @@ impl RuleStats {
     }
 }
 
+/// The answer to one query: rows `first..first + n` of one forward pass's output, each
+/// `[Δw, Δh..]`. Cloning shares the pass's block.
+#[derive(Debug, Clone)]
+pub struct Answer {
+    /// The whole pass's output, `[rows, width]`.
+    pub block: Arc<[f64]>,
+    /// The query's first row in the block.
+    pub first: usize,
+    /// The query's rows.
+    pub n: usize,
+}
+
+/// Where the answer of a query goes: called once with `Some(answer)`, or with `None` if the
+/// service fails or stops before answering (dropping an unanswered reply calls it with `None`,
+/// so a panicking service is reported instead of leaving the asker waiting).
+pub struct Reply(Option<Box<dyn FnOnce(Option<Answer>) + Send>>);
+
+impl Reply {
+    /// A reply that calls `f`.
+    pub fn new(f: impl FnOnce(Option<Answer>) + Send + 'static) -> Self {
+        Self(Some(Box::new(f)))
+    }
+
+    fn send(mut self, answer: Answer) {
+        if let Some(f) = self.0.take() {
+            f(Some(answer));
+        }
+    }
+}
+
+impl Drop for Reply {
+    fn drop(&mut self) {
+        if let Some(f) = self.0.take() {
+            f(None);
+        }
+    }
+}
+
 struct Waiting {
     rows: Vec<f64>,
     n: usize,
-    respond_to: oneshot::Sender<Vec<f64>>,
+    respond_to: Reply,
 }
 
 #[derive(Default)]
@@ -69,6 +109,8 @@ struct Inbox {
     expected: usize,
     oldest: Option<Instant>,
     handles: usize,
+    /// [`RuleHandle::close`] was called.
+    closed: bool,
 }
 
 struct Shared {
@@ -141,6 +183,21 @@ impl RuleHandle {
         Ok((Self { shared }, thread))
     }
 
+    /// Drops every waiting query unanswered (their replies get `None`) and every later one,
+    /// and lets the service stop: what a run calls when it ends, so that no actor waits for an
+    /// answer that an unfinished batch would never give.
+    pub fn close(&self) {
+        let dropped = {
+            let mut inbox = self.shared.lock();
+            inbox.closed = true;
+            inbox.rows = 0;
+            inbox.oldest = None;
+            std::mem::take(&mut inbox.waiting)
+        };
+        self.shared.ready.notify_one();
+        drop(dropped); // outside the lock: the replies run now
+    }
+
     /// Announces `rows` more rows for the current lockstep batch.
     pub fn expect(&self, rows: usize) {
         let mut inbox = self.shared.lock();
@@ -150,14 +207,17 @@ impl RuleHandle {
         }
     }
 
-    /// Queries `n` perception rows (row-major); the answer is `n` update rows. The receiver
-    /// fails if the service is gone or the query is malformed.
-    pub fn query(&self, rows: Vec<f64>, n: usize) -> oneshot::Receiver<Vec<f64>> {
-        let (respond_to, rx) = oneshot::channel();
+    /// Queries `n` perception rows (row-major); `respond_to` gets `n` update rows, or `None`
+    /// if the service is gone or the query is malformed.
+    pub fn query(&self, rows: Vec<f64>, n: usize, respond_to: Reply) {
         if rows.len() != n * self.shared.width {
-            return rx; // dropping `respond_to` fails the receiver
+            return; // dropping `respond_to` tells the asker
         }
         let mut inbox = self.shared.lock();
+        if inbox.closed {
+            drop(inbox);
+            return;
+        }
         if inbox.waiting.is_empty() {
             inbox.oldest = Some(Instant::now());
         }
@@ -166,7 +226,6 @@ impl RuleHandle {
         if self.shared.wake(&inbox) {
             self.shared.ready.notify_one();
         }
-        rx
     }
 }
 
@@ -179,7 +238,7 @@ fn serve(rule: RuleNet, shared: Arc<Shared>, runtime: tokio::runtime::Handle) ->
         let (batch, rows, last) = {
             let mut inbox = shared.lock();
             loop {
-                let closed = inbox.handles == 0;
+                let closed = inbox.handles == 0 || inbox.closed;
                 let due = match shared.batching {
                     Batching::Announced { chunk } => {
                         (inbox.expected > 0 && inbox.rows >= inbox.expected) || inbox.rows >= chunk
@@ -219,28 +278,28 @@ fn serve(rule: RuleNet, shared: Arc<Shared>, runtime: tokio::runtime::Handle) ->
             if inbox.waiting.is_empty() {
                 inbox.oldest = None;
             }
-            (batch, rows, inbox.handles == 0 && inbox.waiting.is_empty())
+            (batch, rows, (inbox.handles == 0 || inbox.closed) && inbox.waiting.is_empty())
         };
         if rows > 0 {
             let t = Instant::now();
             let mut x = Vec::with_capacity(rows * width);
             batch.iter().for_each(|w| x.extend_from_slice(&w.rows));
             let input: Tensor<(usize, usize), f64, Cpu> = dev.tensor_from_vec(x, (rows, width));
-            let y = rule.forward(input).as_vec();
+            let block: Arc<[f64]> = rule.forward(input).as_vec().into();
+            debug_assert_eq!(block.len(), rows * out_width);
             stats.batches += 1;
             stats.rows += rows as u64;
             stats.max_batch = stats.max_batch.max(rows as u64);
             stats.forward_seconds += t.elapsed().as_secs_f64();
             let answer = move || {
-                let mut at = 0;
+                let mut first = 0;
                 for w in batch {
-                    let len = w.n * out_width;
-                    let _ = w.respond_to.send(y[at..at + len].to_vec());
-                    at += len;
+                    w.respond_to.send(Answer { block: block.clone(), first, n: w.n });
+                    first += w.n;
                 }
             };
-            // Completing the oneshots from a runtime task keeps the wake-ups inside the pool
-            // (if the runtime is gone, the answers are dropped and the receivers fail).
+            // Replying from a runtime task keeps the wake-ups inside the pool (if the runtime
+            // is gone, the replies are dropped and tell their askers).
             runtime.spawn(async move { answer() });
         }
         if last {

@@ -1,34 +1,35 @@
 //! The task-per-cell executor: every cell and every neuron is its own tokio task with an
-//! unbounded inbox, and every message is one channel send. Unbounded sends never wait, so the
-//! cycles that neighbouring cells and neurons form can never deadlock; the protocol bounds how
-//! many messages a round can produce. The [`Driver`] drives lockstep rounds (the barrier),
-//! changes the topology between them, or just waits for every cell to finish (async).
+//! unbounded inbox, and every message is one channel send, except reports and drives, which
+//! are summed on the way into one message per neuron, fan and round. Unbounded sends never
+//! wait, so the cycles that neighbouring cells and neurons form can never deadlock; the
+//! protocol bounds how many messages a round can produce. The [`Driver`] drives lockstep
+//! rounds (the barrier), changes the topology between them, or just waits for every cell to
+//! finish (async). A querying cell awaits its rule answer on a oneshot (its inbox fills
+//! meanwhile and is drained in one go afterwards).
 //!
 //! Topology changes: the tasks of surviving cells and neurons live on and are told their new
 //! place and routing ([`Inbox::Rewire`]); removed ones get [`Inbox::Stop`] and their tasks
 //! end before the change returns; new ones are spawned into the running simulation. A send to
 //! an inbox whose task has ended is reported as a failure, never dropped silently.
 //!
-//! Shutdown: a stop message in every inbox, the run's `CancellationToken` for anything
-//! awaiting elsewhere (a rule answer), a `TaskTracker` to wait for all of them (see
-//! `Spawner`); a panicking task reports itself through its [`FailGuard`] and cancels the rest
-//! instead of leaving the coordinator hanging.
+//! Shutdown: the rule service is closed (a cell still awaiting an answer gets none and stops),
+//! a stop message in every inbox, a `TaskTracker` to wait for all of them (see `Spawner`); a
+//! panicking task reports itself through its [`FailGuard`] and cancels the rest instead of
+//! leaving the coordinator hanging.
 
-use std::sync::Arc;
-
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 
 use meta_nca_rule::init::RowSource;
-use meta_nca_rule::topology::CellId;
-use tokio::sync::Notify;
+use tokio::sync::{Notify, oneshot};
 use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender, unbounded_channel};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::cell::Cell;
 use crate::neuron::Neuron;
-use crate::protocol::{CellDone, CellMsg, Fan, NeuronMsg, NeuronSummary, Outbox};
-use crate::rule_service::RuleHandle;
+use crate::protocol::{CellDone, CellMsg, Fan, NeuronMsg, NeuronSummary, Outbox, Partial};
+use crate::rule_service::{Answer, Reply, RuleHandle};
 use crate::sim::{Collector, Parts, Reshape, RunStats, Snapshot, Spawner};
 use crate::world::World;
 use crate::{Error, Result};
@@ -44,7 +45,7 @@ pub(crate) enum CoordMsg {
     Progress { stats: RunStats, finals: Vec<(u32, Vec<f64>)> },
     /// Answers to a snapshot request: counts so far, some cells' state rows and some
     /// neurons' last summaries.
-    Snapshot { stats: RunStats, cells: Vec<(u32, CellId, Vec<f64>)>, neurons: Vec<(u32, Option<Arc<NeuronSummary>>)> },
+    Snapshot { stats: RunStats, cells: Vec<(u32, (u32, u32), Vec<f64>)>, neurons: Vec<(u32, Option<Arc<NeuronSummary>>)> },
     /// An actor failed; the run is over.
     Failed { actor: String, message: String },
 }
@@ -85,11 +86,17 @@ enum Inbox<M> {
     Stop,
 }
 
+/// Reports or drives to one neuron being summed on the way: `(round, kind, sum so far)`,
+/// kind 0/1 = reports of the in/out fan, 2 = drives.
+type Sums = Mutex<Vec<(u32, u8, Partial)>>;
+
 /// Every inbox, indexed like the world's cells and neurons.
 #[derive(Debug)]
 struct Routes {
     cells: Vec<UnboundedSender<Inbox<CellMsg>>>,
     neurons: Vec<UnboundedSender<Inbox<NeuronMsg>>>,
+    /// Per neuron: its reports and drives summed on the way (see [`TaskOut::to_neuron`]).
+    sums: Vec<Sums>,
     coord: UnboundedSender<CoordMsg>,
     /// Whether every round's report goes to the coordinator (recording weights); otherwise
     /// cells count themselves off `barrier` and send their counts when asked.
@@ -97,13 +104,16 @@ struct Routes {
     /// Lockstep: cells still to finish the round; the last one wakes the coordinator.
     remaining: Arc<AtomicUsize>,
     barrier: Arc<Notify>,
+    /// The run is over: actors are stopping, and messages still in flight (async summaries
+    /// for cells that finished with older ones) have nobody left to matter to.
+    closing: AtomicBool,
 }
 
 impl Routes {
     /// Sends `msg` to `inbox`; a send to an actor whose task has ended is a failure of the
     /// run (a message would be lost), reported to the coordinator.
     fn send<M>(&self, inbox: &UnboundedSender<Inbox<M>>, msg: M, to: impl FnOnce() -> String) {
-        if inbox.send(Inbox::Msg(msg)).is_err() {
+        if inbox.send(Inbox::Msg(msg)).is_err() && !self.closing.load(Ordering::Acquire) {
             let message = "a message to it was lost: its task has ended".into();
             let _ = self.coord.send(CoordMsg::Failed { actor: to(), message });
         }
@@ -114,15 +124,56 @@ impl Routes {
 struct TaskOut<'a> {
     routes: &'a Routes,
     world: &'a World,
-    query: Option<Vec<f64>>,
+    /// Cells' outboxes have the rule service (neurons never query it).
+    rule: Option<&'a RuleHandle>,
+    /// The answer to the query the cell just sent.
+    answer: Option<oneshot::Receiver<Option<Answer>>>,
     tick: bool,
     /// The owning cell's counts, sent when the cell finishes or is asked.
     stats: &'a mut RunStats,
 }
 
 impl Outbox for TaskOut<'_> {
+    /// Reports and drives are summed on the way, as the shards do: the cell adds its row to
+    /// the neuron's running sum under a lock, and the last cell of the fan sends the neuron
+    /// one message with the whole sum. A neuron needs every report (and drive) of a round
+    /// before it can act, so this changes no outcome, and it saves ~3 channel messages and
+    /// ~1.1-1.7 neuron wake-ups per cell-step (counted at 10k cells).
     fn to_neuron(&mut self, neuron: u32, msg: NeuronMsg) {
-        self.routes.send(&self.routes.neurons[neuron as usize], msg, || format!("neuron {neuron}"));
+        let n = neuron as usize;
+        let (round, kind, part) = match msg {
+            NeuronMsg::Report { round, fan: Fan::In, part } => (round, 0u8, part),
+            NeuronMsg::Report { round, fan: Fan::Out, part } => (round, 1, part),
+            NeuronMsg::Drive { round, part } => (round, 2, part),
+            msg @ NeuronMsg::Logit { .. } => {
+                self.routes.send(&self.routes.neurons[n], msg, || format!("neuron {neuron}"));
+                return;
+            }
+        };
+        let expected = self.world.fan(neuron, if kind == 1 { Fan::Out } else { Fan::In }).len();
+        let complete = if part.count as usize >= expected {
+            Some(part)
+        } else {
+            let mut sums = self.routes.sums[n].lock().unwrap_or_else(|e| e.into_inner());
+            match sums.iter().position(|(r, k, _)| *r == round && *k == kind) {
+                Some(i) => {
+                    sums[i].2.merge(&part);
+                    (sums[i].2.count as usize >= expected).then(|| sums.swap_remove(i).2)
+                }
+                None => {
+                    sums.push((round, kind, part));
+                    None
+                }
+            }
+        };
+        if let Some(part) = complete {
+            let msg = match kind {
+                0 => NeuronMsg::Report { round, fan: Fan::In, part },
+                1 => NeuronMsg::Report { round, fan: Fan::Out, part },
+                _ => NeuronMsg::Drive { round, part },
+            };
+            self.routes.send(&self.routes.neurons[n], msg, || format!("neuron {neuron}"));
+        }
     }
     fn broadcast(&mut self, neuron: u32, fan: Fan, msg: CellMsg) {
         for &c in self.world.fan(neuron, fan) {
@@ -130,7 +181,11 @@ impl Outbox for TaskOut<'_> {
         }
     }
     fn query(&mut self, _cell: u32, perception: Vec<f64>) {
-        self.query = Some(perception);
+        let (tx, rx) = oneshot::channel();
+        if let Some(rule) = self.rule {
+            rule.query(perception, 1, Reply::new(move |answer| drop(tx.send(answer))));
+        }
+        self.answer = Some(rx);
     }
     fn done(&mut self, mut done: CellDone) {
         if self.routes.record {
@@ -177,22 +232,22 @@ async fn cell_task(
                 continue;
             }
             Inbox::Snapshot => {
-                let (stats, cells) = (std::mem::take(&mut stats), vec![(cell.index, cell.id, cell.state().to_vec())]);
+                let (stats, cells) = (std::mem::take(&mut stats), vec![(cell.index, cell.neurons(), cell.state().to_vec())]);
                 let _ = routes.coord.send(CoordMsg::Snapshot { stats, cells, neurons: Vec::new() });
                 continue;
             }
             Inbox::Stop => break,
         };
         loop {
-            let mut out = TaskOut { routes: &routes, world: &world, query: None, tick: false, stats: &mut stats };
+            let rule = Some(&env.rule);
+            let mut out = TaskOut { routes: &routes, world: &world, rule, answer: None, tick: false, stats: &mut stats };
             cell.handle(msg, &world.ctx, &mut out);
-            if let Some(p) = out.query.take() {
-                tokio::select! {
-                    reply = env.rule.query(p, 1) => match reply {
-                        Ok(delta) => msg = CellMsg::Update { delta },
-                        Err(_) => return guard.fail("the rule service stopped answering".into()),
-                    },
-                    () = guard.token.cancelled() => return,
+            if let Some(answer) = out.answer.take() {
+                // No select on the run's cancellation token (a waiter registration under a
+                // mutex per query): a closed service answers `None` (see `Driver::finish`).
+                match answer.await {
+                    Ok(Some(a)) => msg = CellMsg::Update { block: a.block, row: a.first as u32 },
+                    _ => return guard.fail("the rule service stopped answering".into()),
                 }
             } else if out.tick {
                 if env.jitter > 0 {
@@ -225,7 +280,8 @@ async fn neuron_task(
     while let Some(item) = rx.recv().await {
         match item {
             Inbox::Msg(msg) => {
-                let mut out = TaskOut { routes: &routes, world: &world, query: None, tick: false, stats: &mut unused };
+                let mut out =
+                    TaskOut { routes: &routes, world: &world, rule: None, answer: None, tick: false, stats: &mut unused };
                 neuron.handle(msg, &world.ctx, &mut out);
             }
             Inbox::Rewire { index, world: w, routes: r } => {
@@ -261,17 +317,19 @@ pub(crate) struct Driver {
 impl Driver {
     /// Spawns one task per cell and per neuron.
     pub(crate) fn start(parts: Parts) -> Self {
-        let Parts { world, cells, neurons, rule, jitter, spawner, collector, seed, trace } = parts;
+        let Parts { world, cells, neurons, rule, jitter, spawner, collector, seed, trace, .. } = parts;
         let (coord_tx, coord_rx) = unbounded_channel();
         let (cell_tx, cell_rx): (Vec<_>, Vec<_>) = (0..cells.len()).map(|_| unbounded_channel()).unzip();
         let (neuron_tx, neuron_rx): (Vec<_>, Vec<_>) = (0..neurons.len()).map(|_| unbounded_channel()).unzip();
         let routes = Arc::new(Routes {
+            sums: (0..neuron_tx.len()).map(|_| Sums::default()).collect(),
             cells: cell_tx,
             neurons: neuron_tx,
             coord: coord_tx,
             record: collector.recording(),
             remaining: Arc::new(AtomicUsize::new(0)),
             barrier: Arc::new(Notify::new()),
+            closing: AtomicBool::new(false),
         });
         let mut driver = Self {
             world,
@@ -295,7 +353,7 @@ impl Driver {
     }
 
     fn spawn_cell(&self, cell: Cell, rx: UnboundedReceiver<Inbox<CellMsg>>) -> JoinHandle<()> {
-        let guard = self.guard(format!("cell {}", cell.id));
+        let guard = self.guard(format!("cell {}", self.world.cell_id(cell.index)));
         let (world, routes, env) = (self.world.clone(), self.routes.clone(), self.env.clone());
         self.spawner.spawn_stoppable(cell_task(cell, rx, world, routes, env, guard))
     }
@@ -412,12 +470,15 @@ impl Driver {
         }
         self.world = world;
         self.routes = Arc::new(Routes {
+            // Between rounds no sum is open.
+            sums: (0..neuron_tx.len()).map(|_| Sums::default()).collect(),
             cells: cell_tx,
             neurons: neuron_tx,
             coord: old.coord.clone(),
             record: old.record,
             remaining: old.remaining.clone(),
             barrier: old.barrier.clone(),
+            closing: AtomicBool::new(false),
         });
         // The removed: told to stop through the old routes, and waited for.
         let mut ending = Vec::new();
@@ -462,10 +523,12 @@ impl Driver {
         Ok(())
     }
 
-    /// Stops every actor and hands over what was collected. Idle actors take their stop
-    /// message (cells send their counts first); anything awaiting elsewhere after a failure
-    /// (a rule answer that will not come) is cancelled.
+    /// Stops every actor and hands over what was collected. The rule service is closed first
+    /// (a cell still awaiting an answer after a failure gets none and stops); idle actors
+    /// take their stop message (cells send their counts first).
     pub(crate) async fn finish(mut self) -> Result<Collector> {
+        self.env.rule.close();
+        self.routes.closing.store(true, Ordering::Release);
         for tx in &self.routes.cells {
             let _ = tx.send(Inbox::Stop);
         }

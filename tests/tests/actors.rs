@@ -107,14 +107,16 @@ proptest! {
     #![proptest_config(ProptestConfig { cases: 24, ..ProptestConfig::default() })]
 
     #[test]
-    fn lockstep_matches_reference(case in case(), shards in 1usize..5) {
+    fn lockstep_matches_reference(case in case(), shards in 1usize..5, chunk in prop::sample::select(vec![1usize, 3, 8192])) {
         let b = build(&case);
         let tasks = meta_nca_sim::run(&b.setup, &spec(Executor::Tasks, Mode::Lockstep)).expect("tasks run");
         let d = max_diff(&tasks.state, &b.reference);
         prop_assert!(d <= 1e-5, "tasks executor differs by {d}");
-        let sharded = meta_nca_sim::run(&b.setup, &spec(Executor::Shards { shards }, Mode::Lockstep)).expect("shards run");
+        // Small chunks make the shards hold deliveries back (flow control on rule queries).
+        let s = SimSpec { rule_chunk: chunk, ..spec(Executor::Shards { shards }, Mode::Lockstep) };
+        let sharded = meta_nca_sim::run(&b.setup, &s).expect("shards run");
         let d = max_diff(&sharded.state, &b.reference);
-        prop_assert!(d <= 1e-5, "shards executor ({shards} shards) differs by {d}");
+        prop_assert!(d <= 1e-5, "shards executor ({shards} shards, chunk {chunk}) differs by {d}");
     }
 }
 
@@ -141,10 +143,11 @@ fn lockstep_records_every_step_and_fires_the_episode_cells() {
 #[test]
 fn async_mode_finishes_on_both_executors() {
     let b = build(&all_groups_case(5));
-    for executor in [Executor::Tasks, Executor::Shards { shards: 3 }] {
+    for (executor, chunk) in [(Executor::Tasks, 8192), (Executor::Shards { shards: 3 }, 8192), (Executor::Shards { shards: 2 }, 2)] {
         for max_staleness in [0, 2] {
             let mode = Mode::Async(AsyncSpec { max_staleness, jitter: 3, ..AsyncSpec::default() });
-            let out = meta_nca_sim::run(&b.setup, &spec(executor, mode)).expect("async run");
+            let s = SimSpec { rule_chunk: chunk, ..spec(executor, mode) };
+            let out = meta_nca_sim::run(&b.setup, &s).expect("async run");
             assert_eq!(out.stats.cell_steps, 4 * b.setup.world.num_cells() as u64);
             assert!(out.stats.staleness.len() <= max_staleness as usize + 1, "{:?}", out.stats.staleness);
             assert!(out.state.iter().all(|v| v.is_finite()));
@@ -248,8 +251,11 @@ fn async_with_staleness_zero_does_not_depend_on_scheduling() {
     let b = build(&all_groups_case(13));
     let mode = |jitter| Mode::Async(AsyncSpec { max_staleness: 0, jitter, ..AsyncSpec::default() });
     let first = meta_nca_sim::run(&b.setup, &spec(Executor::Tasks, mode(0))).expect("run");
-    for (executor, jitter) in [(Executor::Tasks, 7), (Executor::Shards { shards: 1 }, 0), (Executor::Shards { shards: 3 }, 5)] {
-        let out = meta_nca_sim::run(&b.setup, &spec(executor, mode(jitter))).expect("run");
+    for (executor, jitter, chunk) in
+        [(Executor::Tasks, 7, 8192), (Executor::Shards { shards: 1 }, 0, 8192), (Executor::Shards { shards: 3 }, 5, 2)]
+    {
+        let s = SimSpec { rule_chunk: chunk, ..spec(executor, mode(jitter)) };
+        let out = meta_nca_sim::run(&b.setup, &s).expect("run");
         let d = max_diff(&out.state, &first.state);
         assert!(d < 1e-12, "{executor:?} with jitter {jitter} differs by {d}");
     }

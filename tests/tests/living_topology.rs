@@ -45,6 +45,9 @@ struct Problem {
     rule: RuleNet,
     code: HiddenCode,
     executor: Executor,
+    /// Rule rows per pass (and a shard's most rows at the rule service): small values make
+    /// the shards hold deliveries back.
+    rule_chunk: usize,
     start: Topology,
     state0: Vec<f64>,
 }
@@ -74,7 +77,7 @@ fn firing(topology: &Topology, seed: u64, p: f64) -> Vec<bool> {
     choose_firing(&mut StdRng::seed_from_u64(seed), topology, p)
 }
 
-fn build(sizes: Vec<usize>, bias: bool, mask: u8, shards: usize, seed: u64) -> Problem {
+fn build(sizes: Vec<usize>, bias: bool, mask: u8, shards: usize, rule_chunk: usize, seed: u64) -> Problem {
     let mut rng = StdRng::seed_from_u64(seed);
     let (features, classes) = (sizes[0], sizes[sizes.len() - 1]);
     let samples = 5;
@@ -95,7 +98,7 @@ fn build(sizes: Vec<usize>, bias: bool, mask: u8, shards: usize, seed: u64) -> P
     let rule = RuleNet::new(&Cpu::default(), shape, &mut rng);
     let state0 = initial_state(&code, WeightInit::Xavier, &start, &mut rng).expect("fits");
     let executor = if shards == 0 { Executor::Tasks } else { Executor::Shards { shards } };
-    Problem { data, spec, rule, code, executor, start, state0 }
+    Problem { data, spec, rule, code, executor, rule_chunk, start, state0 }
 }
 
 struct Living;
@@ -112,13 +115,14 @@ impl ReferenceStateMachine for Living {
             any::<bool>(),
             1u8..=255,
             0usize..4,
+            prop::sample::select(vec![1usize, 3, 1024]),
             any::<u64>(),
         )
-            .prop_map(|(features, hidden, classes, bias, mask, shards, seed)| {
+            .prop_map(|(features, hidden, classes, bias, mask, shards, rule_chunk, seed)| {
                 let mut sizes = vec![features];
                 sizes.extend(hidden);
                 sizes.push(classes);
-                let problem = Arc::new(build(sizes, bias, mask, shards, seed));
+                let problem = Arc::new(build(sizes, bias, mask, shards, rule_chunk, seed));
                 Model {
                     topology: problem.start.clone(),
                     state: problem.state0.clone(),
@@ -261,7 +265,8 @@ impl StateMachineTest for Living {
         let episode = Episode { topologies: vec![p.start.clone()], state0: p.state0.clone(), fires: Vec::new() };
         let setup = Setup::from_episode(p.rule.clone(), p.spec.clone(), p.start.clone(), p.data.clone(), episode)
             .expect("setup");
-        let spec = SimSpec { executor: p.executor, mode: Mode::Lockstep, workers: 2, ..SimSpec::default() };
+        let spec =
+            SimSpec { executor: p.executor, mode: Mode::Lockstep, workers: 2, rule_chunk: p.rule_chunk, ..SimSpec::default() };
         let mut sim =
             within(format!("starting on {:?}", p.executor), || Simulation::start(&setup, &spec).expect("starts"));
         check(&mut sim, model);

@@ -9,8 +9,8 @@ use tokio::sync::mpsc::UnboundedSender;
 
 use super::ShardMsg;
 use crate::protocol::{CellDone, CellMsg, Fan, NeuronMsg, Outbox, Partial};
-use crate::rule_service::RuleHandle;
-use crate::sim::{RunStats, Spawner};
+use crate::rule_service::{Reply, RuleHandle};
+use crate::sim::RunStats;
 use crate::tasks::CoordMsg;
 use crate::world::World;
 
@@ -23,6 +23,15 @@ pub(super) enum Envelope {
 pub(super) enum Local {
     Cell(u32, CellMsg),
     Neuron(u32, NeuronMsg),
+    /// `msg` to this shard's cells on the `fan` side of `neuron`, from the `from`-th on: one
+    /// queue entry per broadcast, expanded as it is handled (and resumable when held).
+    Fan { neuron: u32, fan: Fan, msg: CellMsg, from: u32 },
+}
+
+/// Whether handling `msg` can make a cell perceive and query the rule service (the
+/// deliveries a saturated shard holds back).
+pub(super) fn may_query(msg: &CellMsg) -> bool {
+    matches!(msg, CellMsg::Summary { .. } | CellMsg::Tick | CellMsg::Begin { .. })
 }
 
 /// Static routing shared by all shards.
@@ -55,9 +64,12 @@ pub(super) struct Io {
     pub(super) me: usize,
     pub(super) layout: Arc<Layout>,
     pub(super) world: Arc<World>,
-    /// Per global neuron and fan: this shard's cells on that fan.
-    pub(super) local_fans: HashMap<u32, [Vec<u32>; 2]>,
     pub(super) queue: VecDeque<Local>,
+    /// Deliveries that may start a rule query, held while the shard is saturated (see
+    /// [`Io::saturated`]): a held broadcast costs one entry, a perception row ~8 B per feature.
+    pub(super) held: VecDeque<Local>,
+    /// Rows sent to the rule service and not answered yet.
+    pub(super) in_flight: usize,
     pub(super) outboxes: Vec<Vec<Envelope>>,
     pub(super) reports: HashMap<(u32, u32, u8), (Fan, Partial)>,
     pub(super) drives: HashMap<(u32, u32), Partial>,
@@ -99,7 +111,7 @@ impl Outbox for Io {
         let layout = self.layout.clone();
         for &s in &layout.fan_shards[neuron as usize][fan_slot(fan)] {
             if s as usize == self.me {
-                self.deliver_local(neuron, fan, &msg);
+                self.deliver_local(neuron, fan, msg.clone());
             } else {
                 self.outboxes[s as usize].push(Envelope::Broadcast { neuron, fan, msg: msg.clone() });
             }
@@ -144,35 +156,44 @@ pub(super) struct RuleLink {
     pub(super) rule: RuleHandle,
     pub(super) me: UnboundedSender<ShardMsg>,
     pub(super) coord: UnboundedSender<CoordMsg>,
-    pub(super) spawner: Spawner,
     pub(super) actor: String,
     /// Most rows per query.
     pub(super) chunk: usize,
 }
 
 impl Io {
-    /// Sends the waiting queries as one batch; a forwarding task puts the answer into the
-    /// shard's inbox.
+    /// Flow control: whether the rows in flight and waiting fill two chunks (one in a pass, one
+    /// waiting for the next). Then the shard holds back every delivery that could start a query
+    /// (into [`Io::held`]) until answers come back, so a shard never has more than two chunks of
+    /// perception rows alive (without this, every firing cell of a round perceived at once and
+    /// the rule service held all their rows: ~490 B per cell at 1M cells). Progress: a saturated
+    /// shard has at least a chunk of rows at the rule service, which then runs a pass (it runs
+    /// at `chunk` waiting rows).
+    pub(super) fn saturated(&self) -> bool {
+        self.in_flight + self.rule_cells.len() >= 2 * self.rule_link.chunk
+    }
+
+    /// Sends the waiting queries as one batch; the answer comes back into the shard's inbox.
     pub(super) fn ask_rule(&mut self) {
         if self.rule_cells.is_empty() {
             return;
         }
+        self.in_flight += self.rule_cells.len();
         let cells = std::mem::take(&mut self.rule_cells);
         let rows = std::mem::take(&mut self.rule_rows);
         let link = &self.rule_link;
-        let reply = link.rule.query(rows, cells.len());
         let (me, coord, actor) = (link.me.clone(), link.coord.clone(), link.actor.clone());
-        link.spawner.spawn(async move {
-            match reply.await {
-                Ok(deltas) => {
-                    let _ = me.send(ShardMsg::Rule { cells, deltas });
-                }
-                Err(_) => {
-                    let message = "the rule service stopped answering".into();
-                    let _ = coord.send(CoordMsg::Failed { actor, message });
-                }
+        let n = cells.len();
+        let reply = Reply::new(move |answer| match answer {
+            Some(answer) => {
+                let _ = me.send(ShardMsg::Rule { cells, answer });
+            }
+            None => {
+                let message = "the rule service stopped answering".into();
+                let _ = coord.send(CoordMsg::Failed { actor, message });
             }
         });
+        link.rule.query(rows, n, reply);
     }
 
     pub(super) fn route_neuron(&mut self, neuron: u32, msg: NeuronMsg) {
@@ -184,12 +205,8 @@ impl Io {
         }
     }
 
-    pub(super) fn deliver_local(&mut self, neuron: u32, fan: Fan, msg: &CellMsg) {
-        if let Some(fans) = self.local_fans.get(&neuron) {
-            for &c in &fans[fan_slot(fan)] {
-                self.queue.push_back(Local::Cell(c, msg.clone()));
-            }
-        }
+    pub(super) fn deliver_local(&mut self, neuron: u32, fan: Fan, msg: CellMsg) {
+        self.queue.push_back(Local::Fan { neuron, fan, msg, from: 0 });
     }
 
     /// Sends the summed reports and drives on.

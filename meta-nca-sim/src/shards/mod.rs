@@ -24,12 +24,12 @@ use tokio::task::JoinHandle;
 use crate::cell::Cell;
 use crate::neuron::Neuron;
 use crate::protocol::{CellMsg, Fan};
-use crate::rule_service::RuleHandle;
+use crate::rule_service::{Answer, RuleHandle};
 use crate::sim::{Collector, Parts, Reshape, RunStats, Snapshot, Spawner};
 use crate::tasks::{CoordMsg, FailGuard, drain, gather_snapshot, receive};
 use crate::world::World;
 use crate::{Error, Result};
-use io::{Envelope, Io, Layout, Local, RuleLink, fan_slot};
+use io::{Envelope, Io, Layout, Local, RuleLink, fan_slot, may_query};
 
 /// A message between shards, or to a shard from the coordinator or the rule service.
 #[derive(Debug)]
@@ -41,7 +41,7 @@ enum ShardMsg {
     /// Async: start every cell's clock.
     Tick,
     /// The rule service's answers for `cells`, row after row.
-    Rule { cells: Vec<u32>, deltas: Vec<f64> },
+    Rule { cells: Vec<u32>, answer: Answer },
     /// Between rounds: report the cells' state rows and the neurons' last summaries.
     Snapshot,
     /// Between rounds: end, handing the cells and neurons back.
@@ -51,6 +51,8 @@ enum ShardMsg {
 struct Shard {
     lo: u32,
     cells: Vec<Cell>,
+    /// Per global neuron and fan (`[in, out]`): this shard's cells on that fan.
+    local_fans: HashMap<u32, [Vec<u32>; 2]>,
     neurons: HashMap<u32, Neuron>,
     io: Io,
 }
@@ -62,7 +64,7 @@ impl Shard {
                 for e in envelopes {
                     match e {
                         Envelope::Neuron(n, m) => self.io.queue.push_back(Local::Neuron(n, m)),
-                        Envelope::Broadcast { neuron, fan, msg } => self.io.deliver_local(neuron, fan, &msg),
+                        Envelope::Broadcast { neuron, fan, msg } => self.io.deliver_local(neuron, fan, msg),
                     }
                 }
             }
@@ -77,14 +79,15 @@ impl Shard {
                     self.io.queue.push_back(Local::Cell(c.index, CellMsg::Tick));
                 }
             }
-            ShardMsg::Rule { cells, deltas } => {
-                let w = deltas.len() / cells.len().max(1);
-                for (c, d) in cells.into_iter().zip(deltas.chunks_exact(w.max(1))) {
-                    self.io.queue.push_back(Local::Cell(c, CellMsg::Update { delta: d.to_vec() }));
+            ShardMsg::Rule { cells, answer } => {
+                self.io.in_flight -= cells.len();
+                for (k, c) in cells.into_iter().enumerate() {
+                    let row = (answer.first + k) as u32;
+                    self.io.queue.push_back(Local::Cell(c, CellMsg::Update { block: answer.block.clone(), row }));
                 }
             }
             ShardMsg::Snapshot => {
-                let cells = self.cells.iter().map(|c| (c.index, c.id, c.state().to_vec())).collect();
+                let cells = self.cells.iter().map(|c| (c.index, c.neurons(), c.state().to_vec())).collect();
                 let neurons = self.neurons.values().map(|n| (n.index, n.last_summary().cloned())).collect();
                 let stats = std::mem::take(&mut self.io.stats);
                 let _ = self.io.rule_link.coord.send(CoordMsg::Snapshot { stats, cells, neurons });
@@ -94,23 +97,55 @@ impl Shard {
         }
     }
 
+    /// Handles queued messages until none is left that the shard may handle now (held ones
+    /// wait for rule answers).
     fn drain(&mut self) {
         let world = self.io.world.clone();
         let ctx = &world.ctx;
         loop {
-            while let Some(item) = self.io.queue.pop_front() {
-                match item {
-                    Local::Cell(c, msg) => self.cells[(c - self.lo) as usize].handle(msg, ctx, &mut self.io),
-                    Local::Neuron(n, msg) => {
-                        if let Some(neuron) = self.neurons.get_mut(&n) {
-                            neuron.handle(msg, ctx, &mut self.io);
-                        }
-                    }
-                }
+            while let Some(item) = self.next() {
+                self.handle(item, ctx);
             }
             self.io.flush_sums();
-            if self.io.queue.is_empty() {
+            if self.io.queue.is_empty() && (self.io.held.is_empty() || self.io.saturated()) {
                 break;
+            }
+        }
+    }
+
+    /// The next message: held deliveries first once the shard may query again.
+    fn next(&mut self) -> Option<Local> {
+        if !self.io.held.is_empty() && !self.io.saturated() {
+            return self.io.held.pop_front();
+        }
+        self.io.queue.pop_front()
+    }
+
+    fn handle(&mut self, item: Local, ctx: &crate::world::Ctx) {
+        match item {
+            Local::Cell(c, msg) => {
+                if may_query(&msg) && self.io.saturated() {
+                    self.io.held.push_back(Local::Cell(c, msg));
+                } else {
+                    self.cells[(c - self.lo) as usize].handle(msg, ctx, &mut self.io);
+                }
+            }
+            Local::Fan { neuron, fan, msg, from } => {
+                let Some(fans) = self.local_fans.get(&neuron) else { return };
+                let gate = may_query(&msg);
+                for (k, &c) in fans[fan_slot(fan)].iter().enumerate().skip(from as usize) {
+                    if gate && self.io.saturated() {
+                        // The rest of the fan waits, ahead of later held deliveries.
+                        self.io.held.push_front(Local::Fan { neuron, fan, msg, from: k as u32 });
+                        return;
+                    }
+                    self.cells[(c - self.lo) as usize].handle(msg.clone(), ctx, &mut self.io);
+                }
+            }
+            Local::Neuron(n, msg) => {
+                if let Some(neuron) = self.neurons.get_mut(&n) {
+                    neuron.handle(msg, ctx, &mut self.io);
+                }
             }
         }
     }
@@ -174,6 +209,8 @@ pub(crate) struct Driver {
     coord_rx: UnboundedReceiver<CoordMsg>,
     rule: RuleHandle,
     jitter: u32,
+    /// Most rows a shard has at the rule service at once.
+    chunk: usize,
     spawner: Spawner,
     /// Seed of new cells' clocks, and which of them are traced.
     seed: u64,
@@ -184,7 +221,7 @@ pub(crate) struct Driver {
 impl Driver {
     /// Spreads the cells and neurons over `shards` shard tasks.
     pub(crate) fn start(parts: Parts, shards: usize) -> Self {
-        let Parts { world, cells, neurons, rule, jitter, spawner, collector, seed, trace } = parts;
+        let Parts { world, cells, neurons, rule, jitter, chunk, spawner, collector, seed, trace } = parts;
         let (coord_tx, coord_rx) = unbounded_channel();
         let mut driver = Self {
             world,
@@ -195,6 +232,7 @@ impl Driver {
             coord_rx,
             rule,
             jitter,
+            chunk,
             spawner,
             seed,
             trace,
@@ -253,8 +291,9 @@ impl Driver {
                 me: s,
                 layout: layout.clone(),
                 world: world.clone(),
-                local_fans: fans,
                 queue: VecDeque::new(),
+                held: VecDeque::new(),
+                in_flight: 0,
                 outboxes: (0..shards).map(|_| Vec::new()).collect(),
                 reports: HashMap::new(),
                 drives: HashMap::new(),
@@ -271,12 +310,11 @@ impl Driver {
                     rule: self.rule.clone(),
                     me: self.peers[s].clone(),
                     coord: self.coord_tx.clone(),
-                    spawner: self.spawner.clone(),
                     actor: format!("shard {s}"),
-                    chunk: crate::sim::LOCKSTEP_CHUNK,
+                    chunk: self.chunk,
                 },
             };
-            let shard = Shard { lo, cells: block, neurons, io };
+            let shard = Shard { lo, cells: block, local_fans: fans, neurons, io };
             let guard =
                 FailGuard { actor: format!("shard {s}"), coord: self.coord_tx.clone(), token: self.spawner.token.clone() };
             let task = shard_task(shard, rx, self.peers.clone(), self.coord_tx.clone(), guard);
