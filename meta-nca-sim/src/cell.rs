@@ -125,6 +125,12 @@ impl Cell {
         self.phase == Phase::Idle && self.later.is_empty()
     }
 
+    /// Hands the state row over, leaving the cell empty (at the end of a run, so that a
+    /// million rows are not held twice).
+    pub fn take_state(&mut self) -> Vec<f64> {
+        std::mem::take(&mut self.state).into_vec()
+    }
+
     /// Its pre- and post-neuron (global neuron indices).
     pub fn neurons(&self) -> (u32, u32) {
         (self.pre, self.post)

@@ -184,9 +184,9 @@ impl Outcome {
 pub struct Snapshot {
     /// State rows `[cells, 1+d]`, in [`Topology::cells`] order.
     pub state: Vec<f64>,
-    /// Every live cell's id, in the same order (each cell's own pre- and post-neuron are
-    /// checked against it).
-    pub cells: Vec<CellId>,
+    /// Every live cell's pre- and post-neuron as the cell itself knows them, in the same
+    /// order (checked against the network when gathered).
+    pub links: Vec<(u32, u32)>,
     /// Per neuron (the batch's neuron order): the summary of the last round it finished,
     /// i.e. what its cells perceived at the last step (`None` before the first step, and for
     /// a neuron that joined since).
@@ -223,8 +223,8 @@ pub(crate) struct Collector {
 /// exactly once, each cell with the neurons the network gives it; anything else is a failure).
 struct Gathering {
     snapshot: Snapshot,
-    /// Per cell: its pre- and post-neuron in the network.
-    links: Vec<(u32, u32)>,
+    /// The network's cells and neurons.
+    batch: Arc<meta_nca_rule::batch::Batch>,
     cells_seen: Vec<bool>,
     neurons_seen: Vec<bool>,
     missing: usize,
@@ -238,11 +238,12 @@ impl Gathering {
             let n = self.cells_seen.len();
             return failed(format!("answered a snapshot of {n} cells, but is not live or answered already"));
         }
-        if self.links[c] != links {
-            let id = self.snapshot.cells[c];
-            return failed(format!("{id} should link neurons {:?}, the cell links {links:?}", self.links[c]));
+        let slot = &self.batch.cells()[c];
+        if (slot.pre as u32, slot.post as u32) != links {
+            return failed(format!("{} links neurons {} -> {}, the cell links {links:?}", slot.id, slot.pre, slot.post));
         }
         self.cells_seen[c] = true;
+        self.snapshot.links[c] = links;
         self.snapshot.state[c * width..(c + 1) * width].copy_from_slice(row);
         self.missing -= 1;
         Ok(())
@@ -335,12 +336,12 @@ impl Collector {
         let (cells, neurons) = (world.num_cells(), world.num_neurons());
         let snapshot = Snapshot {
             state: vec![0.0; cells * self.width],
-            cells: (0..cells as u32).map(|c| world.cell_id(c)).collect(),
+            links: vec![(0, 0); cells],
             summaries: vec![None; neurons],
         };
         let (cells_seen, neurons_seen) = (vec![false; cells], vec![false; neurons]);
-        let links = world.batch.cells().iter().map(|s| (s.pre as u32, s.post as u32)).collect();
-        self.snapshot = Some(Gathering { snapshot, links, cells_seen, neurons_seen, missing: cells + neurons });
+        let batch = world.batch.clone();
+        self.snapshot = Some(Gathering { snapshot, batch, cells_seen, neurons_seen, missing: cells + neurons });
     }
 
     /// The snapshot, once every report has come.
@@ -444,10 +445,11 @@ impl Driver {
             Driver::Shards(d) => d.step(round, fire).await,
         }
     }
-    async fn snapshot(&mut self) -> Result<Snapshot> {
+    /// Every cell's row and every neuron's last summary; `last`: the run ends after it.
+    async fn snapshot(&mut self, last: bool) -> Result<Snapshot> {
         match self {
-            Driver::Tasks(d) => d.snapshot().await,
-            Driver::Shards(d) => d.snapshot().await,
+            Driver::Tasks(d) => d.snapshot(last).await,
+            Driver::Shards(d) => d.snapshot(last).await,
         }
     }
     async fn reshape(&mut self, reshape: Reshape) -> Result<()> {
@@ -631,9 +633,14 @@ impl Simulation {
 
     /// The state rows and the neurons' last summaries, as the actors report them.
     pub fn snapshot(&mut self) -> Result<Snapshot> {
+        self.gather(false)
+    }
+
+    /// A snapshot; `last`: the run ends after it, so the cells hand their rows over.
+    fn gather(&mut self, last: bool) -> Result<Snapshot> {
         self.lockstep("a snapshot")?;
-        self.drive(|mut d| async move {
-            let r = d.snapshot().await;
+        self.drive(move |mut d| async move {
+            let r = d.snapshot(last).await;
             (d, r)
         })
     }
@@ -668,7 +675,7 @@ impl Simulation {
     /// Stops every actor and returns the final state and counts.
     pub fn finish(mut self) -> Result<Outcome> {
         let lockstep = !self.world.ctx.async_mode;
-        let state = if lockstep { Some(self.snapshot()?.state) } else { None };
+        let state = if lockstep { Some(self.gather(true)?.state) } else { None };
         let seconds = self.started.elapsed().as_secs_f64();
         let (collector, rule) = self.stop();
         let collector = collector.ok_or_else(stopped)??;

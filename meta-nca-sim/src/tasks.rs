@@ -80,8 +80,9 @@ enum Inbox<M> {
     Msg(M),
     /// The network changed: the actor's new index, network and routing.
     Rewire { index: u32, world: Arc<World>, routes: Arc<Routes> },
-    /// Report your state (a cell: its row and counts; a neuron: its last summary).
-    Snapshot,
+    /// Report your state (a cell: its row and counts; a neuron: its last summary); `last`:
+    /// the run is ending, a cell hands its row over instead of copying it.
+    Snapshot { last: bool },
     /// Stop (removed, or the run is over); a cell sends its counts first.
     Stop,
 }
@@ -231,8 +232,9 @@ async fn cell_task(
                 (world, routes) = (w, r);
                 continue;
             }
-            Inbox::Snapshot => {
-                let (stats, cells) = (std::mem::take(&mut stats), vec![(cell.index, cell.neurons(), cell.state().to_vec())]);
+            Inbox::Snapshot { last } => {
+                let row = if last { cell.take_state() } else { cell.state().to_vec() };
+                let (stats, cells) = (std::mem::take(&mut stats), vec![(cell.index, cell.neurons(), row)]);
                 let _ = routes.coord.send(CoordMsg::Snapshot { stats, cells, neurons: Vec::new() });
                 continue;
             }
@@ -288,7 +290,7 @@ async fn neuron_task(
                 w.place_neuron(&mut neuron, index);
                 (world, routes) = (w, r);
             }
-            Inbox::Snapshot => {
+            Inbox::Snapshot { .. } => {
                 let neurons = vec![(neuron.index, neuron.last_summary().cloned())];
                 let _ = routes.coord.send(CoordMsg::Snapshot { stats: RunStats::default(), cells: Vec::new(), neurons });
             }
@@ -410,13 +412,13 @@ impl Driver {
     }
 
     /// Between rounds: every cell's state row and every neuron's last summary.
-    pub(crate) async fn snapshot(&mut self) -> Result<Snapshot> {
+    pub(crate) async fn snapshot(&mut self, last: bool) -> Result<Snapshot> {
         self.collector.expect_snapshot(&self.world);
         for tx in &self.routes.cells {
-            let _ = tx.send(Inbox::Snapshot);
+            let _ = tx.send(Inbox::Snapshot { last });
         }
         for tx in &self.routes.neurons {
-            let _ = tx.send(Inbox::Snapshot);
+            let _ = tx.send(Inbox::Snapshot { last });
         }
         gather_snapshot(&mut self.coord_rx, &mut self.collector).await
     }

@@ -327,14 +327,11 @@ impl StateMachineTest for Living {
 fn check(sim: &mut Simulation, model: &Model) {
     assert_eq!(sim.topology(), &model.topology, "topology");
     let snap = within("snapshot".into(), || sim.snapshot()).expect("snapshot");
-    let ids: Vec<_> = model.topology.cells().copied().collect();
-    assert_eq!(snap.cells, ids, "the live cells the actors report are the topology's");
-    for layer in 0..model.topology.num_layers() {
-        let cols = model.topology.cols(layer);
-        let mut mask = vec![false; model.topology.rows(layer) * cols];
-        snap.cells.iter().filter(|c| c.layer == layer).for_each(|c| mask[c.pre * cols + c.post] = true);
-        assert_eq!(mask, model.topology.mask(layer), "live mask of W_{layer}");
-    }
+    // Exactly one live actor per live cell answered, each linking the neurons the live mask
+    // gives its connection.
+    let batch = Batch::new(vec![model.topology.clone()]);
+    let want: Vec<(u32, u32)> = batch.cells().iter().map(|s| (s.pre as u32, s.post as u32)).collect();
+    assert_eq!(snap.links, want, "the live cells' own links are the live mask's");
     let diff = snap.state.iter().zip(&model.state).map(|(a, b)| (a - b).abs()).fold(0.0, f64::max);
     assert_eq!(snap.state.len(), model.state.len());
     assert!(diff <= 1e-9, "actors differ from the reference path by {diff:e}");
@@ -343,7 +340,6 @@ fn check(sim: &mut Simulation, model: &Model) {
         check_summaries(&snap.summaries, &model.topology, before, model.problem.spec.state_width(), round);
     }
     if model.problem.executor == Executor::Tasks {
-        let batch = Batch::new(vec![model.topology.clone()]);
         assert_eq!(sim.live_tasks(), batch.num_cells() + batch.num_neurons(), "one live task per live cell and neuron");
     }
 }

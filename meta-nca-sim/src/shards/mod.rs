@@ -42,8 +42,9 @@ enum ShardMsg {
     Tick,
     /// The rule service's answers for `cells`, row after row.
     Rule { cells: Vec<u32>, answer: Answer },
-    /// Between rounds: report the cells' state rows and the neurons' last summaries.
-    Snapshot,
+    /// Between rounds: report the cells' state rows and the neurons' last summaries (`last`:
+    /// the run is ending, the cells hand their rows over instead of copying them).
+    Snapshot { last: bool },
     /// Between rounds: end, handing the cells and neurons back.
     Handover,
 }
@@ -86,8 +87,9 @@ impl Shard {
                     self.io.queue.push_back(Local::Cell(c, CellMsg::Update { block: answer.block.clone(), row }));
                 }
             }
-            ShardMsg::Snapshot => {
-                let cells = self.cells.iter().map(|c| (c.index, c.neurons(), c.state().to_vec())).collect();
+            ShardMsg::Snapshot { last } => {
+                let row = |c: &mut Cell| if last { c.take_state() } else { c.state().to_vec() };
+                let cells = self.cells.iter_mut().map(|c| (c.index, c.neurons(), row(c))).collect();
                 let neurons = self.neurons.values().map(|n| (n.index, n.last_summary().cloned())).collect();
                 let stats = std::mem::take(&mut self.io.stats);
                 let _ = self.io.rule_link.coord.send(CoordMsg::Snapshot { stats, cells, neurons });
@@ -359,10 +361,10 @@ impl Driver {
     }
 
     /// Between rounds: every cell's state row and every neuron's last summary.
-    pub(crate) async fn snapshot(&mut self) -> Result<Snapshot> {
+    pub(crate) async fn snapshot(&mut self, last: bool) -> Result<Snapshot> {
         self.collector.expect_snapshot(&self.world);
         for tx in self.peers.iter() {
-            let _ = tx.send(ShardMsg::Snapshot);
+            let _ = tx.send(ShardMsg::Snapshot { last });
         }
         gather_snapshot(&mut self.coord_rx, &mut self.collector).await
     }
