@@ -14,6 +14,7 @@
 //! - [`protocol`]: the messages, summaries and the [`protocol::Outbox`] executors implement.
 //! - [`cell`]: the cell agent (one connection `(l, i, j)`).
 //! - [`neuron`]: the neuron aggregator (sums, forward pass, softmax error).
+//! - `coord`: the coordinator's inbox, what it collects, and its waits (both executors).
 //! - [`world`]: the static description of one network and the shared context.
 //! - [`rule_service`]: the rule network's owner, on its own thread, with explicit batching.
 //! - `tasks`: the task-per-cell executor.
@@ -29,6 +30,7 @@
 //! - [`error`]: the crate's error type.
 
 pub mod cell;
+mod coord;
 pub mod engine;
 pub mod error;
 pub mod neuron;

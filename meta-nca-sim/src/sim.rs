@@ -5,21 +5,19 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use meta_nca_rule::topology::CellId;
+use meta_nca_rule::init::{HiddenCode, RowSource, WeightInit, carry_plan};
+use meta_nca_rule::topology::{CellId, Change, Topology};
+use rand::Rng;
+use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::instrument::WithSubscriber;
 
-use meta_nca_rule::init::{HiddenCode, RowSource, WeightInit, carry_plan};
-use meta_nca_rule::topology::{Change, Topology};
-use rand::Rng;
-use tokio::task::JoinHandle;
-
+use crate::coord::Collector;
 use crate::protocol::{CellDone, NeuronSummary};
 use crate::rule_service::{Batching, RuleHandle, RuleStats};
-use crate::tasks::CoordMsg;
-use crate::trace::CellFilter;
 pub use crate::setup::Setup;
+use crate::trace::CellFilter;
 use crate::world::World;
 use crate::{Error, Result};
 
@@ -203,161 +201,6 @@ pub(crate) struct Reshape {
     pub(crate) neurons: Vec<Option<u32>>,
     /// The next round: the one new cells join at.
     pub(crate) round: u32,
-}
-
-/// Collects the actors' reports: counts, recorded weights, final states (async) and
-/// snapshots.
-pub(crate) struct Collector {
-    width: usize,
-    record: bool,
-    /// Async: the final state rows the cells hand over, and how many did.
-    pub(crate) state: Vec<f64>,
-    pub(crate) finished: usize,
-    pub(crate) weights: Vec<Vec<f64>>,
-    pub(crate) stats: RunStats,
-    /// The snapshot being gathered.
-    snapshot: Option<Gathering>,
-}
-
-/// A snapshot being gathered: what came, and who has answered (every live cell and neuron
-/// exactly once, each cell with the neurons the network gives it; anything else is a failure).
-struct Gathering {
-    snapshot: Snapshot,
-    /// The network's cells and neurons.
-    batch: Arc<meta_nca_rule::batch::Batch>,
-    cells_seen: Vec<bool>,
-    neurons_seen: Vec<bool>,
-    missing: usize,
-}
-
-impl Gathering {
-    fn cell(&mut self, c: u32, links: (u32, u32), row: &[f64], width: usize) -> Result<()> {
-        let c = c as usize;
-        let failed = |message: String| Err(Error::ActorFailed { actor: format!("cell {c}"), message });
-        if self.cells_seen.get(c) != Some(&false) || row.len() != width {
-            let n = self.cells_seen.len();
-            return failed(format!("answered a snapshot of {n} cells, but is not live or answered already"));
-        }
-        let slot = &self.batch.cells()[c];
-        if (slot.pre as u32, slot.post as u32) != links {
-            return failed(format!("{} links neurons {} -> {}, the cell links {links:?}", slot.id, slot.pre, slot.post));
-        }
-        self.cells_seen[c] = true;
-        self.snapshot.links[c] = links;
-        self.snapshot.state[c * width..(c + 1) * width].copy_from_slice(row);
-        self.missing -= 1;
-        Ok(())
-    }
-
-    fn neuron(&mut self, g: u32, summary: Option<Arc<NeuronSummary>>) -> Result<()> {
-        let g = g as usize;
-        if self.neurons_seen.get(g) != Some(&false) {
-            return Err(Error::ActorFailed {
-                actor: format!("neuron {g}"),
-                message: format!("answered a snapshot of {} neurons twice or out of range", self.neurons_seen.len()),
-            });
-        }
-        self.neurons_seen[g] = true;
-        self.snapshot.summaries[g] = summary;
-        self.missing -= 1;
-        Ok(())
-    }
-}
-
-impl Collector {
-    pub(crate) fn new(world: &World, record: bool) -> Self {
-        let width = world.ctx.spec.state_width();
-        Self {
-            width,
-            record,
-            state: vec![0.0; world.num_cells() * width],
-            finished: 0,
-            weights: Vec::new(),
-            stats: RunStats::default(),
-            snapshot: None,
-        }
-    }
-
-    /// Whether every cell's weight after every step is kept (then actors send every report).
-    pub(crate) fn recording(&self) -> bool {
-        self.record
-    }
-
-    /// A lockstep round of `cells` cells begins.
-    pub(crate) fn begin_round(&mut self, cells: usize) {
-        if self.record {
-            self.weights.push(vec![0.0; cells]);
-        }
-    }
-
-    /// Takes one message of an actor.
-    pub(crate) fn take(&mut self, msg: CoordMsg) -> Result<()> {
-        match msg {
-            CoordMsg::Done(d) => self.add(d),
-            CoordMsg::DoneBatch(ds) => ds.into_iter().for_each(|d| self.add(d)),
-            CoordMsg::Progress { stats, finals } => {
-                self.stats.merge(&stats);
-                for (c, s) in finals {
-                    let c = c as usize;
-                    self.state[c * self.width..(c + 1) * self.width].copy_from_slice(&s);
-                    self.finished += 1;
-                }
-            }
-            CoordMsg::Snapshot { stats, cells, neurons } => {
-                self.stats.merge(&stats);
-                if let Some(gathering) = &mut self.snapshot {
-                    for (c, links, row) in cells {
-                        gathering.cell(c, links, &row, self.width)?;
-                    }
-                    for (g, summary) in neurons {
-                        gathering.neuron(g, summary)?;
-                    }
-                }
-            }
-            CoordMsg::Failed { actor, message } => return Err(Error::ActorFailed { actor, message }),
-        }
-        Ok(())
-    }
-
-    fn add(&mut self, d: CellDone) {
-        self.stats.record(&d);
-        let c = d.cell as usize;
-        if let Some(row) = self.weights.get_mut(d.round as usize) {
-            row[c] = d.w;
-        }
-        if let Some(s) = d.final_state {
-            self.state[c * self.width..(c + 1) * self.width].copy_from_slice(&s);
-            self.finished += 1;
-        }
-    }
-
-    /// A snapshot of `world` is requested: one report per cell and per neuron will come.
-    pub(crate) fn expect_snapshot(&mut self, world: &World) {
-        let (cells, neurons) = (world.num_cells(), world.num_neurons());
-        let snapshot = Snapshot {
-            state: vec![0.0; cells * self.width],
-            links: vec![(0, 0); cells],
-            summaries: vec![None; neurons],
-        };
-        let (cells_seen, neurons_seen) = (vec![false; cells], vec![false; neurons]);
-        let batch = world.batch.clone();
-        self.snapshot = Some(Gathering { snapshot, batch, cells_seen, neurons_seen, missing: cells + neurons });
-    }
-
-    /// The snapshot, once every report has come.
-    pub(crate) fn finish_snapshot(&mut self) -> Option<Snapshot> {
-        match &self.snapshot {
-            Some(g) if g.missing == 0 => self.snapshot.take().map(|g| g.snapshot),
-            _ => None,
-        }
-    }
-
-    fn finish(self, state: Vec<f64>, topology: Topology, seconds: f64, rule: RuleStats) -> Outcome {
-        let mut stats = self.stats;
-        stats.seconds = seconds;
-        stats.rule = rule;
-        Outcome { topology, state, weights: self.weights, stats }
-    }
 }
 
 /// Default [`SimSpec::rule_chunk`]. Measured with `bench-actors` (10k cells, lockstep): 1024

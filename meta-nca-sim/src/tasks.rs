@@ -24,53 +24,15 @@ use meta_nca_rule::init::RowSource;
 use tokio::sync::{Notify, oneshot};
 use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender, unbounded_channel};
 use tokio::task::JoinHandle;
-use tokio_util::sync::CancellationToken;
 
 use crate::cell::Cell;
 use crate::neuron::Neuron;
-use crate::protocol::{CellDone, CellMsg, Fan, NeuronMsg, NeuronSummary, Outbox, Partial};
+use crate::protocol::{CellDone, CellMsg, Fan, NeuronMsg, Outbox, Partial};
 use crate::rule_service::{Answer, Reply, RuleHandle};
-use crate::sim::{Collector, Parts, Reshape, RunStats, Snapshot, Spawner};
+use crate::coord::{Collector, CoordMsg, Coordinator, FailGuard};
+use crate::sim::{Parts, Reshape, RunStats, Snapshot, Spawner};
 use crate::world::World;
 use crate::{Error, Result};
-
-/// What actors tell the coordinator.
-#[derive(Debug)]
-pub(crate) enum CoordMsg {
-    /// A cell finished a round.
-    Done(CellDone),
-    /// A batch of finished rounds (shards, when weights are recorded).
-    DoneBatch(Vec<CellDone>),
-    /// Counts of finished rounds and the final states among them (not recording).
-    Progress { stats: RunStats, finals: Vec<(u32, Vec<f64>)> },
-    /// Answers to a snapshot request: counts so far, some cells' state rows and some
-    /// neurons' last summaries.
-    Snapshot { stats: RunStats, cells: Vec<(u32, (u32, u32), Vec<f64>)>, neurons: Vec<(u32, Option<Arc<NeuronSummary>>)> },
-    /// An actor failed; the run is over.
-    Failed { actor: String, message: String },
-}
-
-/// Reports a panic of the task that owns it, and cancels the run.
-pub(crate) struct FailGuard {
-    pub(crate) actor: String,
-    pub(crate) coord: UnboundedSender<CoordMsg>,
-    pub(crate) token: CancellationToken,
-}
-
-impl FailGuard {
-    pub(crate) fn fail(&self, message: String) {
-        let _ = self.coord.send(CoordMsg::Failed { actor: self.actor.clone(), message });
-        self.token.cancel();
-    }
-}
-
-impl Drop for FailGuard {
-    fn drop(&mut self) {
-        if std::thread::panicking() {
-            self.fail("panicked".into());
-        }
-    }
-}
 
 /// What a task's inbox carries: a protocol message, or a word from the coordinator (which
 /// only speaks between lockstep rounds, when no protocol message is in flight).
@@ -307,28 +269,27 @@ pub(crate) struct Driver {
     /// The task of every cell and neuron, indexed like the world's.
     cell_tasks: Vec<JoinHandle<()>>,
     neuron_tasks: Vec<JoinHandle<()>>,
-    coord_rx: UnboundedReceiver<CoordMsg>,
+    coord: Coordinator,
     env: CellEnv,
     spawner: Spawner,
     /// Seed of new cells' clocks, and which of them are traced.
     seed: u64,
     trace: crate::trace::CellFilter,
-    pub(crate) collector: Collector,
 }
 
 impl Driver {
     /// Spawns one task per cell and per neuron.
     pub(crate) fn start(parts: Parts) -> Self {
         let Parts { world, cells, neurons, rule, jitter, spawner, collector, seed, trace, .. } = parts;
-        let (coord_tx, coord_rx) = unbounded_channel();
+        let coord = Coordinator::new(collector);
         let (cell_tx, cell_rx): (Vec<_>, Vec<_>) = (0..cells.len()).map(|_| unbounded_channel()).unzip();
         let (neuron_tx, neuron_rx): (Vec<_>, Vec<_>) = (0..neurons.len()).map(|_| unbounded_channel()).unzip();
         let routes = Arc::new(Routes {
             sums: (0..neuron_tx.len()).map(|_| Sums::default()).collect(),
             cells: cell_tx,
             neurons: neuron_tx,
-            coord: coord_tx,
-            record: collector.recording(),
+            coord: coord.sender(),
+            record: coord.collector.recording(),
             remaining: Arc::new(AtomicUsize::new(0)),
             barrier: Arc::new(Notify::new()),
             closing: AtomicBool::new(false),
@@ -338,12 +299,11 @@ impl Driver {
             routes,
             cell_tasks: Vec::new(),
             neuron_tasks: Vec::new(),
-            coord_rx,
+            coord,
             env: CellEnv { rule, jitter },
             spawner,
             seed,
             trace,
-            collector,
         };
         driver.cell_tasks = cells.into_iter().zip(cell_rx).map(|(cell, rx)| driver.spawn_cell(cell, rx)).collect();
         driver.neuron_tasks = neurons.into_iter().zip(neuron_rx).map(|(n, rx)| driver.spawn_neuron(n, rx)).collect();
@@ -351,7 +311,7 @@ impl Driver {
     }
 
     fn guard(&self, actor: String) -> FailGuard {
-        FailGuard { actor, coord: self.routes.coord.clone(), token: self.spawner.token.clone() }
+        self.coord.guard(actor, &self.spawner.token)
     }
 
     fn spawn_cell(&self, cell: Cell, rx: UnboundedReceiver<Inbox<CellMsg>>) -> JoinHandle<()> {
@@ -375,36 +335,27 @@ impl Driver {
         for tx in &self.routes.cells {
             let _ = tx.send(Inbox::Msg(CellMsg::Tick));
         }
-        let n = self.world.num_cells();
-        while self.collector.finished < n {
-            receive(&mut self.coord_rx, &mut self.collector).await?;
-        }
-        Ok(())
+        self.coord.until_finished(self.world.num_cells()).await
     }
 
     /// Lockstep: runs round `round`, firing the cells flagged in `fire`.
     pub(crate) async fn step(&mut self, round: u32, fire: &[bool]) -> Result<()> {
         let n = self.world.num_cells();
-        self.collector.begin_round(n);
-        if n == 0 {
+        if !self.coord.begin_round(n, fire, &self.env.rule) {
             return Ok(());
         }
-        self.env.rule.expect(fire.iter().filter(|&&f| f).count());
         self.routes.remaining.store(n, Ordering::Release);
         for (tx, &fire) in self.routes.cells.iter().zip(fire) {
             let _ = tx.send(Inbox::Msg(CellMsg::Begin { round, fire }));
         }
         if self.routes.record {
-            let target = self.collector.stats.cell_steps + n as u64;
-            while self.collector.stats.cell_steps < target {
-                receive(&mut self.coord_rx, &mut self.collector).await?;
-            }
+            self.coord.until_reported(n).await?;
         } else {
             // Wait for the last cell of the round, or for a failure report.
             loop {
                 tokio::select! {
                     () = self.routes.barrier.notified() => break,
-                    r = receive(&mut self.coord_rx, &mut self.collector) => r?,
+                    r = self.coord.receive() => r?,
                 }
             }
         }
@@ -413,14 +364,14 @@ impl Driver {
 
     /// Between rounds: every cell's state row and every neuron's last summary.
     pub(crate) async fn snapshot(&mut self, last: bool) -> Result<Snapshot> {
-        self.collector.expect_snapshot(&self.world);
+        self.coord.expect_snapshot(&self.world);
         for tx in &self.routes.cells {
             let _ = tx.send(Inbox::Snapshot { last });
         }
         for tx in &self.routes.neurons {
             let _ = tx.send(Inbox::Snapshot { last });
         }
-        gather_snapshot(&mut self.coord_rx, &mut self.collector).await
+        self.coord.snapshot().await
     }
 
     /// Between rounds: moves to `reshape.world`. Survivors are rewired, removed actors stop
@@ -538,37 +489,11 @@ impl Driver {
             let _ = tx.send(Inbox::Stop);
         }
         self.spawner.shutdown().await;
-        let failed = drain(&mut self.coord_rx, &mut self.collector);
-        failed.map(|()| self.collector)
+        self.coord.drain()?;
+        Ok(self.coord.collector)
     }
 }
 
 fn missing(what: &str, index: usize) -> Error {
     Error::ActorFailed { actor: format!("{what} {index}"), message: "a topology change names a task that is not there".into() }
-}
-
-/// Takes one message off the coordinator's inbox.
-pub(crate) async fn receive(rx: &mut UnboundedReceiver<CoordMsg>, collector: &mut Collector) -> Result<()> {
-    match rx.recv().await {
-        Some(msg) => collector.take(msg),
-        None => Err(Error::ActorFailed { actor: "coordinator".into(), message: "every actor is gone".into() }),
-    }
-}
-
-/// Takes every message already in the coordinator's inbox (after the actors have stopped).
-pub(crate) fn drain(rx: &mut UnboundedReceiver<CoordMsg>, collector: &mut Collector) -> Result<()> {
-    while let Ok(msg) = rx.try_recv() {
-        collector.take(msg)?;
-    }
-    Ok(())
-}
-
-/// Waits for every answer to a snapshot request.
-pub(crate) async fn gather_snapshot(rx: &mut UnboundedReceiver<CoordMsg>, collector: &mut Collector) -> Result<Snapshot> {
-    loop {
-        if let Some(snapshot) = collector.finish_snapshot() {
-            return Ok(snapshot);
-        }
-        receive(rx, collector).await?;
-    }
 }

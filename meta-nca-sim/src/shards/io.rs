@@ -11,7 +11,7 @@ use super::ShardMsg;
 use crate::protocol::{CellDone, CellMsg, Fan, NeuronMsg, Outbox, Partial};
 use crate::rule_service::{Reply, RuleHandle};
 use crate::sim::RunStats;
-use crate::tasks::CoordMsg;
+use crate::coord::CoordMsg;
 use crate::world::World;
 
 #[derive(Debug)]

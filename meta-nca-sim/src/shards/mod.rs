@@ -25,8 +25,8 @@ use crate::cell::Cell;
 use crate::neuron::Neuron;
 use crate::protocol::{CellMsg, Fan};
 use crate::rule_service::{Answer, RuleHandle};
-use crate::sim::{Collector, Parts, Reshape, RunStats, Snapshot, Spawner};
-use crate::tasks::{CoordMsg, FailGuard, drain, gather_snapshot, receive};
+use crate::coord::{Collector, CoordMsg, Coordinator, FailGuard};
+use crate::sim::{Parts, Reshape, RunStats, Snapshot, Spawner};
 use crate::world::World;
 use crate::{Error, Result};
 use io::{Envelope, Io, Layout, Local, RuleLink, fan_slot, may_query};
@@ -207,8 +207,7 @@ pub(crate) struct Driver {
     shards: usize,
     peers: Arc<Vec<UnboundedSender<ShardMsg>>>,
     tasks: Vec<JoinHandle<Option<Option<Shard>>>>,
-    coord_tx: UnboundedSender<CoordMsg>,
-    coord_rx: UnboundedReceiver<CoordMsg>,
+    coord: Coordinator,
     rule: RuleHandle,
     jitter: u32,
     /// Most rows a shard has at the rule service at once.
@@ -217,28 +216,24 @@ pub(crate) struct Driver {
     /// Seed of new cells' clocks, and which of them are traced.
     seed: u64,
     trace: crate::trace::CellFilter,
-    pub(crate) collector: Collector,
 }
 
 impl Driver {
     /// Spreads the cells and neurons over `shards` shard tasks.
     pub(crate) fn start(parts: Parts, shards: usize) -> Self {
         let Parts { world, cells, neurons, rule, jitter, chunk, spawner, collector, seed, trace } = parts;
-        let (coord_tx, coord_rx) = unbounded_channel();
         let mut driver = Self {
             world,
             shards,
             peers: Arc::new(Vec::new()),
             tasks: Vec::new(),
-            coord_tx,
-            coord_rx,
+            coord: Coordinator::new(collector),
             rule,
             jitter,
             chunk,
             spawner,
             seed,
             trace,
-            collector,
         };
         driver.launch(cells, neurons);
         driver
@@ -302,7 +297,7 @@ impl Driver {
                 rule_cells: Vec::new(),
                 rule_rows: Vec::new(),
                 done: Vec::new(),
-                record: self.collector.recording(),
+                record: self.coord.collector.recording(),
                 stats: RunStats::default(),
                 finals: Vec::new(),
                 deferred: Vec::new(),
@@ -311,15 +306,14 @@ impl Driver {
                 rule_link: RuleLink {
                     rule: self.rule.clone(),
                     me: self.peers[s].clone(),
-                    coord: self.coord_tx.clone(),
+                    coord: self.coord.sender(),
                     actor: format!("shard {s}"),
                     chunk: self.chunk,
                 },
             };
             let shard = Shard { lo, cells: block, local_fans: fans, neurons, io };
-            let guard =
-                FailGuard { actor: format!("shard {s}"), coord: self.coord_tx.clone(), token: self.spawner.token.clone() };
-            let task = shard_task(shard, rx, self.peers.clone(), self.coord_tx.clone(), guard);
+            let guard = self.coord.guard(format!("shard {s}"), &self.spawner.token);
+            let task = shard_task(shard, rx, self.peers.clone(), self.coord.sender(), guard);
             self.tasks.push(self.spawner.spawn(task));
         }
     }
@@ -334,39 +328,29 @@ impl Driver {
         for tx in self.peers.iter() {
             let _ = tx.send(ShardMsg::Tick);
         }
-        let n = self.world.num_cells();
-        while self.collector.finished < n {
-            receive(&mut self.coord_rx, &mut self.collector).await?;
-        }
-        Ok(())
+        self.coord.until_finished(self.world.num_cells()).await
     }
 
     /// Lockstep: runs round `round`, firing the cells flagged in `fire`.
     pub(crate) async fn step(&mut self, round: u32, fire: &[bool]) -> Result<()> {
         let n = self.world.num_cells();
-        self.collector.begin_round(n);
-        if n == 0 {
+        if !self.coord.begin_round(n, fire, &self.rule) {
             return Ok(());
         }
-        self.rule.expect(fire.iter().filter(|&&f| f).count());
         let fire: Arc<[bool]> = fire.into();
         for tx in self.peers.iter() {
             let _ = tx.send(ShardMsg::Begin { round, fire: fire.clone() });
         }
-        let target = self.collector.stats.cell_steps + n as u64;
-        while self.collector.stats.cell_steps < target {
-            receive(&mut self.coord_rx, &mut self.collector).await?;
-        }
-        Ok(())
+        self.coord.until_reported(n).await
     }
 
     /// Between rounds: every cell's state row and every neuron's last summary.
     pub(crate) async fn snapshot(&mut self, last: bool) -> Result<Snapshot> {
-        self.collector.expect_snapshot(&self.world);
+        self.coord.expect_snapshot(&self.world);
         for tx in self.peers.iter() {
             let _ = tx.send(ShardMsg::Snapshot { last });
         }
-        gather_snapshot(&mut self.coord_rx, &mut self.collector).await
+        self.coord.snapshot().await
     }
 
     /// Every shard's cells and neurons, its task ended.
@@ -383,7 +367,7 @@ impl Driver {
                 Ok(_) => return Err(lost("stopped before handing its cells back")),
                 Err(e) => return Err(lost(&e.to_string())),
             };
-            drain(&mut self.coord_rx, &mut self.collector)?;
+            self.coord.drain()?;
             for cell in shard.cells {
                 let c = cell.index as usize;
                 cells[c] = Some(cell);
@@ -437,8 +421,8 @@ impl Driver {
     pub(crate) async fn finish(mut self) -> Result<Collector> {
         self.peers = Arc::new(Vec::new());
         self.spawner.shutdown().await;
-        drain(&mut self.coord_rx, &mut self.collector)?;
-        Ok(self.collector)
+        self.coord.drain()?;
+        Ok(self.coord.collector)
     }
 }
 
