@@ -7,7 +7,7 @@ use std::sync::Arc;
 use meta_nca_rule::perception::{CellView, NeuronView, perceive};
 use meta_nca_rule::topology::CellId;
 
-use crate::protocol::{CellDone, CellMsg, Fan, NeuronMsg, NeuronSummary, Outbox, Partial, Side};
+use crate::protocol::{CellDone, CellMsg, Contribution, Fan, NeuronSummary, Outbox, Side};
 use crate::world::Ctx;
 
 /// Where a cell is within its current round.
@@ -187,9 +187,8 @@ impl Cell {
             return;
         }
         self.phase = Phase::Waiting { fire };
-        let part = Partial { sum: self.state.to_vec(), count: 1 };
-        out.to_neuron(self.pre, NeuronMsg::Report { round, fan: Fan::Out, part: part.clone() });
-        out.to_neuron(self.post, NeuronMsg::Report { round, fan: Fan::In, part });
+        out.contribute(self.pre, round, Contribution::Report { fan: Fan::Out, row: &self.state });
+        out.contribute(self.post, round, Contribution::Report { fan: Fan::In, row: &self.state });
         self.try_fire(ctx, out);
     }
 
@@ -208,8 +207,7 @@ impl Cell {
         } else {
             return;
         };
-        let sum = a.iter().map(|&v| w * v).collect();
-        out.to_neuron(self.post, NeuronMsg::Drive { round, part: Partial { sum, count: 1 } });
+        out.contribute(self.post, round, Contribution::Drive { w, a: &a });
     }
 
     fn try_fire(&mut self, ctx: &Ctx, out: &mut impl Outbox) {

@@ -43,8 +43,8 @@ impl Fan {
     }
 }
 
-/// A sum over some cells and how many cells it covers. Partial sums to the same neuron can be
-/// added on the way (shards do), since every aggregate is a sum.
+/// A sum over some cells and how many cells it covers. Contributions to the same neuron are
+/// added on the way (both executors do), since every aggregate is a sum.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Partial {
     /// The sum.
@@ -54,10 +54,69 @@ pub struct Partial {
 }
 
 impl Partial {
-    /// Adds `other` into `self`.
-    pub fn merge(&mut self, other: &Partial) {
-        self.sum.iter_mut().zip(&other.sum).for_each(|(a, b)| *a += b);
-        self.count += other.count;
+    /// A sum of one cell's contribution.
+    pub fn of(part: &Contribution<'_>) -> Self {
+        let sum = match *part {
+            Contribution::Report { row, .. } => row.to_vec(),
+            Contribution::Drive { w, a } => a.iter().map(|&v| w * v).collect(),
+        };
+        Self { sum, count: 1 }
+    }
+
+    /// Adds one cell's contribution into `self`.
+    pub fn add(&mut self, part: &Contribution<'_>) {
+        match *part {
+            Contribution::Report { row, .. } => self.sum.iter_mut().zip(row).for_each(|(s, v)| *s += v),
+            Contribution::Drive { w, a } => self.sum.iter_mut().zip(a.iter()).for_each(|(s, v)| *s += w * v),
+        }
+        self.count += 1;
+    }
+}
+
+/// One cell's part of a neuron's sum of a round, lent to the executor, which adds it to the
+/// sum it is collecting (no allocation per cell) and delivers the sum as a [`NeuronMsg`].
+#[derive(Debug, Clone, Copy)]
+pub enum Contribution<'a> {
+    /// The cell's state row, as a cell on the `fan` side of the neuron.
+    Report {
+        /// Incoming or outgoing.
+        fan: Fan,
+        /// `[w, h..]`.
+        row: &'a [f64],
+    },
+    /// The cell's drive `w · a_pre`, per sample.
+    Drive {
+        /// The cell's weight.
+        w: f64,
+        /// The pre-neuron's activation.
+        a: &'a [f64],
+    },
+}
+
+impl Contribution<'_> {
+    /// Which sum it belongs to: 0/1 the reports of the in/out fan, 2 the drives.
+    pub fn slot(&self) -> u8 {
+        match self {
+            Contribution::Report { fan: Fan::In, .. } => 0,
+            Contribution::Report { fan: Fan::Out, .. } => 1,
+            Contribution::Drive { .. } => 2,
+        }
+    }
+
+    /// The fan whose cells all contribute to this sum.
+    pub fn fan(&self) -> Fan {
+        match self {
+            Contribution::Report { fan, .. } => *fan,
+            Contribution::Drive { .. } => Fan::In,
+        }
+    }
+
+    /// The message that delivers `sum`, a sum of contributions like this one, for `round`.
+    pub fn message(&self, round: u32, sum: Partial) -> NeuronMsg {
+        match *self {
+            Contribution::Report { fan, .. } => NeuronMsg::Report { round, fan, part: sum },
+            Contribution::Drive { .. } => NeuronMsg::Drive { round, part: sum },
+        }
     }
 }
 
@@ -178,6 +237,9 @@ pub struct CellDone {
 pub trait Outbox {
     /// Sends `msg` to neuron `neuron` (a global neuron index of the [`crate::world::World`]).
     fn to_neuron(&mut self, neuron: u32, msg: NeuronMsg);
+    /// Adds a cell's `part` to `neuron`'s sum of round `round`; the executor delivers the
+    /// sum (every aggregate is a sum, so it may add on the way).
+    fn contribute(&mut self, neuron: u32, round: u32, part: Contribution<'_>);
     /// Sends `msg` to every cell on the `fan` side of `neuron`.
     fn broadcast(&mut self, neuron: u32, fan: Fan, msg: CellMsg);
     /// Asks the rule service for the update of `cell` from its perception.

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use tokio::sync::mpsc::UnboundedSender;
 
 use super::ShardMsg;
-use crate::protocol::{CellDone, CellMsg, Fan, NeuronMsg, Outbox, Partial};
+use crate::protocol::{CellDone, CellMsg, Contribution, Fan, NeuronMsg, Outbox, Partial};
 use crate::rule_service::{Reply, RuleHandle};
 use crate::sim::RunStats;
 use crate::coord::CoordMsg;
@@ -88,23 +88,22 @@ pub(super) struct Io {
 
 impl Outbox for Io {
     fn to_neuron(&mut self, neuron: u32, msg: NeuronMsg) {
-        match msg {
-            NeuronMsg::Report { round, fan, part } => {
-                let key = (neuron, round, fan_slot(fan) as u8);
-                match self.reports.get_mut(&key) {
-                    Some((_, p)) => p.merge(&part),
-                    None => {
-                        self.reports.insert(key, (fan, part));
-                    }
-                }
-            }
-            NeuronMsg::Drive { round, part } => match self.drives.get_mut(&(neuron, round)) {
-                Some(p) => p.merge(&part),
+        self.route_neuron(neuron, msg);
+    }
+    fn contribute(&mut self, neuron: u32, round: u32, part: Contribution<'_>) {
+        match part {
+            Contribution::Report { fan, .. } => match self.reports.get_mut(&(neuron, round, part.slot())) {
+                Some((_, sum)) => sum.add(&part),
                 None => {
-                    self.drives.insert((neuron, round), part);
+                    self.reports.insert((neuron, round, part.slot()), (fan, Partial::of(&part)));
                 }
             },
-            msg @ NeuronMsg::Logit { .. } => self.route_neuron(neuron, msg),
+            Contribution::Drive { .. } => match self.drives.get_mut(&(neuron, round)) {
+                Some(sum) => sum.add(&part),
+                None => {
+                    self.drives.insert((neuron, round), Partial::of(&part));
+                }
+            },
         }
     }
     fn broadcast(&mut self, neuron: u32, fan: Fan, msg: CellMsg) {
