@@ -420,8 +420,8 @@ impl Simulation {
         self.round
     }
 
-    /// Live tokio tasks of the simulation (cells and neurons with the task executor; shards,
-    /// and forwarders of rule answers in flight, with the shard executor).
+    /// Live tokio tasks of the simulation (cells and neurons with the task executor, shards
+    /// with the shard executor).
     pub fn live_tasks(&self) -> usize {
         self.driver.as_ref().map_or(0, Driver::live_tasks)
     }

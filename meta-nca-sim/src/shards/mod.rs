@@ -4,7 +4,9 @@
 //! drain cycle, and reports and drives to the same neuron are summed on the way (every
 //! aggregate is a sum). A neuron's broadcast crosses to each shard once and fans out there.
 //! Inboxes are unbounded (no send ever waits, so no cycle can deadlock); rule answers come
-//! back into the shard's own inbox through a small forwarding task.
+//! back into the shard's own inbox. Flow control: a shard has at most two chunks of rows at
+//! the rule service and holds back the deliveries that would make more cells perceive until
+//! answers come (see `io.rs`).
 //!
 //! Topology changes: between lockstep rounds every shard hands its cells and neurons back
 //! to the [`Driver`] and its task ends; removed cells and neurons are dropped (their slots
@@ -318,7 +320,7 @@ impl Driver {
         }
     }
 
-    /// Tasks alive (shards, and forwarders of rule answers in flight).
+    /// Tasks alive (one per shard).
     pub(crate) fn live_tasks(&self) -> usize {
         self.spawner.tracker.len()
     }
