@@ -413,6 +413,8 @@ impl Grower {
                 ge[at] = g.hebb_e[cell] * inv;
             }
         }
+        // One index runs over the layers' shapes, activations and gradients together.
+        #[allow(clippy::needless_range_loop)]
         for k in 0..nl {
             let (rows, cols) = (net.rows(k), net.cols(k));
             if k > 0 {

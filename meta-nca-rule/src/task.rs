@@ -318,6 +318,8 @@ mod tests {
         let act = forward(&net, &x, Some(&y));
         let dw = backward(&net, &act, ActivityGrad::cross_entropy(&act, &y, 1.0));
         let eps = 1e-6;
+        // The weights are perturbed in place, so the loops index them.
+        #[allow(clippy::needless_range_loop)]
         for l in 0..net.num_layers() {
             for k in 0..net.weights[l].len() {
                 let orig = net.weights[l][k];

@@ -21,6 +21,9 @@ fn cpu_seconds() -> f64 {
     (tick(11) + tick(12)) / 100.0
 }
 
+/// A message: hops left, and its payload.
+type Hop = (usize, Vec<f64>);
+
 fn main() {
     let arg = |k: usize, default: usize| std::env::args().nth(k).and_then(|a| a.parse().ok()).unwrap_or(default);
     let (tasks, workers, hops, inflight, payload) = (arg(1, 10_000), arg(2, 2), arg(3, 50), arg(4, 1), arg(5, 8));
@@ -28,8 +31,8 @@ fn main() {
     let chains = tasks * inflight;
     let (start, cpu0) = (Instant::now(), cpu_seconds());
     runtime.block_on(async {
-        let (txs, rxs): (Vec<_>, Vec<_>) = (0..tasks).map(|_| unbounded_channel::<(usize, Vec<f64>)>()).unzip();
-        let txs: Arc<Vec<UnboundedSender<(usize, Vec<f64>)>>> = Arc::new(txs);
+        let (txs, rxs): (Vec<_>, Vec<_>) = (0..tasks).map(|_| unbounded_channel::<Hop>()).unzip();
+        let txs: Arc<Vec<UnboundedSender<Hop>>> = Arc::new(txs);
         let finished = Arc::new(AtomicUsize::new(0));
         let (done_tx, mut done_rx) = unbounded_channel::<()>();
         for (i, mut rx) in rxs.into_iter().enumerate() {
