@@ -468,3 +468,28 @@ fn grow_with_topology_changes_on_both_engines() {
     fails(&[&base[..], &["--change", "1@add-neuron:1", "--engine", "actors", "--mode", "async"]].concat(), &["lockstep"]);
     fails(&["plot", "--grow", &tmp.arg("reference.json"), "--out", &tmp.arg("pictures")], &["changes during this grow"]);
 }
+
+/// A reader that stops early (`meta-nca inspect trace.jsonl | head`) ends the program quietly,
+/// with SIGPIPE's status 141 and no panic report.
+#[test]
+fn a_closed_stdout_ends_quietly() {
+    use std::io::Read;
+    let tmp = Scratch::new("broken-pipe");
+    let run_dir = tmp.arg("run");
+    train_smoke(&run_dir, &["--set", "rule.index-code=false"]);
+    // Hidden width 600: one line per traced cell, far more than a pipe buffer holds.
+    let trace = tmp.arg("trace.jsonl");
+    ok(&["grow", "--run", &run_dir, "--hidden", "600", "--steps", "1", "--engine", "actors", "--trace-json", &trace, "--save", &tmp.arg("g.json")]);
+    let mut child = std::process::Command::new(meta_nca_tests::bin())
+        .args(["inspect", &trace])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("meta-nca starts");
+    let mut first = [0u8; 16];
+    child.stdout.take().expect("piped stdout").read_exact(&mut first).expect("some output");
+    let out = child.wait_with_output().expect("meta-nca ends");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!err.contains("panicked"), "{err}");
+    assert_eq!(out.status.code(), Some(141), "{err}");
+}
