@@ -113,14 +113,17 @@ impl Gathering {
 }
 
 impl Collector {
+    /// A collector for `world`; `record`: keep every cell's weight after every round (lockstep
+    /// rounds add their rows as they begin; async rounds are known up front).
     pub(crate) fn new(world: &World, record: bool) -> Self {
         let width = world.ctx.spec.state_width();
+        let async_rounds = if record && world.ctx.async_mode { world.ctx.rounds as usize } else { 0 };
         Self {
             width,
             record,
             state: vec![0.0; world.num_cells() * width],
             finished: 0,
-            weights: Vec::new(),
+            weights: vec![vec![0.0; world.num_cells()]; async_rounds],
             stats: RunStats::default(),
             snapshot: None,
         }
