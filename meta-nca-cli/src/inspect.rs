@@ -80,6 +80,10 @@ pub struct Args {
 
 #[derive(Default)]
 struct PerCell {
+    /// Its place `(i, j)` in its last event (it moves when neurons are removed or added).
+    place: (u64, u64),
+    /// Whether its place changed during the trace.
+    moved: bool,
     rounds: u64,
     updates: u64,
     sum_abs_dw: f64,
@@ -90,7 +94,8 @@ struct PerCell {
 /// Runs `meta-nca inspect`.
 pub fn run(args: Args) -> Result<()> {
     let file = File::open(&args.file).with_context(|| format!("opening {}", args.file.display()))?;
-    let mut cells: BTreeMap<(u64, u64, u64), PerCell> = BTreeMap::new();
+    // A cell is its layer and stable index (events without an index: its place `(i, j)`).
+    let mut cells: BTreeMap<(u64, u64), PerCell> = BTreeMap::new();
     let mut staleness: BTreeMap<u64, u64> = BTreeMap::new();
     let mut steps = 0u64;
     for (n, line) in BufReader::new(file).lines().enumerate() {
@@ -110,10 +115,13 @@ pub fn run(args: Args) -> Result<()> {
                 .and_then(Value::as_f64)
                 .with_context(|| format!("{}, line {}: no number field '{k}'", args.file.display(), n + 1))
         };
-        let key = (num("layer")?, num("i")?, num("j")?);
+        let (layer, place) = (num("layer")?, (num("i")?, num("j")?));
+        let key = (layer, v.get("index").and_then(Value::as_u64).unwrap_or(place.0 << 32 | place.1));
         let (step, stale, w, dw) = (num("step")?, num("staleness")?, real("w")?, real("dw")?);
         let fired = v.get("fired").and_then(Value::as_bool).unwrap_or(dw != 0.0);
         let c = cells.entry(key).or_default();
+        c.moved |= c.rounds > 0 && c.place != place;
+        c.place = place;
         c.rounds += 1;
         if fired {
             c.updates += 1;
@@ -133,11 +141,12 @@ pub fn run(args: Args) -> Result<()> {
     println!("{}: {} events, {} cells, {} steps", args.file.display(), events, cells.len(), steps);
     println!();
     println!("{:<12}{:>8}{:>9}{:>13}{:>12}{:>11}", "cell", "rounds", "updates", "mean |dw|", "final w", "max stale");
-    for ((l, i, j), c) in cells.iter().take(args.max_cells) {
+    for ((l, _), c) in cells.iter().take(args.max_cells) {
         let mean = if c.updates == 0 { 0.0 } else { c.sum_abs_dw / c.updates as f64 };
+        let (i, j) = c.place;
         println!(
             "{:<12}{:>8}{:>9}{:>13.6}{:>12.5}{:>11}",
-            format!("{l}:{i}:{j}"),
+            format!("{l}:{i}:{j}{}", if c.moved { "*" } else { "" }),
             c.rounds,
             c.updates,
             mean,
@@ -147,6 +156,9 @@ pub fn run(args: Args) -> Result<()> {
     }
     if cells.len() > args.max_cells {
         println!("... {} more cells", cells.len() - args.max_cells);
+    }
+    if cells.values().any(|c| c.moved) {
+        println!("* moved when neurons were removed or added (shown at its last place)");
     }
     println!();
     println!(

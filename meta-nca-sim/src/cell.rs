@@ -266,6 +266,7 @@ impl Cell {
                 layer = t.id.layer,
                 i = t.id.pre,
                 j = t.id.post,
+                index = t.id.index,
                 w = self.state[0],
                 dw,
                 fired,

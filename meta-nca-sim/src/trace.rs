@@ -1,7 +1,8 @@
 //! Which cells are traced. A traced cell gets its own `tracing` span (`cell{layer,i,j}`) and
 //! emits one event per round on target `meta_nca_sim::cell` with the fields `step, layer, i,
-//! j, w, dw, fired, staleness`; untraced cells emit nothing, so tracing a few cells of a
-//! million costs nothing for the rest.
+//! j, index, w, dw, fired, staleness` (`i, j`: its place now, which moves when neurons come and
+//! go; `index`: its stable index in the layer); untraced cells emit nothing, so tracing a few
+//! cells of a million costs nothing for the rest.
 
 use meta_nca_rule::topology::CellId;
 

@@ -466,6 +466,14 @@ fn grow_with_topology_changes_on_both_engines() {
         assert!(!tmp.path("bad.json").exists(), "{change}: nothing is written");
     }
     fails(&[&base[..], &["--change", "1@add-neuron:1", "--engine", "actors", "--mode", "async"]].concat(), &["lockstep"]);
+    // A trace follows each cell by its stable index through the changes: the 12 cells of W_1,
+    // the 3 out of the removed neuron among them, and 3 out of the added one.
+    let trace = tmp.arg("trace.jsonl");
+    let traced = ["--engine", "actors", "--trace-cells", "1:*:*", "--trace-json", &trace];
+    grow(&traced, "traced.json");
+    let summary = ok(&["inspect", &trace]);
+    assert!(summary.contains(" 15 cells, 4 steps"), "{summary}");
+    assert!(summary.contains("* moved when neurons were removed or added"), "{summary}");
     fails(&["plot", "--grow", &tmp.arg("reference.json"), "--out", &tmp.arg("pictures")], &["changes during this grow"]);
 }
 
