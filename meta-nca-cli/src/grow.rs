@@ -7,6 +7,7 @@ use meta_nca_rule::checkpoint::write_atomic;
 use meta_nca_rule::engine::{EngineKind, Reference};
 use meta_nca_rule::eval::grow_one;
 use meta_nca_rule::topology::Scheduled;
+use meta_nca_sim::SimSpec;
 use meta_nca_sim::engine::Actors;
 
 use crate::actors::{Engine, Loaded, ModeArg};
@@ -45,7 +46,9 @@ pub fn run(args: Args) -> Result<()> {
         (Engine::Reference, _) => (Box::new(Reference), None),
         (Engine::Actors, ModeArg::Lockstep) => {
             let (spec, trace) = sim.spec(sim.executor, sim.mode, p, seed)?;
-            (Box::new(Actors { spec }), trace)
+            // The record reads every step's state through snapshots: no per-round weight reports
+            // (they would also take the cells off the barrier's cheap count).
+            (Box::new(Actors { spec: SimSpec { record_weights: false, ..spec } }), trace)
         }
         (Engine::Actors, ModeArg::Async) => {
             if let Some(c) = args.changes.first() {
