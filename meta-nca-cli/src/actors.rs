@@ -117,7 +117,13 @@ impl SimArgs {
     }
 
     /// A simulation spec; with `--trace-json`, also the trace file to flush after the run.
-    pub fn spec(&self, executor: ExecutorArg, mode: ModeArg, p: f64, seed: u64) -> Result<(SimSpec, Option<TraceFile>)> {
+    pub fn spec(
+        &self,
+        executor: ExecutorArg,
+        mode: ModeArg,
+        p: f64,
+        seed: u64,
+    ) -> Result<(SimSpec, Option<TraceFile>)> {
         let trace = match &self.trace_cells {
             Some(t) => CellFilter::parse(t)?,
             None if self.trace_json.is_some() => CellFilter::all(),

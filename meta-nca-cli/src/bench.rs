@@ -32,29 +32,46 @@ fn cases() -> Vec<(&'static str, Config)> {
     vec![
         ("prototype README: [4,3], 1 net", base.clone()),
         ("3 layers hidden 5: [4,5,5,3], 1 net", with(&|c| c.task.hidden = vec![vec![5, 5]])),
-        ("[4,5,5,3], 32 nets", with(&|c| {
-            c.task.hidden = vec![vec![5, 5]];
-            c.train.num_models = 32;
-        })),
-        ("sampled 1-5 layers x hidden 2/5/10, 8 nets", with(&|c| {
-            c.task.family = Some(FamilyConfig { depths: vec![1, 2, 3, 4, 5], widths: vec![2, 5, 10] });
-            c.train.num_models = 8;
-        })),
+        (
+            "[4,5,5,3], 32 nets",
+            with(&|c| {
+                c.task.hidden = vec![vec![5, 5]];
+                c.train.num_models = 32;
+            }),
+        ),
+        (
+            "sampled 1-5 layers x hidden 2/5/10, 8 nets",
+            with(&|c| {
+                c.task.family = Some(FamilyConfig { depths: vec![1, 2, 3, 4, 5], widths: vec![2, 5, 10] });
+                c.train.num_models = 8;
+            }),
+        ),
     ]
 }
 
 fn cpu_model() -> String {
     std::fs::read_to_string("/proc/cpuinfo")
         .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with("model name")).map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string()))
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("model name"))
+                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string())
+        })
         .unwrap_or_else(|| "unknown CPU".to_string())
 }
 
 /// Runs `meta-nca bench`.
 pub fn run(args: Args) -> Result<()> {
     let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
-    println!("machine: {} ({cores} cores available), dfdx matmul threads: {}", cpu_model(), rayon::current_num_threads());
-    println!("each row: 10 untimed meta-epochs, then {} timed; K = 10, p = 0.8, full Iris train set (120 rows)", args.epochs);
+    println!(
+        "machine: {} ({cores} cores available), dfdx matmul threads: {}",
+        cpu_model(),
+        rayon::current_num_threads()
+    );
+    println!(
+        "each row: 10 untimed meta-epochs, then {} timed; K = 10, p = 0.8, full Iris train set (120 rows)",
+        args.epochs
+    );
     println!();
     println!("{:<44}{:>8}{:>10}{:>10}{:>10}", "configuration", "cells", "median ms", "p10 ms", "p90 ms");
     for (name, mut config) in cases() {

@@ -90,7 +90,8 @@ fn run_one(args: &Args, case: &str, cells: usize) -> Result<CaseResult> {
         let s = time_reference(&setup)?;
         (s, (n * args.steps) as u64, n as f64, -1.0)
     } else {
-        let executor = if case.starts_with("tasks") { Executor::Tasks } else { Executor::Shards { shards: args.shards } };
+        let executor =
+            if case.starts_with("tasks") { Executor::Tasks } else { Executor::Shards { shards: args.shards } };
         let mode = if case.ends_with("async") {
             Mode::Async(AsyncSpec {
                 fire_rate: args.p,
@@ -137,7 +138,9 @@ pub fn run(args: Args) -> Result<()> {
     );
     println!("async: staleness <= 1, no jitter, rule passes at {} rows or {} us", args.batch_rows, args.deadline_us);
     println!("floor = the batched reference step (perception + rule for every cell, no tape), 1 thread");
-    println!("memory = peak RSS growth during the run / cells; rule time = share of the run in the rule's forward passes");
+    println!(
+        "memory = peak RSS growth during the run / cells; rule time = share of the run in the rule's forward passes"
+    );
     println!();
     println!(
         "{:>9}  {:<16}{:>14}{:>10}{:>9}{:>12}{:>12}",
@@ -172,7 +175,11 @@ pub fn run(args: Args) -> Result<()> {
                 r.rate / floor,
                 r.bytes_per_cell,
                 r.mean_batch,
-                if r.rule_seconds < 0.0 { "-".to_string() } else { format!("{:.0}%", 100.0 * r.rule_seconds / r.seconds) }
+                if r.rule_seconds < 0.0 {
+                    "-".to_string()
+                } else {
+                    format!("{:.0}%", 100.0 * r.rule_seconds / r.seconds)
+                }
             );
         }
     }

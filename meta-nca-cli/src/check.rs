@@ -3,11 +3,10 @@
 //! (it must stay within `--tol`). Async, under `--executor`: accuracy next to lockstep and
 //! how far the grown networks diverge, over `--runs` seeds.
 
-
 use anyhow::{Result, bail};
 use meta_nca_rule::task::argmax;
-use meta_nca_sim::world::World;
 use meta_nca_sim::RunStats;
+use meta_nca_sim::world::World;
 
 use crate::actors::{ExecutorArg, Loaded, ModeArg, SimArgs, scores, setup};
 use crate::run_dir::{GrowFlags, layer_sizes, load_run};
@@ -50,15 +49,17 @@ pub fn run(args: Args) -> Result<()> {
     let loaded = Loaded::new(ckpt, &exp);
     let setup0 = setup(&loaded, &sizes, steps, p, seed)?;
     let reference = setup0.reference_states()?;
-    println!("lockstep vs reference: sizes {sizes:?}, {} cells, steps {steps}, p {p}, seed {seed}", setup0.world.num_cells());
+    println!(
+        "lockstep vs reference: sizes {sizes:?}, {} cells, steps {steps}, p {p}, seed {seed}",
+        setup0.world.num_cells()
+    );
     let mut per_step = Vec::new();
     let mut finals = Vec::new();
     for executor in [ExecutorArg::Tasks, ExecutorArg::Shards] {
         let (spec, _) = args.sim.spec(executor, ModeArg::Lockstep, p, seed)?;
         let out = meta_nca_sim::run(&setup0, &spec)?;
-        let diffs: Vec<f64> = (0..steps)
-            .map(|t| max_abs_diff(&out.weights[t], &weights(&setup0.world, &reference[t + 1])))
-            .collect();
+        let diffs: Vec<f64> =
+            (0..steps).map(|t| max_abs_diff(&out.weights[t], &weights(&setup0.world, &reference[t + 1]))).collect();
         per_step.push(diffs);
         finals.push((max_abs_diff(&out.state, &reference[steps]), scores(&setup0.world, &loaded, &out.state)));
     }
@@ -140,7 +141,11 @@ fn check_async(args: &Args, loaded: &Loaded, sizes: &[usize], steps: usize, p: f
     let min = |v: &[f64]| v.iter().copied().fold(f64::INFINITY, f64::min);
     println!("{:<28}{:>10.4}{:>10.4}", "val acc (min)", min(&acc.ref_val), min(&acc.val));
     let per_run: Vec<f64> = acc.val.iter().zip(&acc.ref_val).map(|(a, b)| (a - b).abs()).collect();
-    println!("per-run |val acc diff|: mean {:.4}, max {:.4}", mean(&per_run), per_run.iter().copied().fold(0.0, f64::max));
+    println!(
+        "per-run |val acc diff|: mean {:.4}, max {:.4}",
+        mean(&per_run),
+        per_run.iter().copied().fold(0.0, f64::max)
+    );
     println!(
         "weight divergence |w_async - w_lockstep|: mean {:.4}, max-per-run mean {:.4}, max {:.4}",
         mean(&acc.w_mean),
@@ -158,7 +163,12 @@ fn check_async(args: &Args, loaded: &Loaded, sizes: &[usize], steps: usize, p: f
     let hist: Vec<String> =
         st.staleness.iter().enumerate().map(|(k, c)| format!("{k}: {:.3}", *c as f64 / total.max(1) as f64)).collect();
     println!("staleness (rounds old: fraction of cell-steps): {}", hist.join(", "));
-    println!("rule service: {} batches, mean {:.1} rows, max {}", st.rule.batches, st.rule.mean_batch(), st.rule.max_batch);
+    println!(
+        "rule service: {} batches, mean {:.1} rows, max {}",
+        st.rule.batches,
+        st.rule.mean_batch(),
+        st.rule.max_batch
+    );
     let gap = (mean(&acc.val) - mean(&acc.ref_val)).abs();
     println!("async within 2 points of lockstep (val, mean over runs): {}", if gap <= 0.02 { "yes" } else { "NO" });
     Ok(())

@@ -1,8 +1,8 @@
 //! `meta-nca eval`: grow many fresh networks with a trained rule, next to backprop.
 
 use anyhow::{Context, Result, bail};
-use meta_nca_rule::experiment::Experiment;
 use meta_nca_rule::eval::{EvalReport, EvalSpec, evaluate};
+use meta_nca_rule::experiment::Experiment;
 
 use crate::run_dir::{GrowFlags, load_run};
 
@@ -30,7 +30,10 @@ pub struct Args {
 
 /// Prints an evaluation as a table.
 pub fn print_report(r: &EvalReport) {
-    println!("dataset {}  grown networks {}  steps {}  p {}  seed {}", r.dataset, r.networks, r.steps, r.fire_fraction, r.seed);
+    println!(
+        "dataset {}  grown networks {}  steps {}  p {}  seed {}",
+        r.dataset, r.networks, r.steps, r.fire_fraction, r.seed
+    );
     println!("{:<22}{:>8}{:>8}{:>8}", "", "mean", "min", "max");
     println!("{:<22}{:>8.4}{:>8.4}{:>8.4}", "grown train acc", r.train_acc.mean, r.train_acc.min, r.train_acc.max);
     println!("{:<22}{:>8.4}{:>8.4}{:>8.4}", "grown val acc", r.val_acc.mean, r.val_acc.min, r.val_acc.max);

@@ -9,7 +9,8 @@ use std::path::{Path, PathBuf};
 use anyhow::Result;
 use meta_nca_rule::checkpoint::write_atomic;
 use meta_nca_rule::robustness::{
-    Bench, ChurnSpec, NeuronSpec, PruneCurve, PruneMode, PruneSpec, add_neurons_experiment, churn_experiment, prune_experiment,
+    Bench, ChurnSpec, NeuronSpec, PruneCurve, PruneMode, PruneSpec, add_neurons_experiment, churn_experiment,
+    prune_experiment,
 };
 
 use crate::robustness_config::{Experiment, Mode, Plan, RobustnessConfig};
@@ -135,7 +136,10 @@ fn prune(plan: &Plan, bench: &Bench<'_>, run: &Path, stem: &str) -> Result<()> {
             c.baseline_val[2]
         );
     }
-    println!("(validation accuracy; grown: mean over the networks; backprop: before, pruned alike, fine-tuned {} epochs)", plan.fine_tune);
+    println!(
+        "(validation accuracy; grown: mean over the networks; backprop: before, pruned alike, fine-tuned {} epochs)",
+        plan.fine_tune
+    );
     Ok(())
 }
 

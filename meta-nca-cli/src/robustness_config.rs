@@ -146,7 +146,8 @@ pub struct Plan {
 impl RobustnessConfig {
     /// Reads a TOML file; unknown keys and values of the wrong type are errors naming the key.
     pub fn load(path: &Path) -> Result<Self> {
-        let text = std::fs::read_to_string(path).with_context(|| format!("reading robustness config {}", path.display()))?;
+        let text =
+            std::fs::read_to_string(path).with_context(|| format!("reading robustness config {}", path.display()))?;
         let config: Self = toml::from_str(&text)
             .map_err(|e| anyhow::anyhow!("{}", e.to_string().trim()))
             .with_context(|| format!("in robustness config {}", path.display()))?;
@@ -257,7 +258,8 @@ impl Plan {
                     ExecutorArg::Shards => meta_nca_sim::Executor::Shards { shards: self.shards },
                 };
                 // One simulation per network, one after another: one worker each is enough.
-                let spec = meta_nca_sim::SimSpec { executor, workers: 1, seed: self.seed, ..meta_nca_sim::SimSpec::default() };
+                let spec =
+                    meta_nca_sim::SimSpec { executor, workers: 1, seed: self.seed, ..meta_nca_sim::SimSpec::default() };
                 Box::new(meta_nca_sim::engine::Actors { spec })
             }
         }

@@ -52,7 +52,12 @@ impl GrowFlags {
 }
 
 /// `--steps`, `--p` and `--seed`, or the config's values where a flag is absent; checked.
-pub fn resolve_grow(steps: Option<usize>, p: Option<f64>, seed: Option<u64>, cfg: &Config) -> Result<(usize, f64, u64)> {
+pub fn resolve_grow(
+    steps: Option<usize>,
+    p: Option<f64>,
+    seed: Option<u64>,
+    cfg: &Config,
+) -> Result<(usize, f64, u64)> {
     let steps = steps.unwrap_or(cfg.grow.steps);
     let p = p.unwrap_or(cfg.grow.fire_fraction);
     if steps == 0 {

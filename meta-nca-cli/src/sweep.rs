@@ -120,10 +120,15 @@ pub fn run(args: Args) -> Result<()> {
                     }
                     match run_seed(&config, &out, seed, &cols, args.networks) {
                         Ok(r) => {
-                            eprintln!("seed {seed} done in {:.1} s: val acc {:.4}", r.seconds, r.reports[0].val_acc.mean);
+                            eprintln!(
+                                "seed {seed} done in {:.1} s: val acc {:.4}",
+                                r.seconds, r.reports[0].val_acc.mean
+                            );
                             results.lock().unwrap_or_else(|p| p.into_inner()).push(r);
                         }
-                        Err(e) => failures.lock().unwrap_or_else(|p| p.into_inner()).push(format!("seed {seed}: {e:#}")),
+                        Err(e) => {
+                            failures.lock().unwrap_or_else(|p| p.into_inner()).push(format!("seed {seed}: {e:#}"))
+                        }
                     }
                 }
             });
@@ -141,14 +146,21 @@ pub fn run(args: Args) -> Result<()> {
     Ok(())
 }
 
-fn run_seed(config: &meta_nca_rule::config::Config, out: &std::path::Path, seed: u64, cols: &[Column], networks: usize) -> Result<SeedResult> {
+fn run_seed(
+    config: &meta_nca_rule::config::Config,
+    out: &std::path::Path,
+    seed: u64,
+    cols: &[Column],
+    networks: usize,
+) -> Result<SeedResult> {
     let mut config = config.clone();
     config.seed = seed;
     let dir = out.join(format!("seed-{seed}"));
     let summary = train_run(&config, &dir, false, &ProgressBar::hidden(), None)?;
     let (ckpt, _) = load_run(&dir, Which::Best)?;
     let spec = EvalSpec { networks, steps: config.grow.steps, fire_fraction: config.grow.fire_fraction, seed };
-    let reports = cols.iter().map(|c| evaluate(&ckpt.rule, &ckpt.meta, &c.task, spec)).collect::<Result<Vec<_>, _>>()?;
+    let reports =
+        cols.iter().map(|c| evaluate(&ckpt.rule, &ckpt.meta, &c.task, spec)).collect::<Result<Vec<_>, _>>()?;
     Ok(SeedResult { seed, seconds: summary.seconds, reports })
 }
 
@@ -167,7 +179,8 @@ fn render(results: &[SeedResult], cols: &[Column]) -> String {
     for r in results {
         let _ = write!(s, "{:<8}{:>10.1}", r.seed, r.seconds);
         for rep in &r.reports {
-            let _ = write!(s, "{:>22}", format!("{:.4} ({:.2}-{:.2})", rep.val_acc.mean, rep.val_acc.min, rep.val_acc.max));
+            let _ =
+                write!(s, "{:>22}", format!("{:.4} ({:.2}-{:.2})", rep.val_acc.mean, rep.val_acc.min, rep.val_acc.max));
         }
         let _ = writeln!(s);
     }

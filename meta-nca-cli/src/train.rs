@@ -154,7 +154,14 @@ pub fn train_run(
         if snapshot_every.is_some_and(|n| trainer.epoch % n == 0) {
             save_snapshot(&trainer.checkpoint(), out, trainer.epoch)?;
         }
-        info!(epoch = m.epoch, loss = m.loss, train_acc = m.train_acc, val_acc = m.val_acc, grad_norm = m.grad_norm, "meta-epoch");
+        info!(
+            epoch = m.epoch,
+            loss = m.loss,
+            train_acc = m.train_acc,
+            val_acc = m.val_acc,
+            grad_norm = m.grad_norm,
+            "meta-epoch"
+        );
         bar.set_message(format!("loss {:.4} val {:.3} |g| {:.2e}", m.loss, m.val_acc, m.grad_norm));
         bar.inc(1);
     }
@@ -213,7 +220,10 @@ pub fn run(args: Args) -> Result<()> {
         );
     }
     if let Some(b) = summary.best_probe_loss {
-        println!("best probe loss     {b:.4} (mean train loss of {} fixed fresh networks)", config.train.probe_networks);
+        println!(
+            "best probe loss     {b:.4} (mean train loss of {} fixed fresh networks)",
+            config.train.probe_networks
+        );
     }
     if args.eval_networks > 0 {
         evaluate_best(&out, &config, args.eval_networks)?;
@@ -223,12 +233,8 @@ pub fn run(args: Args) -> Result<()> {
 
 fn evaluate_best(out: &Path, config: &Config, networks: usize) -> Result<()> {
     let (ckpt, exp) = crate::run_dir::load_run(out, Which::Best)?;
-    let spec = EvalSpec {
-        networks,
-        steps: config.grow.steps,
-        fire_fraction: config.grow.fire_fraction,
-        seed: config.seed,
-    };
+    let spec =
+        EvalSpec { networks, steps: config.grow.steps, fire_fraction: config.grow.fire_fraction, seed: config.seed };
     let report = evaluate(&ckpt.rule, &ckpt.meta, exp.primary(), spec)?;
     println!();
     println!("best rule, {networks} fresh networks:");

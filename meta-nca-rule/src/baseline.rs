@@ -38,13 +38,24 @@ pub struct BaselineScore {
 
 /// Trains a Xavier-initialised network of layer sizes `sizes` with full-batch Adam on
 /// `train`; scores it on `train` and `val`.
-pub fn train_baseline(sizes: &[usize], bias: bool, train: &TaskData, val: &TaskData, spec: BaselineSpec) -> crate::Result<BaselineScore> {
+pub fn train_baseline(
+    sizes: &[usize],
+    bias: bool,
+    train: &TaskData,
+    val: &TaskData,
+    spec: BaselineSpec,
+) -> crate::Result<BaselineScore> {
     let net = train_baseline_net(sizes, bias, train, spec)?;
     Ok(BaselineScore { train: score(&net, train), val: score(&net, val) })
 }
 
 /// The backprop-trained network itself (Xavier init, full-batch Adam on `train`).
-pub fn train_baseline_net(sizes: &[usize], bias: bool, train: &TaskData, spec: BaselineSpec) -> crate::Result<DenseNet<f64>> {
+pub fn train_baseline_net(
+    sizes: &[usize],
+    bias: bool,
+    train: &TaskData,
+    spec: BaselineSpec,
+) -> crate::Result<DenseNet<f64>> {
     let topology = Topology::dense(sizes, bias)?;
     let mut rng = StdRng::seed_from_u64(spec.seed);
     let mut net = DenseNet::zeros(sizes, bias);

@@ -6,15 +6,15 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
-use dfdx::prelude::*;
 use ::safetensors::tensor::{Dtype as SDtype, SafeTensors, TensorView};
+use dfdx::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use crate::config::Config;
 use crate::init::HiddenCode;
 use crate::optim::Adam;
-use crate::pool::Pool;
 use crate::perception::PerceptionSpec;
+use crate::pool::Pool;
 use crate::rule::{RuleNet, RuleShape};
 use crate::{Error, Result};
 
@@ -117,10 +117,11 @@ impl Checkpoint {
         let bytes = std::fs::read(path).map_err(|source| Error::Io { path: path.to_path_buf(), source })?;
         let tensors = SafeTensors::deserialize(&bytes)
             .map_err(|e| ckpt_err(path, format!("not a readable safetensors file ({e:?})")))?;
-        let (_, header) = SafeTensors::read_metadata(&bytes)
-            .map_err(|e| ckpt_err(path, format!("unreadable header ({e:?})")))?;
+        let (_, header) =
+            SafeTensors::read_metadata(&bytes).map_err(|e| ckpt_err(path, format!("unreadable header ({e:?})")))?;
         let info = header.metadata().clone().unwrap_or_default();
-        let meta_text = info.get(META_KEY).ok_or_else(|| ckpt_err(path, "no meta-nca metadata: not a meta-nca checkpoint"))?;
+        let meta_text =
+            info.get(META_KEY).ok_or_else(|| ckpt_err(path, "no meta-nca metadata: not a meta-nca checkpoint"))?;
         let mut meta_json: serde_json::Value =
             serde_json::from_str(meta_text).map_err(|e| ckpt_err(path, format!("corrupt metadata: {e}")))?;
         let adam_info = meta_json
@@ -155,7 +156,10 @@ impl Checkpoint {
                 return Err(ckpt_err(path, format!("tensor '{name}' is {:?}, expected F64", t.dtype())));
             }
             if t.shape() != want {
-                return Err(ckpt_err(path, format!("tensor '{name}' has shape {:?}, the rule needs {want:?}", t.shape())));
+                return Err(ckpt_err(
+                    path,
+                    format!("tensor '{name}' has shape {:?}, the rule needs {want:?}", t.shape()),
+                ));
             }
             Ok(t.data().chunks_exact(8).map(|c| f64::from_le_bytes(c.try_into().unwrap_or([0; 8]))).collect())
         };

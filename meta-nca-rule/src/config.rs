@@ -179,10 +179,15 @@ pub enum GradNormalisation {
     PerTensor,
 }
 
-
 impl Default for DataConfig {
     fn default() -> Self {
-        Self { dataset: "iris".into(), label_column: None, train_fraction: 0.8, split_seed: 0, extra_datasets: Vec::new() }
+        Self {
+            dataset: "iris".into(),
+            label_column: None,
+            train_fraction: 0.8,
+            split_seed: 0,
+            extra_datasets: Vec::new(),
+        }
     }
 }
 
@@ -329,7 +334,10 @@ impl Config {
             return Err(bad("data.dataset", "is empty: use \"iris\" or a CSV path"));
         }
         if crate::data::is_embedded(&d.dataset) && d.label_column.is_some() {
-            return Err(bad("data.label-column", format!("applies to CSV datasets only; the embedded {} has its label", d.dataset)));
+            return Err(bad(
+                "data.label-column",
+                format!("applies to CSV datasets only; the embedded {} has its label", d.dataset),
+            ));
         }
         let t = &self.task;
         match &t.family {
@@ -393,7 +401,10 @@ impl Config {
         if let Some(d) = &tr.damage
             && (!(0.0..1.0).contains(&d.fraction) || d.recover == 0)
         {
-            return Err(bad("train.damage", format!("fraction must be in [0, 1) and recover >= 1, got {} and {}", d.fraction, d.recover)));
+            return Err(bad(
+                "train.damage",
+                format!("fraction must be in [0, 1) and recover >= 1, got {} and {}", d.fraction, d.recover),
+            ));
         }
         if !(0.0..=1.0).contains(&tr.pool_fraction) {
             return Err(bad("train.pool-fraction", format!("must be in [0, 1], got {}", tr.pool_fraction)));
@@ -455,21 +466,22 @@ impl Config {
     /// output is exactly zero, and a network with a hidden layer. Returns the reason if so.
     pub fn dead_saddle(&self, max_layers: usize) -> Option<String> {
         let deep = max_layers >= 2;
-        (deep && !self.task.bias && self.task.weight_init == WeightInit::Zeros && self.rule.last_init == 0.0).then(|| {
-            "zero initial weights, no bias cells and a rule whose output starts at exactly zero: every \
+        (deep && !self.task.bias && self.task.weight_init == WeightInit::Zeros && self.rule.last_init == 0.0).then(
+            || {
+                "zero initial weights, no bias cells and a rule whose output starts at exactly zero: every \
              weight's effect on the loss passes through another zero weight, so the meta-gradient is \
              exactly zero (the dead saddle). Set task.bias = true, task.weight-init = \"xavier\" or \
              rule.last-init > 0"
-                .to_string()
-        })
+                    .to_string()
+            },
+        )
     }
 
     /// Applies a `key=value` override, `key` dotted kebab-case (`train.lr=0.01`); the value is
     /// read as TOML (`[1, 2]`, `true`, `"x"`), bare words as strings.
     pub fn with_override(&self, assignment: &str) -> Result<Self> {
-        let (key, value) = assignment
-            .split_once('=')
-            .ok_or_else(|| bad(assignment, "an override must look like key=value"))?;
+        let (key, value) =
+            assignment.split_once('=').ok_or_else(|| bad(assignment, "an override must look like key=value"))?;
         let key = key.trim();
         let value_text = value.trim();
         let value: toml::Value = toml::from_str::<toml::Table>(&format!("v = {value_text}"))

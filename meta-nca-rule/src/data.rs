@@ -67,7 +67,10 @@ impl Dataset {
             _ => return None,
         };
         let source = format!("embedded {name}");
-        Some(parse_csv(name, &source, text, Some(label)).expect("the embedded tables are well-formed (checked by unit tests)"))
+        Some(
+            parse_csv(name, &source, text, Some(label))
+                .expect("the embedded tables are well-formed (checked by unit tests)"),
+        )
     }
 
     /// Parses a CSV table held in memory.
@@ -79,25 +82,16 @@ impl Dataset {
     /// finite numbers. Class names are the distinct label strings, sorted numerically
     /// when all of them are numbers and lexicographically otherwise, so label ids are
     /// deterministic. `name` names the dataset and is used as the source in errors.
-    pub fn from_csv_str(
-        name: &str,
-        text: &str,
-        label_column: Option<&str>,
-    ) -> crate::Result<Dataset> {
+    pub fn from_csv_str(name: &str, text: &str, label_column: Option<&str>) -> crate::Result<Dataset> {
         parse_csv(name, name, text, label_column)
     }
 
     /// Reads and parses a CSV file (same rules as [`Dataset::from_csv_str`]). The
     /// dataset is named after the file stem; errors name the path.
     pub fn from_csv_path(path: &Path, label_column: Option<&str>) -> crate::Result<Dataset> {
-        let text = std::fs::read_to_string(path).map_err(|source| Error::Io {
-            path: path.to_path_buf(),
-            source,
-        })?;
-        let name = path
-            .file_stem()
-            .map(|s| s.to_string_lossy().into_owned())
-            .unwrap_or_else(|| path.display().to_string());
+        let text = std::fs::read_to_string(path).map_err(|source| Error::Io { path: path.to_path_buf(), source })?;
+        let name =
+            path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| path.display().to_string());
         parse_csv(&name, &path.display().to_string(), &text, label_column)
     }
 
@@ -124,19 +118,12 @@ impl Dataset {
 
 /// Builds an [`Error::Csv`].
 fn csv_err(source_name: &str, line: usize, message: impl Into<String>) -> Error {
-    Error::Csv {
-        source_name: source_name.to_string(),
-        line,
-        message: message.into(),
-    }
+    Error::Csv { source_name: source_name.to_string(), line, message: message.into() }
 }
 
 /// Builds an [`Error::Dataset`].
 fn dataset_err(name: &str, message: impl Into<String>) -> Error {
-    Error::Dataset {
-        name: name.to_string(),
-        message: message.into(),
-    }
+    Error::Dataset { name: name.to_string(), message: message.into() }
 }
 
 /// Splits one CSV line into trimmed, unquoted cells.
@@ -160,25 +147,12 @@ fn is_missing(cell: &str) -> bool {
 
 /// The CSV reader behind [`Dataset::from_csv_str`] and friends; `source_name` is what
 /// [`Error::Csv`] reports, `name` is the dataset's name.
-fn parse_csv(
-    name: &str,
-    source_name: &str,
-    text: &str,
-    label_column: Option<&str>,
-) -> crate::Result<Dataset> {
+fn parse_csv(name: &str, source_name: &str, text: &str, label_column: Option<&str>) -> crate::Result<Dataset> {
     let text = text.strip_prefix('\u{feff}').unwrap_or(text);
-    let mut lines = text
-        .lines()
-        .enumerate()
-        .map(|(i, l)| (i + 1, l))
-        .filter(|(_, l)| !l.trim().is_empty());
+    let mut lines = text.lines().enumerate().map(|(i, l)| (i + 1, l)).filter(|(_, l)| !l.trim().is_empty());
 
     let Some((header_line, header_text)) = lines.next() else {
-        return Err(csv_err(
-            source_name,
-            0,
-            "empty file: no header and no data rows",
-        ));
+        return Err(csv_err(source_name, 0, "empty file: no header and no data rows"));
     };
     let header = split_cells(header_text);
     let header_list = header.join(", ");
@@ -189,32 +163,21 @@ fn parse_csv(
             return Err(csv_err(
                 source_name,
                 header_line,
-                format!(
-                    "header column {} has an empty name (header: {header_list})",
-                    i + 1
-                ),
+                format!("header column {} has an empty name (header: {header_list})", i + 1),
             ));
         }
         if let Some(first) = seen.insert(col, i) {
             return Err(csv_err(
                 source_name,
                 header_line,
-                format!(
-                    "duplicate column name '{col}' (columns {} and {})",
-                    first + 1,
-                    i + 1
-                ),
+                format!("duplicate column name '{col}' (columns {} and {})", first + 1, i + 1),
             ));
         }
     }
 
     let label_idx = match label_column {
         Some(label) => header.iter().position(|&c| c == label).ok_or_else(|| {
-            csv_err(
-                source_name,
-                header_line,
-                format!("unknown label column '{label}'; header has: {header_list}"),
-            )
+            csv_err(source_name, header_line, format!("unknown label column '{label}'; header has: {header_list}"))
         })?,
         None => header.len() - 1,
     };
@@ -222,10 +185,7 @@ fn parse_csv(
         return Err(csv_err(
             source_name,
             header_line,
-            format!(
-                "no feature columns: the header has only the label column '{}'",
-                header[label_idx]
-            ),
+            format!("no feature columns: the header has only the label column '{}'", header[label_idx]),
         ));
     }
     let feature_cols: Vec<usize> = (0..header.len()).filter(|&i| i != label_idx).collect();
@@ -243,36 +203,20 @@ fn parse_csv(
         }
         let label = cells[label_idx];
         if is_missing(label) {
-            return Err(csv_err(
-                source_name,
-                line_no,
-                format!("missing value in column '{}'", header[label_idx]),
-            ));
+            return Err(csv_err(source_name, line_no, format!("missing value in column '{}'", header[label_idx])));
         }
         let mut row = Vec::with_capacity(feature_cols.len());
         for &c in &feature_cols {
             let cell = cells[c];
             let col = header[c];
             if is_missing(cell) {
-                return Err(csv_err(
-                    source_name,
-                    line_no,
-                    format!("missing value in column '{col}'"),
-                ));
+                return Err(csv_err(source_name, line_no, format!("missing value in column '{col}'")));
             }
-            let v: f64 = cell.parse().map_err(|_| {
-                csv_err(
-                    source_name,
-                    line_no,
-                    format!("column '{col}': '{cell}' is not a number"),
-                )
-            })?;
+            let v: f64 = cell
+                .parse()
+                .map_err(|_| csv_err(source_name, line_no, format!("column '{col}': '{cell}' is not a number")))?;
             if !v.is_finite() {
-                return Err(csv_err(
-                    source_name,
-                    line_no,
-                    format!("column '{col}': '{cell}' is not a finite number"),
-                ));
+                return Err(csv_err(source_name, line_no, format!("column '{col}': '{cell}' is not a finite number")));
             }
             row.push(v);
         }
@@ -281,29 +225,15 @@ fn parse_csv(
     }
 
     if x.is_empty() {
-        return Err(csv_err(
-            source_name,
-            0,
-            "no data rows: the file has a header only",
-        ));
+        return Err(csv_err(source_name, 0, "no data rows: the file has a header only"));
     }
 
-    let mut class_names: Vec<String> = raw_labels
-        .iter()
-        .cloned()
-        .collect::<HashSet<String>>()
-        .into_iter()
-        .collect();
-    let numeric: Option<Vec<f64>> = class_names
-        .iter()
-        .map(|s| s.parse::<f64>().ok().filter(|v| v.is_finite()))
-        .collect();
+    let mut class_names: Vec<String> = raw_labels.iter().cloned().collect::<HashSet<String>>().into_iter().collect();
+    let numeric: Option<Vec<f64>> =
+        class_names.iter().map(|s| s.parse::<f64>().ok().filter(|v| v.is_finite())).collect();
     if numeric.is_some() {
         class_names.sort_by(|a, b| {
-            let (va, vb) = (
-                a.parse::<f64>().unwrap_or(0.0),
-                b.parse::<f64>().unwrap_or(0.0),
-            );
+            let (va, vb) = (a.parse::<f64>().unwrap_or(0.0), b.parse::<f64>().unwrap_or(0.0));
             va.total_cmp(&vb).then_with(|| a.cmp(b))
         });
     } else {
@@ -320,19 +250,12 @@ fn parse_csv(
         ));
     }
 
-    let ids: HashMap<&str, usize> = class_names
-        .iter()
-        .enumerate()
-        .map(|(i, s)| (s.as_str(), i))
-        .collect();
+    let ids: HashMap<&str, usize> = class_names.iter().enumerate().map(|(i, s)| (s.as_str(), i)).collect();
     let y = raw_labels.iter().map(|l| ids[l.as_str()]).collect();
 
     Ok(Dataset {
         name: name.to_string(),
-        feature_names: feature_cols
-            .iter()
-            .map(|&c| header[c].to_string())
-            .collect(),
+        feature_names: feature_cols.iter().map(|&c| header[c].to_string()).collect(),
         class_names,
         x,
         y,
@@ -377,30 +300,18 @@ impl Split {
     pub fn stratified(data: &Dataset, train_fraction: f64, seed: u64) -> crate::Result<Split> {
         let name = data.name.as_str();
         if !(train_fraction > 0.0 && train_fraction < 1.0) {
-            return Err(dataset_err(
-                name,
-                format!("train fraction {train_fraction} is not in (0, 1)"),
-            ));
+            return Err(dataset_err(name, format!("train fraction {train_fraction} is not in (0, 1)")));
         }
         let nf = data.num_features();
         let nc = data.num_classes();
         if data.x.len() != data.y.len() {
-            return Err(dataset_err(
-                name,
-                format!("{} feature rows but {} labels", data.x.len(), data.y.len()),
-            ));
+            return Err(dataset_err(name, format!("{} feature rows but {} labels", data.x.len(), data.y.len())));
         }
         if let Some((i, row)) = data.x.iter().enumerate().find(|(_, r)| r.len() != nf) {
-            return Err(dataset_err(
-                name,
-                format!("row {i} has {} features, expected {nf}", row.len()),
-            ));
+            return Err(dataset_err(name, format!("row {i} has {} features, expected {nf}", row.len())));
         }
         if let Some((i, &label)) = data.y.iter().enumerate().find(|&(_, &l)| l >= nc) {
-            return Err(dataset_err(
-                name,
-                format!("row {i} has label {label}, but there are only {nc} classes"),
-            ));
+            return Err(dataset_err(name, format!("row {i} has label {label}, but there are only {nc} classes")));
         }
 
         let mut rng = StdRng::seed_from_u64(seed);
@@ -442,11 +353,7 @@ impl Split {
                 continue;
             }
             let m = train_rows.iter().map(|&r| data.x[r][f]).sum::<f64>() / n_train;
-            let var = train_rows
-                .iter()
-                .map(|&r| (data.x[r][f] - m).powi(2))
-                .sum::<f64>()
-                / n_train;
+            let var = train_rows.iter().map(|&r| (data.x[r][f] - m).powi(2)).sum::<f64>() / n_train;
             let s = var.sqrt();
             mean[f] = m;
             std[f] = if s > 0.0 && s.is_finite() { s } else { 1.0 };
@@ -455,12 +362,7 @@ impl Split {
         let gather = |rows: &[usize]| -> (Vec<f64>, Vec<usize>) {
             let mut xs = Vec::with_capacity(rows.len() * nf);
             for &r in rows {
-                xs.extend(
-                    data.x[r]
-                        .iter()
-                        .enumerate()
-                        .map(|(f, &v)| (v - mean[f]) / std[f]),
-                );
+                xs.extend(data.x[r].iter().enumerate().map(|(f, &v)| (v - mean[f]) / std[f]));
             }
             (xs, rows.iter().map(|&r| data.y[r]).collect())
         };
@@ -494,33 +396,20 @@ impl Split {
     pub fn permute_labels(&self, perm: &[usize]) -> crate::Result<Split> {
         let nc = self.num_classes;
         let mut hit = vec![false; nc];
-        let is_perm = perm.len() == nc
-            && perm
-                .iter()
-                .all(|&p| p < nc && !std::mem::replace(&mut hit[p], true));
+        let is_perm = perm.len() == nc && perm.iter().all(|&p| p < nc && !std::mem::replace(&mut hit[p], true));
         if !is_perm {
-            return Err(dataset_err(
-                &self.name,
-                format!("label permutation {perm:?} is not a permutation of 0..{nc}"),
-            ));
+            return Err(dataset_err(&self.name, format!("label permutation {perm:?} is not a permutation of 0..{nc}")));
         }
         let map = |ys: &[usize]| -> crate::Result<Vec<usize>> {
             ys.iter()
                 .map(|&y| {
-                    perm.get(y).copied().ok_or_else(|| {
-                        dataset_err(
-                            &self.name,
-                            format!("label {y} is out of range for {nc} classes"),
-                        )
-                    })
+                    perm.get(y)
+                        .copied()
+                        .ok_or_else(|| dataset_err(&self.name, format!("label {y} is out of range for {nc} classes")))
                 })
                 .collect()
         };
-        Ok(Split {
-            train_y: map(&self.train_y)?,
-            val_y: map(&self.val_y)?,
-            ..self.clone()
-        })
+        Ok(Split { train_y: map(&self.train_y)?, val_y: map(&self.val_y)?, ..self.clone() })
     }
 }
 
@@ -541,7 +430,9 @@ mod tests {
 
     #[test]
     fn embedded_tables() {
-        for (name, rows, features, classes) in [("iris", 150, 4, 3), ("wine", 178, 13, 3), ("breast-cancer", 569, 30, 2)] {
+        for (name, rows, features, classes) in
+            [("iris", 150, 4, 3), ("wine", 178, 13, 3), ("breast-cancer", 569, 30, 2)]
+        {
             let d = Dataset::embedded(name).expect("embedded");
             assert_eq!((d.len(), d.num_features(), d.num_classes()), (rows, features, classes), "{name}");
         }
@@ -556,20 +447,14 @@ mod tests {
         assert_eq!(d.num_features(), 4);
         assert_eq!(d.num_classes(), 3);
         assert_eq!(d.class_names, ["setosa", "versicolor", "virginica"]);
-        assert_eq!(
-            d.feature_names,
-            ["sepal_length", "sepal_width", "petal_length", "petal_width"]
-        );
+        assert_eq!(d.feature_names, ["sepal_length", "sepal_width", "petal_length", "petal_width"]);
         for c in 0..3 {
             assert_eq!(d.y.iter().filter(|&&y| y == c).count(), 50);
         }
         let expected_means = [5.843, 3.057, 3.758, 1.199];
         for (f, want) in expected_means.iter().enumerate() {
             let m = d.x.iter().map(|r| r[f]).sum::<f64>() / 150.0;
-            assert!(
-                (m - want).abs() < 1e-3,
-                "feature {f}: mean {m}, want {want}"
-            );
+            assert!((m - want).abs() < 1e-3, "feature {f}: mean {m}, want {want}");
         }
         // Default label column (last) gives the same table.
         let d2 = Dataset::from_csv_str("iris", IRIS_CSV, None).expect("iris parses");
@@ -615,10 +500,7 @@ mod tests {
         let text = "sepal_length,sepal_width,species\n1,2,x\n1,abc,y\n";
         let (line, m) = csv_message(Dataset::from_csv_str("t", text, None));
         assert_eq!(line, 3);
-        assert!(
-            m.contains("column 'sepal_width': 'abc' is not a number"),
-            "{m}"
-        );
+        assert!(m.contains("column 'sepal_width': 'abc' is not a number"), "{m}");
         let text = "a,species\ninf,x\n1,y\n";
         let (_, m) = csv_message(Dataset::from_csv_str("t", text, None));
         assert!(m.contains("not a finite number"), "{m}");
@@ -664,10 +546,7 @@ mod tests {
         match Dataset::from_csv_str("tiny", text, None) {
             Err(Error::Dataset { name, message }) => {
                 assert_eq!(name, "tiny");
-                assert!(
-                    message.contains("only one class ('setosa'); classification needs at least 2"),
-                    "{message}"
-                );
+                assert!(message.contains("only one class ('setosa'); classification needs at least 2"), "{message}");
             }
             other => panic!("expected Error::Dataset, got {other:?}"),
         }
@@ -692,9 +571,7 @@ mod tests {
         }
         std::fs::write(&file, "a,b,y\n1,x,p\n").expect("write temp csv");
         match Dataset::from_csv_path(&file, None) {
-            Err(Error::Csv {
-                source_name, line, ..
-            }) => {
+            Err(Error::Csv { source_name, line, .. }) => {
                 assert!(source_name.contains("small.csv"), "{source_name}");
                 assert_eq!(line, 2);
             }
@@ -724,13 +601,7 @@ mod tests {
         let s = iris_split(3);
         let n = s.n_train() as f64;
         for f in 0..s.num_features {
-            let col: Vec<f64> = s
-                .train_x
-                .iter()
-                .skip(f)
-                .step_by(s.num_features)
-                .copied()
-                .collect();
+            let col: Vec<f64> = s.train_x.iter().skip(f).step_by(s.num_features).copied().collect();
             let m = col.iter().sum::<f64>() / n;
             let sd = (col.iter().map(|v| (v - m).powi(2)).sum::<f64>() / n).sqrt();
             assert!(m.abs() < 1e-9, "feature {f}: mean {m}");
@@ -745,14 +616,7 @@ mod tests {
         let d = Dataset::from_csv_str("t", text, None).expect("parses");
         let s = Split::stratified(&d, 0.6, 1).expect("splits");
         assert_eq!(s.std[1], 1.0);
-        assert!(
-            s.train_x
-                .iter()
-                .chain(&s.val_x)
-                .skip(1)
-                .step_by(2)
-                .all(|&v| v == 0.0)
-        );
+        assert!(s.train_x.iter().chain(&s.val_x).skip(1).step_by(2).all(|&v| v == 0.0));
     }
 
     #[test]
@@ -796,22 +660,12 @@ mod tests {
     fn permute_labels() {
         let s = iris_split(1);
         let p = s.permute_labels(&[2, 0, 1]).expect("valid permutation");
-        for (old, new) in s
-            .train_y
-            .iter()
-            .zip(&p.train_y)
-            .chain(s.val_y.iter().zip(&p.val_y))
-        {
+        for (old, new) in s.train_y.iter().zip(&p.train_y).chain(s.val_y.iter().zip(&p.val_y)) {
             assert_eq!(*new, [2, 0, 1][*old]);
         }
         assert_eq!(p.train_x, s.train_x);
         assert_eq!(p.val_x, s.val_x);
-        for bad in [
-            &[0, 0, 1][..],
-            &[0, 1][..],
-            &[0, 1, 3][..],
-            &[0, 1, 2, 3][..],
-        ] {
+        for bad in [&[0, 0, 1][..], &[0, 1][..], &[0, 1, 3][..], &[0, 1, 2, 3][..]] {
             match s.permute_labels(bad) {
                 Err(Error::Dataset { message, .. }) => {
                     assert!(message.contains("not a permutation"), "{message}")

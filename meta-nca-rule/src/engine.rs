@@ -9,6 +9,7 @@ use std::sync::Arc;
 use dfdx::prelude::*;
 use rand::rngs::StdRng;
 
+use crate::Result;
 use crate::batch::Batch;
 use crate::fused::values;
 use crate::init::{HiddenCode, WeightInit};
@@ -16,7 +17,6 @@ use crate::perception::PerceptionSpec;
 use crate::reference::{Grower, TaskData};
 use crate::rule::RuleNet;
 use crate::topology::Topology;
-use crate::Result;
 
 /// Networks being grown by a rule, one step at a time.
 pub trait Engine {
@@ -29,7 +29,13 @@ pub trait Engine {
     /// Continues on `topologies` (one per network): surviving cells keep their rows, removed
     /// ones drop out, new ones start as [`crate::init::carry_plan`] draws them from `rng`,
     /// network by network. An error changes nothing.
-    fn reshape(&mut self, topologies: Vec<Topology>, code: &HiddenCode, init: WeightInit, rng: &mut StdRng) -> Result<()>;
+    fn reshape(
+        &mut self,
+        topologies: Vec<Topology>,
+        code: &HiddenCode,
+        init: WeightInit,
+        rng: &mut StdRng,
+    ) -> Result<()>;
 }
 
 /// Starts engines of one kind on given networks and states.
@@ -70,7 +76,13 @@ impl Engine for ReferenceEngine {
         Ok(())
     }
 
-    fn reshape(&mut self, topologies: Vec<Topology>, code: &HiddenCode, init: WeightInit, rng: &mut StdRng) -> Result<()> {
+    fn reshape(
+        &mut self,
+        topologies: Vec<Topology>,
+        code: &HiddenCode,
+        init: WeightInit,
+        rng: &mut StdRng,
+    ) -> Result<()> {
         let state = self.grower.state_tensor(self.state.clone());
         let (grower, state) = self.grower.reshape(state, topologies, code, init, rng)?;
         self.state = values(&state);

@@ -40,7 +40,9 @@ pub enum Error {
         message: String,
     },
     /// A cell's layer or index does not fit the hidden-state encoding fixed when the rule was created.
-    #[error("cell (layer {layer}, index {index}) does not fit the hidden-state encoding ({layer_bits} layer bits, {index_bits} index bits)")]
+    #[error(
+        "cell (layer {layer}, index {index}) does not fit the hidden-state encoding ({layer_bits} layer bits, {index_bits} index bits)"
+    )]
     EncodingOverflow {
         /// The cell's layer.
         layer: usize,

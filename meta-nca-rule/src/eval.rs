@@ -6,21 +6,21 @@ use std::collections::BTreeMap;
 use dfdx::prelude::*;
 use serde::{Deserialize, Serialize};
 
+use crate::Result;
 use crate::baseline::{BaselineSpec, train_baseline};
 use crate::batch::Batch;
 use crate::checkpoint::RuleMeta;
-use crate::episode::{Episode, EpisodeSpec, Stream, rng_for};
 use crate::config::Config;
-use crate::experiment::Task;
-use crate::reference::{Grower, Score, score};
-use crate::init::HiddenCode;
-use crate::perception::PerceptionSpec;
-use crate::rule::RuleNet;
 use crate::engine::EngineKind;
+use crate::episode::{Episode, EpisodeSpec, Stream, rng_for};
+use crate::experiment::Task;
 use crate::firing::choose_firing;
+use crate::init::HiddenCode;
 use crate::init::{carry_plan, initial_state};
+use crate::perception::PerceptionSpec;
+use crate::reference::{Grower, Score, score};
+use crate::rule::RuleNet;
 use crate::topology::{CellId, Scheduled, Topology};
-use crate::Result;
 
 /// Mean, min and max of a sample.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
@@ -296,7 +296,9 @@ pub fn grow_one(
     let mut probe = start.clone();
     for c in &changes {
         if c.after >= steps {
-            return Err(crate::Error::Topology(format!("{c}: a change must come before the last of the {steps} steps")));
+            return Err(crate::Error::Topology(format!(
+                "{c}: a change must come before the last of the {steps} steps"
+            )));
         }
         let before = probe.clone();
         probe.apply(&c.change).map_err(|e| match e {

@@ -92,7 +92,10 @@ impl Experiment {
 
     /// The largest number of weight matrices and of cells in one matrix over every task.
     pub fn extent(&self) -> (usize, usize) {
-        self.tasks.iter().map(|t| t.archs.extent(self.config.task.bias)).fold((1, 1), |a, b| (a.0.max(b.0), a.1.max(b.1)))
+        self.tasks
+            .iter()
+            .map(|t| t.archs.extent(self.config.task.bias))
+            .fold((1, 1), |a, b| (a.0.max(b.0), a.1.max(b.1)))
     }
 
     /// This experiment's config with the data replaced by one dataset (another one than the

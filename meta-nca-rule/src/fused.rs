@@ -50,4 +50,3 @@ pub fn fused<T: Tape<f64, Cpu>, S: Shape>(
     }
     out.put_tape(tape)
 }
-

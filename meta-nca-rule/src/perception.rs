@@ -109,9 +109,7 @@ impl PerceptionSpec {
 
     /// Whether any enabled group needs the task network's forward pass.
     pub fn needs_activity(&self) -> bool {
-        self.groups
-            .iter()
-            .any(|g| matches!(g, Group::Activations | Group::Feedback | Group::Hebbian))
+        self.groups.iter().any(|g| matches!(g, Group::Activations | Group::Feedback | Group::Hebbian))
     }
 }
 
@@ -179,9 +177,7 @@ pub fn perceive<E: num_traits::Float>(
                 out[at..at + s].copy_from_slice(cell.state);
                 at += s;
             }
-            Group::Column => {
-                mean_into(out, &mut at, post.in_sum, Some(cell.state), post.in_count.saturating_sub(1))
-            }
+            Group::Column => mean_into(out, &mut at, post.in_sum, Some(cell.state), post.in_count.saturating_sub(1)),
             Group::Row => mean_into(out, &mut at, pre.out_sum, Some(cell.state), pre.out_count.saturating_sub(1)),
             Group::Upstream => mean_into(out, &mut at, pre.in_sum, None, pre.in_count),
             Group::Downstream => mean_into(out, &mut at, post.out_sum, None, post.out_count),
@@ -220,7 +216,8 @@ mod tests {
     #[test]
     fn column_excludes_self_and_empty_is_zero() {
         let spec = PerceptionSpec::new(&[Group::Column, Group::Upstream], 0).expect("valid");
-        let lonely = NeuronView { in_sum: &[0.0], in_count: 0, out_sum: &[0.0], out_count: 0, act: 0.0, pre_act: 0.0, err: 0.0 };
+        let lonely =
+            NeuronView { in_sum: &[0.0], in_count: 0, out_sum: &[0.0], out_count: 0, act: 0.0, pre_act: 0.0, err: 0.0 };
         let post = NeuronView { in_sum: &[6.0], in_count: 3, ..lonely };
         let cell = CellView { state: &[2.0], hebb_z: 0.0, hebb_e: 0.0 };
         let mut out = [9.0; 2];

@@ -39,7 +39,8 @@ impl Pool {
         }
         let mine: Vec<usize> = (0..self.entries.len()).filter(|&i| self.entries[i].task == task).collect();
         let want = ((cfg.pool_fraction * cfg.num_models as f64).round() as usize).min(cfg.num_models);
-        let mut chosen: Vec<usize> = sample(rng, mine.len(), want.min(mine.len())).into_iter().map(|k| mine[k]).collect();
+        let mut chosen: Vec<usize> =
+            sample(rng, mine.len(), want.min(mine.len())).into_iter().map(|k| mine[k]).collect();
         chosen.sort_unstable_by(|a, b| b.cmp(a));
         let mut out: Vec<PoolEntry> = chosen.into_iter().map(|i| self.entries.swap_remove(i)).collect();
         out.reverse();
@@ -48,7 +49,12 @@ impl Pool {
 
     /// An episode whose first networks continue from `pooled` states and whose others are
     /// `fresh`; firing flags are drawn for all of them.
-    pub fn join(pooled: Vec<PoolEntry>, fresh: Episode, spec: &EpisodeSpec<'_>, rng: &mut StdRng) -> crate::Result<Episode> {
+    pub fn join(
+        pooled: Vec<PoolEntry>,
+        fresh: Episode,
+        spec: &EpisodeSpec<'_>,
+        rng: &mut StdRng,
+    ) -> crate::Result<Episode> {
         if pooled.is_empty() {
             return Ok(fresh);
         }
@@ -63,7 +69,15 @@ impl Pool {
 
     /// Puts the networks grown on `task` back: while the pool holds fewer than `pool-size`
     /// networks every one is kept, then each replaces a random pooled network of any task.
-    pub fn put(&mut self, task: usize, topologies: &[Topology], state: &[f64], width: usize, cfg: &TrainConfig, rng: &mut StdRng) {
+    pub fn put(
+        &mut self,
+        task: usize,
+        topologies: &[Topology],
+        state: &[f64],
+        width: usize,
+        cfg: &TrainConfig,
+        rng: &mut StdRng,
+    ) {
         if cfg.pool_size == 0 {
             return;
         }

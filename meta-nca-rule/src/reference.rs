@@ -16,10 +16,10 @@ use dfdx::prelude::*;
 use crate::batch::{ActivityStats, Batch, perceive_batch};
 use crate::init::{HiddenCode, RowSource, WeightInit, apply_plan, carry_plan};
 use crate::perception::{Group, PerceptionSpec};
-use crate::topology::Topology;
-use rand::rngs::StdRng;
 use crate::rule::{RuleNet, bound};
 use crate::task::{self, Activity, ActivityGrad, DenseNet};
+use crate::topology::Topology;
+use rand::rngs::StdRng;
 
 pub use crate::fused::Tensor2;
 use crate::fused::{fused, pure, values};
@@ -123,7 +123,13 @@ impl Grower {
 
     /// Fused update: `state + fire ⊙ bound(logits)`. The state's gradient passes straight
     /// through; it is written to the untaped `state`'s id, which perception also writes to.
-    fn apply<T: Tape<f64, Cpu>>(&self, rule: &RuleNet, logits: Tensor2<T>, state: Tensor2<NoneTape>, fire: &[bool]) -> Tensor2<T> {
+    fn apply<T: Tape<f64, Cpu>>(
+        &self,
+        rule: &RuleNet,
+        logits: Tensor2<T>,
+        state: Tensor2<NoneTape>,
+        fire: &[bool],
+    ) -> Tensor2<T> {
         let s = self.spec.state_width();
         let shape = (fire.len(), s);
         let state_values = state.as_vec();
@@ -252,8 +258,7 @@ impl Grower {
         let this = self.clone();
         fused(&self.dev, state, (), move |state| {
             let nets = self.dense_nets(state);
-            let acts: Vec<Activity> =
-                nets.iter().map(|n| task::forward(n, &this.data.x, Some(&this.data.y))).collect();
+            let acts: Vec<Activity> = nets.iter().map(|n| task::forward(n, &this.data.x, Some(&this.data.y))).collect();
             let k = 1.0 / nets.len().max(1) as f64;
             let loss = acts.iter().map(|a| task::loss_and_correct(a, &this.data.y).0).sum::<f64>() * k;
             let backward = move |g: &[f64]| {

@@ -12,9 +12,9 @@ use serde::Serialize;
 use crate::baseline::{BaselineSpec, fine_tune, train_baseline_net};
 use crate::batch::Batch;
 use crate::checkpoint::RuleMeta;
+use crate::engine::{Engine, EngineKind};
 use crate::episode::{Episode, EpisodeSpec, Stream, rng_for};
 use crate::experiment::Task;
-use crate::engine::{Engine, EngineKind};
 use crate::firing::choose_firing;
 use crate::reference::score;
 use crate::rule::RuleNet;
@@ -174,7 +174,14 @@ impl Bench<'_> {
 
     /// The accuracy curve after `damaged` replaced the grown networks: right after, then
     /// after each of `recover` rule steps; `before` first.
-    fn recovery(&self, grown: &Grown, damaged: Vec<Topology>, recover: usize, p: f64, rng: &mut StdRng) -> Result<(Vec<f64>, Vec<f64>)> {
+    fn recovery(
+        &self,
+        grown: &Grown,
+        damaged: Vec<Topology>,
+        recover: usize,
+        p: f64,
+        rng: &mut StdRng,
+    ) -> Result<(Vec<f64>, Vec<f64>)> {
         let mut engine = self.start(grown.topologies.clone(), grown.values.clone())?;
         engine.reshape(damaged, &self.meta.code, self.meta.config.task.weight_init, rng)?;
         let (mut train, mut val) = (vec![grown.before.0], vec![grown.before.1]);
@@ -312,7 +319,6 @@ fn baseline_curve(
     Ok(sums.map(|v| v / n))
 }
 
-
 /// Connection churn: every step, some connections die and as many new ones appear.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ChurnSpec {
@@ -380,7 +386,8 @@ pub fn churn_experiment(bench: &Bench<'_>, spec: &ChurnSpec) -> Result<Vec<Churn
         let (mut train, mut val) = (vec![grown.before.0], vec![grown.before.1]);
         let mut engine = bench.start(grown.topologies.clone(), grown.values.clone())?;
         for _ in 0..spec.steps {
-            let churned = engine.topologies().iter().map(|t| churn_once(t, rate, &mut rng)).collect::<Result<Vec<_>>>()?;
+            let churned =
+                engine.topologies().iter().map(|t| churn_once(t, rate, &mut rng)).collect::<Result<Vec<_>>>()?;
             engine.reshape(churned, code, init, &mut rng)?;
             let fire: Vec<bool> =
                 engine.topologies().iter().flat_map(|t| choose_firing(&mut rng, t, spec.fire_fraction)).collect();

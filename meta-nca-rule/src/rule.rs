@@ -12,7 +12,6 @@ use serde::{Deserialize, Serialize};
 
 use crate::fused::{Tensor2, fused, pure};
 
-
 /// Hidden-layer nonlinearity of the rule network.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "kebab-case")]
@@ -61,11 +60,7 @@ pub struct RuleNet {
 }
 
 /// Appends a column of ones to `x` after applying `act` (`None`: identity), as one fused op.
-fn activate_with_ones<T: Tape<f64, Cpu>>(
-    dev: &Cpu,
-    x: Tensor2<T>,
-    act: Option<Activation>,
-) -> Tensor2<T> {
+fn activate_with_ones<T: Tape<f64, Cpu>>(dev: &Cpu, x: Tensor2<T>, act: Option<Activation>) -> Tensor2<T> {
     let (rows, cols) = *x.shape();
     fused(dev, x, (rows, cols + 1), move |x| {
         let mut out = Vec::with_capacity(rows * (cols + 1));
@@ -74,7 +69,13 @@ fn activate_with_ones<T: Tape<f64, Cpu>>(
             for &v in row {
                 let (y, dy) = match act {
                     None => (v, 1.0),
-                    Some(Activation::Relu) => if v > 0.0 { (v, 1.0) } else { (0.0, 0.0) },
+                    Some(Activation::Relu) => {
+                        if v > 0.0 {
+                            (v, 1.0)
+                        } else {
+                            (0.0, 0.0)
+                        }
+                    }
                     Some(Activation::Tanh) => {
                         let t = v.tanh();
                         (t, 1.0 - t * t)

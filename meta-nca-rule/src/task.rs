@@ -18,9 +18,7 @@ pub struct DenseNet<E> {
 impl DenseNet<f64> {
     /// All-zero weights for `sizes`.
     pub fn zeros(sizes: &[usize], bias: bool) -> Self {
-        let weights = (0..sizes.len() - 1)
-            .map(|l| vec![0.0; (sizes[l] + usize::from(bias)) * sizes[l + 1]])
-            .collect();
+        let weights = (0..sizes.len() - 1).map(|l| vec![0.0; (sizes[l] + usize::from(bias)) * sizes[l + 1]]).collect();
         Self { sizes: sizes.to_vec(), bias, weights }
     }
 }

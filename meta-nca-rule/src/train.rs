@@ -8,15 +8,15 @@ use rand::Rng;
 use rand::seq::SliceRandom;
 
 use crate::batch::Batch;
-use crate::checkpoint::{Checkpoint, RuleMeta, FORMAT, config_mismatches};
+use crate::checkpoint::{Checkpoint, FORMAT, RuleMeta, config_mismatches};
 use crate::config::{Config, GradNormalisation};
-use crate::pool::Pool;
 use crate::episode::{Episode, EpisodeSpec, Stream, rng_for};
 use crate::eval::{EvalSpec, grow_and_score};
 use crate::experiment::Experiment;
 use crate::init::HiddenCode;
 use crate::optim::{Adam, clip_global_norm, global_norm, normalise_per_tensor};
 use crate::perception::PerceptionSpec;
+use crate::pool::Pool;
 use crate::reference::{Grower, score};
 use crate::robustness::{PruneMode, prune_batch};
 use crate::rule::RuleNet;
@@ -149,7 +149,15 @@ impl Trainer {
             fire_fraction: cfg.grow.fire_fraction,
             seed: cfg.seed,
         };
-        let grown = grow_and_score(&self.rule, &self.spec, self.code, &self.exp.config, self.exp.primary(), spec, Stream::Probe)?;
+        let grown = grow_and_score(
+            &self.rule,
+            &self.spec,
+            self.code,
+            &self.exp.config,
+            self.exp.primary(),
+            spec,
+            Stream::Probe,
+        )?;
         let n = grown.len().max(1) as f64;
         let result = ProbeResult {
             epoch: self.epoch,
@@ -216,7 +224,8 @@ impl Trainer {
                     let (value, tape) = grown_state.split_tape();
                     let width = self.spec.state_width();
                     let topologies = grower.batch().topologies();
-                    let pruned = prune_batch(topologies, &value.as_vec(), width, damage.fraction, PruneMode::Random, &mut rng)?;
+                    let pruned =
+                        prune_batch(topologies, &value.as_vec(), width, damage.fraction, PruneMode::Random, &mut rng)?;
                     let damaged = grower.damaged_loss(
                         &self.rule,
                         value.put_tape(tape),

@@ -225,13 +225,13 @@ impl Cell {
         }
         fn view(v: &NeuronSummary) -> NeuronView<'_, f64> {
             NeuronView {
-            in_sum: &v.in_sum,
-            in_count: v.in_count,
-            out_sum: &v.out_sum,
-            out_count: v.out_count,
-            act: v.act,
-            pre_act: v.pre_act,
-            err: v.err,
+                in_sum: &v.in_sum,
+                in_count: v.in_count,
+                out_sum: &v.out_sum,
+                out_count: v.out_count,
+                act: v.act,
+                pre_act: v.pre_act,
+                err: v.err,
             }
         }
         let (mut hebb_z, mut hebb_e) = (0.0, 0.0);

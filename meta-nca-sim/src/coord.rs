@@ -26,7 +26,11 @@ pub(crate) enum CoordMsg {
     Progress { stats: RunStats, finals: Vec<(u32, Vec<f64>)> },
     /// Answers to a snapshot request: counts so far, some cells' state rows and some
     /// neurons' last summaries.
-    Snapshot { stats: RunStats, cells: Vec<(u32, (u32, u32), Vec<f64>)>, neurons: Vec<(u32, Option<Arc<NeuronSummary>>)> },
+    Snapshot {
+        stats: RunStats,
+        cells: Vec<(u32, (u32, u32), Vec<f64>)>,
+        neurons: Vec<(u32, Option<Arc<NeuronSummary>>)>,
+    },
     /// An actor failed; the run is over.
     Failed { actor: String, message: String },
 }
@@ -88,7 +92,10 @@ impl Gathering {
         }
         let slot = &self.batch.cells()[c];
         if (slot.pre as u32, slot.post as u32) != links {
-            return failed(format!("{} links neurons {} -> {}, the cell links {links:?}", slot.id, slot.pre, slot.post));
+            return failed(format!(
+                "{} links neurons {} -> {}, the cell links {links:?}",
+                slot.id, slot.pre, slot.post
+            ));
         }
         self.cells_seen[c] = true;
         self.snapshot.links[c] = links;

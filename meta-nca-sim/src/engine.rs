@@ -107,7 +107,13 @@ impl Engine for ActorEngine {
         Ok(())
     }
 
-    fn reshape(&mut self, topologies: Vec<Topology>, code: &HiddenCode, init: WeightInit, rng: &mut StdRng) -> meta_nca_rule::Result<()> {
+    fn reshape(
+        &mut self,
+        topologies: Vec<Topology>,
+        code: &HiddenCode,
+        init: WeightInit,
+        rng: &mut StdRng,
+    ) -> meta_nca_rule::Result<()> {
         if topologies.len() != self.sims.len() {
             return Err(meta_nca_rule::Error::Topology(format!(
                 "a reshape needs {} networks, got {}",

@@ -128,7 +128,9 @@ impl Shared {
     /// Whether the thread should wake for `inbox`.
     fn wake(&self, inbox: &Inbox) -> bool {
         match self.batching {
-            Batching::Announced { chunk } => (inbox.expected > 0 && inbox.rows >= inbox.expected) || inbox.rows >= chunk,
+            Batching::Announced { chunk } => {
+                (inbox.expected > 0 && inbox.rows >= inbox.expected) || inbox.rows >= chunk
+            }
             Batching::CountOrDeadline { max_rows, .. } => inbox.rows >= max_rows || inbox.waiting.len() == 1,
         }
     }
@@ -177,9 +179,8 @@ impl RuleHandle {
             width: rule.shape.input,
         });
         let inner = shared.clone();
-        let thread = std::thread::Builder::new()
-            .name("rule-service".into())
-            .spawn(move || serve(rule, inner, runtime))?;
+        let thread =
+            std::thread::Builder::new().name("rule-service".into()).spawn(move || serve(rule, inner, runtime))?;
         Ok((Self { shared }, thread))
     }
 

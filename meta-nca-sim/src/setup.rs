@@ -43,22 +43,21 @@ impl Setup {
         seed: u64,
     ) -> Result<Self> {
         let archs = meta_nca_rule::config::Architectures::List(vec![topology.sizes().to_vec()]);
-        let ep_spec = EpisodeSpec {
-            archs: &archs,
-            networks: 1,
-            bias: topology.bias(),
-            weight_init,
-            code,
-            steps,
-            fire_fraction,
-        };
+        let ep_spec =
+            EpisodeSpec { archs: &archs, networks: 1, bias: topology.bias(), weight_init, code, steps, fire_fraction };
         let mut rng = rng_for(seed, Stream::Grow, 0);
         let episode = Episode::draw_for(vec![topology.clone()], &ep_spec, &mut rng)?;
         Self::from_episode(rule, spec, topology, data, episode)
     }
 
     /// The setup of a drawn single-network episode.
-    pub fn from_episode(rule: RuleNet, spec: PerceptionSpec, topology: Topology, data: Arc<TaskData>, episode: Episode) -> Result<Self> {
+    pub fn from_episode(
+        rule: RuleNet,
+        spec: PerceptionSpec,
+        topology: Topology,
+        data: Arc<TaskData>,
+        episode: Episode,
+    ) -> Result<Self> {
         if rule.shape.input != spec.width() || rule.shape.output != spec.state_width() {
             return Err(Error::Config {
                 key: "rule",

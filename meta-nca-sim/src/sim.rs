@@ -246,7 +246,9 @@ impl Spawner {
     {
         let token = self.token.clone();
         match &self.dispatch {
-            Some(d) => self.tracker.spawn(async move { token.run_until_cancelled(task).await }.with_subscriber(d.clone())),
+            Some(d) => {
+                self.tracker.spawn(async move { token.run_until_cancelled(task).await }.with_subscriber(d.clone()))
+            }
             None => self.tracker.spawn(async move { token.run_until_cancelled(task).await }),
         }
     }
@@ -346,7 +348,10 @@ impl Simulation {
             }
             Mode::Async(a) => {
                 if !(a.fire_rate > 0.0 && a.fire_rate <= 1.0) {
-                    return Err(Error::Config { key: "fire-rate", message: format!("must be in (0, 1], got {}", a.fire_rate) });
+                    return Err(Error::Config {
+                        key: "fire-rate",
+                        message: format!("must be in (0, 1], got {}", a.fire_rate),
+                    });
                 }
                 ctx.async_mode = true;
                 ctx.fire_rate = a.fire_rate;
@@ -370,8 +375,10 @@ impl Simulation {
             .enable_time()
             .build()
             .map_err(Error::Runtime)?;
-        let (rule, service) = RuleHandle::spawn(setup.rule.clone(), batching, runtime.handle().clone()).map_err(Error::Runtime)?;
-        let spawner = Spawner { tracker: TaskTracker::new(), token: CancellationToken::new(), dispatch: spec.dispatch.clone() };
+        let (rule, service) =
+            RuleHandle::spawn(setup.rule.clone(), batching, runtime.handle().clone()).map_err(Error::Runtime)?;
+        let spawner =
+            Spawner { tracker: TaskTracker::new(), token: CancellationToken::new(), dispatch: spec.dispatch.clone() };
         let parts = Parts {
             neurons: world.make_neurons(),
             collector: Collector::new(&world, spec.record_weights),
@@ -493,7 +500,13 @@ impl Simulation {
     /// actors end; new cells start as [`carry_plan`] says (`code`, `init`, drawn from `rng`
     /// exactly as the reference path's [`meta_nca_rule::reference::Grower::reshape`] draws
     /// them). An error (an index that does not fit `code`) leaves the simulation unchanged.
-    pub fn reshape<R: Rng>(&mut self, topology: Topology, code: &HiddenCode, init: WeightInit, rng: &mut R) -> Result<()> {
+    pub fn reshape<R: Rng>(
+        &mut self,
+        topology: Topology,
+        code: &HiddenCode,
+        init: WeightInit,
+        rng: &mut R,
+    ) -> Result<()> {
         self.lockstep("a topology change")?;
         let cells = carry_plan(code, init, &self.world.topology, &topology, rng)?;
         let world = Arc::new(self.world.reshaped(topology)?);
@@ -531,9 +544,11 @@ impl Simulation {
     /// which ends with the last handle.
     fn stop(&mut self) -> (Option<Result<Collector>>, Result<RuleStats>) {
         let collector = match (self.driver.take(), &self.runtime) {
-            (Some(driver), Some(runtime)) => Some(runtime.block_on(runtime.spawn(driver.finish())).unwrap_or_else(|e| {
-                Err(Error::ActorFailed { actor: "coordinator".into(), message: e.to_string() })
-            })),
+            (Some(driver), Some(runtime)) => {
+                Some(runtime.block_on(runtime.spawn(driver.finish())).unwrap_or_else(|e| {
+                    Err(Error::ActorFailed { actor: "coordinator".into(), message: e.to_string() })
+                }))
+            }
             _ => None,
         };
         drop(self.runtime.take());

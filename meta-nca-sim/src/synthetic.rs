@@ -15,8 +15,8 @@ use meta_nca_rule::topology::Topology;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
-use crate::sim::Setup;
 use crate::Result;
+use crate::sim::Setup;
 
 /// Layer sizes `[k, k, 10]` with bias cells whose cell count is closest to `cells`.
 pub fn wide_sizes(cells: usize) -> Vec<usize> {
@@ -61,7 +61,8 @@ pub fn wide_setup(sizes: &[usize], spec: &SyntheticSpec) -> Result<Setup> {
     let max_cells = (0..topology.num_layers()).map(|l| topology.layer(l).cells.len()).max().unwrap_or(1);
     let code = HiddenCode::for_family(topology.num_layers(), max_cells, true, 2);
     let mut cfg = Config::default();
-    cfg.rule.perception = vec![Group::SelfState, Group::Column, Group::Row, Group::Activations, Group::Feedback, Group::Hebbian];
+    cfg.rule.perception =
+        vec![Group::SelfState, Group::Column, Group::Row, Group::Activations, Group::Feedback, Group::Hebbian];
     cfg.rule.hidden = spec.rule_hidden.clone();
     cfg.rule.output_scale = 0.5;
     cfg.rule.last_init = 0.01;

@@ -21,15 +21,15 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use meta_nca_rule::init::RowSource;
-use tokio::sync::{Notify, oneshot};
 use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender, unbounded_channel};
+use tokio::sync::{Notify, oneshot};
 use tokio::task::JoinHandle;
 
 use crate::cell::Cell;
+use crate::coord::{Collector, CoordMsg, Coordinator, FailGuard};
 use crate::neuron::Neuron;
 use crate::protocol::{CellDone, CellMsg, Contribution, Fan, NeuronMsg, Outbox, Partial};
 use crate::rule_service::{Answer, Reply, RuleHandle};
-use crate::coord::{Collector, CoordMsg, Coordinator, FailGuard};
 use crate::sim::{Parts, Reshape, RunStats, Snapshot, Spawner};
 use crate::world::World;
 use crate::{Error, Result};
@@ -194,7 +194,8 @@ async fn cell_task(
         };
         loop {
             let rule = Some(&env.rule);
-            let mut out = TaskOut { routes: &routes, world: &world, rule, answer: None, tick: false, stats: &mut stats };
+            let mut out =
+                TaskOut { routes: &routes, world: &world, rule, answer: None, tick: false, stats: &mut stats };
             cell.handle(msg, &world.ctx, &mut out);
             if let Some(answer) = out.answer.take() {
                 // No select on the run's cancellation token (a waiter registration under a
@@ -234,8 +235,14 @@ async fn neuron_task(
     while let Some(item) = rx.recv().await {
         match item {
             Inbox::Msg(msg) => {
-                let mut out =
-                    TaskOut { routes: &routes, world: &world, rule: None, answer: None, tick: false, stats: &mut unused };
+                let mut out = TaskOut {
+                    routes: &routes,
+                    world: &world,
+                    rule: None,
+                    answer: None,
+                    tick: false,
+                    stats: &mut unused,
+                };
                 neuron.handle(msg, &world.ctx, &mut out);
             }
             Inbox::Rewire { index, world: w, routes: r } => {
@@ -244,7 +251,8 @@ async fn neuron_task(
             }
             Inbox::Snapshot { .. } => {
                 let neurons = vec![(neuron.index, neuron.last_summary().cloned())];
-                let _ = routes.coord.send(CoordMsg::Snapshot { stats: RunStats::default(), cells: Vec::new(), neurons });
+                let _ =
+                    routes.coord.send(CoordMsg::Snapshot { stats: RunStats::default(), cells: Vec::new(), neurons });
             }
             Inbox::Stop => break,
         }
@@ -369,7 +377,8 @@ impl Driver {
     pub(crate) async fn reshape(&mut self, reshape: Reshape) -> Result<()> {
         let Reshape { world, cells, neurons, round } = reshape;
         let old = self.routes.clone();
-        let mut old_cells: Vec<Option<JoinHandle<()>>> = std::mem::take(&mut self.cell_tasks).into_iter().map(Some).collect();
+        let mut old_cells: Vec<Option<JoinHandle<()>>> =
+            std::mem::take(&mut self.cell_tasks).into_iter().map(Some).collect();
         let mut old_neurons: Vec<Option<JoinHandle<()>>> =
             std::mem::take(&mut self.neuron_tasks).into_iter().map(Some).collect();
         // Who is where in the new network: a surviving task (with its inbox) or a new actor.
@@ -400,7 +409,8 @@ impl Driver {
             match source {
                 Some(prev) => {
                     let prev = prev as usize;
-                    let task = old_neurons.get_mut(prev).and_then(Option::take).ok_or_else(|| missing("neuron", prev))?;
+                    let task =
+                        old_neurons.get_mut(prev).and_then(Option::take).ok_or_else(|| missing("neuron", prev))?;
                     neuron_tx.push(old.neurons[prev].clone());
                     neuron_places.push(Place::Kept(task));
                 }
@@ -441,7 +451,8 @@ impl Driver {
         for (c, place) in cell_places.into_iter().enumerate() {
             let task = match place {
                 Place::Kept(task) => {
-                    let rewire = Inbox::Rewire { index: c as u32, world: self.world.clone(), routes: self.routes.clone() };
+                    let rewire =
+                        Inbox::Rewire { index: c as u32, world: self.world.clone(), routes: self.routes.clone() };
                     let _ = self.routes.cells[c].send(rewire);
                     task
                 }
@@ -452,7 +463,8 @@ impl Driver {
         for (g, place) in neuron_places.into_iter().enumerate() {
             let task = match place {
                 Place::Kept(task) => {
-                    let rewire = Inbox::Rewire { index: g as u32, world: self.world.clone(), routes: self.routes.clone() };
+                    let rewire =
+                        Inbox::Rewire { index: g as u32, world: self.world.clone(), routes: self.routes.clone() };
                     let _ = self.routes.neurons[g].send(rewire);
                     task
                 }
@@ -485,5 +497,8 @@ impl Driver {
 }
 
 fn missing(what: &str, index: usize) -> Error {
-    Error::ActorFailed { actor: format!("{what} {index}"), message: "a topology change names a task that is not there".into() }
+    Error::ActorFailed {
+        actor: format!("{what} {index}"),
+        message: "a topology change names a task that is not there".into(),
+    }
 }

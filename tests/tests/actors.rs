@@ -143,7 +143,9 @@ fn lockstep_records_every_step_and_fires_the_episode_cells() {
 #[test]
 fn async_mode_finishes_on_both_executors() {
     let b = build(&all_groups_case(5));
-    for (executor, chunk) in [(Executor::Tasks, 8192), (Executor::Shards { shards: 3 }, 8192), (Executor::Shards { shards: 2 }, 2)] {
+    for (executor, chunk) in
+        [(Executor::Tasks, 8192), (Executor::Shards { shards: 3 }, 8192), (Executor::Shards { shards: 2 }, 2)]
+    {
         for max_staleness in [0, 2] {
             let mode = Mode::Async(AsyncSpec { max_staleness, jitter: 3, ..AsyncSpec::default() });
             let s = SimSpec { rule_chunk: chunk, ..spec(executor, mode) };
@@ -186,7 +188,9 @@ fn a_panicking_rule_service_is_reported_not_hung() {
     let last = broken.rule.layers.len() - 1;
     broken.rule.layers[last] = dev.tensor_from_vec(vec![0.0; 3 * 2], (3, 2));
     let modes = [Mode::Lockstep, Mode::Async(AsyncSpec::default())];
-    for (executor, mode) in [Executor::Tasks, Executor::Shards { shards: 2 }].into_iter().flat_map(|e| modes.map(|m| (e, m))) {
+    for (executor, mode) in
+        [Executor::Tasks, Executor::Shards { shards: 2 }].into_iter().flat_map(|e| modes.map(|m| (e, m)))
+    {
         let setup = broken.clone();
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {

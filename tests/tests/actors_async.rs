@@ -87,7 +87,12 @@ fn check(training_seed: u64, runs: u64) {
         // Not vacuous: the rule grows networks far above chance (1/3 on Iris).
         assert!(acc.lockstep > 0.8, "the trained rule grows poor networks: {:.4}", acc.lockstep);
         let gap = (acc.async_mode - acc.lockstep).abs();
-        assert!(gap <= 0.02, "{executor:?}: async {:.4} vs lockstep {:.4} over {runs} runs", acc.async_mode, acc.lockstep);
+        assert!(
+            gap <= 0.02,
+            "{executor:?}: async {:.4} vs lockstep {:.4} over {runs} runs",
+            acc.async_mode,
+            acc.lockstep
+        );
     }
 }
 

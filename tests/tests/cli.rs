@@ -121,8 +121,14 @@ fn same_seed_same_metrics_other_seed_other_losses() {
     assert_ne!(losses(&a), losses(&c), "seed 2 gives the same losses as seed 1");
     // The checkpoints of identical runs are identical too.
     let (ca, cb) = (load(&tmp.path("a").join("last.safetensors")), load(&tmp.path("b").join("last.safetensors")));
-    assert!(ca.rule.params_flat() == cb.rule.params_flat() && ca.adam == cb.adam && ca.meta == cb.meta, "same config and seed, different checkpoints");
-    assert!(read(&tmp.path("a").join("last.safetensors")) == read(&tmp.path("b").join("last.safetensors")), "identical runs wrote different checkpoint bytes");
+    assert!(
+        ca.rule.params_flat() == cb.rule.params_flat() && ca.adam == cb.adam && ca.meta == cb.meta,
+        "same config and seed, different checkpoints"
+    );
+    assert!(
+        read(&tmp.path("a").join("last.safetensors")) == read(&tmp.path("b").join("last.safetensors")),
+        "identical runs wrote different checkpoint bytes"
+    );
 }
 
 #[test]
@@ -155,7 +161,16 @@ fn unknown_config_key_is_named() {
 fn impossible_value_is_named() {
     let tmp = Scratch::new("impossible");
     fails(
-        &["train", "--config", "configs/smoke.toml", "--set", "grow.fire-fraction=1.5", "--out", &tmp.arg("run"), "--quiet"],
+        &[
+            "train",
+            "--config",
+            "configs/smoke.toml",
+            "--set",
+            "grow.fire-fraction=1.5",
+            "--out",
+            &tmp.arg("run"),
+            "--quiet",
+        ],
         &["grow.fire-fraction", "1.5"],
     );
     assert!(!tmp.path("run").exists(), "a failed train created its run folder");
@@ -224,7 +239,16 @@ fn csv_missing_file() {
     let tmp = Scratch::new("csv-missing-file");
     let path = tmp.arg("nowhere.csv");
     fails(
-        &["train", "--config", "configs/smoke.toml", "--set", &format!("data.dataset={path}"), "--out", &tmp.arg("run"), "--quiet"],
+        &[
+            "train",
+            "--config",
+            "configs/smoke.toml",
+            "--set",
+            &format!("data.dataset={path}"),
+            "--out",
+            &tmp.arg("run"),
+            "--quiet",
+        ],
         &[&path],
     );
 }
@@ -364,25 +388,58 @@ fn robustness_prunes_grown_networks_and_writes_curves() {
     let tmp = Scratch::new("robustness");
     let dir = tmp.arg("run");
     train_smoke(&dir, &["--set", "train.damage={fraction=0.2, recover=2}"]);
-    let out = ok(&["robustness", "--run", &dir, "--networks", "4", "--fractions", "0.2,0.5", "--recover", "3", "--mode", "magnitude"]);
+    let out = ok(&[
+        "robustness",
+        "--run",
+        &dir,
+        "--networks",
+        "4",
+        "--fractions",
+        "0.2,0.5",
+        "--recover",
+        "3",
+        "--mode",
+        "magnitude",
+    ]);
     assert!(out.contains("20%") && out.contains("50%"), "{out}");
     let csv = std::fs::read_to_string(tmp.path("run").join("robustness-prune-magnitude.csv")).expect("curves written");
-    let rows: Vec<Vec<f64>> = csv
-        .lines()
-        .skip(1)
-        .map(|l| l.split(',').map(|v| v.parse::<f64>().expect("numeric")).collect())
-        .collect();
+    let rows: Vec<Vec<f64>> =
+        csv.lines().skip(1).map(|l| l.split(',').map(|v| v.parse::<f64>().expect("numeric")).collect()).collect();
     // Per fraction: before (-1), right after (0), then 3 recovery steps.
     assert_eq!(rows.len(), 2 * (3 + 2));
     assert!(rows.iter().all(|r| r.len() == 4 && (0.0..=1.0).contains(&r[2]) && (0.0..=1.0).contains(&r[3])));
     let steps: Vec<i64> = rows.iter().take(5).map(|r| r[1] as i64).collect();
     assert_eq!(steps, vec![-1, 0, 1, 2, 3]);
     // The same fraction gives the same damage whatever else is listed.
-    let alone = ok(&["robustness", "--run", &dir, "--networks", "4", "--fractions", "0.5", "--recover", "3", "--mode", "magnitude"]);
+    let alone = ok(&[
+        "robustness",
+        "--run",
+        &dir,
+        "--networks",
+        "4",
+        "--fractions",
+        "0.5",
+        "--recover",
+        "3",
+        "--mode",
+        "magnitude",
+    ]);
     let line = |text: &str| text.lines().find(|l| l.starts_with("50%")).map(str::to_string);
     assert_eq!(line(&out), line(&alone));
     fails(&["robustness", "--run", &dir, "--fractions", "1.5"], &["1.5"]);
-    fails(&["train", "--config", "configs/smoke.toml", "--set", "train.damage={fraction=1.0, recover=2}", "--out", &tmp.arg("bad"), "--quiet"], &["train.damage"]);
+    fails(
+        &[
+            "train",
+            "--config",
+            "configs/smoke.toml",
+            "--set",
+            "train.damage={fraction=1.0, recover=2}",
+            "--out",
+            &tmp.arg("bad"),
+            "--quiet",
+        ],
+        &["train.damage"],
+    );
 }
 
 #[test]
@@ -390,7 +447,19 @@ fn robustness_adds_hidden_neurons_or_says_why_not() {
     let tmp = Scratch::new("neurons");
     let dir = tmp.arg("run");
     train_smoke(&dir, &["--set", "rule.index-bits=6"]);
-    let out = ok(&["robustness", "--run", &dir, "--experiment", "neurons", "--neurons", "1,3", "--networks", "3", "--recover", "5"]);
+    let out = ok(&[
+        "robustness",
+        "--run",
+        &dir,
+        "--experiment",
+        "neurons",
+        "--neurons",
+        "1,3",
+        "--networks",
+        "3",
+        "--recover",
+        "5",
+    ]);
     assert!(out.contains("+5 steps"), "{out}");
     let csv = std::fs::read_to_string(tmp.path("run").join("robustness-neurons.csv")).expect("curves written");
     assert_eq!(csv.lines().count(), 1 + 2 * (5 + 2));
@@ -406,14 +475,41 @@ fn robustness_churn_replaces_connections_every_step() {
     let tmp = Scratch::new("churn");
     let dir = tmp.arg("run");
     train_smoke(&dir, &["--set", "rule.index-code=false"]);
-    let out = ok(&["robustness", "--run", &dir, "--experiment", "churn", "--rates", "0.1,0.3", "--networks", "3", "--recover", "4"]);
+    let out = ok(&[
+        "robustness",
+        "--run",
+        &dir,
+        "--experiment",
+        "churn",
+        "--rates",
+        "0.1,0.3",
+        "--networks",
+        "3",
+        "--recover",
+        "4",
+    ]);
     assert!(out.contains("10%") && out.contains("30%"), "{out}");
     let csv = std::fs::read_to_string(tmp.path("run").join("robustness-churn.csv")).expect("curves written");
     assert_eq!(csv.lines().count(), 1 + 2 * (4 + 1));
     // With a per-cell index code, new cells soon run out of indices: a clear error.
     let coded = tmp.arg("coded");
     train_smoke(&coded, &[]);
-    fails(&["robustness", "--run", &coded, "--experiment", "churn", "--rates", "0.3", "--networks", "2", "--recover", "10"], &["does not fit"]);
+    fails(
+        &[
+            "robustness",
+            "--run",
+            &coded,
+            "--experiment",
+            "churn",
+            "--rates",
+            "0.3",
+            "--networks",
+            "2",
+            "--recover",
+            "10",
+        ],
+        &["does not fit"],
+    );
     fails(&["robustness", "--run", &dir, "--experiment", "churn", "--rates", "2"], &["--rates"]);
 }
 
@@ -465,7 +561,10 @@ fn grow_with_topology_changes_on_both_engines() {
         fails(&[&base[..], &["--change", change]].concat(), needles);
         assert!(!tmp.path("bad.json").exists(), "{change}: nothing is written");
     }
-    fails(&[&base[..], &["--change", "1@add-neuron:1", "--engine", "actors", "--mode", "async"]].concat(), &["lockstep"]);
+    fails(
+        &[&base[..], &["--change", "1@add-neuron:1", "--engine", "actors", "--mode", "async"]].concat(),
+        &["lockstep"],
+    );
     // A trace follows each cell by its stable index through the changes: the 12 cells of W_1,
     // the 3 out of the removed neuron among them, and 3 out of the added one.
     let trace = tmp.arg("trace.jsonl");
@@ -474,7 +573,10 @@ fn grow_with_topology_changes_on_both_engines() {
     let summary = ok(&["inspect", &trace]);
     assert!(summary.contains(" 15 cells, 4 steps"), "{summary}");
     assert!(summary.contains("* moved when neurons were removed or added"), "{summary}");
-    fails(&["plot", "--grow", &tmp.arg("reference.json"), "--out", &tmp.arg("pictures")], &["changes during this grow"]);
+    fails(
+        &["plot", "--grow", &tmp.arg("reference.json"), "--out", &tmp.arg("pictures")],
+        &["changes during this grow"],
+    );
 }
 
 /// A reader that stops early (`meta-nca inspect trace.jsonl | head`) ends the program quietly,
@@ -487,7 +589,21 @@ fn a_closed_stdout_ends_quietly() {
     train_smoke(&run_dir, &["--set", "rule.index-code=false"]);
     // Hidden width 600: one line per traced cell, far more than a pipe buffer holds.
     let trace = tmp.arg("trace.jsonl");
-    ok(&["grow", "--run", &run_dir, "--hidden", "600", "--steps", "1", "--engine", "actors", "--trace-json", &trace, "--save", &tmp.arg("g.json")]);
+    ok(&[
+        "grow",
+        "--run",
+        &run_dir,
+        "--hidden",
+        "600",
+        "--steps",
+        "1",
+        "--engine",
+        "actors",
+        "--trace-json",
+        &trace,
+        "--save",
+        &tmp.arg("g.json"),
+    ]);
     let mut child = std::process::Command::new(meta_nca_tests::bin())
         .args(["inspect", &trace])
         .stdout(std::process::Stdio::piped())

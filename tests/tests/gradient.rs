@@ -41,9 +41,8 @@ fn setup() -> Setup {
     for t in &topologies {
         state0.extend(initial_state(&code, WeightInit::Xavier, t, &mut rng).expect("fits"));
     }
-    let fires: Vec<Vec<bool>> = (0..3)
-        .map(|_| topologies.iter().flat_map(|t| choose_firing(&mut rng, t, 0.7)).collect())
-        .collect();
+    let fires: Vec<Vec<bool>> =
+        (0..3).map(|_| topologies.iter().flat_map(|t| choose_firing(&mut rng, t, 0.7)).collect()).collect();
     let shape = RuleShape {
         input: spec.width(),
         hidden: vec![6],
@@ -200,7 +199,11 @@ fn meta_gradient_through_a_topology_change_matches_finite_differences() {
 
 /// The damage-aware loss (loss, connections removed, recovery steps, loss again; their mean):
 /// its meta-gradient matches finite differences too.
-fn damaged(s: &Setup, rule: &RuleNet, state0: Tensor2<OwnedTape<f64, Cpu>>) -> Tensor<(), f64, Cpu, OwnedTape<f64, Cpu>> {
+fn damaged(
+    s: &Setup,
+    rule: &RuleNet,
+    state0: Tensor2<OwnedTape<f64, Cpu>>,
+) -> Tensor<(), f64, Cpu, OwnedTape<f64, Cpu>> {
     let code = HiddenCode::for_family(3, 20, true, 1);
     let state = s.grower.unroll(rule, state0, &s.fires[..2]);
     let mut topologies = s.grower.batch().topologies().to_vec();

@@ -265,8 +265,13 @@ impl StateMachineTest for Living {
         let episode = Episode { topologies: vec![p.start.clone()], state0: p.state0.clone(), fires: Vec::new() };
         let setup = Setup::from_episode(p.rule.clone(), p.spec.clone(), p.start.clone(), p.data.clone(), episode)
             .expect("setup");
-        let spec =
-            SimSpec { executor: p.executor, mode: Mode::Lockstep, workers: 2, rule_chunk: p.rule_chunk, ..SimSpec::default() };
+        let spec = SimSpec {
+            executor: p.executor,
+            mode: Mode::Lockstep,
+            workers: 2,
+            rule_chunk: p.rule_chunk,
+            ..SimSpec::default()
+        };
         let mut sim =
             within(format!("starting on {:?}", p.executor), || Simulation::start(&setup, &spec).expect("starts"));
         check(&mut sim, model);

@@ -471,12 +471,7 @@ fn spec_forward(batch: &Batch, net: usize, state: &[f64], s: usize, case: &GrowC
                 let m = next.iter().copied().fold(f64::NEG_INFINITY, f64::max);
                 let exps: Vec<f64> = next.iter().map(|v| (v - m).exp()).collect();
                 let sum: f64 = exps.iter().sum();
-                e.push(
-                    exps.iter()
-                        .enumerate()
-                        .map(|(j, x)| f64::from(u8::from(j == case.y[b])) - x / sum)
-                        .collect(),
-                );
+                e.push(exps.iter().enumerate().map(|(j, x)| f64::from(u8::from(j == case.y[b])) - x / sum).collect());
                 break;
             }
         }

@@ -30,7 +30,10 @@ fn gif_frames(path: &Path) -> (u32, u32, Vec<Vec<u8>>) {
     let mut canvas = vec![255u8; w * h * 3];
     let mut frames = Vec::new();
     while let Some(f) = d.read_next_frame().expect("a GIF frame") {
-        assert!(f.left as usize + f.width as usize <= w && f.top as usize + f.height as usize <= h, "frame inside the screen");
+        assert!(
+            f.left as usize + f.width as usize <= w && f.top as usize + f.height as usize <= h,
+            "frame inside the screen"
+        );
         assert_ne!(f.dispose, gif::DisposalMethod::Background, "frames build on each other");
         for y in 0..f.height as usize {
             for x in 0..f.width as usize {
@@ -108,7 +111,9 @@ fn grow_json(steps: usize, w: impl Fn(usize, usize) -> f64) -> String {
         for pre in 0..=sizes[layer] {
             for post in 0..sizes[layer + 1] {
                 if (layer, pre, post) != (0, 0, 1) {
-                    cells.push(serde_json::json!({"layer": layer, "pre": pre, "post": post, "index": pre * index_cols + post}));
+                    cells.push(
+                        serde_json::json!({"layer": layer, "pre": pre, "post": post, "index": pre * index_cols + post}),
+                    );
                 }
             }
         }
@@ -318,7 +323,8 @@ fn robustness_png_follows_the_curves_and_the_baseline() {
         // Below the title (centred over the whole width), the left panel is the picture
         // without the baseline (same curves, same axes as long as the baseline stays inside).
         let left: Vec<u8> = rgb.chunks_exact(1640 * 3).skip(40).flat_map(|row| row[..800 * 3].to_vec()).collect();
-        let alone: Vec<u8> = pictures[0].chunks_exact(820 * 3).skip(40).flat_map(|row| row[..800 * 3].to_vec()).collect();
+        let alone: Vec<u8> =
+            pictures[0].chunks_exact(820 * 3).skip(40).flat_map(|row| row[..800 * 3].to_vec()).collect();
         let same = left.chunks_exact(3).zip(alone.chunks_exact(3)).filter(|(a, b)| a == b).count();
         assert!(same * 100 > left.len() / 3 * 95, "the curves panel changed: only {same} pixels equal");
         with_baseline.push(rgb);
@@ -343,7 +349,8 @@ fn robustness_plot_bad_inputs_fail_cleanly() {
     fails(&["plot", "--robustness", &tmp.arg("metrics.csv")], &["'epoch'"]);
     std::fs::write(tmp.path("r-baseline.csv"), baseline_csv(&[0.1], 0.9)).expect("baseline");
     fails(&["plot", "--robustness", &tmp.arg("r-baseline.csv")], &["baseline"]);
-    std::fs::write(tmp.path("r.csv"), "fraction,step,grown_train_acc,grown_val_acc\n0.1,-1,0.9,0.9\n0.1,0,x,0.8\n").expect("csv");
+    std::fs::write(tmp.path("r.csv"), "fraction,step,grown_train_acc,grown_val_acc\n0.1,-1,0.9,0.9\n0.1,0,x,0.8\n")
+        .expect("csv");
     fails(&["plot", "--robustness", &tmp.arg("r.csv")], &["line 3"]);
     std::fs::write(tmp.path("r.csv"), "fraction,step,grown_val_acc\n0.1,-1,0.9\n").expect("csv");
     fails(&["plot", "--robustness", &tmp.arg("r.csv")], &["grown_train_acc"]);

@@ -60,7 +60,11 @@ fn config_file_runs_and_its_resolved_copy_reproduces_the_run() {
     assert!(out.contains("20%") && out.contains("50%") && !out.contains("10%"), "{out}");
     assert_eq!(
         robustness_files(&run_dir),
-        ["robustness-prune-magnitude-baseline.csv", "robustness-prune-magnitude.csv", "robustness-prune-magnitude.toml"]
+        [
+            "robustness-prune-magnitude-baseline.csv",
+            "robustness-prune-magnitude.csv",
+            "robustness-prune-magnitude.toml"
+        ]
     );
 
     // Per fraction: before (-1), right after (0), 3 recovery steps.
@@ -86,7 +90,16 @@ fn config_file_runs_and_its_resolved_copy_reproduces_the_run() {
     // The copy holds every resolved key: the file's, and the run's steps, p and seed.
     let copy = run_dir.join("robustness-prune-magnitude.toml");
     let text = read(&copy);
-    for key in ["experiment = \"prune\"", "mode = \"magnitude\"", "networks = 3", "recover = 3", "fine-tune = 2", "seed = 1", "steps = 4", "checkpoint = \"best\""] {
+    for key in [
+        "experiment = \"prune\"",
+        "mode = \"magnitude\"",
+        "networks = 3",
+        "recover = 3",
+        "fine-tune = 2",
+        "seed = 1",
+        "steps = 4",
+        "checkpoint = \"best\"",
+    ] {
         assert!(text.contains(key), "the copy lacks `{key}`:\n{text}");
     }
     assert!(!text.contains("rates") && !text.contains("neurons"), "keys of other experiments in the copy:\n{text}");
@@ -105,8 +118,30 @@ fn flags_override_the_file() {
     train_smoke(&dir, &[]);
     std::fs::write(tmp.path("tiny.toml"), TINY_PRUNE).expect("write");
     let config = tmp.arg("tiny.toml");
-    let out = ok(&["robustness", "--run", &dir, "--config", &config, "--networks", "2", "--fractions", "0.5", "--mode", "random", "--seed", "7", "--recover", "1"]);
-    assert!(out.contains("(random)") && out.contains("2 networks") && out.contains("seed 7") && out.contains("1 recovery steps"), "{out}");
+    let out = ok(&[
+        "robustness",
+        "--run",
+        &dir,
+        "--config",
+        &config,
+        "--networks",
+        "2",
+        "--fractions",
+        "0.5",
+        "--mode",
+        "random",
+        "--seed",
+        "7",
+        "--recover",
+        "1",
+    ]);
+    assert!(
+        out.contains("(random)")
+            && out.contains("2 networks")
+            && out.contains("seed 7")
+            && out.contains("1 recovery steps"),
+        "{out}"
+    );
     let rows = csv_rows(&run_dir.join("robustness-prune-random.csv"), CURVES_HEADER);
     assert_eq!(rows.len(), 3, "one fraction, before + after + 1 step");
     assert!(rows.iter().all(|r| r[0] == 0.5));
@@ -118,7 +153,8 @@ fn flags_override_the_file() {
     let file_only = ok(&["robustness", "--run", &dir, "--config", &config]);
     assert!(file_only.contains("3 networks") && file_only.contains("(magnitude)"), "{file_only}");
     // A flag overrides an impossible value of the file too.
-    std::fs::write(tmp.path("zero.toml"), "networks = 0\nfractions = [0.5]\nrecover = 1\nfine-tune = 1\n").expect("write");
+    std::fs::write(tmp.path("zero.toml"), "networks = 0\nfractions = [0.5]\nrecover = 1\nfine-tune = 1\n")
+        .expect("write");
     fails(&["robustness", "--run", &dir, "--config", &tmp.arg("zero.toml")], &["networks"]);
     let fixed = ok(&["robustness", "--run", &dir, "--config", &tmp.arg("zero.toml"), "--networks", "1"]);
     assert!(fixed.contains("1 networks"), "{fixed}");
@@ -167,7 +203,11 @@ fn unknown_keys_and_values_are_named_and_nothing_is_written() {
     }
     let missing = tmp.arg("missing.toml");
     fails(&["robustness", "--run", &dir, "--config", &missing], &[&missing]);
-    assert!(robustness_files(&tmp.path("run")).is_empty(), "a refused config wrote {:?}", robustness_files(&tmp.path("run")));
+    assert!(
+        robustness_files(&tmp.path("run")).is_empty(),
+        "a refused config wrote {:?}",
+        robustness_files(&tmp.path("run"))
+    );
 }
 
 #[test]
@@ -197,7 +237,11 @@ fn impossible_values_are_named_and_nothing_is_written() {
     // The same checks apply to flags.
     fails(&["robustness", "--run", &dir, "--networks", "0"], &["--networks"]);
     fails(&["robustness", "--run", &dir, "--p", "1.5"], &["--p", "1.5"]);
-    assert!(robustness_files(&tmp.path("run")).is_empty(), "a refused config wrote {:?}", robustness_files(&tmp.path("run")));
+    assert!(
+        robustness_files(&tmp.path("run")).is_empty(),
+        "a refused config wrote {:?}",
+        robustness_files(&tmp.path("run"))
+    );
 }
 
 #[test]
@@ -239,7 +283,10 @@ fn every_experiment_gives_the_same_curves_on_the_actors() {
             let actors = read(&tmp.path("run").join(format!("{stem}-actors.csv")));
             assert_eq!(actors, curves, "{config} on {executor}: the actors' curves differ from the reference path's");
             let copy = read(&tmp.path("run").join(format!("{stem}-actors.toml")));
-            assert!(copy.contains("engine = \"actors\"") && copy.contains(&format!("executor = \"{executor}\"")), "{copy}");
+            assert!(
+                copy.contains("engine = \"actors\"") && copy.contains(&format!("executor = \"{executor}\"")),
+                "{copy}"
+            );
         }
     }
     fails(&["robustness", "--run", &dir, "--engine", "actors", "--shards", "0"], &["shards"]);

@@ -41,15 +41,27 @@ impl Axis {
             Self::Linear(lo, hi) => {
                 let raw = (hi - lo) / 5.0;
                 let mag = 10f64.powf(raw.log10().floor());
-                let step = [1.0, 2.0, 2.5, 5.0, 10.0].iter().map(|m| m * mag).find(|s| *s >= raw * 0.999).unwrap_or(10.0 * mag);
-                let decimals = (-(step.log10().floor()) as i32).max(0) as usize + usize::from((step / mag - 2.5).abs() < 1e-9);
+                let step = [1.0, 2.0, 2.5, 5.0, 10.0]
+                    .iter()
+                    .map(|m| m * mag)
+                    .find(|s| *s >= raw * 0.999)
+                    .unwrap_or(10.0 * mag);
+                let decimals =
+                    (-(step.log10().floor()) as i32).max(0) as usize + usize::from((step / mag - 2.5).abs() < 1e-9);
                 let first = (lo / step).ceil() as i64;
                 let last = (hi / step + 1e-9).floor() as i64;
                 (first..=last)
                     .map(|k| {
                         let v = k as f64 * step;
                         let s = format!("{v:.decimals$}");
-                        (v, if s.trim_start_matches('-').chars().all(|c| c == '0' || c == '.') { "0".into() } else { s })
+                        (
+                            v,
+                            if s.trim_start_matches('-').chars().all(|c| c == '0' || c == '.') {
+                                "0".into()
+                            } else {
+                                s
+                            },
+                        )
                     })
                     .collect()
             }
@@ -227,7 +239,9 @@ fn dashed_line(area: &Area<'_>, points: &[(i32, i32)], style: ShapeStyle) -> Res
             let left = if in_dash { on - phase } else { on + off - phase };
             let step = left.min(len - t);
             if in_dash {
-                let p = |s: f64| ((a.0 + (b.0 - a.0) * s / len).round() as i32, (a.1 + (b.1 - a.1) * s / len).round() as i32);
+                let p = |s: f64| {
+                    ((a.0 + (b.0 - a.0) * s / len).round() as i32, (a.1 + (b.1 - a.1) * s / len).round() as i32)
+                };
                 drawn(area.draw(&PathElement::new(vec![p(t), p(t + step)], style)))?;
             }
             t += step;

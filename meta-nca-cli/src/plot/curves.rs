@@ -45,7 +45,8 @@ impl Metrics {
         let col = |name: &str| {
             names.iter().position(|n| *n == name).with_context(|| format!("the header has no column '{name}'"))
         };
-        let cols = [col("epoch")?, col("loss")?, col("train_acc")?, col("val_acc")?, col("grad_norm")?, col("seconds")?];
+        let cols =
+            [col("epoch")?, col("loss")?, col("train_acc")?, col("val_acc")?, col("grad_norm")?, col("seconds")?];
         let mut m = Self::default();
         for (i, line) in lines {
             let fields: Vec<&str> = line.split(',').map(str::trim).collect();
@@ -189,11 +190,13 @@ mod tests {
 
     #[test]
     fn parses_by_header_name_and_reports_bad_lines() {
-        let m = Metrics::parse("epoch,loss_step,loss,train_acc,val_acc,grad_norm,seconds\n1,10,1.0,0.5,0.4,0.1,0.002\n")
-            .expect("parses");
+        let m =
+            Metrics::parse("epoch,loss_step,loss,train_acc,val_acc,grad_norm,seconds\n1,10,1.0,0.5,0.4,0.1,0.002\n")
+                .expect("parses");
         assert_eq!(m.loss, vec![1.0]);
         assert_eq!(m.val_acc, vec![0.4]);
-        let err = Metrics::parse("epoch,loss,train_acc,val_acc,grad_norm,seconds\n1,x,0,0,0,0\n").expect_err("bad number");
+        let err =
+            Metrics::parse("epoch,loss,train_acc,val_acc,grad_norm,seconds\n1,x,0,0,0,0\n").expect_err("bad number");
         assert!(format!("{err:#}").contains("line 2"), "{err:#}");
         assert!(Metrics::parse("epoch,loss\n").is_err());
     }

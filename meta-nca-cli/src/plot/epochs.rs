@@ -11,9 +11,9 @@ use meta_nca_rule::eval::grow_one;
 use meta_nca_rule::experiment::Experiment;
 
 use super::GifOptions;
-use crate::run_dir::{layer_sizes, resolve_grow};
 use super::grow_file::{Grow, LayerGrid};
 use super::weights::{Shot, animate};
+use crate::run_dir::{layer_sizes, resolve_grow};
 
 /// Folder of a run's snapshots.
 pub const SNAPSHOTS: &str = "snapshots";

@@ -24,9 +24,8 @@ pub fn draw(grow: &Grow) -> Result<Picture> {
     let steps = shown_steps(grow);
     let grids: Vec<LayerGrid> = (0..grow.layers()).map(|l| LayerGrid::of(grow, l)).collect();
     // Channel c's scale: its largest magnitude over the shown steps and all layers.
-    let channel: Vec<Vec<Vec<f64>>> = (0..d)
-        .map(|c| steps.iter().map(|&s| grow.steps[s].hidden.iter().map(|h| h[c]).collect()).collect())
-        .collect();
+    let channel: Vec<Vec<Vec<f64>>> =
+        (0..d).map(|c| steps.iter().map(|&s| grow.steps[s].hidden.iter().map(|h| h[c]).collect()).collect()).collect();
     let scales: Vec<f64> = channel
         .iter()
         .map(|per_step| {
@@ -81,7 +80,14 @@ pub fn draw(grow: &Grow) -> Result<Picture> {
         }
         text::draw(area, "hidden channel c", (18, top + body_h / 2), centred.up())?;
         let bar_h = body_h.clamp(120, 300);
-        draw_colorbar(area, (left + body_w + 30, top + (body_h - bar_h) / 2), 16, bar_h, 1.0, "h / s of its row (dimensionless)")?;
+        draw_colorbar(
+            area,
+            (left + body_w + 30, top + (body_h - bar_h) / 2),
+            16,
+            bar_h,
+            1.0,
+            "h / s of its row (dimensionless)",
+        )?;
         draw_legend(area, (left, height - 24), false)
     })
 }

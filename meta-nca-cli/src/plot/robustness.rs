@@ -122,7 +122,8 @@ impl Curves {
     pub fn parse(text: &str) -> Result<Self> {
         let Table { names, rows } = numeric_rows(text)?;
         let kind = Kind::of_column(&names[0])?;
-        let (step, train, val) = (column(&names, "step")?, column(&names, "grown_train_acc")?, column(&names, "grown_val_acc")?);
+        let (step, train, val) =
+            (column(&names, "step")?, column(&names, "grown_train_acc")?, column(&names, "grown_val_acc")?);
         let mut curves: Vec<Curve> = Vec::new();
         for (line, row) in rows {
             let key = row[0];
@@ -214,7 +215,11 @@ fn accuracy_axis<'a>(values: impl Iterator<Item = &'a f64>) -> Axis {
 
 /// The accuracy-over-steps panel; `y` is shared with the baseline panel.
 fn steps_chart(c: &Curves, y: Axis) -> Chart {
-    let (lo, hi) = c.curves.iter().flat_map(|c| &c.steps).fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), s| (lo.min(*s), hi.max(*s)));
+    let (lo, hi) = c
+        .curves
+        .iter()
+        .flat_map(|c| &c.steps)
+        .fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), s| (lo.min(*s), hi.max(*s)));
     let mut series = Vec::new();
     for (i, curve) in c.curves.iter().enumerate() {
         let color = PALETTE[i % PALETTE.len()];
@@ -226,9 +231,15 @@ fn steps_chart(c: &Curves, y: Axis) -> Chart {
     series.push(Series::new("validation", GREY, Vec::new()));
     series.push(Series { dashed: true, width: 1, ..Series::new("train", GREY, Vec::new()) });
     let (title, x_title, marker) = match c.kind {
-        Kind::Prune => ("Connections removed, then rule steps", "rule steps after the damage (-1: before it)", "damage"),
-        Kind::Neurons => ("Hidden neurons added, then rule steps", "rule steps after adding neurons (-1: before)", "neurons added"),
-        Kind::Churn => ("Connections replaced at every rule step", "churned rule steps (0: before the churn)", "churn from here"),
+        Kind::Prune => {
+            ("Connections removed, then rule steps", "rule steps after the damage (-1: before it)", "damage")
+        }
+        Kind::Neurons => {
+            ("Hidden neurons added, then rule steps", "rule steps after adding neurons (-1: before)", "neurons added")
+        }
+        Kind::Churn => {
+            ("Connections replaced at every rule step", "churned rule steps (0: before the churn)", "churn from here")
+        }
     };
     Chart {
         title: title.into(),
@@ -257,10 +268,17 @@ fn baseline_chart(c: &Curves, b: &Baseline, y: Axis) -> Chart {
     let series = vec![
         dotted(Series::new("grown, before", GREY, grown(|c| c.val.first().copied().unwrap_or(f64::NAN)))),
         dotted(Series::new("grown, right after", light_blue, grown(|c| c.val.get(1).copied().unwrap_or(f64::NAN)))),
-        dotted(Series::new(&format!("grown, after {last_step} rule steps"), blue, grown(|c| c.val.last().copied().unwrap_or(f64::NAN)))),
+        dotted(Series::new(
+            &format!("grown, after {last_step} rule steps"),
+            blue,
+            grown(|c| c.val.last().copied().unwrap_or(f64::NAN)),
+        )),
         dotted(Series { dashed: true, ..Series::new("backprop, before", GREY, backprop(&b.before)) }),
         dotted(Series { dashed: true, ..Series::new("backprop, pruned", light_red, backprop(&b.pruned)) }),
-        dotted(Series { dashed: true, ..Series::new(&format!("backprop, fine-tuned {epochs} epochs"), red, backprop(&b.fine_tuned)) }),
+        dotted(Series {
+            dashed: true,
+            ..Series::new(&format!("backprop, fine-tuned {epochs} epochs"), red, backprop(&b.fine_tuned))
+        }),
     ];
     let xs = c.curves.iter().map(|c| pct(&c.key)).chain(b.fraction.iter().map(pct));
     let hi = xs.fold(0.0, f64::max);
@@ -312,7 +330,8 @@ mod tests {
         assert_eq!(c.curves[0].val, vec![0.8, 0.6]);
         let err = Curves::parse("epoch,step,grown_train_acc,grown_val_acc\n1,0,0,0\n").expect_err("not robustness");
         assert!(format!("{err:#}").contains("'epoch'"), "{err:#}");
-        let err = Curves::parse("added,step,grown_train_acc,grown_val_acc\n1,0,0,0\n2,0,0,0\n1,1,0,0\n").expect_err("split");
+        let err =
+            Curves::parse("added,step,grown_train_acc,grown_val_acc\n1,0,0,0\n2,0,0,0\n1,1,0,0\n").expect_err("split");
         assert!(format!("{err:#}").contains("line 4"), "{err:#}");
     }
 

@@ -165,7 +165,8 @@ fn axis_titles(grid: &LayerGrid) -> (String, String) {
     } else {
         format!("hidden neuron i, layer {}{bias}", grid.layer)
     };
-    let cols = if grid.last { "output class j".to_string() } else { format!("hidden neuron j, layer {}", grid.layer + 1) };
+    let cols =
+        if grid.last { "output class j".to_string() } else { format!("hidden neuron j, layer {}", grid.layer + 1) };
     (rows, cols)
 }
 
@@ -190,7 +191,12 @@ fn draw_frame(grid: &LayerGrid, shot: &Shot<'_>, scale: f64, layout: &Layout) ->
             text::draw(area, &s, (mx - 6, my + r as i32 * cell + cell / 2), small.at(H::Right, V::Center))?;
         }
         for c in (0..grid.cols).filter(|c| c % every == 0) {
-            text::draw(area, &c.to_string(), (mx + c as i32 * cell + cell / 2, my + mh + 6), small.at(H::Center, V::Top))?;
+            text::draw(
+                area,
+                &c.to_string(),
+                (mx + c as i32 * cell + cell / 2, my + mh + 6),
+                small.at(H::Center, V::Top),
+            )?;
         }
         let (rows, cols) = axis_titles(grid);
         let axis = Style::new(14.0).at(H::Center, V::Center);
@@ -207,10 +213,8 @@ fn draw_frame(grid: &LayerGrid, shot: &Shot<'_>, scale: f64, layout: &Layout) ->
 /// (`opts.scale`, or the largest |value| of the layer over all shots). Returns the scale.
 pub fn animate(grid: &LayerGrid, shots: &[Shot<'_>], opts: &GifOptions, path: &Path) -> Result<f64> {
     let scale = opts.scale.unwrap_or_else(|| colormap::nice_scale(grid.max_abs(shots.iter().map(|s| s.values))));
-    let title_w = shots
-        .iter()
-        .map(|s| text::width(&s.title, TITLE).max(text::width(&s.subtitle, SUBTITLE)))
-        .fold(0.0, f32::max);
+    let title_w =
+        shots.iter().map(|s| text::width(&s.title, TITLE).max(text::width(&s.subtitle, SUBTITLE))).fold(0.0, f32::max);
     let layout = Layout::new(grid, title_w as i32 + 40);
     let mut gif = GifWriter::create(path, layout.width, layout.height, colormap::palette())?;
     let frames_dir = opts.debug_frames.then(|| frames_dir(path));
@@ -248,10 +252,7 @@ pub fn grow_gifs(grow: &Grow, out: &Path, stem: &str, opts: &GifOptions) -> Resu
             .map(|s| Shot {
                 values: &s.weights,
                 fired: &s.fired,
-                title: format!(
-                    "Layer {layer} weights ({}×{}) · grow step {} of {total}",
-                    grid.rows, grid.cols, s.step
-                ),
+                title: format!("Layer {layer} weights ({}×{}) · grow step {} of {total}", grid.rows, grid.cols, s.step),
                 subtitle: format!(
                     "train acc {:.3} · val acc {:.3} · train loss {:.3} nats · seed {} · p = {}",
                     s.train_acc, s.val_acc, s.train_loss, grow.seed, grow.fire_fraction

@@ -8,10 +8,10 @@ use std::sync::Arc;
 use tokio::sync::mpsc::UnboundedSender;
 
 use super::ShardMsg;
+use crate::coord::CoordMsg;
 use crate::protocol::{CellDone, CellMsg, Contribution, Fan, NeuronMsg, Outbox, Partial};
 use crate::rule_service::{Reply, RuleHandle};
 use crate::sim::RunStats;
-use crate::coord::CoordMsg;
 use crate::world::World;
 
 #[derive(Debug)]
@@ -25,7 +25,12 @@ pub(super) enum Local {
     Neuron(u32, NeuronMsg),
     /// `msg` to this shard's cells on the `fan` side of `neuron`, from the `from`-th on: one
     /// queue entry per broadcast, expanded as it is handled (and resumable when held).
-    Fan { neuron: u32, fan: Fan, msg: CellMsg, from: u32 },
+    Fan {
+        neuron: u32,
+        fan: Fan,
+        msg: CellMsg,
+        from: u32,
+    },
 }
 
 /// Whether handling `msg` can make a cell perceive and query the rule service (the
@@ -218,4 +223,3 @@ impl Io {
         }
     }
 }
-

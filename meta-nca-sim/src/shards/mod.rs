@@ -24,10 +24,10 @@ use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender, unbounded_channel};
 use tokio::task::JoinHandle;
 
 use crate::cell::Cell;
+use crate::coord::{Collector, CoordMsg, Coordinator, FailGuard};
 use crate::neuron::Neuron;
 use crate::protocol::{CellMsg, Fan};
 use crate::rule_service::{Answer, RuleHandle};
-use crate::coord::{Collector, CoordMsg, Coordinator, FailGuard};
 use crate::sim::{Parts, Reshape, RunStats, Snapshot, Spawner};
 use crate::world::World;
 use crate::{Error, Result};
@@ -405,7 +405,8 @@ impl Driver {
             neurons.push(match source {
                 Some(prev) => {
                     let prev = prev as usize;
-                    let mut neuron = old_neurons.get_mut(prev).and_then(Option::take).ok_or_else(|| missing("neuron", prev))?;
+                    let mut neuron =
+                        old_neurons.get_mut(prev).and_then(Option::take).ok_or_else(|| missing("neuron", prev))?;
                     world.place_neuron(&mut neuron, g);
                     neuron
                 }
@@ -429,5 +430,8 @@ impl Driver {
 }
 
 fn missing(what: &str, index: usize) -> Error {
-    Error::ActorFailed { actor: format!("{what} {index}"), message: "a topology change names a cell that is not there".into() }
+    Error::ActorFailed {
+        actor: format!("{what} {index}"),
+        message: "a topology change names a cell that is not there".into(),
+    }
 }
