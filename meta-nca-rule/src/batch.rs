@@ -118,6 +118,17 @@ impl Batch {
         dense
     }
 
+    /// The feedback weights `B` of network `net` as dense matrices laid out like its weights
+    /// (dead connections 0).
+    pub fn dense_feedback(&self, net: usize) -> Vec<Vec<f64>> {
+        let t = &self.topologies[net];
+        let mut dense = DenseNet::zeros(t.sizes(), t.bias()).weights;
+        for (id, b) in t.cells().zip(t.feedback()) {
+            dense[id.layer][id.pre * t.cols(id.layer) + id.post] = b;
+        }
+        dense
+    }
+
     /// Sums of the state rows of the cells into (`in`) and out of (`out`) every neuron, `[N, width]`.
     pub fn neuron_sums(&self, state: &[f64], width: usize) -> (Vec<f64>, Vec<f64>) {
         let mut ins = vec![0.0; self.num_neurons() * width];
@@ -147,6 +158,14 @@ pub struct ActivityStats {
     pub hebb_z: Vec<f64>,
     /// Per cell: batch mean of `a_pre * e_post` (output-layer cells).
     pub hebb_e: Vec<f64>,
+    /// Batch mean of each neuron's backward message through the weights.
+    pub delta: Vec<f64>,
+    /// Batch mean of each neuron's backward message through the feedback weights.
+    pub delta_fa: Vec<f64>,
+    /// Per cell: batch mean of `a_pre * δ_post` (through the weights).
+    pub back: Vec<f64>,
+    /// Per cell: batch mean of `a_pre * δ_post` (through the feedback weights).
+    pub align: Vec<f64>,
 }
 
 impl ActivityStats {
@@ -154,7 +173,17 @@ impl ActivityStats {
     pub fn zeros(batch: &Batch) -> Self {
         let n = batch.num_neurons();
         let c = batch.num_cells();
-        Self { act: vec![0.0; n], pre_act: vec![0.0; n], err: vec![0.0; n], hebb_z: vec![0.0; c], hebb_e: vec![0.0; c] }
+        Self {
+            act: vec![0.0; n],
+            pre_act: vec![0.0; n],
+            err: vec![0.0; n],
+            hebb_z: vec![0.0; c],
+            hebb_e: vec![0.0; c],
+            delta: vec![0.0; n],
+            delta_fa: vec![0.0; n],
+            back: vec![0.0; c],
+            align: vec![0.0; c],
+        }
     }
 }
 
@@ -173,10 +202,18 @@ pub fn perceive_batch(spec: &PerceptionSpec, batch: &Batch, state: &[f64], stats
         act: stats.act[g],
         pre_act: stats.pre_act[g],
         err: stats.err[g],
+        delta: stats.delta[g],
+        delta_fa: stats.delta_fa[g],
     };
     let mut p = vec![0.0; batch.num_cells() * f];
     for (c, slot) in batch.cells().iter().enumerate() {
-        let cell = CellView { state: &state[c * s..(c + 1) * s], hebb_z: stats.hebb_z[c], hebb_e: stats.hebb_e[c] };
+        let cell = CellView {
+            state: &state[c * s..(c + 1) * s],
+            hebb_z: stats.hebb_z[c],
+            hebb_e: stats.hebb_e[c],
+            back: stats.back[c],
+            align: stats.align[c],
+        };
         perceive(spec, cell, view(slot.pre), view(slot.post), &mut p[c * f..(c + 1) * f]);
     }
     p

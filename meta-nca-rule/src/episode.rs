@@ -23,7 +23,8 @@ pub enum Stream {
     Probe = 4,
 }
 
-fn splitmix(mut z: u64) -> u64 {
+/// SplitMix64's output function: a well-mixed 64-bit hash of `z`.
+pub(crate) fn splitmix(mut z: u64) -> u64 {
     z = z.wrapping_add(0x9E37_79B9_7F4A_7C15);
     z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
     z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
@@ -76,9 +77,9 @@ impl Episode {
     }
 
     /// Draws the starting state and firing flags for given networks.
-    pub fn draw_for(topologies: Vec<Topology>, spec: &EpisodeSpec<'_>, rng: &mut StdRng) -> crate::Result<Self> {
+    pub fn draw_for(mut topologies: Vec<Topology>, spec: &EpisodeSpec<'_>, rng: &mut StdRng) -> crate::Result<Self> {
         let mut state0 = Vec::new();
-        for t in &topologies {
+        for t in &mut topologies {
             state0.extend(initial_state(&spec.code, spec.weight_init, t, rng)?);
         }
         let fires = (0..spec.steps)

@@ -206,6 +206,10 @@ pub struct GrowRecord {
     /// Topology changes between steps.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub changes: Vec<Scheduled>,
+    /// The fixed feedback weight `B` of every starting cell, in `cells` order (empty when the
+    /// rule draws none; cells added later carry theirs in the step's `topology`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub feedback: Vec<f64>,
 }
 
 impl GrowRecord {
@@ -290,7 +294,7 @@ pub fn grow_one(
 ) -> Result<GrowRecord> {
     let cfg = &meta.config;
     let (code, init) = (&meta.code, cfg.task.weight_init);
-    let start = Topology::dense(sizes, cfg.task.bias)?;
+    let mut start = Topology::dense(sizes, cfg.task.bias)?;
     let mut changes = changes.to_vec();
     changes.sort_by_key(|c| c.after);
     let mut probe = start.clone();
@@ -309,7 +313,8 @@ pub fn grow_one(
     }
     let cells: Vec<CellId> = start.cells().copied().collect();
     let mut rng = rng_for(seed, Stream::Grow, 0);
-    let state0 = initial_state(code, init, &start, &mut rng)?;
+    let state0 = initial_state(code, init, &mut start, &mut rng)?;
+    let feedback = if start.feedback_seed().is_some() { start.feedback().collect() } else { Vec::new() };
     let mut grow = engine.start(rule, &meta.perception, &task.train, vec![start.clone()], state0)?;
     let width = meta.perception.state_width();
     let record = |step: usize, topology: &Topology, values: &[f64], fired: Vec<bool>, changed: bool| {
@@ -349,5 +354,6 @@ pub fn grow_one(
         steps: out,
         engine: engine.name(),
         changes,
+        feedback,
     })
 }

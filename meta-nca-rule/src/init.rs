@@ -31,6 +31,10 @@ pub struct HiddenCode {
     pub index_bits: usize,
     /// Extra channels that start at zero.
     pub extra: usize,
+    /// Whether a network's cells get fixed random feedback weights `B` (the `alignment`
+    /// group reads them): [`initial_state`] then draws the network's feedback seed.
+    #[serde(default)]
+    pub feedback: bool,
 }
 
 /// Bits needed to write every value in `0..count` (at least 1).
@@ -47,6 +51,7 @@ impl HiddenCode {
             layer_bits: bits_for(max_layers),
             index_bits: if with_index { bits_for(max_cells_per_layer) } else { 0 },
             extra,
+            feedback: false,
         }
     }
 
@@ -102,12 +107,17 @@ pub fn initial_weight<R: Rng>(init: WeightInit, topology: &Topology, cell: &Cell
 }
 
 /// Starting state rows `[w, h..]` of every live cell of `topology`, in [`Topology::cells`] order.
+/// When `code` asks for feedback weights and the network has none yet, its feedback seed is
+/// drawn first (one draw from `rng`; the weights follow from it, see [`Topology`]).
 pub fn initial_state<R: Rng>(
     code: &HiddenCode,
     init: WeightInit,
-    topology: &Topology,
+    topology: &mut Topology,
     rng: &mut R,
 ) -> Result<Vec<f64>> {
+    if code.feedback && topology.feedback_seed().is_none() {
+        topology.set_feedback_seed(rng.r#gen());
+    }
     let width = 1 + code.dim();
     let mut out = vec![0.0; topology.num_cells() * width];
     for (row, cell) in out.chunks_mut(width).zip(topology.cells()) {
@@ -191,7 +201,7 @@ mod tests {
 
     #[test]
     fn code_is_msb_first() {
-        let code = HiddenCode { layer_bits: 2, index_bits: 4, extra: 2 };
+        let code = HiddenCode { layer_bits: 2, index_bits: 4, extra: 2, feedback: false };
         let mut h = vec![9.0f64; code.dim()];
         code.encode_into(&CellId { layer: 1, pre: 0, post: 0, index: 6 }, &mut h).expect("fits");
         assert_eq!(h, vec![0.0, 1.0, 0.0, 1.0, 1.0, 0.0, 0.0, 0.0]);
@@ -199,10 +209,10 @@ mod tests {
 
     #[test]
     fn carried_state_keeps_survivors_and_initialises_newcomers() {
-        let code = HiddenCode { layer_bits: 1, index_bits: 5, extra: 1 };
-        let old = Topology::dense(&[2, 2, 2], true).expect("valid");
+        let code = HiddenCode { layer_bits: 1, index_bits: 5, extra: 1, feedback: false };
+        let mut old = Topology::dense(&[2, 2, 2], true).expect("valid");
         let mut rng = rand::rngs::mock::StepRng::new(0, 1);
-        let mut state = initial_state(&code, WeightInit::Zeros, &old, &mut rng).expect("fits");
+        let mut state = initial_state(&code, WeightInit::Zeros, &mut old, &mut rng).expect("fits");
         state.iter_mut().enumerate().for_each(|(k, v)| *v += k as f64);
         let mut new = old.clone();
         new.remove_neuron(1, 0).expect("hidden");
@@ -221,9 +231,9 @@ mod tests {
                 }
             }
         }
-        let narrow = HiddenCode { layer_bits: 1, index_bits: 3, extra: 0 };
-        let small = Topology::dense(&[2, 2, 2], true).expect("valid");
-        let s0 = initial_state(&narrow, WeightInit::Zeros, &small, &mut rng).expect("fits");
+        let narrow = HiddenCode { layer_bits: 1, index_bits: 3, extra: 0, feedback: false };
+        let mut small = Topology::dense(&[2, 2, 2], true).expect("valid");
+        let s0 = initial_state(&narrow, WeightInit::Zeros, &mut small, &mut rng).expect("fits");
         let mut grown = small.clone();
         grown.add_neuron(1).expect("hidden");
         grown.add_neuron(1).expect("hidden");
@@ -235,13 +245,13 @@ mod tests {
 
     #[test]
     fn overflow_is_an_error() {
-        let code = HiddenCode { layer_bits: 1, index_bits: 3, extra: 0 };
+        let code = HiddenCode { layer_bits: 1, index_bits: 3, extra: 0, feedback: false };
         let mut h = vec![0.0f64; code.dim()];
         let err = code.encode_into(&CellId { layer: 0, pre: 0, post: 0, index: 8 }, &mut h);
         assert!(matches!(err, Err(Error::EncodingOverflow { index: 8, .. })));
         let err = code.encode_into(&CellId { layer: 2, pre: 0, post: 0, index: 0 }, &mut h);
         assert!(matches!(err, Err(Error::EncodingOverflow { layer: 2, .. })));
-        let layer_only = HiddenCode { layer_bits: 1, index_bits: 0, extra: 1 };
+        let layer_only = HiddenCode { layer_bits: 1, index_bits: 0, extra: 1, feedback: false };
         let mut h = vec![0.0f64; layer_only.dim()];
         assert!(layer_only.encode_into(&CellId { layer: 1, pre: 0, post: 0, index: 1000 }, &mut h).is_ok());
     }

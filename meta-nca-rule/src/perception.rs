@@ -3,6 +3,11 @@
 //!
 //! Every group is either the cell's own state, a function of its two neurons' activity, or a
 //! sum over a neuron's incoming or outgoing cells, so neurons can aggregate it ([`NeuronView`]).
+//!
+//! Each group declares what it needs computed ([`Group::needs`]): the batched path's
+//! statistics, the neurons' summaries and the cells' context follow from that declaration.
+//! Adding a group is one variant here, its width, its needs, and its line in [`perceive`]
+//! (plus its adjoint in the reference path).
 
 use serde::{Deserialize, Serialize};
 
@@ -29,11 +34,50 @@ pub enum Group {
     Feedback,
     /// Batch mean of `a_i * z_j`; output-layer cells also batch mean of `a_i * e_j` (0 elsewhere).
     Hebbian,
+    /// Batch means of `a_i * δ_j` and `δ_j`: the backward message `δ` of the post-neuron,
+    /// sent down through the weights (`δ_L = e`; hidden `δ = relu'(z) · Σ_k w δ_k`).
+    Backward,
+    /// The same through every cell's fixed random feedback weight `B` instead of `w`
+    /// (feedback alignment: no weight transport).
+    Alignment,
+}
+
+/// What the enabled groups need computed besides each cell's own state row.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Needs {
+    /// Sums of the state rows of each neuron's incoming and outgoing cells.
+    pub sums: bool,
+    /// The task network's forward pass on the batch: every neuron's batch means of `a`, `z`, `e`.
+    pub activity: bool,
+    /// Per-sample activity at the cell, for the batch correlations `a_i z_j` and `a_i e_j`.
+    pub hebbian: bool,
+    /// Backward messages through the weights (and their batch statistics).
+    pub backward: bool,
+    /// Backward messages through the feedback weights `B` (and their batch statistics).
+    pub alignment: bool,
+}
+
+impl Needs {
+    /// What either needs.
+    pub fn or(self, o: Needs) -> Needs {
+        Needs {
+            sums: self.sums || o.sums,
+            activity: self.activity || o.activity,
+            hebbian: self.hebbian || o.hebbian,
+            backward: self.backward || o.backward,
+            alignment: self.alignment || o.alignment,
+        }
+    }
+
+    /// Whether any message wave (backward or alignment) runs.
+    pub fn messages(self) -> bool {
+        self.backward || self.alignment
+    }
 }
 
 impl Group {
     /// Every group, in the canonical order the perception vector is laid out in.
-    pub const ALL: [Group; 8] = [
+    pub const ALL: [Group; 10] = [
         Group::SelfState,
         Group::Column,
         Group::Row,
@@ -42,14 +86,30 @@ impl Group {
         Group::Downstream,
         Group::Feedback,
         Group::Hebbian,
+        Group::Backward,
+        Group::Alignment,
     ];
 
     /// Width of this group for state width `s = 1 + d`.
     pub fn width(self, s: usize) -> usize {
         match self {
             Group::SelfState | Group::Column | Group::Row | Group::Upstream | Group::Downstream => s,
-            Group::Activations | Group::Hebbian => 2,
+            Group::Activations | Group::Hebbian | Group::Backward | Group::Alignment => 2,
             Group::Feedback => 1,
+        }
+    }
+
+    /// What this group needs computed (its one declaration).
+    pub fn needs(self) -> Needs {
+        let none = Needs::default();
+        let activity = Needs { activity: true, ..none };
+        match self {
+            Group::SelfState => none,
+            Group::Column | Group::Row | Group::Upstream | Group::Downstream => Needs { sums: true, ..none },
+            Group::Activations | Group::Feedback => activity,
+            Group::Hebbian => Needs { hebbian: true, ..activity },
+            Group::Backward => Needs { backward: true, ..activity },
+            Group::Alignment => Needs { alignment: true, ..activity },
         }
     }
 
@@ -64,6 +124,8 @@ impl Group {
             Group::Downstream => "downstream",
             Group::Feedback => "feedback",
             Group::Hebbian => "hebbian",
+            Group::Backward => "backward",
+            Group::Alignment => "alignment",
         }
     }
 }
@@ -107,9 +169,14 @@ impl PerceptionSpec {
         self.groups.iter().map(|g| g.width(self.state_width)).sum()
     }
 
+    /// What the enabled groups need computed.
+    pub fn needs(&self) -> Needs {
+        self.groups.iter().fold(Needs::default(), |n, g| n.or(g.needs()))
+    }
+
     /// Whether any enabled group needs the task network's forward pass.
     pub fn needs_activity(&self) -> bool {
-        self.groups.iter().any(|g| matches!(g, Group::Activations | Group::Feedback | Group::Hebbian))
+        self.needs().activity
     }
 }
 
@@ -132,6 +199,11 @@ pub struct NeuronView<'a, E> {
     pub pre_act: E,
     /// Batch mean of the error `e = onehot(y) - softmax(z)` for output neurons, 0 elsewhere.
     pub err: E,
+    /// Batch mean of the neuron's backward message `δ` through the weights (output: `e`;
+    /// input and bias neurons: 0).
+    pub delta: E,
+    /// Batch mean of its backward message through the feedback weights `B`.
+    pub delta_fa: E,
 }
 
 /// What a cell knows about itself.
@@ -143,6 +215,10 @@ pub struct CellView<'a, E> {
     pub hebb_z: E,
     /// Batch mean of `a_pre * e_post` for output-layer cells, 0 elsewhere.
     pub hebb_e: E,
+    /// Batch mean of `a_pre * δ_post` (backward message through the weights).
+    pub back: E,
+    /// Batch mean of `a_pre * δ_post` (backward message through the feedback weights).
+    pub align: E,
 }
 
 /// Writes the perception vector of a cell into `out` (length [`PerceptionSpec::width`]).
@@ -195,6 +271,16 @@ pub fn perceive<E: num_traits::Float>(
                 out[at + 1] = cell.hebb_e;
                 at += 2;
             }
+            Group::Backward => {
+                out[at] = cell.back;
+                out[at + 1] = post.delta;
+                at += 2;
+            }
+            Group::Alignment => {
+                out[at] = cell.align;
+                out[at + 1] = post.delta_fa;
+                at += 2;
+            }
         }
     }
     debug_assert_eq!(at, out.len());
@@ -216,10 +302,19 @@ mod tests {
     #[test]
     fn column_excludes_self_and_empty_is_zero() {
         let spec = PerceptionSpec::new(&[Group::Column, Group::Upstream], 0).expect("valid");
-        let lonely =
-            NeuronView { in_sum: &[0.0], in_count: 0, out_sum: &[0.0], out_count: 0, act: 0.0, pre_act: 0.0, err: 0.0 };
+        let lonely = NeuronView {
+            in_sum: &[0.0],
+            in_count: 0,
+            out_sum: &[0.0],
+            out_count: 0,
+            act: 0.0,
+            pre_act: 0.0,
+            err: 0.0,
+            delta: 0.0,
+            delta_fa: 0.0,
+        };
         let post = NeuronView { in_sum: &[6.0], in_count: 3, ..lonely };
-        let cell = CellView { state: &[2.0], hebb_z: 0.0, hebb_e: 0.0 };
+        let cell = CellView { state: &[2.0], hebb_z: 0.0, hebb_e: 0.0, back: 0.0, align: 0.0 };
         let mut out = [9.0; 2];
         perceive(&spec, cell, lonely, post, &mut out);
         assert_eq!(out, [2.0, 0.0]);

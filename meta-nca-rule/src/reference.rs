@@ -53,6 +53,26 @@ pub fn score(net: &DenseNet<f64>, data: &TaskData) -> Score {
     Score { loss, acc: correct as f64 / data.y.len().max(1) as f64 }
 }
 
+/// One network's forward pass and backward messages in a step, kept for the adjoint.
+struct NetActivity {
+    /// The dense masked weights.
+    net: DenseNet<f64>,
+    /// The forward pass on the grow data.
+    act: Activity,
+    /// Messages through the weights (`backward` on).
+    back: Option<Vec<Vec<f64>>>,
+    /// The dense feedback weights and the messages through them (`alignment` on).
+    align: Option<(Vec<Vec<f64>>, Vec<Vec<f64>>)>,
+}
+
+/// `m[r, :] += v[r] * k` for a neuron-major `[n, B]` matrix `m`.
+fn broadcast_mean(m: &mut [f64], n: usize, v: &[f64], k: f64) {
+    let batch = m.len() / n.max(1);
+    for (row, v) in m.chunks_exact_mut(batch.max(1)).zip(v) {
+        row.iter_mut().for_each(|o| *o += v * k);
+    }
+}
+
 /// What [`Grower::damaged_loss`] returns.
 pub struct Damaged<T> {
     /// The mean of the losses before the damage and after the recovery, on the tape.
@@ -275,45 +295,127 @@ impl Grower {
     }
 
     /// Activity statistics of every network in `state` (zeros when the perception needs none),
-    /// and the networks with their activity for the adjoint.
-    fn activity(&self, state: &[f64]) -> (ActivityStats, Vec<(DenseNet<f64>, Activity)>) {
+    /// and the networks with their activity and messages for the adjoint.
+    fn activity(&self, state: &[f64]) -> (ActivityStats, Vec<NetActivity>) {
         let mut stats = ActivityStats::zeros(&self.batch);
-        if !self.spec.needs_activity() {
+        let needs = self.spec.needs();
+        if !needs.activity {
             return (stats, Vec::new());
         }
-        let hebbian = self.spec.groups().contains(&Group::Hebbian);
         let mut out = Vec::with_capacity(self.batch.num_nets());
         for (n, net) in self.dense_nets(state).into_iter().enumerate() {
             let act = task::forward(&net, &self.data.x, Some(&self.data.y));
             let inv = 1.0 / act.batch.max(1) as f64;
             let nl = net.num_layers();
-            let (start, end) = self.batch.net_cells(n);
             for k in 0..nl {
                 let (rows, cols) = (net.rows(k), net.cols(k));
                 let first = self.batch.neuron(n, k, 0);
                 stats.act[first..first + rows].copy_from_slice(&task::means(&act.acts[k], rows));
                 let next = self.batch.neuron(n, k + 1, 0);
                 stats.pre_act[next..next + cols].copy_from_slice(&task::means(&act.pre[k], cols));
-                if hebbian {
+                if needs.hebbian {
                     let hz = task::at_z(&act.acts[k], rows, &act.pre[k], cols);
-                    let he = (k + 1 == nl).then(|| task::at_z(&act.acts[k], rows, &act.err, cols));
-                    for cell in start..end {
-                        let id = self.batch.cells()[cell].id;
-                        if id.layer == k {
-                            stats.hebb_z[cell] = hz[id.pre * cols + id.post] * inv;
-                            if let Some(he) = &he {
-                                stats.hebb_e[cell] = he[id.pre * cols + id.post] * inv;
-                            }
-                        }
+                    self.scatter_cells(n, k, &hz, inv, &mut stats.hebb_z);
+                    if k + 1 == nl {
+                        let he = task::at_z(&act.acts[k], rows, &act.err, cols);
+                        self.scatter_cells(n, k, &he, inv, &mut stats.hebb_e);
                     }
                 }
             }
             let c = net.classes();
             let last = self.batch.neuron(n, nl, 0);
             stats.err[last..last + c].copy_from_slice(&task::means(&act.err, c));
-            out.push((net, act));
+            let back = needs.backward.then(|| {
+                let msgs = task::messages(&net, &act, &net.weights);
+                self.message_stats(n, &net, &act, &msgs, &mut stats.delta, &mut stats.back);
+                msgs
+            });
+            let align = needs.alignment.then(|| {
+                let fb = self.batch.dense_feedback(n);
+                let msgs = task::messages(&net, &act, &fb);
+                self.message_stats(n, &net, &act, &msgs, &mut stats.delta_fa, &mut stats.align);
+                (fb, msgs)
+            });
+            out.push(NetActivity { net, act, back, align });
         }
         (stats, out)
+    }
+
+    /// Writes `dense[pre, post] * k` (a `[rows, cols]` matrix of weight matrix `layer` of network
+    /// `n`) into `per_cell` at every live cell of that matrix.
+    fn scatter_cells(&self, n: usize, layer: usize, dense: &[f64], k: f64, per_cell: &mut [f64]) {
+        let (start, end) = self.batch.net_cells(n);
+        let cols = self.batch.topologies()[n].cols(layer);
+        for cell in start..end {
+            let id = self.batch.cells()[cell].id;
+            if id.layer == layer {
+                per_cell[cell] = dense[id.pre * cols + id.post] * k;
+            }
+        }
+    }
+
+    /// The inverse of [`Self::scatter_cells`] over every layer: dense `[rows, cols]` matrices
+    /// holding `per_cell * k` at the live cells of network `n`, 0 elsewhere.
+    fn gather_cells(&self, n: usize, net: &DenseNet<f64>, per_cell: &[f64], k: f64) -> Vec<Vec<f64>> {
+        let mut dense: Vec<Vec<f64>> = net.weights.iter().map(|w| vec![0.0; w.len()]).collect();
+        let (start, end) = self.batch.net_cells(n);
+        for cell in start..end {
+            let id = self.batch.cells()[cell].id;
+            dense[id.layer][id.pre * net.cols(id.layer) + id.post] = per_cell[cell] * k;
+        }
+        dense
+    }
+
+    /// Batch statistics of one message wave: each neuron's mean message, each cell's mean
+    /// `a_pre * δ_post`.
+    fn message_stats(
+        &self,
+        n: usize,
+        net: &DenseNet<f64>,
+        act: &Activity,
+        msgs: &[Vec<f64>],
+        delta: &mut [f64],
+        corr: &mut [f64],
+    ) {
+        let inv = 1.0 / act.batch.max(1) as f64;
+        for (k, m) in msgs.iter().enumerate() {
+            let (rows, cols) = (net.rows(k), net.cols(k));
+            let next = self.batch.neuron(n, k + 1, 0);
+            delta[next..next + cols].copy_from_slice(&task::means(m, cols));
+            self.scatter_cells(n, k, &task::at_z(&act.acts[k], rows, m, cols), inv, corr);
+        }
+    }
+
+    /// The adjoint of [`Self::message_stats`] and of the messages: gradients `g_delta` (per
+    /// neuron) and `g_corr` (per cell) of the statistics, pushed into `grad` (activations and
+    /// the error) and, for messages through the weights, into `dw`.
+    #[allow(clippy::too_many_arguments)]
+    fn message_grad(
+        &self,
+        n: usize,
+        na: &NetActivity,
+        fb: &[Vec<f64>],
+        msgs: &[Vec<f64>],
+        (g_delta, g_corr): (&[f64], &[f64]),
+        grad: &mut ActivityGrad,
+        dw: Option<&mut [Vec<f64>]>,
+    ) {
+        let (net, act) = (&na.net, &na.act);
+        let inv = 1.0 / act.batch.max(1) as f64;
+        let gc = self.gather_cells(n, net, g_corr, inv);
+        let mut gm = Vec::with_capacity(msgs.len());
+        for (k, m) in msgs.iter().enumerate() {
+            let (rows, cols) = (net.rows(k), net.cols(k));
+            let next = self.batch.neuron(n, k + 1, 0);
+            let mut g = vec![0.0; m.len()];
+            broadcast_mean(&mut g, cols, &g_delta[next..next + cols], inv);
+            task::add_a_g(&mut g, cols, &act.acts[k], rows, &gc[k]);
+            if k > 0 {
+                task::add_z_gt(&mut grad.d_acts[k], rows, m, cols, &gc[k]);
+            }
+            gm.push(g);
+        }
+        task::messages_adjoint(net, act, fb, msgs, gm, grad, dw);
     }
 
     /// Adds the dense weight gradient `dw` of network `n` to the `w` column of `ds`.
@@ -328,7 +430,7 @@ impl Grower {
     }
 
     /// The adjoint of [`Self::perceive`]: d loss / d state from d loss / d perception.
-    fn perceive_adjoint(&self, acts: &[(DenseNet<f64>, Activity)], dp: &[f64]) -> Vec<f64> {
+    fn perceive_adjoint(&self, acts: &[NetActivity], dp: &[f64]) -> Vec<f64> {
         let s = self.spec.state_width();
         let f = self.spec.width();
         let nn = self.batch.num_neurons();
@@ -378,6 +480,14 @@ impl Grower {
                         g.hebb_z[c] += d[at];
                         g.hebb_e[c] += d[at + 1];
                     }
+                    Group::Backward => {
+                        g.back[c] += d[at];
+                        g.delta[slot.post] += d[at + 1];
+                    }
+                    Group::Alignment => {
+                        g.align[c] += d[at];
+                        g.delta_fa[slot.post] += d[at + 1];
+                    }
                 }
                 at += group.width(s);
             }
@@ -387,9 +497,18 @@ impl Grower {
                 ds[c * s + k] += gin[slot.post * s + k] + gout[slot.pre * s + k];
             }
         }
-        for (n, (net, act)) in acts.iter().enumerate() {
-            let grad = self.activity_grad(n, net, act, &g);
-            let dw = task::backward(net, act, grad);
+        for (n, na) in acts.iter().enumerate() {
+            let mut grad = self.activity_grad(n, &na.net, &na.act, &g);
+            let mut direct: Vec<Vec<f64>> = na.net.weights.iter().map(|w| vec![0.0; w.len()]).collect();
+            if let Some(msgs) = &na.back {
+                let stats = (&g.delta[..], &g.back[..]);
+                self.message_grad(n, na, &na.net.weights, msgs, stats, &mut grad, Some(&mut direct));
+            }
+            if let Some((fb, msgs)) = &na.align {
+                self.message_grad(n, na, fb, msgs, (&g.delta_fa, &g.align), &mut grad, None);
+            }
+            let mut dw = task::backward(&na.net, &na.act, grad);
+            dw.iter_mut().flatten().zip(direct.iter().flatten()).for_each(|(d, v)| *d += v);
             self.scatter_weight_grad(n, &dw, &mut ds);
         }
         ds
@@ -400,24 +519,11 @@ impl Grower {
         let mut grad = ActivityGrad::zeros_like(act);
         let inv = 1.0 / act.batch.max(1) as f64;
         let nl = net.num_layers();
-        let broadcast = |m: &mut [f64], n: usize, v: &[f64]| {
-            let batch = m.len() / n.max(1);
-            for (row, v) in m.chunks_exact_mut(batch.max(1)).zip(v) {
-                row.iter_mut().for_each(|o| *o += v * inv);
-            }
-        };
-        // Dense per-layer gradients of the Hebbian statistics, [rows, cols].
-        let mut gz: Vec<Vec<f64>> = (0..nl).map(|k| vec![0.0; net.rows(k) * net.cols(k)]).collect();
-        let mut ge = vec![0.0; net.rows(nl - 1) * net.cols(nl - 1)];
-        let (start, end) = self.batch.net_cells(n);
-        for cell in start..end {
-            let id = self.batch.cells()[cell].id;
-            let at = id.pre * net.cols(id.layer) + id.post;
-            gz[id.layer][at] = g.hebb_z[cell] * inv;
-            if id.layer + 1 == nl {
-                ge[at] = g.hebb_e[cell] * inv;
-            }
-        }
+        let broadcast = |m: &mut [f64], n: usize, v: &[f64]| broadcast_mean(m, n, v, inv);
+        // Dense per-layer gradients of the Hebbian statistics, [rows, cols] (`hebb_e` is 0
+        // off the output layer).
+        let gz = self.gather_cells(n, net, &g.hebb_z, inv);
+        let ge = self.gather_cells(n, net, &g.hebb_e, inv).swap_remove(nl - 1);
         // One index runs over the layers' shapes, activations and gradients together.
         #[allow(clippy::needless_range_loop)]
         for k in 0..nl {

@@ -250,6 +250,62 @@ pub fn backward(net: &DenseNet<f64>, act: &Activity, mut grad: ActivityGrad) -> 
     dw
 }
 
+/// Backward messages (SPEC "Local error messages") sent down through the feedback matrices
+/// `fb` (laid out like [`DenseNet::weights`]; the weights themselves for `backward`, the cells'
+/// fixed `B` with dead connections at 0 for `alignment`). Laid out like [`Activity::pre`]:
+/// `δ[k]` is `[n_{k+1}, B]`, the message of layer `k + 1`'s neurons; `δ[L-1] = e`, and for a
+/// hidden layer `δ[k-1][j] = relu'(z_k[j]) · Σ_c fb_k[j, c] δ[k][c]` (`relu'(0) = 0`; bias
+/// neurons send no message).
+pub fn messages(net: &DenseNet<f64>, act: &Activity, fb: &[Vec<f64>]) -> Vec<Vec<f64>> {
+    let batch = act.batch;
+    let nl = net.num_layers();
+    let mut out = vec![Vec::new(); nl];
+    out[nl - 1] = act.err.clone();
+    for k in (1..nl).rev() {
+        let (n, cols) = (net.sizes[k], net.cols(k));
+        let mut d = vec![0.0; n * batch];
+        for (j, dj) in d.chunks_exact_mut(batch.max(1)).enumerate() {
+            for (c, mc) in out[k].chunks_exact(batch.max(1)).enumerate() {
+                let f = fb[k][j * cols + c];
+                if f != 0.0 {
+                    axpy(dj, f, mc);
+                }
+            }
+        }
+        d.iter_mut().zip(&act.pre[k - 1]).filter(|(_, z)| **z <= 0.0).for_each(|(v, _)| *v = 0.0);
+        out[k - 1] = d;
+    }
+    out
+}
+
+/// The adjoint of [`messages`]: `g[k]`, the gradient of the messages `δ[k]`, is pushed down
+/// the recursion (consumed as scratch) into `grad.d_err`; with `dw` (the messages went
+/// through the weights themselves) each layer's direct weight gradient is added to it.
+/// `relu'` is piecewise constant: no gradient flows through it.
+pub fn messages_adjoint(
+    net: &DenseNet<f64>,
+    act: &Activity,
+    fb: &[Vec<f64>],
+    msgs: &[Vec<f64>],
+    mut g: Vec<Vec<f64>>,
+    grad: &mut ActivityGrad,
+    mut dw: Option<&mut [Vec<f64>]>,
+) {
+    let nl = net.num_layers();
+    for k in 1..nl {
+        let (n, cols) = (net.sizes[k], net.cols(k));
+        // u = relu'(z_k) ⊙ g[k-1]: the gradient at the sum Σ_c fb_k[j, c] δ[k][c].
+        let mut u = std::mem::take(&mut g[k - 1]);
+        u.iter_mut().zip(&act.pre[k - 1]).filter(|(_, z)| **z <= 0.0).for_each(|(v, _)| *v = 0.0);
+        add_a_g(&mut g[k], cols, &u, n, &fb[k]);
+        if let Some(dw) = dw.as_deref_mut() {
+            let direct = at_z(&u, n, &msgs[k], cols);
+            dw[k][..n * cols].iter_mut().zip(&direct).for_each(|(d, v)| *d += v);
+        }
+    }
+    grad.d_err.iter_mut().zip(&g[nl - 1]).for_each(|(d, v)| *d += v);
+}
+
 /// Per-neuron batch means of a neuron-major `[n, B]` matrix.
 pub fn means(m: &[f64], n: usize) -> Vec<f64> {
     let batch = m.len() / n.max(1);

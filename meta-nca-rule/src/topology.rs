@@ -29,20 +29,55 @@ impl std::fmt::Display for CellId {
 }
 
 /// The live cells of one weight matrix.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(try_from = "LayerCellsFile")]
 pub struct LayerCells {
     /// Live cells, in creation order (fully connected layers: row-major).
     pub cells: Vec<CellId>,
+    /// Each live cell's fixed feedback weight `B` (same order as `cells`; all 0 when the
+    /// network draws none): what the `alignment` messages travel through.
+    pub feedback: Vec<f64>,
     /// The index the next added cell of this layer gets.
     pub next_index: usize,
 }
 
+/// [`LayerCells`] as written before feedback weights existed (read as all zero).
+#[derive(Deserialize)]
+struct LayerCellsFile {
+    cells: Vec<CellId>,
+    #[serde(default)]
+    feedback: Vec<f64>,
+    next_index: usize,
+}
+
+impl TryFrom<LayerCellsFile> for LayerCells {
+    type Error = String;
+
+    fn try_from(f: LayerCellsFile) -> std::result::Result<Self, String> {
+        let feedback = match f.feedback.len() {
+            0 => vec![0.0; f.cells.len()],
+            n if n == f.cells.len() => f.feedback,
+            n => return Err(format!("{} cells but {n} feedback weights", f.cells.len())),
+        };
+        Ok(Self { cells: f.cells, feedback, next_index: f.next_index })
+    }
+}
+
 /// Layer sizes, bias flag and live connections of one task network.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+///
+/// A cell's fixed feedback weight `B` (SPEC "Local error messages") is part of the network:
+/// drawn once when the cell is created, uniformly on `[-s, s]` with `s = sqrt(6 / (rows +
+/// cols))` of its weight matrix at that moment, from the network's feedback seed and the cell's
+/// stable `(layer, index)`, carried with the cell through every change, never updated. Both
+/// engines apply changes through [`Topology::apply`], so they hold the same `B`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Topology {
     sizes: Vec<usize>,
     bias: bool,
     layers: Vec<LayerCells>,
+    /// Seed of the feedback weights; `None`: no feedback weights (every `B` is 0).
+    #[serde(default)]
+    feedback_seed: Option<u64>,
 }
 
 impl Topology {
@@ -64,10 +99,40 @@ impl Topology {
                     .flat_map(|pre| (0..cols).map(move |post| (pre, post)))
                     .map(|(pre, post)| CellId { layer: l, pre, post, index: pre * cols + post })
                     .collect();
-                LayerCells { cells, next_index: rows * cols }
+                LayerCells { feedback: vec![0.0; rows * cols], cells, next_index: rows * cols }
             })
             .collect();
-        Ok(Self { sizes: sizes.to_vec(), bias, layers })
+        Ok(Self { sizes: sizes.to_vec(), bias, layers, feedback_seed: None })
+    }
+
+    /// Gives every cell, present and future, a fixed feedback weight drawn from `seed` (see
+    /// [`Topology`]). Present cells are drawn at the current layer sizes.
+    pub fn set_feedback_seed(&mut self, seed: u64) {
+        self.feedback_seed = Some(seed);
+        for l in 0..self.layers.len() {
+            let fb: Vec<f64> = self.layers[l].cells.iter().map(|c| self.draw_feedback(c)).collect();
+            self.layers[l].feedback = fb;
+        }
+    }
+
+    /// The feedback seed, if the network has feedback weights.
+    pub fn feedback_seed(&self) -> Option<u64> {
+        self.feedback_seed
+    }
+
+    /// The feedback weight a cell created now as `cell` gets.
+    fn draw_feedback(&self, cell: &CellId) -> f64 {
+        let Some(seed) = self.feedback_seed else { return 0.0 };
+        let s = (6.0 / (self.rows(cell.layer) + self.cols(cell.layer)) as f64).sqrt();
+        let bits =
+            crate::episode::splitmix(seed ^ crate::episode::splitmix(((cell.layer as u64) << 40) ^ cell.index as u64));
+        let u = (bits >> 11) as f64 / (1u64 << 53) as f64;
+        s * (2.0 * u - 1.0)
+    }
+
+    /// Every live cell's feedback weight, in [`Self::cells`] order.
+    pub fn feedback(&self) -> impl Iterator<Item = f64> + '_ {
+        self.layers.iter().flat_map(|l| l.feedback.iter().copied())
     }
 
     /// Neurons per layer, bias neurons not counted.
@@ -138,28 +203,48 @@ impl Topology {
         Ok(())
     }
 
+    /// Removes the cells of `W_layer` that `gone` picks (with their feedback weights) and
+    /// returns them.
+    fn remove_cells(&mut self, layer: usize, gone: impl Fn(&CellId) -> bool) -> Vec<CellId> {
+        let lc = &mut self.layers[layer];
+        let (mut cells, mut feedback, mut removed) = (Vec::new(), Vec::new(), Vec::new());
+        for (&c, &b) in lc.cells.iter().zip(&lc.feedback) {
+            if gone(&c) {
+                removed.push(c);
+            } else {
+                cells.push(c);
+                feedback.push(b);
+            }
+        }
+        (lc.cells, lc.feedback) = (cells, feedback);
+        removed
+    }
+
     /// Removes the live connection `layer:pre:post`; an error if there is no such live cell.
     pub fn remove_connection(&mut self, layer: usize, pre: usize, post: usize) -> Result<CellId> {
         self.check_connection(layer, pre, post)?;
-        let cells = &mut self.layers[layer].cells;
-        let pos = cells
+        let pos = self.layers[layer]
+            .cells
             .iter()
             .position(|c| c.pre == pre && c.post == post)
             .ok_or_else(|| Error::Topology(format!("connection {layer}:{pre}:{post} is not live")))?;
-        Ok(cells.remove(pos))
+        self.layers[layer].feedback.remove(pos);
+        Ok(self.layers[layer].cells.remove(pos))
     }
 
     /// Adds connection `layer:pre:post` as a fresh cell with the layer's next unused index;
     /// an error if it is already live.
     pub fn add_connection(&mut self, layer: usize, pre: usize, post: usize) -> Result<CellId> {
         self.check_connection(layer, pre, post)?;
-        let lc = &mut self.layers[layer];
-        if lc.cells.iter().any(|c| c.pre == pre && c.post == post) {
+        if self.layers[layer].cells.iter().any(|c| c.pre == pre && c.post == post) {
             return Err(Error::Topology(format!("connection {layer}:{pre}:{post} is already live")));
         }
-        let id = CellId { layer, pre, post, index: lc.next_index };
+        let id = CellId { layer, pre, post, index: self.layers[layer].next_index };
+        let b = self.draw_feedback(&id);
+        let lc = &mut self.layers[layer];
         lc.next_index += 1;
         lc.cells.push(id);
+        lc.feedback.push(b);
         Ok(id)
     }
 
@@ -192,15 +277,10 @@ impl Topology {
         if self.sizes[layer] == 1 {
             return Err(Error::Topology(format!("neuron {idx} is the last one of layer {layer}")));
         }
-        let mut removed = Vec::new();
-        let into = &mut self.layers[layer - 1].cells;
-        removed.extend(into.iter().filter(|c| c.post == idx).copied());
-        into.retain(|c| c.post != idx);
-        into.iter_mut().filter(|c| c.post > idx).for_each(|c| c.post -= 1);
-        let out = &mut self.layers[layer].cells;
-        removed.extend(out.iter().filter(|c| c.pre == idx).copied());
-        out.retain(|c| c.pre != idx);
-        out.iter_mut().filter(|c| c.pre > idx).for_each(|c| c.pre -= 1);
+        let mut removed = self.remove_cells(layer - 1, |c| c.post == idx);
+        removed.extend(self.remove_cells(layer, |c| c.pre == idx));
+        self.layers[layer - 1].cells.iter_mut().filter(|c| c.post > idx).for_each(|c| c.post -= 1);
+        self.layers[layer].cells.iter_mut().filter(|c| c.pre > idx).for_each(|c| c.pre -= 1);
         self.sizes[layer] -= 1;
         Ok(removed)
     }

@@ -232,6 +232,8 @@ impl Cell {
                 act: v.act,
                 pre_act: v.pre_act,
                 err: v.err,
+                delta: 0.0,
+                delta_fa: 0.0,
             }
         }
         let (mut hebb_z, mut hebb_e) = (0.0, 0.0);
@@ -245,7 +247,7 @@ impl Cell {
             }
         }
         let mut p = vec![0.0; ctx.spec.width()];
-        let cell = CellView { state: &self.state, hebb_z, hebb_e };
+        let cell = CellView { state: &self.state, hebb_z, hebb_e, back: 0.0, align: 0.0 };
         perceive(&ctx.spec, cell, view(pre), view(post), &mut p);
         self.phase = Phase::Querying { staleness };
         out.query(self.index, p);

@@ -6,7 +6,7 @@
 use std::sync::Arc;
 
 use meta_nca_rule::batch::Batch;
-use meta_nca_rule::perception::{Group, PerceptionSpec};
+use meta_nca_rule::perception::PerceptionSpec;
 use meta_nca_rule::reference::TaskData;
 use meta_nca_rule::topology::{CellId, Topology};
 
@@ -68,8 +68,17 @@ impl World {
                 ),
             });
         }
-        ctx.activity = spec.needs_activity();
-        ctx.hebbian = spec.groups().contains(&Group::Hebbian);
+        if spec.needs().messages() {
+            return Err(Error::Config {
+                key: "perception",
+                message: "the backward and alignment groups do not run on the actor simulation yet; \
+                          grow on the reference engine"
+                    .into(),
+            });
+        }
+        let needs = spec.needs();
+        ctx.activity = needs.activity;
+        ctx.hebbian = needs.hebbian;
         ctx.samples = data.y.len();
         ctx.spec = spec;
         let batch = Batch::new(vec![topology.clone()]);

@@ -1,6 +1,7 @@
 //! The reference path's meta-gradient against central finite differences, in f64, on a batch
-//! of two architectures with every perception group on and some dead connections; and a
-//! negative control showing the check catches a dropped tape.
+//! of 1-, 2- and 3-layer networks with every perception group on and some dead connections
+//! (and with each message group alone); and a negative control showing the check catches a
+//! dropped tape.
 
 use std::sync::Arc;
 
@@ -22,6 +23,10 @@ struct Setup {
 }
 
 fn setup() -> Setup {
+    setup_with(&Group::ALL)
+}
+
+fn setup_with(groups: &[Group]) -> Setup {
     let dev = Cpu::default();
     let mut rng = StdRng::seed_from_u64(11);
     let (features, classes, rows) = (3, 3, 9);
@@ -34,11 +39,13 @@ fn setup() -> Setup {
     deep.remove_connection(2, 0, 1).expect("live");
     let mut shallow = Topology::dense(&[3, 3], true).expect("valid");
     shallow.remove_connection(0, 2, 2).expect("live");
-    let topologies = vec![deep, shallow];
-    let code = HiddenCode::for_family(3, 20, true, 1);
-    let spec = PerceptionSpec::new(&Group::ALL, code.dim()).expect("valid");
+    let mut two = Topology::dense(&[3, 5, 3], true).expect("valid");
+    two.remove_connection(1, 2, 1).expect("live");
+    let mut topologies = vec![deep, shallow, two];
+    let code = code();
+    let spec = PerceptionSpec::new(groups, code.dim()).expect("valid");
     let mut state0 = Vec::new();
-    for t in &topologies {
+    for t in &mut topologies {
         state0.extend(initial_state(&code, WeightInit::Xavier, t, &mut rng).expect("fits"));
     }
     let fires: Vec<Vec<bool>> =
@@ -55,6 +62,11 @@ fn setup() -> Setup {
     let rule = RuleNet::new(&dev, shape, &mut rng);
     let grower = Grower::new(&dev, Batch::new(topologies), spec, data).expect("sizes match");
     Setup { grower, rule, state0, fires }
+}
+
+/// A hidden code with feedback weights (the `alignment` group reads them).
+fn code() -> HiddenCode {
+    HiddenCode { feedback: true, ..HiddenCode::for_family(3, 20, true, 1) }
 }
 
 fn loss(s: &Setup, rule: &RuleNet, state0: &[f64]) -> f64 {
@@ -140,7 +152,21 @@ fn rel_err(a: &[f64], b: &[f64]) -> f64 {
 
 #[test]
 fn meta_gradient_matches_finite_differences() {
-    let s = setup();
+    check_against_finite_differences(&setup());
+}
+
+/// Each local error message alone (so no other group's gradient hides a wrong adjoint).
+#[test]
+fn message_groups_alone_match_finite_differences() {
+    for group in [Group::Backward, Group::Alignment] {
+        let s = setup_with(&[Group::SelfState, group]);
+        assert!(s.grower.batch().topologies()[0].feedback().any(|b| b != 0.0), "feedback weights were drawn");
+        check_against_finite_differences(&s);
+    }
+}
+
+fn check_against_finite_differences(s: &Setup) {
+    let s = s;
     let (an_params, an_state) = analytic(&s, None);
     let (fd_params, fd_state) = numeric(&s);
     for (k, (a, f)) in an_params.iter().zip(&fd_params).enumerate() {
@@ -166,7 +192,7 @@ fn finite_difference_check_catches_a_dropped_tape() {
 /// then two more steps on the carried state: the meta-gradient still matches finite
 /// differences, through the reshape.
 fn reshaped_loss<T: Tape<f64, Cpu>>(s: &Setup, rule: &RuleNet, state0: Tensor2<T>) -> Tensor<(), f64, Cpu, T> {
-    let code = HiddenCode::for_family(3, 20, true, 1);
+    let code = code();
     let state = s.grower.unroll(rule, state0, &s.fires[..2]);
     let mut topologies = s.grower.batch().topologies().to_vec();
     topologies[0].remove_connection(1, 0, 2).expect("live");
@@ -204,7 +230,7 @@ fn damaged(
     rule: &RuleNet,
     state0: Tensor2<OwnedTape<f64, Cpu>>,
 ) -> Tensor<(), f64, Cpu, OwnedTape<f64, Cpu>> {
-    let code = HiddenCode::for_family(3, 20, true, 1);
+    let code = code();
     let state = s.grower.unroll(rule, state0, &s.fires[..2]);
     let mut topologies = s.grower.batch().topologies().to_vec();
     topologies[0].remove_connection(0, 0, 0).expect("live");
