@@ -62,8 +62,11 @@ struct NetActivity {
     /// Messages through the weights (`backward` on).
     back: Option<Vec<Vec<f64>>>,
     /// The dense feedback weights and the messages through them (`alignment` on).
-    align: Option<(Vec<Vec<f64>>, Vec<Vec<f64>>)>,
+    align: Option<(Dense, Vec<Vec<f64>>)>,
 }
+
+/// Per-layer dense matrices laid out like [`DenseNet::weights`].
+type Dense = Vec<Vec<f64>>;
 
 /// `m[r, :] += v[r] * k` for a neuron-major `[n, B]` matrix `m`.
 fn broadcast_mean(m: &mut [f64], n: usize, v: &[f64], k: f64) {
@@ -346,10 +349,9 @@ impl Grower {
     fn scatter_cells(&self, n: usize, layer: usize, dense: &[f64], k: f64, per_cell: &mut [f64]) {
         let (start, end) = self.batch.net_cells(n);
         let cols = self.batch.topologies()[n].cols(layer);
-        for cell in start..end {
-            let id = self.batch.cells()[cell].id;
-            if id.layer == layer {
-                per_cell[cell] = dense[id.pre * cols + id.post] * k;
+        for (slot, v) in self.batch.cells()[start..end].iter().zip(&mut per_cell[start..end]) {
+            if slot.id.layer == layer {
+                *v = dense[slot.id.pre * cols + slot.id.post] * k;
             }
         }
     }
@@ -359,9 +361,8 @@ impl Grower {
     fn gather_cells(&self, n: usize, net: &DenseNet<f64>, per_cell: &[f64], k: f64) -> Vec<Vec<f64>> {
         let mut dense: Vec<Vec<f64>> = net.weights.iter().map(|w| vec![0.0; w.len()]).collect();
         let (start, end) = self.batch.net_cells(n);
-        for cell in start..end {
-            let id = self.batch.cells()[cell].id;
-            dense[id.layer][id.pre * net.cols(id.layer) + id.post] = per_cell[cell] * k;
+        for (slot, v) in self.batch.cells()[start..end].iter().zip(&per_cell[start..end]) {
+            dense[slot.id.layer][slot.id.pre * net.cols(slot.id.layer) + slot.id.post] = v * k;
         }
         dense
     }

@@ -166,9 +166,8 @@ fn message_groups_alone_match_finite_differences() {
 }
 
 fn check_against_finite_differences(s: &Setup) {
-    let s = s;
-    let (an_params, an_state) = analytic(&s, None);
-    let (fd_params, fd_state) = numeric(&s);
+    let (an_params, an_state) = analytic(s, None);
+    let (fd_params, fd_state) = numeric(s);
     for (k, (a, f)) in an_params.iter().zip(&fd_params).enumerate() {
         let e = rel_err(a, f);
         assert!(f.iter().any(|v| v.abs() > 1e-8), "parameter tensor {k} has a zero gradient");

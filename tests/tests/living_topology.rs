@@ -84,7 +84,7 @@ fn build(sizes: Vec<usize>, bias: bool, mask: u8, shards: usize, rule_chunk: usi
     let x: Vec<f64> = (0..samples * features).map(|_| rand::Rng::gen_range(&mut rng, -2.0..2.0)).collect();
     let y: Vec<usize> = (0..samples).map(|b| b % classes).collect();
     let data = Arc::new(TaskData { x, y, features, classes });
-    let start = Topology::dense(&sizes, bias).expect("valid sizes");
+    let mut start = Topology::dense(&sizes, bias).expect("valid sizes");
     // Room for some new cells, not for many: additions eventually overflow the encoding.
     let max_cells = (0..start.num_layers()).map(|l| start.layer(l).cells.len()).max().unwrap_or(1);
     let code = HiddenCode::for_family(start.num_layers(), max_cells + 6, true, 1);
@@ -96,7 +96,7 @@ fn build(sizes: Vec<usize>, bias: bool, mask: u8, shards: usize, rule_chunk: usi
     cfg.rule.last_init = 0.5;
     let (spec, shape) = cfg.rule_shape(&code).expect("valid groups");
     let rule = RuleNet::new(&Cpu::default(), shape, &mut rng);
-    let state0 = initial_state(&code, WeightInit::Xavier, &start, &mut rng).expect("fits");
+    let state0 = initial_state(&code, WeightInit::Xavier, &mut start, &mut rng).expect("fits");
     let executor = if shards == 0 { Executor::Tasks } else { Executor::Shards { shards } };
     Problem { data, spec, rule, code, executor, rule_chunk, start, state0 }
 }

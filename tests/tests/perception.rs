@@ -32,7 +32,7 @@ fn config(cases: u32) -> ProptestConfig {
 const MAX_CELLS: usize = 3 * 5 * 4;
 
 /// SPEC's table order of the perception groups.
-const SPEC_ORDER: [Group; 8] = [
+const SPEC_ORDER: [Group; 10] = [
     Group::SelfState,
     Group::Column,
     Group::Row,
@@ -41,6 +41,8 @@ const SPEC_ORDER: [Group; 8] = [
     Group::Downstream,
     Group::Feedback,
     Group::Hebbian,
+    Group::Backward,
+    Group::Alignment,
 ];
 
 /// A network before it is built: sizes, bias, and which dense cells are dead.
@@ -98,6 +100,8 @@ struct Case {
     err: Vec<f64>,
     hebb_z: Vec<f64>,
     hebb_e: Vec<f64>,
+    /// Message statistics: per neuron `delta`, `delta_fa`; per cell `back`, `align`.
+    messages: [Vec<f64>; 4],
 }
 
 impl Case {
@@ -108,6 +112,10 @@ impl Case {
             err: self.err.clone(),
             hebb_z: self.hebb_z.clone(),
             hebb_e: self.hebb_e.clone(),
+            delta: self.messages[0].clone(),
+            delta_fa: self.messages[1].clone(),
+            back: self.messages[2].clone(),
+            align: self.messages[3].clone(),
         }
     }
 }
@@ -121,11 +129,15 @@ prop_compose! {
         err in prop::collection::vec(-1.0f64..1.0, neurons_of(&plans)),
         hebb_z in prop::collection::vec(-2.0f64..2.0, cells_of(&plans)),
         hebb_e in prop::collection::vec(-2.0f64..2.0, cells_of(&plans)),
+        delta in prop::collection::vec(-1.0f64..1.0, neurons_of(&plans)),
+        delta_fa in prop::collection::vec(-1.0f64..1.0, neurons_of(&plans)),
+        back in prop::collection::vec(-2.0f64..2.0, cells_of(&plans)),
+        align in prop::collection::vec(-2.0f64..2.0, cells_of(&plans)),
         plans in Just(plans),
         d in Just(d),
     ) -> Case {
         let topologies = plans.iter().map(NetPlan::build).collect();
-        Case { topologies, d, state, act, pre_act, err, hebb_z, hebb_e }
+        Case { topologies, d, state, act, pre_act, err, hebb_z, hebb_e, messages: [delta, delta_fa, back, align] }
     }
 }
 
@@ -162,6 +174,10 @@ struct CellActivity {
     feedback: f64,
     /// Hebbian pair.
     hebb: (f64, f64),
+    /// `backward` pair: mean `a_pre δ_post`, mean `δ_post` (messages through the weights).
+    back: (f64, f64),
+    /// `alignment` pair (messages through the feedback weights).
+    align: (f64, f64),
 }
 
 /// Brute-force perception of every cell, straight from SPEC's table, for the enabled
@@ -210,6 +226,8 @@ fn brute_force(
                 Group::Downstream => p.extend(mean_rows(state, s, &downstream)),
                 Group::Feedback => p.push(a.feedback),
                 Group::Hebbian => p.extend([a.hebb.0, a.hebb.1]),
+                Group::Backward => p.extend([a.back.0, a.back.1]),
+                Group::Alignment => p.extend([a.align.0, a.align.1]),
             }
         }
         out.push(p);
@@ -227,6 +245,8 @@ fn brute_force_stats(batch: &Batch, state: &[f64], s: usize, groups: &[Group], s
             pre_act_post: stats.pre_act[post],
             feedback: stats.err[post],
             hebb: (stats.hebb_z[c], stats.hebb_e[c]),
+            back: (stats.back[c], stats.delta[post]),
+            align: (stats.align[c], stats.delta_fa[post]),
         }
     })
 }
@@ -277,7 +297,7 @@ proptest! {
         check_indexing(&batch)?;
         let spec = PerceptionSpec::new(&Group::ALL, case.d).expect("valid");
         let s = spec.state_width();
-        prop_assert_eq!(spec.width(), 5 * s + 2 + 1 + 2);
+        prop_assert_eq!(spec.width(), 5 * s + 2 + 1 + 2 + 2 + 2);
         let stats = case.stats();
         let got = perceive_batch(&spec, &batch, &case.state, &stats);
         let want = brute_force_stats(&batch, &case.state, s, &SPEC_ORDER, &stats);
@@ -287,7 +307,7 @@ proptest! {
     #[test]
     fn perceive_batch_matches_brute_force_any_groups(
         case in arb_case(),
-        enabled in prop::collection::vec(any::<bool>(), 8).prop_filter("one group at least", |v| v.contains(&true)),
+        enabled in prop::collection::vec(any::<bool>(), SPEC_ORDER.len()).prop_filter("one group at least", |v| v.contains(&true)),
         listed_in_reverse in any::<bool>(),
     ) {
         let batch = Batch::new(case.topologies.clone());
@@ -358,12 +378,16 @@ proptest! {
                     sb.act[gb] = sa.act[ga];
                     sb.pre_act[gb] = sa.pre_act[ga];
                     sb.err[gb] = sa.err[ga];
+                    sb.delta[gb] = sa.delta[ga];
+                    sb.delta_fa[gb] = sa.delta_fa[ga];
                 }
             }
         }
         for (cb, &ca) in b_to_a.iter().enumerate() {
             sb.hebb_z[cb] = sa.hebb_z[ca];
             sb.hebb_e[cb] = sa.hebb_e[ca];
+            sb.back[cb] = sa.back[ca];
+            sb.align[cb] = sa.align[ca];
         }
         let pa = perceive_batch(&spec, &a, &case.state, &sa);
         let pb = perceive_batch(&spec, &b, &state_b, &sb);
@@ -437,11 +461,14 @@ fn grow_cells(features: usize, classes: usize, hidden: &[Vec<usize>], bias: &[bo
 }
 
 /// Per-sample activity of one network: `a[l][b][i]` (bias included, = 1), `z[l][b][j]` for
-/// `z_{l+1}`, and `e[b][j]`.
+/// `z_{l+1}`, `e[b][j]`, and the backward messages `δ[l][b][j]` of layer `l + 1`'s neurons
+/// through the weights (`dw`) and through the feedback weights (`db`).
 struct Forward {
     a: Vec<Vec<Vec<f64>>>,
     z: Vec<Vec<Vec<f64>>>,
     e: Vec<Vec<f64>>,
+    dw: Vec<Vec<Vec<f64>>>,
+    db: Vec<Vec<Vec<f64>>>,
 }
 
 /// SPEC's forward pass of network `net` of `batch` with the weights in `state`:
@@ -453,7 +480,7 @@ fn spec_forward(batch: &Batch, net: usize, state: &[f64], s: usize, case: &GrowC
     let with_bias = |v: Vec<f64>| if t.bias() { v.into_iter().chain([1.0]).collect() } else { v };
     let mut a = vec![Vec::new(); layers];
     let mut z = vec![Vec::new(); layers];
-    let mut e = Vec::new();
+    let mut e: Vec<Vec<f64>> = Vec::new();
     for b in 0..rows {
         let mut cur = with_bias(case.x[b * case.features..(b + 1) * case.features].to_vec());
         for l in 0..layers {
@@ -476,7 +503,35 @@ fn spec_forward(batch: &Batch, net: usize, state: &[f64], s: usize, case: &GrowC
             }
         }
     }
-    Forward { a, z, e }
+    // SPEC "Local error messages": δ_L = e; a hidden neuron j of layer l + 1 sends
+    // relu'(z_{l+1}[j]) · Σ over its live outgoing cells (l + 1, j, k) of F · δ_{l+2}[k].
+    let feedback: Vec<f64> = t.feedback().collect();
+    let message = |through_b: bool| {
+        let mut d = vec![Vec::new(); layers];
+        d[layers - 1] = e.clone();
+        for l in (0..layers - 1).rev() {
+            d[l] = (0..rows)
+                .map(|b| {
+                    let mut v = vec![0.0; t.cols(l)];
+                    let mut k = 0;
+                    for (c, slot) in batch.cells().iter().enumerate() {
+                        if slot.net != net {
+                            continue;
+                        }
+                        let f = if through_b { feedback[k] } else { state[c * s] };
+                        k += 1;
+                        if slot.id.layer == l + 1 && slot.id.pre < t.sizes()[l + 1] {
+                            v[slot.id.pre] += f * d[l + 1][b][slot.id.post];
+                        }
+                    }
+                    v.iter().zip(&z[l][b]).map(|(v, &zz)| if zz > 0.0 { *v } else { 0.0 }).collect()
+                })
+                .collect();
+        }
+        d
+    };
+    let (dw, db) = (message(false), message(true));
+    Forward { a, z, e, dw, db }
 }
 
 fn batch_mean(values: impl Iterator<Item = f64>, rows: usize) -> f64 {
@@ -501,7 +556,9 @@ proptest! {
         let dev = Cpu::default();
         let spec = PerceptionSpec::new(&Group::ALL, case.d).expect("valid");
         let s = spec.state_width();
-        let batch = Batch::new(case.topologies.clone());
+        let mut topologies = case.topologies.clone();
+        topologies.iter_mut().enumerate().for_each(|(n, t)| t.set_feedback_seed(n as u64 + 7));
+        let batch = Batch::new(topologies);
         let data = Arc::new(TaskData { x: case.x.clone(), y: case.y.clone(), features: case.features, classes: case.classes });
         let grower = Grower::new(&dev, batch.clone(), spec, data).expect("sizes match the data");
         let got = grower.perceive(grower.state_tensor(case.state.clone())).as_vec();
@@ -519,6 +576,14 @@ proptest! {
                 hebb: (
                     batch_mean(f.a[l].iter().zip(&f.z[l]).map(|(a, z)| a[i] * z[j]), rows),
                     if output { batch_mean(f.a[l].iter().zip(&f.e).map(|(a, e)| a[i] * e[j]), rows) } else { 0.0 },
+                ),
+                back: (
+                    batch_mean(f.a[l].iter().zip(&f.dw[l]).map(|(a, d)| a[i] * d[j]), rows),
+                    batch_mean(f.dw[l].iter().map(|d| d[j]), rows),
+                ),
+                align: (
+                    batch_mean(f.a[l].iter().zip(&f.db[l]).map(|(a, d)| a[i] * d[j]), rows),
+                    batch_mean(f.db[l].iter().map(|d| d[j]), rows),
                 ),
             }
         });
@@ -681,7 +746,17 @@ proptest! {
         let n = batch.num_neurons();
         let c = batch.num_cells();
         let mut draw = |k: usize| (0..k).map(|_| rng.gen_range(-1.0..1.0)).collect::<Vec<f64>>();
-        let stats = ActivityStats { act: draw(n), pre_act: draw(n), err: draw(n), hebb_z: draw(c), hebb_e: draw(c) };
+        let stats = ActivityStats {
+            act: draw(n),
+            pre_act: draw(n),
+            err: draw(n),
+            hebb_z: draw(c),
+            hebb_e: draw(c),
+            delta: draw(n),
+            delta_fa: draw(n),
+            back: draw(c),
+            align: draw(c),
+        };
         let got = perceive_batch(&spec, &batch, &state, &stats);
         let want = brute_force_stats(&batch, &state, s, &SPEC_ORDER, &stats);
         check_rows(&batch, &got, &want)?;
