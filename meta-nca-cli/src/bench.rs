@@ -5,6 +5,7 @@ use std::time::Instant;
 
 use anyhow::Result;
 use meta_nca_rule::config::{Config, FamilyConfig};
+use meta_nca_rule::perception::Group;
 use meta_nca_rule::experiment::Experiment;
 use meta_nca_rule::train::Trainer;
 
@@ -46,7 +47,21 @@ fn cases() -> Vec<(&'static str, Config)> {
                 c.train.num_models = 8;
             }),
         ),
+        ("[4,5,5,3], 8 nets, default groups", messages(&base, &[])),
+        ("[4,5,5,3], 8 nets, + backward", messages(&base, &[Group::Backward])),
+        ("[4,5,5,3], 8 nets, + alignment", messages(&base, &[Group::Alignment])),
+        ("[4,5,5,3], 8 nets, + backward + alignment", messages(&base, &[Group::Backward, Group::Alignment])),
     ]
+}
+
+/// `[4,5,5,3]`, 8 networks, the default perception plus `extra`: what the local error messages
+/// cost, next to the same config without them.
+fn messages(base: &Config, extra: &[Group]) -> Config {
+    let mut c = base.clone();
+    c.task.hidden = vec![vec![5, 5]];
+    c.train.num_models = 8;
+    c.rule.perception.extend_from_slice(extra);
+    c
 }
 
 fn cpu_model() -> String {
