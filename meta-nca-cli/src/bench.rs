@@ -5,8 +5,8 @@ use std::time::Instant;
 
 use anyhow::Result;
 use meta_nca_rule::config::{Config, FamilyConfig};
-use meta_nca_rule::perception::Group;
 use meta_nca_rule::experiment::Experiment;
+use meta_nca_rule::perception::Group;
 use meta_nca_rule::train::Trainer;
 
 /// Arguments of `meta-nca bench`.
