@@ -133,6 +133,10 @@ pub struct TrainConfig {
     pub clip_norm: f64,
     /// Where the meta-loss is taken.
     pub loss_step: LossStep,
+    /// The meta-loss is the mean of the losses after each of the last `loss-steps` grow steps
+    /// (1: after the last step only). A tail of several steps asks the rule to reach a good
+    /// network early and keep it there: growth that holds past the trained length.
+    pub loss_steps: usize,
     /// Write the `last` checkpoint every this many meta-epochs (and at the end).
     pub checkpoint_every: usize,
     /// Every this many meta-epochs, grow the fixed probe networks; the rule whose probe has
@@ -246,6 +250,7 @@ impl Default for TrainConfig {
             lr: 1e-3,
             clip_norm: 1.0,
             loss_step: LossStep::Last,
+            loss_steps: 1,
             checkpoint_every: 100,
             probe_every: 50,
             probe_networks: 20,
@@ -397,6 +402,19 @@ impl Config {
             && (min == 0 || min > g.steps)
         {
             return Err(bad("train.steps-min", format!("must be in [1, grow.steps = {}], got {min}", g.steps)));
+        }
+        let shortest = tr.steps_range(g.steps).start().to_owned();
+        if tr.loss_steps == 0 || tr.loss_steps > shortest {
+            return Err(bad(
+                "train.loss-steps",
+                format!("must be in [1, {shortest}] (the shortest grow of a meta-epoch), got {}", tr.loss_steps),
+            ));
+        }
+        if tr.loss_steps > 1 && tr.damage.is_some() {
+            return Err(bad(
+                "train.loss-steps",
+                "cannot be combined with train.damage (its loss is taken around the damage)",
+            ));
         }
         if let Some(d) = &tr.damage
             && (!(0.0..1.0).contains(&d.fraction) || d.recover == 0)

@@ -260,6 +260,33 @@ impl Grower {
         Ok(Damaged { loss: (after + before) * 0.5, grower, values })
     }
 
+    /// `fires.len()` steps from `state` and the mean of the losses after each of the last
+    /// `tail` of them (`tail = 1`: the loss of the final state), with the final state's values.
+    /// The earlier losses' tapes travel on with the state, so no backward op is dropped.
+    pub fn unroll_tail_loss<T: Tape<f64, Cpu>>(
+        &self,
+        rule: &RuleNet,
+        mut state: Tensor2<T>,
+        fires: &[Vec<bool>],
+        tail: usize,
+    ) -> (Tensor<(), f64, Cpu, T>, Vec<f64>) {
+        let tail = tail.clamp(1, fires.len().max(1));
+        let mut earlier = Vec::new();
+        for (t, fire) in fires.iter().enumerate() {
+            state = self.step(rule, state, fire);
+            if t + tail >= fires.len() && t + 1 < fires.len() {
+                let (value, tape) = state.split_tape();
+                let (loss, tape) = self.loss(value.clone().put_tape(tape)).split_tape();
+                earlier.push(loss);
+                state = value.put_tape(tape);
+            }
+        }
+        let (last, tape) = state.split_tape();
+        let values = values(&last);
+        let loss = earlier.into_iter().fold(self.loss(last.put_tape(tape)), |acc, l| acc + l);
+        (loss / tail as f64, values)
+    }
+
     /// `fires.len()` steps from `state`; `fires[t]` flags the cells that fire at step `t`.
     pub fn unroll<T: Tape<f64, Cpu>>(&self, rule: &RuleNet, state: Tensor2<T>, fires: &[Vec<bool>]) -> Tensor2<T> {
         fires.iter().fold(state, |state, fire| self.step(rule, state, fire))

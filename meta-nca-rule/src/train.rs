@@ -212,16 +212,15 @@ impl Trainer {
             let episode = Pool::join(from_pool, fresh, &spec, &mut rng)?;
             let grower = Grower::new(&self.dev, Batch::new(episode.topologies), self.spec.clone(), task.train.clone())?;
             let state = grower.state_tensor(episode.state0).put_tape(OwnedTape::default());
-            let grown_state = grower.unroll(&self.rule, state, &episode.fires);
             match &cfg.train.damage {
                 None => {
-                    let (last, tape) = grown_state.split_tape();
-                    let last_values = last.as_vec();
-                    losses.push(grower.loss(last.put_tape(tape)));
+                    let (loss, last_values) =
+                        grower.unroll_tail_loss(&self.rule, state, &episode.fires, cfg.train.loss_steps);
+                    losses.push(loss);
                     grown.push((t, task, grower, last_values));
                 }
                 Some(damage) => {
-                    let (value, tape) = grown_state.split_tape();
+                    let (value, tape) = grower.unroll(&self.rule, state, &episode.fires).split_tape();
                     let width = self.spec.state_width();
                     let topologies = grower.batch().topologies();
                     let pruned =
