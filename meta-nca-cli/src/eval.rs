@@ -39,6 +39,9 @@ pub fn print_report(r: &EvalReport) {
     println!("{:<22}{:>8.4}{:>8.4}{:>8.4}", "grown val acc", r.val_acc.mean, r.val_acc.min, r.val_acc.max);
     println!("{:<22}{:>8.4}", "backprop train acc", r.baseline.train_acc);
     println!("{:<22}{:>8.4}", "backprop val acc", r.baseline.val_acc);
+    if let Some(h) = r.hidden_redundancy {
+        println!("{:<22}{:>8.4}  (mean pairwise cosine of hidden units' input weights)", "hidden redundancy", h);
+    }
 }
 
 /// Runs `meta-nca eval`.

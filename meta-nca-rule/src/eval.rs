@@ -20,6 +20,7 @@ use crate::init::{carry_plan, initial_state};
 use crate::perception::PerceptionSpec;
 use crate::reference::{Grower, Score, score};
 use crate::rule::RuleNet;
+use crate::task::DenseNet;
 use crate::topology::{CellId, Scheduled, Topology};
 
 /// Mean, min and max of a sample.
@@ -77,6 +78,8 @@ pub struct EvalReport {
     pub train_loss: f64,
     /// The backprop baseline on the same split.
     pub baseline: BaselineAcc,
+    /// Mean over the grown networks of [`hidden_redundancy`] (`None` without hidden layers).
+    pub hidden_redundancy: Option<f64>,
 }
 
 /// How to evaluate.
@@ -106,6 +109,21 @@ pub fn grow_and_score(
     spec: EvalSpec,
     stream: Stream,
 ) -> Result<Grown> {
+    let nets = grow_nets(rule, perception, code, cfg, task, spec, stream)?;
+    Ok(nets.iter().map(|n| (n.sizes.clone(), score(n, &task.train), score(n, &task.val))).collect())
+}
+
+/// Grows `spec.networks` fresh networks in one batch (architectures drawn as in training,
+/// from `stream`): their final dense weights.
+pub fn grow_nets(
+    rule: &RuleNet,
+    perception: &PerceptionSpec,
+    code: HiddenCode,
+    cfg: &Config,
+    task: &Task,
+    spec: EvalSpec,
+    stream: Stream,
+) -> Result<Vec<DenseNet<f64>>> {
     let dev = Cpu::default();
     let mut rng = rng_for(spec.seed, stream, 0);
     let episode_spec = EpisodeSpec {
@@ -118,22 +136,45 @@ pub fn grow_and_score(
         fire_fraction: spec.fire_fraction,
     };
     let episode = Episode::draw(&episode_spec, &mut rng)?;
-    let sizes: Vec<Vec<usize>> = episode.topologies.iter().map(|t| t.sizes().to_vec()).collect();
     let grower = Grower::new(&dev, Batch::new(episode.topologies), perception.clone(), task.train.clone())?;
     let last = grower.unroll(rule, grower.state_tensor(episode.state0), &episode.fires).as_vec();
-    Ok(grower
-        .dense_nets(&last)
-        .iter()
-        .zip(sizes)
-        .map(|(n, s)| (s, score(n, &task.train), score(n, &task.val)))
-        .collect())
+    Ok(grower.dense_nets(&last))
+}
+
+/// How alike a network's hidden units are: the mean pairwise cosine similarity of their
+/// input weight vectors (bias weight included), over every hidden layer; `None` without a
+/// hidden layer of two or more units. Near 1: the units compute the same feature (symmetry
+/// was never broken); near 0: they differ.
+pub fn hidden_redundancy(net: &DenseNet<f64>) -> Option<f64> {
+    let (mut sum, mut pairs) = (0.0, 0usize);
+    for l in 1..net.num_layers() {
+        let (rows, cols) = (net.rows(l - 1), net.cols(l - 1));
+        let w = &net.weights[l - 1];
+        let unit = |j: usize| (0..rows).map(move |r| w[r * cols + j]);
+        let norm = |j: usize| unit(j).map(|v| v * v).sum::<f64>().sqrt();
+        for a in 0..cols {
+            for b in a + 1..cols {
+                let (na, nb) = (norm(a), norm(b));
+                let cos = if na == 0.0 || nb == 0.0 {
+                    f64::from(u8::from(na == nb))
+                } else {
+                    unit(a).zip(unit(b)).map(|(x, y)| x * y).sum::<f64>() / (na * nb)
+                };
+                sum += cos;
+                pairs += 1;
+            }
+        }
+    }
+    (pairs > 0).then(|| sum / pairs as f64)
 }
 
 /// Grows `spec.networks` fresh networks on `task` and scores them next to the backprop
 /// baseline. The task need not be one the rule was trained on.
 pub fn evaluate(rule: &RuleNet, meta: &RuleMeta, task: &Task, spec: EvalSpec) -> Result<EvalReport> {
     let cfg = &meta.config;
-    let grown = grow_and_score(rule, &meta.perception, meta.code, cfg, task, spec, Stream::Eval)?;
+    let nets = grow_nets(rule, &meta.perception, meta.code, cfg, task, spec, Stream::Eval)?;
+    let redundancy: Vec<f64> = nets.iter().filter_map(hidden_redundancy).collect();
+    let grown: Grown = nets.iter().map(|n| (n.sizes.clone(), score(n, &task.train), score(n, &task.val))).collect();
     let mut baselines = BTreeMap::new();
     for (s, _, _) in &grown {
         if !baselines.contains_key(s) {
@@ -158,6 +199,7 @@ pub fn evaluate(rule: &RuleNet, meta: &RuleMeta, task: &Task, spec: EvalSpec) ->
         val_acc: Stats::of(&val),
         train_loss: grown.iter().map(|g| g.1.loss).sum::<f64>() / k,
         baseline,
+        hidden_redundancy: (!redundancy.is_empty()).then(|| redundancy.iter().sum::<f64>() / redundancy.len() as f64),
     })
 }
 
@@ -356,4 +398,22 @@ pub fn grow_one(
         changes,
         feedback,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redundancy_of_identical_and_orthogonal_units() {
+        // [2, 2, 1] without bias: W_0 is [2 rows, 2 cols]; units are columns.
+        let mut net = DenseNet::zeros(&[2, 2, 1], false);
+        net.weights[0] = vec![1.0, 2.0, 0.5, 1.0];
+        assert!((hidden_redundancy(&net).expect("a hidden layer") - 1.0).abs() < 1e-12);
+        net.weights[0] = vec![1.0, 0.0, 0.0, 3.0];
+        assert!(hidden_redundancy(&net).expect("a hidden layer").abs() < 1e-12);
+        net.weights[0] = vec![1.0, -1.0, 0.0, 0.0];
+        assert!((hidden_redundancy(&net).expect("a hidden layer") + 1.0).abs() < 1e-12);
+        assert_eq!(hidden_redundancy(&DenseNet::zeros(&[2, 3], true)), None);
+    }
 }
