@@ -104,6 +104,12 @@ pub struct GrowConfig {
     pub steps: usize,
     /// Fraction `p` of each layer's live cells that fire at a step.
     pub fire_fraction: f64,
+    /// Training rows each step sees, drawn without replacement for that step (a minibatch;
+    /// unset: the whole training split). The forward pass, the activity statistics and the
+    /// messages use them; the meta-loss uses the whole training split. Meta-training and
+    /// `eval` grow this way; single recorded grows (`grow`) and robustness experiments use
+    /// the whole split.
+    pub batch_size: Option<usize>,
 }
 
 /// Where the meta-loss is taken. A grow stops where its loss is taken, so a random loss step
@@ -227,7 +233,7 @@ impl Default for RuleConfig {
 
 impl Default for GrowConfig {
     fn default() -> Self {
-        Self { steps: 10, fire_fraction: 0.8 }
+        Self { steps: 10, fire_fraction: 0.8, batch_size: None }
     }
 }
 
@@ -381,6 +387,9 @@ impl Config {
         }
         if !(g.fire_fraction > 0.0 && g.fire_fraction <= 1.0) {
             return Err(bad("grow.fire-fraction", format!("must be in (0, 1], got {}", g.fire_fraction)));
+        }
+        if g.batch_size == Some(0) {
+            return Err(bad("grow.batch-size", "must be >= 1 (or unset: every training row)"));
         }
         let tr = &self.train;
         if tr.num_models == 0 {

@@ -88,3 +88,42 @@ impl Episode {
         Ok(Self { topologies, state0, fires })
     }
 }
+
+/// The training rows each of `steps` grow steps sees (`grow.batch-size`): `batch` of the `n`
+/// rows, drawn without replacement for every step (in increasing order). Empty, meaning that
+/// every step sees every row, when `batch` is unset or covers all rows: then nothing is drawn.
+pub fn draw_rows(batch: Option<usize>, n: usize, steps: usize, rng: &mut StdRng) -> Vec<Vec<usize>> {
+    match batch {
+        Some(b) if b < n => (0..steps)
+            .map(|_| {
+                let mut rows = rand::seq::index::sample(rng, n, b).into_vec();
+                rows.sort_unstable();
+                rows
+            })
+            .collect(),
+        _ => Vec::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn minibatch_rows_are_distinct_seeded_and_only_drawn_when_asked() {
+        let mut rng = rng_for(3, Stream::Train, 0);
+        let rows = draw_rows(Some(7), 20, 4, &mut rng);
+        assert_eq!(rows.len(), 4);
+        for r in &rows {
+            assert_eq!(r.len(), 7);
+            assert!(r.windows(2).all(|w| w[0] < w[1]) && r.iter().all(|&i| i < 20), "{r:?}");
+        }
+        assert_eq!(rows, draw_rows(Some(7), 20, 4, &mut rng_for(3, Stream::Train, 0)));
+        assert_ne!(rows[0], rows[1]);
+        let (mut a, b) = (rng_for(3, Stream::Train, 0), rng_for(3, Stream::Train, 0));
+        assert!(draw_rows(None, 20, 4, &mut a).is_empty());
+        assert!(draw_rows(Some(20), 20, 4, &mut a).is_empty());
+        let mut b = b;
+        assert_eq!(rand::Rng::r#gen::<u64>(&mut a), rand::Rng::r#gen::<u64>(&mut b), "nothing drawn");
+    }
+}

@@ -12,7 +12,7 @@ use crate::batch::Batch;
 use crate::checkpoint::RuleMeta;
 use crate::config::Config;
 use crate::engine::EngineKind;
-use crate::episode::{Episode, EpisodeSpec, Stream, rng_for};
+use crate::episode::{Episode, EpisodeSpec, Stream, draw_rows, rng_for};
 use crate::experiment::Task;
 use crate::firing::choose_firing;
 use crate::init::HiddenCode;
@@ -136,8 +136,9 @@ pub fn grow_nets(
         fire_fraction: spec.fire_fraction,
     };
     let episode = Episode::draw(&episode_spec, &mut rng)?;
+    let rows = draw_rows(cfg.grow.batch_size, task.train.y.len(), spec.steps, &mut rng);
     let grower = Grower::new(&dev, Batch::new(episode.topologies), perception.clone(), task.train.clone())?;
-    let last = grower.unroll(rule, grower.state_tensor(episode.state0), &episode.fires).as_vec();
+    let last = grower.unroll_on(rule, grower.state_tensor(episode.state0), &episode.fires, &rows).as_vec();
     Ok(grower.dense_nets(&last))
 }
 

@@ -262,18 +262,21 @@ impl Grower {
 
     /// `fires.len()` steps from `state` and the mean of the losses after each of the last
     /// `tail` of them (`tail = 1`: the loss of the final state), with the final state's values.
-    /// The earlier losses' tapes travel on with the state, so no backward op is dropped.
+    /// Step `t` sees the training rows `rows[t]` (all of them when `rows` is empty); the loss
+    /// is on every row. The earlier losses' tapes travel on with the state, so no backward op
+    /// is dropped.
     pub fn unroll_tail_loss<T: Tape<f64, Cpu>>(
         &self,
         rule: &RuleNet,
         mut state: Tensor2<T>,
         fires: &[Vec<bool>],
+        rows: &[Vec<usize>],
         tail: usize,
     ) -> (Tensor<(), f64, Cpu, T>, Vec<f64>) {
         let tail = tail.clamp(1, fires.len().max(1));
         let mut earlier = Vec::new();
         for (t, fire) in fires.iter().enumerate() {
-            state = self.step(rule, state, fire);
+            state = self.step_on(rule, state, fire, rows.get(t).map(Vec::as_slice));
             if t + tail >= fires.len() && t + 1 < fires.len() {
                 let (value, tape) = state.split_tape();
                 let (loss, tape) = self.loss(value.clone().put_tape(tape)).split_tape();
@@ -289,7 +292,45 @@ impl Grower {
 
     /// `fires.len()` steps from `state`; `fires[t]` flags the cells that fire at step `t`.
     pub fn unroll<T: Tape<f64, Cpu>>(&self, rule: &RuleNet, state: Tensor2<T>, fires: &[Vec<bool>]) -> Tensor2<T> {
-        fires.iter().fold(state, |state, fire| self.step(rule, state, fire))
+        self.unroll_on(rule, state, fires, &[])
+    }
+
+    /// [`Self::unroll`] with step `t` seeing the training rows `rows[t]` (every row when
+    /// `rows` is empty; see [`crate::episode::draw_rows`]).
+    pub fn unroll_on<T: Tape<f64, Cpu>>(
+        &self,
+        rule: &RuleNet,
+        state: Tensor2<T>,
+        fires: &[Vec<bool>],
+        rows: &[Vec<usize>],
+    ) -> Tensor2<T> {
+        fires
+            .iter()
+            .enumerate()
+            .fold(state, |state, (t, fire)| self.step_on(rule, state, fire, rows.get(t).map(Vec::as_slice)))
+    }
+
+    /// [`Self::step`] with the activity taken on training rows `rows` only (a minibatch).
+    pub fn step_on<T: Tape<f64, Cpu>>(
+        &self,
+        rule: &RuleNet,
+        state: Tensor2<T>,
+        fire: &[bool],
+        rows: Option<&[usize]>,
+    ) -> Tensor2<T> {
+        match rows {
+            Some(rows) => self.on_rows(rows).step(rule, state, fire),
+            None => self.step(rule, state, fire),
+        }
+    }
+
+    /// The same grower seeing only the training rows `rows`.
+    pub fn on_rows(&self, rows: &[usize]) -> Grower {
+        let d = &self.data;
+        let x = rows.iter().flat_map(|&r| d.x[r * d.features..(r + 1) * d.features].iter().copied()).collect();
+        let y = rows.iter().map(|&r| d.y[r]).collect();
+        let data = Arc::new(TaskData { x, y, features: d.features, classes: d.classes });
+        Grower { data, ..self.clone() }
     }
 
     /// Fused perception of every cell: `[cells, 1+d]` → `[cells, width]`.

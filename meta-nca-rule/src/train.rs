@@ -10,7 +10,7 @@ use rand::seq::SliceRandom;
 use crate::batch::Batch;
 use crate::checkpoint::{Checkpoint, FORMAT, RuleMeta, config_mismatches};
 use crate::config::{Config, GradNormalisation};
-use crate::episode::{Episode, EpisodeSpec, Stream, rng_for};
+use crate::episode::{Episode, EpisodeSpec, Stream, draw_rows, rng_for};
 use crate::eval::{EvalSpec, grow_and_score};
 use crate::experiment::Experiment;
 use crate::init::HiddenCode;
@@ -210,17 +210,18 @@ impl Trainer {
             };
             let fresh = Episode::draw(&spec, &mut rng)?;
             let episode = Pool::join(from_pool, fresh, &spec, &mut rng)?;
+            let rows = draw_rows(cfg.grow.batch_size, task.train.y.len(), steps, &mut rng);
             let grower = Grower::new(&self.dev, Batch::new(episode.topologies), self.spec.clone(), task.train.clone())?;
             let state = grower.state_tensor(episode.state0).put_tape(OwnedTape::default());
             match &cfg.train.damage {
                 None => {
                     let (loss, last_values) =
-                        grower.unroll_tail_loss(&self.rule, state, &episode.fires, cfg.train.loss_steps);
+                        grower.unroll_tail_loss(&self.rule, state, &episode.fires, &rows, cfg.train.loss_steps);
                     losses.push(loss);
                     grown.push((t, task, grower, last_values));
                 }
                 Some(damage) => {
-                    let (value, tape) = grower.unroll(&self.rule, state, &episode.fires).split_tape();
+                    let (value, tape) = grower.unroll_on(&self.rule, state, &episode.fires, &rows).split_tape();
                     let width = self.spec.state_width();
                     let topologies = grower.batch().topologies();
                     let pruned =

@@ -257,8 +257,9 @@ fn damage_aware_meta_gradient_matches_finite_differences() {
 #[test]
 fn tail_averaged_meta_gradient_matches_finite_differences() {
     let s = setup();
-    let tail_loss =
-        |rule: &RuleNet, state0: Tensor2<OwnedTape<f64, Cpu>>| s.grower.unroll_tail_loss(rule, state0, &s.fires, 2).0;
+    let tail_loss = |rule: &RuleNet, state0: Tensor2<OwnedTape<f64, Cpu>>| {
+        s.grower.unroll_tail_loss(rule, state0, &s.fires, &[], 2).0
+    };
     let taped = |values: Vec<f64>| s.grower.state_tensor(values).put_tape(OwnedTape::default());
     let state0 = s.grower.state_tensor(s.state0.clone());
     let grads = tail_loss(&s.rule, state0.clone().put_tape(OwnedTape::default())).backward();
@@ -271,6 +272,6 @@ fn tail_averaged_meta_gradient_matches_finite_differences() {
     }
     let e = rel_err(&an_state, &fd_state);
     assert!(e <= 1e-6, "initial state: relative error {e:e}");
-    let last_only = s.grower.unroll_tail_loss(&s.rule, taped(s.state0.clone()), &s.fires, 1).0.array();
+    let last_only = s.grower.unroll_tail_loss(&s.rule, taped(s.state0.clone()), &s.fires, &[], 1).0.array();
     assert!((last_only - loss(&s, &s.rule, &s.state0)).abs() < 1e-12, "a tail of 1 is the final loss");
 }
