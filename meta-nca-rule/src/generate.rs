@@ -100,13 +100,14 @@ pub fn generate(kind: Kind, shape: Shape, cfg: &TasksConfig, name: &str, rng: &m
     let mut x: Vec<Vec<f64>> = (0..n).map(|_| (0..f).map(|_| normal(rng)).collect()).collect();
     match kind {
         Kind::Mixture => {
-            let scale = separation / (informative as f64).sqrt();
-            let centres: Vec<Vec<Vec<f64>>> = (0..c)
-                .map(|_| {
-                    (0..int(rng, cfg.clusters))
-                        .map(|_| (0..informative).map(|_| scale * normal(rng)).collect())
-                        .collect()
-                })
+            // Centres about `separation` apart in any dimension; spread further when there are
+            // more centres than informative dimensions (they would crowd a low-dimensional space).
+            let counts: Vec<usize> = (0..c).map(|_| int(rng, cfg.clusters)).collect();
+            let crowding = (counts.iter().sum::<usize>() as f64 / informative as f64).max(1.0).sqrt();
+            let scale = separation * crowding / (informative as f64).sqrt();
+            let centres: Vec<Vec<Vec<f64>>> = counts
+                .iter()
+                .map(|&k| (0..k).map(|_| (0..informative).map(|_| scale * normal(rng)).collect()).collect())
                 .collect();
             for (row, &label) in x.iter_mut().zip(&y) {
                 let centre = &centres[label][rng.gen_range(0..centres[label].len())];
@@ -282,7 +283,7 @@ mod difficulty {
 
     #[test]
     fn useful_but_imperfect_and_xor_is_nonlinear() {
-        let shapes = [(4, 2, 400), (16, 3, 600), (32, 5, 1000), (8, 8, 1200)];
+        let shapes = [(4, 2, 400), (16, 3, 600), (32, 5, 1000), (8, 8, 1200), (2, 4, 800)];
         for kind in [Kind::Mixture, Kind::Teacher, Kind::Xor] {
             let (mut lr_sum, mut mlp_sum) = (0.0, 0.0);
             for (i, &(features, classes, rows)) in shapes.iter().enumerate() {

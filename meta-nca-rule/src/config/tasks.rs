@@ -192,7 +192,8 @@ mod tests {
 
     #[test]
     fn bad_values_name_their_key() {
-        let cases: [(&str, fn(&mut TasksConfig)); 6] = [
+        type Case = (&'static str, fn(&mut TasksConfig));
+        let cases: [Case; 6] = [
             ("tasks.features", |t| t.features = [10, 2]),
             ("tasks.classes", |t| t.classes = [1, 3]),
             ("tasks.rows", |t| t.rows = [20, 30]),
