@@ -64,7 +64,8 @@ enum Command {
     /// The learning suite: held-out generated tasks and the embedded datasets, grown by a run's
     /// rule next to backprop, equal-step Adam and logistic regression; writes suite.csv/json.
     Suite(suite::Args),
-    /// Draw pictures: training curves of a run, weight GIFs of a grown network, robustness curves.
+    /// Draw pictures: training curves of a run, weight GIFs of a grown network, robustness curves,
+    /// the learning suite.
     Plot(plot::Args),
 }
 

@@ -1,6 +1,6 @@
 //! End-to-end: meta-train the smoke config on a mixture with generated tasks, then run the
 //! quick learning suite on the rule: tables, JSON, the files it writes, refusing to overwrite
-//! them, and clear errors for impossible `[tasks]` values and horizons.
+//! them, its picture, and clear errors for impossible `[tasks]` values and horizons.
 
 use meta_nca_tests::{Scratch, fails, ok};
 
@@ -65,6 +65,10 @@ fn train_on_generated_tasks_then_quick_suite() {
     assert!(header.starts_with("task,kind,features,classes"), "{header}");
     assert_eq!(lines.count(), 4 * 3 + 3, "a row per task and step count, then the means");
     assert!(tmp.path("run").join("suite.json").is_file());
+
+    let json_path = tmp.path("run").join("suite.json");
+    let plotted = ok(&["plot", "--suite", &json_path.to_string_lossy()]);
+    assert!(plotted.contains("suite.png") && tmp.path("run").join("suite.png").is_file(), "{plotted}");
 
     fails(&["suite", "--run", &run, "--quick", "--quiet"], &["suite.", "--force"]);
     let table = ok(&["suite", "--run", &run, "--quick", "--quiet", "--force", "--horizons", "K,3"]);
