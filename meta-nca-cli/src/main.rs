@@ -6,7 +6,7 @@
 //! - `main.rs`: the command line and logging set-up.
 //! - [`run_dir`]: a run folder (resolved config, metrics, checkpoints).
 //! - [`robustness_config`]: a robustness experiment from a TOML file and flags.
-//! - [`train`], [`eval`], [`grow`], [`bench`]: one module per subcommand.
+//! - [`train`], [`eval`], [`grow`], [`bench`], [`suite`]: one module per subcommand.
 
 use std::process::ExitCode;
 
@@ -23,6 +23,7 @@ mod plot;
 mod robustness;
 mod robustness_config;
 mod run_dir;
+mod suite;
 mod sweep;
 mod train;
 
@@ -60,7 +61,11 @@ enum Command {
     Check(check::Args),
     /// Summarise a cell trace written by `--trace-json`: updates per cell, mean |dw|, staleness.
     Inspect(inspect::Args),
-    /// Draw pictures: training curves of a run, weight GIFs of a grown network, robustness curves.
+    /// The learning suite: held-out generated tasks and the embedded datasets, grown by a run's
+    /// rule next to backprop, equal-step Adam and logistic regression; writes suite.csv/json.
+    Suite(suite::Args),
+    /// Draw pictures: training curves of a run, weight GIFs of a grown network, robustness curves,
+    /// the learning suite.
     Plot(plot::Args),
 }
 
@@ -107,6 +112,7 @@ fn main() -> ExitCode {
         Command::Check(args) => check::run(args),
         Command::Inspect(args) => inspect::run(args),
         Command::Plot(args) => plot::run(args),
+        Command::Suite(args) => suite::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -83,3 +83,29 @@ pub fn fine_tune(net: &mut DenseNet<f64>, mask: Option<&[Vec<bool>]>, train: &Ta
         }
     }
 }
+
+/// Full-batch Adam from `net`'s weights (one Adam state throughout), scored on `train` and
+/// `val` after each of the step counts in `horizons` (ascending): the equal-step comparison of
+/// a grow of that many rule steps.
+pub fn adam_curve(
+    mut net: DenseNet<f64>,
+    train: &TaskData,
+    val: &TaskData,
+    lr: f64,
+    horizons: &[usize],
+) -> Vec<BaselineScore> {
+    let mut adam = Adam::new(lr, &net.weights);
+    let mut done = 0;
+    let mut out = Vec::with_capacity(horizons.len());
+    for &h in horizons {
+        for _ in done..h {
+            let act = task::forward(&net, &train.x, Some(&train.y));
+            let grad = ActivityGrad::cross_entropy(&act, &train.y, 1.0);
+            let dw = task::backward(&net, &act, grad);
+            adam.step(&mut net.weights, &dw);
+        }
+        done = done.max(h);
+        out.push(BaselineScore { train: score(&net, train), val: score(&net, val) });
+    }
+    out
+}

@@ -189,13 +189,13 @@ impl Checkpoint {
     }
 }
 
-/// The keys under `[rule]` and `[task]` where `config` differs from the config a rule was
+/// The keys under `[rule]`, `[task]`, `[data]` and `[tasks]` where `config` differs from the config a rule was
 /// trained with, as `key: trained vs given` lines (empty when compatible for resuming).
 pub fn config_mismatches(trained: &Config, given: &Config) -> Vec<String> {
     let table = |c: &Config| toml::Value::try_from(c).ok().and_then(|v| v.as_table().cloned()).unwrap_or_default();
     let (a, b) = (table(trained), table(given));
     let mut out = Vec::new();
-    for section in ["rule", "task", "data"] {
+    for section in ["rule", "task", "data", "tasks"] {
         let (sa, sb) = (a.get(section).and_then(|v| v.as_table()), b.get(section).and_then(|v| v.as_table()));
         let mut keys: Vec<&String> = sa.into_iter().chain(sb).flat_map(|t| t.keys()).collect();
         keys.sort();

@@ -4,6 +4,9 @@
 
 use serde::{Deserialize, Serialize};
 
+pub mod tasks;
+pub use tasks::{KindMix, TasksConfig};
+
 use crate::init::{HiddenCode, WeightInit, bits_for};
 use crate::perception::{Group, PerceptionSpec};
 use crate::rule::{Activation, RuleShape};
@@ -25,6 +28,8 @@ pub struct Config {
     pub grow: GrowConfig,
     /// Meta-training.
     pub train: TrainConfig,
+    /// The task distribution of meta-training: generated tasks mixed with `[data]`.
+    pub tasks: TasksConfig,
 }
 
 /// Data source and split.
@@ -441,6 +446,17 @@ impl Config {
                 return Err(bad("data.extra-datasets", format!("entry {i} is empty")));
             }
         }
+        let ts = &self.tasks;
+        ts.check()?;
+        if tr.pool_size > 0 && (ts.generates() || ts.reshapes_datasets()) {
+            return Err(bad(
+                "train.pool-size",
+                "a pool keeps networks of fixed shape per task; it cannot be used with generated tasks \
+                 (tasks.per-epoch > 0) or reshaped datasets (tasks.permute-features, tasks.subsample-features)",
+            ));
+        }
+        let (_, cells) = self.architectures(ts.features[1], ts.classes[1]).extent(t.bias);
+        ts.check_index_bits(r.index_code.then_some(r.index_bits).flatten(), cells)?;
         Ok(())
     }
 

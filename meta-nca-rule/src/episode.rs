@@ -21,6 +21,10 @@ pub enum Stream {
     Grow = 3,
     /// The fixed probe networks that pick the best checkpoint during training.
     Probe = 4,
+    /// Generated tasks of meta-training ([`crate::generate`]).
+    TrainTasks = 5,
+    /// Generated held-out tasks of evaluation (the learning suite); disjoint from `TrainTasks`.
+    EvalTasks = 6,
 }
 
 /// SplitMix64's output function: a well-mixed 64-bit hash of `z`.

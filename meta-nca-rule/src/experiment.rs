@@ -51,11 +51,17 @@ impl Task {
     /// Loads, splits and standardises `dataset` as `config` says.
     pub fn load(config: &Config, dataset: &str, label_column: Option<&str>) -> Result<Self> {
         let data = load_dataset(dataset, label_column)?;
+        Self::from_dataset(config, data)
+    }
+
+    /// Splits and standardises a dataset in memory (a generated task) as `config` says.
+    pub fn from_dataset(config: &Config, data: Dataset) -> Result<Self> {
         let split = Split::stratified(&data, config.data.train_fraction, config.data.split_seed)?;
         Ok(Self::from_split(config, data.name, split))
     }
 
-    fn from_split(config: &Config, name: String, split: Split) -> Self {
+    /// A task from a split, with the architectures `config` grows on its shape.
+    pub fn from_split(config: &Config, name: String, split: Split) -> Self {
         let archs = config.architectures(split.num_features, split.num_classes);
         Self {
             name,
@@ -90,11 +96,16 @@ impl Experiment {
         &self.tasks[0]
     }
 
-    /// The largest number of weight matrices and of cells in one matrix over every task.
+    /// The largest number of weight matrices and of cells in one matrix over every task,
+    /// generated tasks (up to the largest `[tasks]` ranges allow) included.
     pub fn extent(&self) -> (usize, usize) {
+        let (cfg, bias) = (&self.config, self.config.task.bias);
+        let generated =
+            cfg.tasks.generates().then(|| cfg.architectures(cfg.tasks.features[1], cfg.tasks.classes[1]).extent(bias));
         self.tasks
             .iter()
-            .map(|t| t.archs.extent(self.config.task.bias))
+            .map(|t| t.archs.extent(bias))
+            .chain(generated)
             .fold((1, 1), |a, b| (a.0.max(b.0), a.1.max(b.1)))
     }
 

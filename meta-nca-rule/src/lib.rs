@@ -15,6 +15,8 @@
 //! - [`episode`]: the random draws of one grow, from a seed.
 //! - [`config`]: the TOML experiment config and its validation.
 //! - [`data`]: datasets (Iris embedded, CSV), stratified split, standardisation.
+//! - [`generate`]: generated classification tasks (Gaussian mixtures, random teachers, XOR-like).
+//! - [`mixture`]: the tasks of one meta-epoch: datasets (optionally reshaped) and generated tasks.
 //! - [`experiment`]: a checked config with its tasks (datasets) loaded.
 //! - [`optim`]: Adam and global-norm clipping.
 //! - [`train`]: the meta-training loop (one meta-epoch at a time, probes).
@@ -22,6 +24,8 @@
 //! - [`checkpoint`]: atomic safetensors checkpoints with metadata.
 //! - [`eval`]: growing many networks with a trained rule; recorded single grows.
 //! - [`baseline`]: the backprop-trained network every evaluation is compared to.
+//! - [`suite`]: the learning suite: held-out generated tasks and the embedded datasets, grown
+//!   and compared with backprop, equal-step Adam and logistic regression.
 //! - [`engine`]: where a grow runs, step by step with topology changes (the reference path
 //!   here; the actor simulation in `meta-nca-sim`).
 //! - [`robustness`]: damage a grown network and watch the rule repair it.
@@ -39,13 +43,16 @@ pub mod eval;
 pub mod experiment;
 pub mod firing;
 pub mod fused;
+pub mod generate;
 pub mod init;
+pub mod mixture;
 pub mod optim;
 pub mod perception;
 pub mod pool;
 pub mod reference;
 pub mod robustness;
 pub mod rule;
+pub mod suite;
 pub mod task;
 pub mod topology;
 pub mod train;

@@ -190,13 +190,14 @@ impl Trainer {
         let steps = if range.start() < range.end() { rng.gen_range(range) } else { *range.end() };
         let mut losses = Vec::new();
         let mut grown = Vec::new();
-        for t in 0..self.exp.tasks.len() {
+        let tasks = crate::mixture::epoch_tasks(&self.exp, epoch, &mut rng)?;
+        for (t, base) in tasks.into_iter().enumerate() {
             let task = if cfg.train.relabel_classes {
-                let mut perm: Vec<usize> = (0..self.exp.tasks[t].split.num_classes).collect();
+                let mut perm: Vec<usize> = (0..base.split.num_classes).collect();
                 perm.shuffle(&mut rng);
-                self.exp.tasks[t].permuted(&cfg, &perm)?
+                base.permuted(&cfg, &perm)?
             } else {
-                self.exp.tasks[t].clone()
+                base
             };
             let from_pool = self.pool.take(t, &cfg.train, &mut rng);
             let spec = EpisodeSpec {

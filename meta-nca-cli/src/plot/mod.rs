@@ -8,6 +8,8 @@
 //!   over the grow steps) and `FILE-hidden.png` (hidden-state channels as small multiples).
 //! - `--robustness FILE.csv` (from `meta-nca robustness`): `FILE.png`, the accuracy curves
 //!   around the damage; a prune's backprop baseline (`FILE-baseline.csv`) as a second panel.
+//! - `--suite FILE.json` (from `meta-nca suite`): `FILE.png`, every task's validation accuracy
+//!   grown next to the baselines, and the mean over tasks against the step count.
 //!
 //! # Layout
 //! - `mod.rs`: arguments, dispatch, where each picture goes.
@@ -22,6 +24,7 @@
 //! - [`epochs`]: a network grown from every snapshot of a run, animated over meta-epochs.
 //! - [`robustness`]: accuracy around the damage of `meta-nca robustness`, and the backprop
 //!   baseline of a prune.
+//! - [`suite`]: the learning suite, grown networks against the baselines per task and over steps.
 //!
 //! Adding a picture: a module with a function that reads its data and returns a
 //! [`canvas::Picture`] (line charts: [`chart::Chart`] panels as in `curves` and `robustness`;
@@ -40,6 +43,7 @@ pub mod epochs;
 pub mod grow_file;
 pub mod hidden;
 pub mod robustness;
+pub mod suite;
 pub mod text;
 pub mod weights;
 
@@ -48,7 +52,7 @@ pub mod weights;
 pub struct Args {
     /// Run folder written by `meta-nca train`: training curves, and GIFs over meta-epochs if it
     /// has snapshots. Pictures go to DIR/plots/.
-    #[arg(long, value_name = "DIR", required_unless_present_any = ["grow", "robustness"])]
+    #[arg(long, value_name = "DIR", required_unless_present_any = ["grow", "robustness", "suite"])]
     run: Option<PathBuf>,
     /// Grow record written by `meta-nca grow --save`: a weight GIF per layer over the grow
     /// steps and a hidden-state PNG, next to the file.
@@ -59,6 +63,10 @@ pub struct Args {
     /// backprop baseline of a prune (FILE-baseline.csv) when it is there.
     #[arg(long, value_name = "FILE.csv")]
     robustness: Option<PathBuf>,
+    /// Results written by `meta-nca suite` (suite.json in a run folder): FILE.png next to the
+    /// file, grown networks against backprop, equal-step Adam and logistic regression.
+    #[arg(long, value_name = "FILE.json")]
+    suite: Option<PathBuf>,
     /// Folder for the pictures instead of next to the data.
     #[arg(long, value_name = "DIR")]
     out: Option<PathBuf>,
@@ -136,6 +144,9 @@ pub fn run(args: Args) -> Result<()> {
     if let Some(file) = &args.robustness {
         written.push(robustness_png(file, args.out.as_deref())?);
     }
+    if let Some(file) = &args.suite {
+        written.push(suite_png(file, args.out.as_deref())?);
+    }
     for path in &written {
         println!("wrote {}", path.display());
     }
@@ -163,6 +174,19 @@ fn robustness_png(file: &Path, out: Option<&Path>) -> Result<PathBuf> {
     create(out)?;
     let path = out.join(format!("{stem}.png"));
     robustness::draw(&curves, baseline.as_ref(), &title)?.save_png(&path)?;
+    Ok(path)
+}
+
+/// Draws the learning suite of `file` into `<out or its folder>/<stem>.png`.
+fn suite_png(file: &Path, out: Option<&Path>) -> Result<PathBuf> {
+    let data = suite::Suite::load(file)?;
+    let stem = file.file_stem().map_or_else(|| "suite".to_string(), |s| s.to_string_lossy().into_owned());
+    let folder = file.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let run = std::path::absolute(folder).ok().and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()));
+    let out = out.unwrap_or(folder);
+    create(out)?;
+    let path = out.join(format!("{stem}.png"));
+    suite::draw(&data, run.as_deref().unwrap_or(&stem))?.save_png(&path)?;
     Ok(path)
 }
 

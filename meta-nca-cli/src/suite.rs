@@ -1,0 +1,202 @@
+//! `meta-nca suite`: the learning suite of a trained rule (held-out generated tasks and the
+//! embedded datasets, next to backprop, equal-step Adam and logistic regression); prints a
+//! table (or JSON) and writes `suite.csv` and `suite.json` into the run folder.
+
+use std::path::Path;
+
+use anyhow::{Context, Result, bail};
+use meta_nca_rule::checkpoint::write_atomic;
+use meta_nca_rule::suite::{SuiteReport, SuiteRow, SuiteSpec, run_suite};
+
+use crate::run_dir::{Which, load_run};
+use crate::train::progress_bar;
+
+/// Arguments of `meta-nca suite`.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Run folder written by `meta-nca train`; suite.csv and suite.json are written into it.
+    #[arg(long)]
+    run: std::path::PathBuf,
+    /// Which checkpoint of the run.
+    #[arg(long, value_enum, default_value_t = Which::Best)]
+    checkpoint: Which,
+    /// Networks grown per task and labelling (default: 100; 10 with --quick).
+    #[arg(long)]
+    networks: Option<usize>,
+    /// Held-out generated tasks (default: 12; 3 small ones with --quick).
+    #[arg(long)]
+    tasks: Option<usize>,
+    /// Datasets besides the generated tasks, comma-separated (embedded names or CSV paths;
+    /// default: iris,wine,breast-cancer; iris with --quick; "" = none).
+    #[arg(long, value_name = "A,B,..")]
+    datasets: Option<String>,
+    /// Step counts to score at, comma-separated; K is the run's grow.steps (`K,2K,5K`: growth
+    /// past the trained K).
+    #[arg(long, default_value = "K,2K,5K", value_name = "K,2K,..")]
+    horizons: String,
+    /// Seed of the suite's tasks and grows (keep it fixed to compare rules).
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// A seconds-long suite for tests: 10 networks, 3 small generated tasks, Iris, a 2-point
+    /// learning-rate grid.
+    #[arg(long)]
+    quick: bool,
+    /// Overwrite suite.csv and suite.json if the run already has them.
+    #[arg(long)]
+    force: bool,
+    /// Print the report as one JSON object instead of tables.
+    #[arg(long)]
+    json: bool,
+    /// No progress bar.
+    #[arg(long, short)]
+    quiet: bool,
+}
+
+/// Parses `K,2K,5K`-style step counts (`K` = `k`); sorted, without repeats.
+pub fn parse_horizons(text: &str, k: usize) -> Result<Vec<usize>> {
+    let mut out = Vec::new();
+    for token in text.split(',').map(str::trim) {
+        let lower = token.to_ascii_lowercase();
+        let steps = match lower.strip_suffix('k') {
+            Some("") => Some(k),
+            Some(m) => m.parse::<usize>().ok().map(|m| m * k),
+            None => lower.parse::<usize>().ok(),
+        };
+        match steps {
+            Some(s) if s > 0 => out.push(s),
+            _ => bail!("--horizons: '{token}' is not a step count (a number, or a multiple of K such as 2K)"),
+        }
+    }
+    out.sort_unstable();
+    out.dedup();
+    Ok(out)
+}
+
+/// Runs `meta-nca suite`.
+pub fn run(args: Args) -> Result<()> {
+    let (csv_path, json_path) = (args.run.join("suite.csv"), args.run.join("suite.json"));
+    if !args.force
+        && let Some(p) = [&csv_path, &json_path].into_iter().find(|p| p.exists())
+    {
+        bail!("{} exists; pass --force to overwrite it", p.display());
+    }
+    let (ckpt, _) = load_run(&args.run, args.checkpoint)?;
+    let k = ckpt.meta.config.grow.steps;
+    let horizons = parse_horizons(&args.horizons, k)?;
+    let mut spec = if args.quick { SuiteSpec::quick(horizons) } else { SuiteSpec::standard(horizons) };
+    spec.seed = args.seed;
+    if let Some(n) = args.networks {
+        spec.networks = n;
+    }
+    if let Some(n) = args.tasks {
+        spec.generated = n;
+    }
+    if let Some(d) = &args.datasets {
+        spec.datasets = d.split(',').map(str::trim).filter(|s| !s.is_empty()).map(String::from).collect();
+    }
+    if spec.networks == 0 {
+        bail!("--networks must be at least 1");
+    }
+    let bar = progress_bar(args.quiet);
+    bar.set_length((spec.generated + spec.datasets.len()) as u64);
+    let report = run_suite(&ckpt.rule, &ckpt.meta, &spec, |t| {
+        bar.set_message(match t {
+            Ok(t) => t.name.clone(),
+            Err(s) => format!("skipped {}", s.name),
+        });
+        bar.inc(1);
+    })
+    .with_context(|| format!("running the suite on the rule of {}", args.run.display()))?;
+    bar.finish_and_clear();
+    write_files(&report, &csv_path, &json_path)?;
+    if args.json {
+        println!("{}", serde_json::to_string(&report)?);
+    } else {
+        print_report(&report, &args.run);
+    }
+    Ok(())
+}
+
+fn write_files(report: &SuiteReport, csv_path: &Path, json_path: &Path) -> Result<()> {
+    let mut w = csv::Writer::from_writer(Vec::new());
+    for row in report.rows().iter().chain(&report.mean) {
+        w.serialize(row).context("writing suite.csv")?;
+    }
+    let bytes = w.into_inner().context("writing suite.csv")?;
+    write_atomic(csv_path, &bytes)?;
+    write_atomic(json_path, serde_json::to_string_pretty(report)?.as_bytes())?;
+    Ok(())
+}
+
+fn print_row(r: &SuiteRow) {
+    let shape = if r.features > 0 { format!("{}x{}", r.features, r.classes) } else { String::new() };
+    let seen = if r.seen { "*" } else { "" };
+    println!(
+        "{:<16}{:<9}{:>7}{:>7}{:>8.4}{:>8.4}{:>9.4}{:>8.4}{:>9.4}{:>9.4}",
+        format!("{}{seen}", r.task),
+        r.kind,
+        shape,
+        if r.train_rows > 0 { (r.train_rows + r.val_rows).to_string() } else { String::new() },
+        r.grown_val,
+        r.grown_val_min,
+        r.permuted_val,
+        r.adam_val,
+        r.backprop_val,
+        r.logistic_val
+    );
+}
+
+/// Prints the report: validation accuracy of every task at K, then growth past K.
+pub fn print_report(report: &SuiteReport, run: &Path) {
+    let steps: Vec<usize> = report.mean.iter().map(|m| m.steps).collect();
+    let Some(&k) = steps.first() else {
+        println!("no task ran");
+        return;
+    };
+    println!(
+        "learning suite of {}: {} tasks, {} grown networks each, rule trained for K = {} steps; Adam lr {} \
+         (chosen on training-stream tasks)",
+        run.display(),
+        report.tasks.len(),
+        report.networks,
+        report.trained_steps,
+        report.adam_lr
+    );
+    println!("validation accuracy after {k} steps (* = a dataset the rule was meta-trained on)");
+    println!(
+        "{:<16}{:<9}{:>7}{:>7}{:>8}{:>8}{:>9}{:>8}{:>9}{:>9}",
+        "task", "kind", "f x c", "rows", "grown", "min", "permuted", "adam", "backprop", "logistic"
+    );
+    let rows = report.rows();
+    rows.iter().filter(|r| r.steps == k).for_each(print_row);
+    report.mean.iter().filter(|r| r.steps == k).for_each(print_row);
+    if steps.len() > 1 {
+        println!();
+        println!("growth past K: grown (adam) validation accuracy at each step count");
+        print!("{:<16}", "task");
+        steps.iter().for_each(|s| print!("{:>18}", s));
+        println!();
+        for chunk in rows.chunk_by(|a, b| a.task == b.task).chain(std::iter::once(&report.mean[..])) {
+            print!("{:<16}", chunk[0].task);
+            chunk.iter().for_each(|r| print!("{:>18}", format!("{:.4} ({:.4})", r.grown_val, r.adam_val)));
+            println!();
+        }
+    }
+    for s in &report.skipped {
+        println!("skipped {}: {}", s.name, s.reason);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_horizons;
+
+    #[test]
+    fn horizons() {
+        assert_eq!(parse_horizons("K,2K,5K", 10).expect("valid"), vec![10, 20, 50]);
+        assert_eq!(parse_horizons("30, k, 7", 10).expect("valid"), vec![7, 10, 30]);
+        for bad in ["", "0", "x", "2x", "-1"] {
+            assert!(parse_horizons(bad, 10).is_err(), "{bad}");
+        }
+    }
+}

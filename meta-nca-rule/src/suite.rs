@@ -1,0 +1,294 @@
+//! The learning suite: how well a trained rule learns tasks it never saw. A fixed, seeded set
+//! of held-out generated tasks (the evaluation stream, spanning the feature, class and row
+//! ranges, every kind) and the embedded datasets; on each, many networks grown by the rule,
+//! with labels as given and permuted, at several step counts (`K`, `2K`, `5K`: growth past
+//! the trained `K`), next to (a) backprop on the same architecture and split trained to
+//! convergence, (b) full-batch Adam from the grown networks' own starting weights for the same
+//! number of steps, its learning rate chosen from a small grid on *training-stream* tasks only,
+//! and (c) logistic regression.
+
+use std::collections::BTreeMap;
+
+use dfdx::prelude::Cpu;
+
+use crate::Result;
+use crate::baseline::{BaselineSpec, adam_curve, train_baseline};
+use crate::batch::Batch;
+use crate::checkpoint::RuleMeta;
+use crate::config::TasksConfig;
+use crate::data::Dataset;
+use crate::episode::{Episode, EpisodeSpec, Stream, rng_for};
+use crate::eval::Stats;
+use crate::experiment::{Task, load_dataset};
+use crate::generate::{self, Kind, Shape};
+use crate::reference::{Grower, score};
+use crate::rule::RuleNet;
+
+mod report;
+pub use report::{Acc, HorizonResult, LrScore, Skipped, SuiteReport, SuiteRow, TaskResult};
+
+/// What the suite runs.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SuiteSpec {
+    /// Networks grown per task (and per labelling).
+    pub networks: usize,
+    /// Held-out generated tasks.
+    pub generated: usize,
+    /// Shape ranges of the generated tasks (and of the training-stream tasks that choose
+    /// Adam's learning rate); only the ranges and difficulty are read.
+    pub ranges: TasksConfig,
+    /// Datasets besides the generated tasks (embedded names or CSV paths).
+    pub datasets: Vec<String>,
+    /// Step counts at which everything is scored, ascending (the first is the equal budget).
+    pub horizons: Vec<usize>,
+    /// Seed of the suite: its tasks and grows (fixed, so that rules are compared on one suite).
+    pub seed: u64,
+    /// Adam learning rates tried on the training-stream tasks.
+    pub lr_grid: Vec<f64>,
+    /// Training-stream tasks that choose Adam's learning rate.
+    pub lr_tasks: usize,
+    /// Starting points (the first grown networks of a task) Adam runs from.
+    pub adam_networks: usize,
+}
+
+impl SuiteSpec {
+    /// The standard suite: 100 networks, 12 generated tasks over 2-64 features, 2-10 classes,
+    /// 100-2000 rows, and Iris, Wine and Breast Cancer.
+    pub fn standard(horizons: Vec<usize>) -> Self {
+        Self {
+            networks: 100,
+            generated: 12,
+            ranges: TasksConfig::default(),
+            datasets: crate::data::EMBEDDED.iter().map(|s| s.to_string()).collect(),
+            horizons,
+            seed: 0,
+            lr_grid: vec![1e-3, 3e-3, 1e-2, 3e-2, 1e-1, 3e-1],
+            lr_tasks: 8,
+            adam_networks: 10,
+        }
+    }
+
+    /// A seconds-long suite for tests: 10 networks, 3 small generated tasks, Iris only.
+    pub fn quick(horizons: Vec<usize>) -> Self {
+        let ranges = TasksConfig { features: [2, 8], classes: [2, 4], rows: [100, 200], ..TasksConfig::default() };
+        Self {
+            networks: 10,
+            generated: 3,
+            ranges,
+            datasets: vec!["iris".into()],
+            lr_grid: vec![1e-2, 1e-1],
+            lr_tasks: 2,
+            adam_networks: 2,
+            ..Self::standard(horizons)
+        }
+    }
+}
+
+/// A named table before the split.
+struct Named {
+    kind: String,
+    data: Dataset,
+}
+
+/// The held-out generated tasks: shapes spread over the ranges (features and rows on a log
+/// scale, classes linearly, decorrelated), kinds in turn, contents from [`Stream::EvalTasks`].
+fn held_out(spec: &SuiteSpec) -> Vec<Named> {
+    let r = &spec.ranges;
+    let log = |q: f64, [lo, hi]: [usize; 2]| ((lo as f64).ln() + q * ((hi as f64).ln() - (lo as f64).ln())).exp();
+    let n = spec.generated.max(1) as f64;
+    (0..spec.generated)
+        .map(|i| {
+            let q = (i as f64 + 0.5) / n;
+            let qc = (0.3 + 0.618_034 * i as f64).fract();
+            let qr = (0.7 + 0.381_966 * i as f64).fract();
+            let shape = Shape {
+                features: (log(q, r.features).round() as usize).clamp(r.features[0], r.features[1]),
+                classes: r.classes[0] + (qc * (r.classes[1] - r.classes[0] + 1) as f64) as usize,
+                rows: (log(qr, r.rows).round() as usize).clamp(r.rows[0], r.rows[1]),
+            };
+            let kind = [Kind::Mixture, Kind::Teacher, Kind::Xor][i % 3];
+            let mut rng = rng_for(spec.seed, Stream::EvalTasks, i as u64);
+            let g = generate::generate(kind, shape, r, &format!("{kind}-{i}"), &mut rng);
+            Named { kind: kind.to_string(), data: g.dataset }
+        })
+        .collect()
+}
+
+/// Draws `networks` networks on `task` as a grow would, for `steps` steps; `None` when the
+/// rule's hidden-state code cannot number their cells.
+fn episode(meta: &RuleMeta, task: &Task, networks: usize, steps: usize, key: u64) -> Result<Episode> {
+    let cfg = &meta.config;
+    let (layers, cells) = task.archs.extent(cfg.task.bias);
+    meta.code.check_fits(layers, cells)?;
+    let spec = EpisodeSpec {
+        archs: &task.archs,
+        networks,
+        bias: cfg.task.bias,
+        weight_init: cfg.task.weight_init,
+        code: meta.code,
+        steps,
+        fire_fraction: cfg.grow.fire_fraction,
+    };
+    Episode::draw(&spec, &mut rng_for(key, Stream::Eval, 0))
+}
+
+/// Grows `episode` on `task`, scoring every network at each horizon: `(train, val)` accuracy.
+fn grow_curve(rule: &RuleNet, meta: &RuleMeta, task: &Task, ep: &Episode, horizons: &[usize]) -> Result<Vec<Acc2>> {
+    let grower =
+        Grower::new(&Cpu::default(), Batch::new(ep.topologies.clone()), meta.perception.clone(), task.train.clone())?;
+    let mut state = grower.state_tensor(ep.state0.clone());
+    let (mut done, mut out) = (0, Vec::new());
+    for &h in horizons {
+        state = grower.unroll(rule, state, &ep.fires[done..h]);
+        done = h;
+        let nets = grower.dense_nets(&state.as_vec());
+        let train: Vec<f64> = nets.iter().map(|n| score(n, &task.train).acc).collect();
+        let val: Vec<f64> = nets.iter().map(|n| score(n, &task.val).acc).collect();
+        out.push((Stats::of(&train), Stats::of(&val)));
+    }
+    Ok(out)
+}
+
+type Acc2 = (Stats, Stats);
+
+/// Adam from the starting weights of the first `spec.adam_networks` networks of `ep`, scored
+/// at every horizon (mean over the starts).
+fn adam_from_starts(meta: &RuleMeta, task: &Task, ep: &Episode, lr: f64, spec: &SuiteSpec) -> Vec<Acc> {
+    let batch = Batch::new(ep.topologies.clone());
+    let n = spec.adam_networks.clamp(1, batch.num_nets());
+    let mut sum = vec![Acc { train: 0.0, val: 0.0 }; spec.horizons.len()];
+    for k in 0..n {
+        let net = batch.dense_net(k, &ep.state0, meta.perception.state_width());
+        for (s, b) in sum.iter_mut().zip(adam_curve(net, &task.train, &task.val, lr, &spec.horizons)) {
+            s.train += b.train.acc / n as f64;
+            s.val += b.val.acc / n as f64;
+        }
+    }
+    sum
+}
+
+/// Chooses Adam's learning rate on training-stream tasks (never on a suite task): the rate
+/// with the highest mean validation accuracy after the first horizon's steps.
+pub fn choose_adam_lr(meta: &RuleMeta, spec: &SuiteSpec) -> Result<(f64, Vec<LrScore>)> {
+    let k = spec.horizons.first().copied().unwrap_or(meta.config.grow.steps);
+    let mut tasks = Vec::new();
+    for i in 0..spec.lr_tasks as u64 {
+        let g = generate::draw(&TasksConfig { per_epoch: 1, ..spec.ranges.clone() }, spec.seed, Stream::TrainTasks, i);
+        let task = Task::from_dataset(&meta.config, g.dataset)?;
+        if let Ok(ep) = episode(meta, &task, spec.adam_networks.max(1), 0, spec.seed ^ (i << 32)) {
+            tasks.push((task, ep));
+        }
+    }
+    let grid: Vec<LrScore> = spec
+        .lr_grid
+        .iter()
+        .map(|&lr| {
+            let one = SuiteSpec { horizons: vec![k], ..spec.clone() };
+            let accs: Vec<f64> = tasks.iter().map(|(t, ep)| adam_from_starts(meta, t, ep, lr, &one)[0].val).collect();
+            LrScore { lr, val_acc: accs.iter().sum::<f64>() / accs.len().max(1) as f64 }
+        })
+        .collect();
+    let best = grid.iter().copied().fold(None, |b: Option<LrScore>, s| match b {
+        Some(b) if b.val_acc >= s.val_acc => Some(b),
+        _ => Some(s),
+    });
+    Ok((best.map_or(1e-2, |b| b.lr), grid))
+}
+
+/// Runs one task: grows, baselines, everything at every horizon.
+fn run_task(rule: &RuleNet, meta: &RuleMeta, named: Named, key: u64, lr: f64, spec: &SuiteSpec) -> Result<TaskResult> {
+    let cfg = &meta.config;
+    let task = Task::from_dataset(cfg, named.data)?;
+    let last = spec.horizons.last().copied().unwrap_or(cfg.grow.steps);
+    let ep = episode(meta, &task, spec.networks, last, key)?;
+    let grown = grow_curve(rule, meta, &task, &ep, &spec.horizons)?;
+    let c = task.split.num_classes;
+    let perm: Vec<usize> = (0..c).map(|k| (k + 1) % c).collect();
+    let permuted = grow_curve(rule, meta, &task.permuted(cfg, &perm)?, &ep, &spec.horizons)?;
+    let adam = adam_from_starts(meta, &task, &ep, lr, spec);
+    let mut by_arch = BTreeMap::new();
+    for t in &ep.topologies {
+        let sizes = t.sizes().to_vec();
+        if !by_arch.contains_key(&sizes) {
+            let b = train_baseline(&sizes, cfg.task.bias, &task.train, &task.val, BaselineSpec::default())?;
+            by_arch.insert(sizes.clone(), b);
+        }
+    }
+    let n = ep.topologies.len().max(1) as f64;
+    let backprop = Acc {
+        train: ep.topologies.iter().map(|t| by_arch[t.sizes()].train.acc).sum::<f64>() / n,
+        val: ep.topologies.iter().map(|t| by_arch[t.sizes()].val.acc).sum::<f64>() / n,
+    };
+    let (f, c) = (task.split.num_features, task.split.num_classes);
+    let lr_fit = train_baseline(&[f, c], true, &task.train, &task.val, BaselineSpec::default())?;
+    let seen = std::iter::once(&cfg.data.dataset).chain(&cfg.data.extra_datasets).any(|d| *d == task.name);
+    Ok(TaskResult {
+        name: task.name.clone(),
+        kind: named.kind,
+        features: f,
+        classes: c,
+        train_rows: task.train.y.len(),
+        val_rows: task.val.y.len(),
+        seen,
+        horizons: (0..spec.horizons.len())
+            .map(|i| HorizonResult {
+                steps: spec.horizons[i],
+                grown_train: grown[i].0,
+                grown_val: grown[i].1,
+                permuted_train: permuted[i].0,
+                permuted_val: permuted[i].1,
+                adam: adam[i],
+            })
+            .collect(),
+        backprop,
+        logistic: Acc { train: lr_fit.train.acc, val: lr_fit.val.acc },
+    })
+}
+
+/// Runs the suite with a trained rule; `progress` hears of every task as it finishes.
+pub fn run_suite(
+    rule: &RuleNet,
+    meta: &RuleMeta,
+    spec: &SuiteSpec,
+    mut progress: impl FnMut(std::result::Result<&TaskResult, &Skipped>),
+) -> Result<SuiteReport> {
+    if spec.horizons.is_empty() || spec.horizons.windows(2).any(|w| w[0] >= w[1]) || spec.horizons[0] == 0 {
+        return Err(crate::Error::Config {
+            key: "horizons".into(),
+            message: format!("must be ascending step counts >= 1, got {:?}", spec.horizons),
+        });
+    }
+    let (adam_lr, adam_lr_grid) = choose_adam_lr(meta, spec)?;
+    let mut named = held_out(spec);
+    for d in &spec.datasets {
+        named.push(Named { kind: "dataset".into(), data: load_dataset(d, None)? });
+    }
+    let (mut tasks, mut skipped) = (Vec::new(), Vec::new());
+    for (i, n) in named.into_iter().enumerate() {
+        let name = n.data.name.clone();
+        match run_task(rule, meta, n, spec.seed ^ ((i as u64 + 1) << 40), adam_lr, spec) {
+            Ok(t) => {
+                progress(Ok(&t));
+                tasks.push(t);
+            }
+            Err(e @ crate::Error::EncodingOverflow { .. }) => {
+                let s = Skipped { name, reason: format!("the rule's hidden-state code is too small: {e}") };
+                progress(Err(&s));
+                skipped.push(s);
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    let mut report = SuiteReport {
+        networks: spec.networks,
+        trained_steps: meta.config.grow.steps,
+        seed: spec.seed,
+        adam_lr,
+        adam_lr_grid,
+        tasks,
+        skipped,
+        mean: Vec::new(),
+    };
+    report.mean = report.means();
+    Ok(report)
+}

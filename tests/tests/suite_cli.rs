@@ -1,0 +1,103 @@
+//! End-to-end: meta-train the smoke config on a mixture with generated tasks, then run the
+//! quick learning suite on the rule: tables, JSON, the files it writes, refusing to overwrite
+//! them, its picture, and clear errors for impossible `[tasks]` values and horizons.
+
+use meta_nca_tests::{Scratch, fails, ok};
+
+/// The smoke config with two small generated tasks per meta-epoch.
+const MIXTURE: [&str; 8] = [
+    "--set",
+    "tasks.per-epoch=2",
+    "--set",
+    "tasks.features=[2, 8]",
+    "--set",
+    "tasks.rows=[100, 200]",
+    "--set",
+    "tasks.classes=[2, 4]",
+];
+
+fn json(text: &str) -> serde_json::Value {
+    serde_json::from_str(text.trim()).unwrap_or_else(|e| panic!("not one JSON value ({e}):\n{text}"))
+}
+
+fn acc(v: &serde_json::Value) -> f64 {
+    let a = v.as_f64().unwrap_or_else(|| panic!("{v} is not a number"));
+    assert!((0.0..=1.0).contains(&a), "accuracy {a}");
+    a
+}
+
+#[test]
+fn train_on_generated_tasks_then_quick_suite() {
+    let tmp = Scratch::new("suite");
+    let run = tmp.arg("run");
+    let mut args = vec!["train", "--config", "configs/smoke.toml", "--out", &run, "--quiet", "--eval-networks", "0"];
+    args.extend_from_slice(&MIXTURE);
+    ok(&args);
+    let config = std::fs::read_to_string(tmp.path("run").join("config.toml")).expect("config.toml");
+    let parsed = meta_nca_rule::config::Config::from_toml(&config).expect("the run's config parses");
+    assert_eq!((parsed.tasks.per_epoch, parsed.tasks.features, parsed.tasks.rows), (2, [2, 8], [100, 200]));
+
+    let report = json(&ok(&["suite", "--run", &run, "--quick", "--quiet", "--json"]));
+    let tasks = report["tasks"].as_array().expect("tasks");
+    assert_eq!(tasks.len(), 4, "3 generated tasks and iris: {report}");
+    let kinds: Vec<&str> = tasks.iter().map(|t| t["kind"].as_str().expect("kind")).collect();
+    assert_eq!(kinds, ["mixture", "teacher", "xor", "dataset"]);
+    assert_eq!(tasks[3]["seen"], true, "iris is in the smoke config's data");
+    for t in tasks {
+        let steps: Vec<u64> =
+            t["horizons"].as_array().expect("horizons").iter().map(|h| h["steps"].as_u64().expect("steps")).collect();
+        assert_eq!(steps, [4, 8, 20], "K, 2K and 5K of the smoke config's K = 4");
+        for h in t["horizons"].as_array().expect("horizons") {
+            for key in ["grown_val", "permuted_val", "grown_train"] {
+                acc(&h[key]["mean"]);
+            }
+            acc(&h["adam"]["val"]);
+        }
+        acc(&t["backprop"]["val"]);
+        acc(&t["logistic"]["val"]);
+    }
+    assert!(report["adam_lr"].as_f64().is_some_and(|lr| lr > 0.0), "{report}");
+    assert_eq!(report["adam_lr_grid"].as_array().expect("grid").len(), 2);
+
+    let csv = std::fs::read_to_string(tmp.path("run").join("suite.csv")).expect("suite.csv");
+    let mut lines = csv.lines();
+    let header = lines.next().expect("header");
+    assert!(header.starts_with("task,kind,features,classes"), "{header}");
+    assert_eq!(lines.count(), 4 * 3 + 3, "a row per task and step count, then the means");
+    assert!(tmp.path("run").join("suite.json").is_file());
+
+    let json_path = tmp.path("run").join("suite.json");
+    let plotted = ok(&["plot", "--suite", &json_path.to_string_lossy()]);
+    assert!(plotted.contains("suite.png") && tmp.path("run").join("suite.png").is_file(), "{plotted}");
+
+    fails(&["suite", "--run", &run, "--quick", "--quiet"], &["suite.", "--force"]);
+    let table = ok(&["suite", "--run", &run, "--quick", "--quiet", "--force", "--horizons", "K,3"]);
+    assert!(table.contains("growth past K") && table.contains("iris"), "{table}");
+    fails(&["suite", "--run", &run, "--quick", "--quiet", "--force", "--horizons", "K,x"], &["--horizons", "'x'"]);
+}
+
+#[test]
+fn impossible_task_ranges_are_named() {
+    let tmp = Scratch::new("suite-bad-ranges");
+    let run = tmp.arg("run");
+    fails(
+        &["train", "--config", "configs/smoke.toml", "--out", &run, "--quiet", "--set", "tasks.classes=[5, 3]"],
+        &["tasks.classes"],
+    );
+    fails(
+        &[
+            "train",
+            "--config",
+            "configs/smoke.toml",
+            "--out",
+            &run,
+            "--quiet",
+            "--set",
+            "tasks.per-epoch=1",
+            "--set",
+            "rule.index-bits=4",
+        ],
+        &["rule.index-bits", "tasks.features"],
+    );
+    assert!(!tmp.path("run").exists(), "a failed train created its run folder");
+}
