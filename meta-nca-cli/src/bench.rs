@@ -111,6 +111,65 @@ pub fn run(args: Args) -> Result<()> {
         let cells = cells_of(&trainer);
         println!("{name:<44}{cells:>8}{:>10.3}{:>10.3}{:>10.3}", q(0.5), q(0.1), q(0.9));
     }
+    if args.only.as_deref().is_none_or(|o| "grow step rows".contains(o)) {
+        grow_step_rows(args.epochs)?;
+    }
+    Ok(())
+}
+
+/// Median milliseconds of one grow step (perception, rule, update; no tape) of a `[784, 10]`
+/// network on a generated 784-feature task of `rows` rows, on the whole training split or on
+/// a minibatch of 128 rows (`grow.batch-size`): the minibatch step costs the same whatever
+/// the row count.
+fn grow_step_rows(epochs: usize) -> Result<()> {
+    use meta_nca_rule::batch::Batch;
+    use meta_nca_rule::config::TasksConfig;
+    use meta_nca_rule::data::Split;
+    use meta_nca_rule::episode::{Stream, draw_rows, rng_for};
+    use meta_nca_rule::generate::{Kind, Shape, generate};
+    use meta_nca_rule::init::{WeightInit, initial_state};
+    use meta_nca_rule::reference::{Grower, TaskData};
+    use meta_nca_rule::rule::RuleNet;
+    use meta_nca_rule::topology::Topology;
+
+    println!();
+    println!("one grow step (no tape) of a [784,10] network on a generated task, 784 features, 10 classes");
+    println!("{:<44}{:>8}{:>10}{:>10}{:>10}", "rows seen per step", "cells", "median ms", "p10 ms", "p90 ms");
+    let config = Config::default();
+    let dev = dfdx::prelude::Cpu::default();
+    for rows in [1000, 5000] {
+        let mut rng = rng_for(0, Stream::Eval, rows as u64);
+        let shape = Shape { features: 784, classes: 10, rows };
+        let data = generate(Kind::Teacher, shape, &TasksConfig::default(), "bench", &mut rng).dataset;
+        let split = Split::stratified(&data, 0.8, 0)?;
+        let n = split.train_y.len();
+        let train = std::sync::Arc::new(TaskData { x: split.train_x, y: split.train_y, features: 784, classes: 10 });
+        let mut topology = Topology::dense(&[784, 10], true)?;
+        let code = config.hidden_code((1, topology.num_cells()));
+        let (spec, shape) = config.rule_shape(&code)?;
+        let rule = RuleNet::new(&dev, shape, &mut rng);
+        let state0 = initial_state(&code, WeightInit::Xavier, &mut topology, &mut rng)?;
+        let fire = vec![true; topology.num_cells()];
+        let cells = topology.num_cells();
+        let grower = Grower::new(&dev, Batch::new(vec![topology]), spec, train)?;
+        for batch in [None, Some(128)] {
+            let mut times = Vec::new();
+            for _ in 0..epochs.clamp(3, 20) {
+                let picked = draw_rows(batch, n, 1, &mut rng);
+                let state = grower.state_tensor(state0.clone());
+                let t = Instant::now();
+                let _ = grower.step_on(&rule, state, &fire, picked.first().map(Vec::as_slice));
+                times.push(t.elapsed().as_secs_f64() * 1e3);
+            }
+            times.sort_by(f64::total_cmp);
+            let q = |f: f64| times[((times.len() - 1) as f64 * f).round() as usize];
+            let name = match batch {
+                None => format!("all {n} training rows"),
+                Some(b) => format!("batch-size {b} of {n} training rows"),
+            };
+            println!("{name:<44}{cells:>8}{:>10.3}{:>10.3}{:>10.3}", q(0.5), q(0.1), q(0.9));
+        }
+    }
     Ok(())
 }
 
