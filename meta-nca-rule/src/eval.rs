@@ -15,6 +15,7 @@ use crate::engine::EngineKind;
 use crate::episode::{Episode, EpisodeSpec, Stream, draw_rows, rng_for};
 use crate::experiment::Task;
 use crate::firing::choose_firing;
+use crate::fused::values;
 use crate::init::HiddenCode;
 use crate::init::{carry_plan, initial_state};
 use crate::perception::PerceptionSpec;
@@ -138,7 +139,7 @@ pub fn grow_nets(
     let episode = Episode::draw(&episode_spec, &mut rng)?;
     let rows = draw_rows(cfg.grow.batch_size, task.train.y.len(), spec.steps, &mut rng);
     let grower = Grower::new(&dev, Batch::new(episode.topologies), perception.clone(), task.train.clone())?;
-    let last = grower.unroll_on(rule, grower.state_tensor(episode.state0), &episode.fires, &rows).as_vec();
+    let last = values(&grower.unroll_on(rule, grower.state_tensor(episode.state0), &episode.fires, &rows));
     Ok(grower.dense_nets(&last))
 }
 

@@ -155,7 +155,7 @@ impl Grower {
     ) -> Tensor2<T> {
         let s = self.spec.state_width();
         let shape = (fire.len(), s);
-        let state_values = state.as_vec();
+        let state_values = values(&state);
         let fire = fire.to_vec();
         let scale = rule.shape.output_scale;
         let state_ghost = state.ghost();

@@ -20,6 +20,7 @@ use crate::data::Dataset;
 use crate::episode::{Episode, EpisodeSpec, Stream, rng_for};
 use crate::eval::Stats;
 use crate::experiment::{Task, load_dataset};
+use crate::fused::values;
 use crate::generate::{self, Kind, Shape};
 use crate::reference::{Grower, score};
 use crate::rule::RuleNet;
@@ -141,7 +142,7 @@ fn grow_curve(rule: &RuleNet, meta: &RuleMeta, task: &Task, ep: &Episode, horizo
     for &h in horizons {
         state = grower.unroll(rule, state, &ep.fires[done..h]);
         done = h;
-        let nets = grower.dense_nets(&state.as_vec());
+        let nets = grower.dense_nets(&values(&state));
         let train: Vec<f64> = nets.iter().map(|n| score(n, &task.train).acc).collect();
         let val: Vec<f64> = nets.iter().map(|n| score(n, &task.val).acc).collect();
         out.push((Stats::of(&train), Stats::of(&val)));

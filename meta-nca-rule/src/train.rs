@@ -13,6 +13,7 @@ use crate::config::{Config, GradNormalisation};
 use crate::episode::{Episode, EpisodeSpec, Stream, draw_rows, rng_for};
 use crate::eval::{EvalSpec, grow_and_score};
 use crate::experiment::Experiment;
+use crate::fused::values;
 use crate::init::HiddenCode;
 use crate::optim::{Adam, clip_global_norm, global_norm, normalise_per_tensor};
 use crate::perception::PerceptionSpec;
@@ -226,7 +227,7 @@ impl Trainer {
                     let width = self.spec.state_width();
                     let topologies = grower.batch().topologies();
                     let pruned =
-                        prune_batch(topologies, &value.as_vec(), width, damage.fraction, PruneMode::Random, &mut rng)?;
+                        prune_batch(topologies, &values(&value), width, damage.fraction, PruneMode::Random, &mut rng)?;
                     let damaged = grower.damaged_loss(
                         &self.rule,
                         value.put_tape(tape),

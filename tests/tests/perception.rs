@@ -610,6 +610,15 @@ fn grower_with_no_live_cells_does_not_panic() {
     let grower = Grower::new(&dev, Batch::new(vec![t]), spec, data).expect("sizes match the data");
     let p = grower.perceive(grower.state_tensor(Vec::new()));
     assert_eq!(p.shape().0, 0);
+    // A whole step and the loss too: an empty network is a legal state that predicts a constant.
+    let code = meta_nca_rule::init::HiddenCode::for_family(1, 1, false, 0);
+    let (spec, shape) = meta_nca_rule::config::Config::default().rule_shape(&code).expect("valid");
+    let rule = meta_nca_rule::rule::RuleNet::new(&dev, shape, &mut StdRng::seed_from_u64(0));
+    let grower = Grower::new(&dev, grower.batch().clone(), spec, grower.data().clone().into()).expect("sizes");
+    let next = grower.step(&rule, grower.state_tensor(Vec::new()), &[]);
+    assert_eq!(next.shape().0, 0);
+    let loss = grower.loss(next).array();
+    assert!((loss - 0.0).abs() < 1e-12, "one class: a constant prediction has zero loss, got {loss}");
 }
 
 // ---------------------------------------------------------------------------------------------
