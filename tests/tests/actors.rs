@@ -47,7 +47,8 @@ fn build(case: &Case) -> Built {
     let data = Arc::new(TaskData { x, y, features, classes });
     let topology = Topology::dense(&case.sizes, case.bias).expect("valid sizes");
     let max_cells = (0..topology.num_layers()).map(|l| topology.layer(l).cells.len()).max().unwrap_or(1);
-    let code = HiddenCode::for_family(topology.num_layers(), max_cells, true, 1);
+    let mut code = HiddenCode::for_family(topology.num_layers(), max_cells, true, 1);
+    code.feedback = case.groups.contains(&Group::Alignment);
     let mut cfg = Config::default();
     cfg.rule.perception = case.groups.clone();
     cfg.rule.hidden = vec![8];
@@ -67,7 +68,9 @@ fn build(case: &Case) -> Built {
         steps: case.steps,
         fire_fraction: case.p,
     };
-    let episode = Episode::draw_for(vec![topology.clone()], &ep, &mut rng).expect("episode");
+    let episode = Episode::draw_for(vec![topology], &ep, &mut rng).expect("episode");
+    // The episode's network carries the feedback weights drawn with it.
+    let topology = episode.topologies[0].clone();
     let grower = Grower::new(&dev, Batch::new(vec![topology.clone()]), spec.clone(), data.clone()).expect("grower");
     let reference = grower.unroll(&rule, grower.state_tensor(episode.state0.clone()), &episode.fires).as_vec();
     let setup = Setup::from_episode(rule, spec, topology, data, episode).expect("setup");
@@ -89,7 +92,7 @@ prop_compose! {
         features in 1usize..4,
         classes in 2usize..4,
         bias in any::<bool>(),
-        mask in 1u8..=255,
+        mask in 1u16..1 << Group::ALL.len(),
         samples in 1usize..7,
         steps in 1usize..5,
         p in 0.05f64..=1.0,
