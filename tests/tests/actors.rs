@@ -248,7 +248,10 @@ fn traced_cells_emit_one_event_per_round_with_their_fields() {
         let events = events.lock().expect("not poisoned");
         assert_eq!(events.len(), traced.len() * b.setup.fires.len(), "{executor:?}");
         for e in events.iter() {
-            for key in ["step", "layer", "i", "j", "w", "dw", "fired", "staleness"] {
+            // Every group is on: the messages the cell received are in its events too.
+            for key in
+                ["step", "layer", "i", "j", "w", "dw", "fired", "staleness", "back", "delta", "align", "delta_fa"]
+            {
                 assert!(e.contains_key(key), "{key} missing from {e:?}");
             }
             assert_eq!((e["layer"].as_str(), e["i"].as_str(), e["staleness"].as_str()), ("0", "1", "0"));
