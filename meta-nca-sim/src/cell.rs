@@ -1,6 +1,8 @@
 //! A cell: one live connection `(l, i, j)` as an agent. It owns its state row `[w, h..]` and
-//! learns about its neighbourhood only through messages from its two neurons. The same code
-//! runs under every executor and in both modes; only who delivers its messages differs.
+//! its fixed feedback weight `B`, and learns about its neighbourhood only through messages
+//! from its two neurons; when the perception has the local error messages it also passes its
+//! post-neuron's message on to its pre-neuron (`w·δ`, `B·δ`). The same code runs under every
+//! executor and in both modes; only who delivers its messages differs.
 
 use std::sync::Arc;
 

@@ -52,7 +52,7 @@ fn build(case: &Case) -> Built {
     let topology = Topology::dense(&case.sizes, case.bias).expect("valid sizes");
     let max_cells = (0..topology.num_layers()).map(|l| topology.layer(l).cells.len()).max().unwrap_or(1);
     let mut code = HiddenCode::for_family(topology.num_layers(), max_cells, true, 1);
-    code.feedback = case.groups.contains(&Group::Alignment);
+    code.feedback = case.groups.iter().any(|g| g.needs().alignment);
     let mut cfg = Config::default();
     cfg.rule.perception = case.groups.clone();
     cfg.rule.hidden = vec![8];

@@ -95,7 +95,7 @@ fn build(sizes: Vec<usize>, bias: bool, mask: u16, shards: usize, rule_chunk: us
     let mut cfg = Config::default();
     cfg.rule.perception = Group::ALL.iter().enumerate().filter(|(k, _)| mask >> k & 1 == 1).map(|(_, g)| *g).collect();
     // Alignment reads the cells' fixed feedback weights: the network draws them.
-    code.feedback = cfg.rule.perception.contains(&Group::Alignment);
+    code.feedback = cfg.rule.perception.iter().any(|g| g.needs().alignment);
     cfg.rule.hidden = vec![6];
     cfg.rule.activation = Activation::Tanh;
     cfg.rule.output_scale = 0.5;
