@@ -204,6 +204,9 @@ struct ActorGrow<'a> {
     steps: usize,
     fire_fraction: f64,
     cells: Vec<meta_nca_rule::topology::CellId>,
+    /// Every cell's fixed feedback weight `B`, in `cells` order (empty when the rule draws none).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    feedback: Vec<f64>,
     /// `weights[t][c]` after step `t`.
     weights: &'a [Vec<f64>],
     final_state: Vec<&'a [f64]>,
@@ -249,6 +252,7 @@ pub fn grow(args: &EngineArgs, loaded: &Loaded, plan: Plan, save: &Path) -> Resu
         steps,
         fire_fraction: p,
         cells: out.cells(),
+        feedback: if out.topology.feedback_seed().is_some() { out.topology.feedback().collect() } else { Vec::new() },
         weights: &out.weights,
         final_state: out.state.chunks(width).collect(),
         train_acc: train.acc,

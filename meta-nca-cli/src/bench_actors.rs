@@ -41,6 +41,10 @@ pub struct Args {
     /// ...or this many microseconds after the oldest one.
     #[arg(long, default_value_t = 200)]
     deadline_us: u64,
+    /// Perceive the local error messages too (`backward` and `alignment`): every step then
+    /// also runs the top-down message wave.
+    #[arg(long)]
+    messages: bool,
     /// Leave the task-per-cell executor out above this many cells.
     #[arg(long, default_value_t = usize::MAX)]
     max_task_cells: usize,
@@ -82,7 +86,14 @@ fn run_one(args: &Args, case: &str, cells: usize) -> Result<CaseResult> {
         .filter(|w| !w.trim().is_empty())
         .map(|w| w.trim().parse::<usize>().with_context(|| format!("--rule-hidden: '{w}' is not a width")))
         .collect::<Result<Vec<_>>>()?;
-    let spec = SyntheticSpec { samples: args.samples, steps: args.steps, fire_fraction: args.p, rule_hidden, seed: 1 };
+    let spec = SyntheticSpec {
+        samples: args.samples,
+        steps: args.steps,
+        fire_fraction: args.p,
+        rule_hidden,
+        seed: 1,
+        messages: args.messages,
+    };
     let setup = wide_setup(&sizes, &spec)?;
     let n = setup.world.num_cells();
     let before = status_kb("VmRSS:");
@@ -136,6 +147,11 @@ pub fn run(args: Args) -> Result<()> {
         "resident state of one cell: {} B (struct) + its state row on the heap",
         std::mem::size_of::<meta_nca_sim::cell::Cell>()
     );
+    if args.messages {
+        println!("perception: self, column, row, activations, feedback, hebbian, backward, alignment");
+    } else {
+        println!("perception: self, column, row, activations, feedback, hebbian (--messages adds backward, alignment)");
+    }
     println!("async: staleness <= 1, no jitter, rule passes at {} rows or {} us", args.batch_rows, args.deadline_us);
     println!("floor = the batched reference step (perception + rule for every cell, no tape), 1 thread");
     println!(
@@ -158,6 +174,7 @@ pub fn run(args: Args) -> Result<()> {
                 .args(["--p", &args.p.to_string(), "--workers", &args.workers.to_string()])
                 .args(["--shards", &args.shards.to_string(), "--rule-hidden", &args.rule_hidden])
                 .args(["--batch-rows", &args.batch_rows.to_string(), "--deadline-us", &args.deadline_us.to_string()])
+                .args(args.messages.then_some("--messages"))
                 .output()
                 .with_context(|| format!("running case {case} at {cells} cells"))?;
             if !out.status.success() {

@@ -53,6 +53,10 @@ pub fn run(args: Args) -> Result<()> {
         "lockstep vs reference: sizes {sizes:?}, {} cells, steps {steps}, p {p}, seed {seed}",
         setup0.world.num_cells()
     );
+    let groups: Vec<&str> = setup0.world.ctx.spec.groups().iter().map(|g| g.name()).collect();
+    let needs = setup0.world.ctx.needs;
+    let wave = if needs.messages() { " (a top-down message wave every step)" } else { "" };
+    println!("perception: {}{wave}", groups.join(", "));
     let mut per_step = Vec::new();
     let mut finals = Vec::new();
     for executor in [ExecutorArg::Tasks, ExecutorArg::Shards] {

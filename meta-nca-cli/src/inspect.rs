@@ -1,6 +1,7 @@
 //! Cell traces as JSON lines: the writer (a `tracing` layer that `--trace-json` puts under the
 //! actors) and `meta-nca inspect`, which summarises a trace: updates per cell, mean |dw|,
-//! and the staleness histogram.
+//! the local error messages each cell received (when the perception has them), and the
+//! staleness histogram.
 
 use std::collections::BTreeMap;
 use std::fs::File;
@@ -89,6 +90,44 @@ struct PerCell {
     sum_abs_dw: f64,
     last_w: f64,
     max_staleness: u64,
+    /// Sums over its rounds of the message features it received: `mean a·δ` and `mean δ`
+    /// through the weights (`backward`), the same through the feedback weights (`alignment`).
+    messages: Messages,
+}
+
+/// Sums of the message features of some events, and how many events carried each group.
+#[derive(Default, Clone, Copy)]
+struct Messages {
+    back: (f64, f64),
+    back_rounds: u64,
+    align: (f64, f64),
+    align_rounds: u64,
+}
+
+impl Messages {
+    /// Adds the features of one event (its `back`/`delta`, `align`/`delta_fa` fields).
+    fn add(&mut self, v: &Value) {
+        let num = |k: &str| v.get(k).and_then(Value::as_f64);
+        if let (Some(b), Some(d)) = (num("back"), num("delta")) {
+            self.back = (self.back.0 + b, self.back.1 + d);
+            self.back_rounds += 1;
+        }
+        if let (Some(a), Some(d)) = (num("align"), num("delta_fa")) {
+            self.align = (self.align.0 + a, self.align.1 + d);
+            self.align_rounds += 1;
+        }
+    }
+
+    /// Mean `(a·δ, δ)` of each group over the rounds that carried it.
+    fn means(&self) -> [Option<(f64, f64)>; 2] {
+        let mean = |s: (f64, f64), n: u64| (n > 0).then(|| (s.0 / n as f64, s.1 / n as f64));
+        [mean(self.back, self.back_rounds), mean(self.align, self.align_rounds)]
+    }
+}
+
+/// `a·δ / δ` as a column, or `-` when the group is off.
+fn column(m: Option<(f64, f64)>) -> String {
+    m.map_or_else(|| "-".into(), |(ad, d)| format!("{ad:+.4}/{d:+.4}"))
 }
 
 /// Runs `meta-nca inspect`.
@@ -129,6 +168,7 @@ pub fn run(args: Args) -> Result<()> {
         }
         c.last_w = w;
         c.max_staleness = c.max_staleness.max(stale);
+        c.messages.add(&v);
         *staleness.entry(stale).or_default() += 1;
         steps = steps.max(step + 1);
     }
@@ -140,11 +180,16 @@ pub fn run(args: Args) -> Result<()> {
     let dw: f64 = cells.values().map(|c| c.sum_abs_dw).sum();
     println!("{}: {} events, {} cells, {} steps", args.file.display(), events, cells.len(), steps);
     println!();
-    println!("{:<12}{:>8}{:>9}{:>13}{:>12}{:>11}", "cell", "rounds", "updates", "mean |dw|", "final w", "max stale");
+    let messages = cells.values().any(|c| c.messages.back_rounds + c.messages.align_rounds > 0);
+    print!("{:<12}{:>8}{:>9}{:>13}{:>12}{:>11}", "cell", "rounds", "updates", "mean |dw|", "final w", "max stale");
+    if messages {
+        print!("{:>22}{:>22}", "backward a·δ/δ", "alignment a·δ/δ");
+    }
+    println!();
     for ((l, _), c) in cells.iter().take(args.max_cells) {
         let mean = if c.updates == 0 { 0.0 } else { c.sum_abs_dw / c.updates as f64 };
         let (i, j) = c.place;
-        println!(
+        print!(
             "{:<12}{:>8}{:>9}{:>13.6}{:>12.5}{:>11}",
             format!("{l}:{i}:{j}{}", if c.moved { "*" } else { "" }),
             c.rounds,
@@ -153,12 +198,21 @@ pub fn run(args: Args) -> Result<()> {
             c.last_w,
             c.max_staleness
         );
+        if messages {
+            let [back, align] = c.messages.means();
+            print!("{:>22}{:>22}", column(back), column(align));
+        }
+        println!();
     }
     if cells.len() > args.max_cells {
         println!("... {} more cells", cells.len() - args.max_cells);
     }
     if cells.values().any(|c| c.moved) {
         println!("* moved when neurons were removed or added (shown at its last place)");
+    }
+    if messages {
+        println!("a·δ/δ: the local error messages the cell received, mean over its rounds of the batch means");
+        println!("of a_pre·δ_post and of δ_post (through the weights: backward; through B: alignment)");
     }
     println!();
     println!(
@@ -173,4 +227,20 @@ pub fn run(args: Args) -> Result<()> {
         println!("  {k:>3}: {count:>8}  {bar}");
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn message_columns_average_the_rounds_that_carried_them() {
+        let mut m = Messages::default();
+        m.add(&serde_json::json!({"back": 0.5, "delta": -1.0}));
+        m.add(&serde_json::json!({"back": 1.5, "delta": 0.0, "align": 2.0, "delta_fa": 4.0}));
+        m.add(&serde_json::json!({"w": 1.0}));
+        assert_eq!(m.means(), [Some((1.0, -0.5)), Some((2.0, 4.0))]);
+        assert_eq!(column(None), "-");
+        assert_eq!(column(Some((0.25, -0.5))), "+0.2500/-0.5000");
+    }
 }

@@ -1,6 +1,8 @@
 //! A cell: one live connection `(l, i, j)` as an agent. It owns its state row `[w, h..]` and
-//! learns about its neighbourhood only through messages from its two neurons. The same code
-//! runs under every executor and in both modes; only who delivers its messages differs.
+//! its fixed feedback weight `B`, and learns about its neighbourhood only through messages
+//! from its two neurons; when the perception has the local error messages it also passes its
+//! post-neuron's message on to its pre-neuron (`w·δ`, `B·δ`). The same code runs under every
+//! executor and in both modes; only who delivers its messages differs.
 
 use std::sync::Arc;
 
@@ -24,20 +26,40 @@ enum Phase {
 }
 
 /// Work a cell owes or holds for another round than its current one (async mode; empty in
-/// lockstep, so one vector serves both kinds and costs no allocation there).
+/// lockstep, so one vector serves every kind and costs no allocation there).
 #[derive(Debug)]
 enum Later {
     /// The weight of a finished round whose drive the post-neuron still needs.
     Drive(u32, f64),
     /// The pre-neuron's activation of a round the cell has not reached yet.
     Act(u32, Arc<[f64]>),
+    /// The weight of a finished round whose backward part the pre-neuron still needs (the
+    /// post-neuron's message of that round had not come when the cell moved on).
+    Back(u32, f64),
 }
 
-/// A traced cell's span and connection (boxed: a million untraced cells pay one pointer).
+/// A cell's two neurons, and whether its pre-neuron takes backward messages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Links {
+    /// The pre-synaptic neuron (global index).
+    pub pre: u32,
+    /// The post-synaptic neuron (global index).
+    pub post: u32,
+    /// Whether the pre-neuron is a hidden neuron: only those take backward messages (input
+    /// and bias neurons send none further down).
+    pub pre_hidden: bool,
+}
+
+/// A traced cell's span and connection (boxed: a million untraced cells pay one pointer),
+/// and the local error messages it received in the round in progress.
 #[derive(Debug)]
 struct Traced {
     span: tracing::Span,
     id: CellId,
+    /// `(mean a_pre·δ_post, mean δ_post)` through the weights (`backward` on).
+    back: Option<(f64, f64)>,
+    /// The same through the feedback weights (`alignment` on).
+    align: Option<(f64, f64)>,
 }
 
 /// A cell agent's state. Kept small (it is most of a shard's memory per cell at 1M cells; the
@@ -54,6 +76,12 @@ pub struct Cell {
     phase: Phase,
     /// The current round's drive was already sent.
     drive_sent: bool,
+    /// The current round's backward part was already sent.
+    back_sent: bool,
+    /// Whether the pre-neuron takes backward messages ([`Links::pre_hidden`]).
+    pre_hidden: bool,
+    /// The fixed feedback weight `B` (drawn when the cell was created, never updated).
+    feedback: f64,
     state: Box<[f64]>,
     pre_view: Option<Arc<NeuronSummary>>,
     post_view: Option<Arc<NeuronSummary>>,
@@ -77,23 +105,46 @@ fn dot(a: &[f64], b: &[f64]) -> f64 {
     a.iter().zip(b).map(|(a, b)| a * b).sum()
 }
 
+/// Batch mean of `a · d` (0 when either is missing).
+fn mean_product(a: Option<&Arc<[f64]>>, d: Option<&Arc<[f64]>>, inv: f64) -> f64 {
+    match (a, d) {
+        (Some(a), Some(d)) => dot(a, d) * inv,
+        _ => 0.0,
+    }
+}
+
+/// The cell's local error message features from its two neurons' summaries: `(mean a_pre·δ,
+/// mean δ)` through the weights and through the feedback weights, each `None` when its group
+/// is off.
+type Messages = (Option<(f64, f64)>, Option<(f64, f64)>);
+
+fn messages(pre: &NeuronSummary, post: &NeuronSummary, ctx: &Ctx) -> Messages {
+    let inv = 1.0 / ctx.samples.max(1) as f64;
+    let back = ctx.needs.backward.then(|| (mean_product(pre.a.as_ref(), post.d.as_ref(), inv), post.delta));
+    let align = ctx.needs.alignment.then(|| (mean_product(pre.a.as_ref(), post.d_fa.as_ref(), inv), post.delta_fa));
+    (back, align)
+}
+
 impl Cell {
-    /// A cell with starting state `state`; `seed` seeds its async clock; `traced` gives it a
-    /// span and an event per update.
-    pub fn new(index: u32, id: CellId, pre: u32, post: u32, state: Vec<f64>, seed: u64, traced: bool) -> Self {
+    /// A cell with starting state `state` and fixed feedback weight `feedback`; `seed` seeds
+    /// its async clock; `traced` gives it a span and an event per update.
+    pub fn new(index: u32, id: CellId, links: Links, feedback: f64, state: Vec<f64>, seed: u64, traced: bool) -> Self {
         let mut clock = seed ^ (u64::from(index) << 17) ^ 0x5EED;
         splitmix(&mut clock);
         let traced = traced.then(|| {
             let span = tracing::info_span!("cell", layer = id.layer, i = id.pre, j = id.post);
-            Box::new(Traced { span, id })
+            Box::new(Traced { span, id, back: None, align: None })
         });
         Self {
             index,
-            pre,
-            post,
+            pre: links.pre,
+            post: links.post,
             round: 0,
             phase: Phase::Idle,
             drive_sent: false,
+            back_sent: false,
+            pre_hidden: links.pre_hidden,
+            feedback,
             state: state.into_boxed_slice(),
             pre_view: None,
             post_view: None,
@@ -136,17 +187,24 @@ impl Cell {
         (self.pre, self.post)
     }
 
+    /// Its fixed feedback weight `B`.
+    pub fn feedback(&self) -> f64 {
+        self.feedback
+    }
+
     /// The cell's place after a topology change between rounds: its new state-row index,
     /// id (neuron indices shift when neurons come and go) and neurons. It keeps its state,
-    /// round and clock; the summaries it held describe the old neighbourhood and are dropped.
-    pub fn rewire(&mut self, index: u32, id: CellId, pre: u32, post: u32) {
+    /// round, clock and feedback weight; the summaries it held describe the old neighbourhood
+    /// and are dropped.
+    pub fn rewire(&mut self, index: u32, id: CellId, links: Links) {
         debug_assert!(self.settled(), "cell {id} rewired in the middle of a round");
         self.index = index;
         if let Some(traced) = &mut self.traced {
             traced.id = id;
         }
-        self.pre = pre;
-        self.post = post;
+        self.pre = links.pre;
+        self.post = links.post;
+        self.pre_hidden = links.pre_hidden;
         self.pre_view = None;
         self.post_view = None;
     }
@@ -161,6 +219,9 @@ impl Cell {
             }
             CellMsg::Act { round, a } => self.on_act(round, a, out),
             CellMsg::Summary { side, view } => {
+                if side == Side::Post && self.pre_hidden && ctx.needs.messages() {
+                    self.send_back(&view, out);
+                }
                 let slot = match side {
                     Side::Pre => &mut self.pre_view,
                     Side::Post => &mut self.post_view,
@@ -202,12 +263,31 @@ impl Cell {
         } else if let Some(k) = self.later.iter().position(|l| matches!(l, Later::Drive(r, _) if *r == round)) {
             match self.later.swap_remove(k) {
                 Later::Drive(_, w) => w,
-                Later::Act(..) => return,
+                _ => return,
             }
         } else {
             return;
         };
         out.contribute(self.post, round, Contribution::Drive { w, a: &a });
+    }
+
+    /// Passes the post-neuron's backward message of `view.round` on to the pre-neuron as
+    /// `w · δ` (and `B · δ`), `w` being the weight the cell had in that round.
+    fn send_back(&mut self, view: &NeuronSummary, out: &mut impl Outbox) {
+        let round = view.round;
+        let w = if round == self.round && !self.back_sent {
+            self.back_sent = true;
+            self.state[0]
+        } else if let Some(k) = self.later.iter().position(|l| matches!(l, Later::Back(r, _) if *r == round)) {
+            match self.later.swap_remove(k) {
+                Later::Back(_, w) => w,
+                _ => return,
+            }
+        } else {
+            return;
+        };
+        let part = Contribution::Back { w, d: view.d.as_deref(), fb: self.feedback, d_fa: view.d_fa.as_deref() };
+        out.contribute(self.pre, round, part);
     }
 
     fn try_fire(&mut self, ctx: &Ctx, out: &mut impl Outbox) {
@@ -218,6 +298,10 @@ impl Cell {
             return;
         }
         let staleness = self.round - oldest;
+        let messages = ctx.needs.messages().then(|| messages(pre, post, ctx));
+        if let (Some(t), Some((back, align))) = (&mut self.traced, messages) {
+            (t.back, t.align) = (back, align);
+        }
         if !fire {
             let w0 = self.state[0];
             self.complete(w0, false, staleness, ctx, out);
@@ -232,22 +316,20 @@ impl Cell {
                 act: v.act,
                 pre_act: v.pre_act,
                 err: v.err,
-                delta: 0.0,
-                delta_fa: 0.0,
+                delta: v.delta,
+                delta_fa: v.delta_fa,
             }
         }
         let (mut hebb_z, mut hebb_e) = (0.0, 0.0);
-        if ctx.hebbian {
+        if ctx.needs.hebbian {
             let inv = 1.0 / ctx.samples.max(1) as f64;
-            if let (Some(a), Some(z)) = (&pre.a, &post.z) {
-                hebb_z = dot(a, z) * inv;
-            }
-            if let (Some(a), Some(e)) = (&pre.a, &post.e) {
-                hebb_e = dot(a, e) * inv;
-            }
+            hebb_z = mean_product(pre.a.as_ref(), post.z.as_ref(), inv);
+            hebb_e = mean_product(pre.a.as_ref(), post.e.as_ref(), inv);
         }
+        let (back, align) = messages.unwrap_or_default();
+        let (back, align) = (back.map_or(0.0, |b| b.0), align.map_or(0.0, |a| a.0));
         let mut p = vec![0.0; ctx.spec.width()];
-        let cell = CellView { state: &self.state, hebb_z, hebb_e, back: 0.0, align: 0.0 };
+        let cell = CellView { state: &self.state, hebb_z, hebb_e, back, align };
         perceive(&ctx.spec, cell, view(pre), view(post), &mut p);
         self.phase = Phase::Querying { staleness };
         out.query(self.index, p);
@@ -256,12 +338,16 @@ impl Cell {
     /// Ends the round: `w0` is the weight the round started with.
     fn complete(&mut self, w0: f64, fired: bool, staleness: u32, ctx: &Ctx, out: &mut impl Outbox) {
         let round = self.round;
-        if ctx.activity && !self.drive_sent {
+        if ctx.needs.activity && !self.drive_sent {
             self.later.push(Later::Drive(round, w0));
         }
+        if ctx.needs.messages() && self.pre_hidden && !self.back_sent {
+            self.later.push(Later::Back(round, w0));
+        }
         let dw = self.state[0] - w0;
-        if let Some(t) = &self.traced {
+        if let Some(t) = &mut self.traced {
             let _enter = t.span.enter();
+            let (back, align) = (t.back.take(), t.align.take());
             tracing::info!(
                 target: "meta_nca_sim::cell",
                 step = round,
@@ -273,11 +359,16 @@ impl Cell {
                 dw,
                 fired,
                 staleness,
+                back = back.map(|b| b.0),
+                delta = back.map(|b| b.1),
+                align = align.map(|a| a.0),
+                delta_fa = align.map(|a| a.1),
                 "update"
             );
         }
         self.round += 1;
         self.drive_sent = false;
+        self.back_sent = false;
         let finished = self.round >= ctx.rounds;
         self.phase = if finished { Phase::Finished } else { Phase::Idle };
         out.done(CellDone {

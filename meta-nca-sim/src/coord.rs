@@ -24,16 +24,15 @@ pub(crate) enum CoordMsg {
     DoneBatch(Vec<CellDone>),
     /// Counts of finished rounds and the final states among them (not recording).
     Progress { stats: RunStats, finals: Vec<(u32, Vec<f64>)> },
-    /// Answers to a snapshot request: counts so far, some cells' state rows and some
-    /// neurons' last summaries.
-    Snapshot {
-        stats: RunStats,
-        cells: Vec<(u32, (u32, u32), Vec<f64>)>,
-        neurons: Vec<(u32, Option<Arc<NeuronSummary>>)>,
-    },
+    /// Answers to a snapshot request: counts so far, some cells' state rows (with their
+    /// links and feedback weights) and some neurons' last summaries.
+    Snapshot { stats: RunStats, cells: Vec<CellReport>, neurons: Vec<(u32, Option<Arc<NeuronSummary>>)> },
     /// An actor failed; the run is over.
     Failed { actor: String, message: String },
 }
+
+/// A cell's answer to a snapshot: its index, its neurons, its feedback weight, its state row.
+pub(crate) type CellReport = (u32, (u32, u32), f64, Vec<f64>);
 
 /// Reports a panic of the task that owns it, and cancels the run.
 pub(crate) struct FailGuard {
@@ -83,7 +82,7 @@ struct Gathering {
 }
 
 impl Gathering {
-    fn cell(&mut self, c: u32, links: (u32, u32), row: &[f64], width: usize) -> Result<()> {
+    fn cell(&mut self, c: u32, links: (u32, u32), feedback: f64, row: &[f64], width: usize) -> Result<()> {
         let c = c as usize;
         let failed = |message: String| Err(Error::ActorFailed { actor: format!("cell {c}"), message });
         if self.cells_seen.get(c) != Some(&false) || row.len() != width {
@@ -99,6 +98,7 @@ impl Gathering {
         }
         self.cells_seen[c] = true;
         self.snapshot.links[c] = links;
+        self.snapshot.feedback[c] = feedback;
         self.snapshot.state[c * width..(c + 1) * width].copy_from_slice(row);
         self.missing -= 1;
         Ok(())
@@ -164,8 +164,8 @@ impl Collector {
             CoordMsg::Snapshot { stats, cells, neurons } => {
                 self.stats.merge(&stats);
                 if let Some(gathering) = &mut self.snapshot {
-                    for (c, links, row) in cells {
-                        gathering.cell(c, links, &row, self.width)?;
+                    for (c, links, feedback, row) in cells {
+                        gathering.cell(c, links, feedback, &row, self.width)?;
                     }
                     for (g, summary) in neurons {
                         gathering.neuron(g, summary)?;
@@ -195,6 +195,7 @@ impl Collector {
         let snapshot = Snapshot {
             state: vec![0.0; cells * self.width],
             links: vec![(0, 0); cells],
+            feedback: vec![0.0; cells],
             summaries: vec![None; neurons],
         };
         let (cells_seen, neurons_seen) = (vec![false; cells], vec![false; neurons]);

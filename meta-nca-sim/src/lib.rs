@@ -2,7 +2,8 @@
 //! weight of a task network is a cell agent that owns its weight and hidden state and learns
 //! about its neighbourhood only through messages; neurons aggregate (every perception group
 //! is a sum over a neuron's cells, so a cell reports to its two neurons and gets their
-//! summaries back); one rule service owns the rule network and answers batched queries.
+//! summaries back; the local error messages travel down the same way, cell to neuron to
+//! cell); one rule service owns the rule network and answers batched queries.
 //!
 //! The cell and neuron code is written once, as message-driven state machines, and runs
 //! unchanged under two executors (one task per cell; shards hosting blocks of cells) and in
@@ -13,7 +14,7 @@
 //! # Layout
 //! - [`protocol`]: the messages, summaries and the [`protocol::Outbox`] executors implement.
 //! - [`cell`]: the cell agent (one connection `(l, i, j)`).
-//! - [`neuron`]: the neuron aggregator (sums, forward pass, softmax error).
+//! - [`neuron`]: the neuron aggregator (sums, forward pass, softmax error, backward messages).
 //! - `coord`: the coordinator's inbox, what it collects, and its waits (both executors).
 //! - [`world`]: the static description of one network and the shared context.
 //! - [`rule_service`]: the rule network's owner, on its own thread, with explicit batching.

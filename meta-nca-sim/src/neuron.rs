@@ -1,7 +1,9 @@
 //! A neuron: the aggregator of its incident cells. It owns no weights; per round it sums the
 //! state rows its cells report, runs its part of the forward pass (activation from the
-//! drives of its incoming cells; output neurons share logits to form the softmax error) and
-//! answers every cell with one [`NeuronSummary`]. Like a cell it is a plain state machine
+//! drives of its incoming cells; output neurons share logits to form the softmax error), its
+//! part of the top-down message wave when the perception needs it (an output neuron's message
+//! is its error; a hidden neuron's is `relu'(z)` times the sum of its outgoing cells' backward
+//! parts) and answers every cell with one [`NeuronSummary`]. Like a cell it is a plain state machine
 //! driven by messages; an executor schedules it.
 
 use std::sync::Arc;
@@ -50,6 +52,13 @@ struct RoundAcc {
     logits: Vec<Option<Arc<[f64]>>>,
     logits_seen: usize,
     e: Option<Arc<[f64]>>,
+    /// Sum of the outgoing cells' backward parts (`[Σ w δ | Σ B δ]`, the halves that are on).
+    back: Vec<f64>,
+    back_seen: usize,
+    /// The backward messages are known (`d`, `d_fa` hold them when their group is on).
+    messages_done: bool,
+    d: Option<Arc<[f64]>>,
+    d_fa: Option<Arc<[f64]>>,
 }
 
 /// A neuron actor's state.
@@ -117,6 +126,11 @@ impl Neuron {
             logits,
             logits_seen,
             e: None,
+            back: Vec::new(),
+            back_seen: 0,
+            messages_done: false,
+            d: None,
+            d_fa: None,
         });
         self.rounds.len() - 1
     }
@@ -142,6 +156,13 @@ impl Neuron {
                 acc.drive_seen += part.count as usize;
                 (round, k)
             }
+            NeuronMsg::Back { round, part } => {
+                let k = self.acc(round, ctx.samples);
+                let acc = &mut self.rounds[k];
+                add_partial(&mut acc.back, &part);
+                acc.back_seen += part.count as usize;
+                (round, k)
+            }
             NeuronMsg::Logit { round, class, z } => {
                 let k = self.acc(round, ctx.samples);
                 let acc = &mut self.rounds[k];
@@ -161,8 +182,9 @@ impl Neuron {
     fn progress(&mut self, round: u32, k: usize, ctx: &Ctx, out: &mut impl Outbox) {
         let index = self.index;
         let in_count = self.in_count;
+        let needs = ctx.needs;
         let acc = &mut self.rounds[k];
-        if ctx.activity && !acc.act_sent {
+        if needs.activity && !acc.act_sent {
             match &self.kind {
                 NeuronKind::Input(a) | NeuronKind::Bias(a) => {
                     acc.a = Some(a.clone());
@@ -194,7 +216,7 @@ impl Neuron {
                 _ => {}
             }
         }
-        let activity_done = !ctx.activity
+        let activity_done = !needs.activity
             || match &self.kind {
                 NeuronKind::Output { class, classes, labels, .. } => {
                     if acc.act_sent && acc.e.is_none() && acc.logits_seen == *classes as usize {
@@ -204,12 +226,34 @@ impl Neuron {
                 }
                 _ => acc.act_sent,
             };
-        if !(activity_done && acc.in_seen >= self.in_count && acc.out_seen >= self.out_count) {
+        if needs.messages() && activity_done && !acc.messages_done {
+            acc.messages_done = match &self.kind {
+                NeuronKind::Input(_) | NeuronKind::Bias(_) => true,
+                // δ_L = e, through the weights and through B alike.
+                NeuronKind::Output { .. } => {
+                    (acc.d, acc.d_fa) = (
+                        needs.backward.then(|| acc.e.clone()).flatten(),
+                        needs.alignment.then(|| acc.e.clone()).flatten(),
+                    );
+                    true
+                }
+                NeuronKind::Hidden if acc.back_seen >= self.out_count => {
+                    let z = acc.z.as_deref().unwrap_or(&[]);
+                    let halves = usize::from(needs.backward) + usize::from(needs.alignment);
+                    let (d, d_fa) = hidden_messages(z, &acc.back, halves, needs.backward);
+                    (acc.d, acc.d_fa) = (d, d_fa);
+                    true
+                }
+                NeuronKind::Hidden => false,
+            };
+        }
+        let messages_done = !needs.messages() || acc.messages_done;
+        if !(activity_done && messages_done && acc.in_seen >= self.in_count && acc.out_seen >= self.out_count) {
             return;
         }
         let acc = self.rounds.remove(k);
         let is_output = matches!(self.kind, NeuronKind::Output { .. });
-        let (act, pre_act, err) = if ctx.activity {
+        let (act, pre_act, err) = if needs.activity {
             (
                 if is_output { 0.0 } else { acc.a.as_deref().map_or(0.0, mean) },
                 acc.z.as_deref().map_or(0.0, mean),
@@ -218,7 +262,9 @@ impl Neuron {
         } else {
             (0.0, 0.0, 0.0)
         };
-        let keep = |v: Option<Arc<[f64]>>| if ctx.hebbian { v } else { None };
+        let keep = |v: Option<Arc<[f64]>>| if needs.hebbian { v } else { None };
+        // Cells perceive `a_pre · δ_post`: the activation travels with the messages too.
+        let keep_a = |v: Option<Arc<[f64]>>| if needs.hebbian || needs.messages() { v } else { None };
         let view = Arc::new(NeuronSummary {
             round,
             in_sum: acc.in_sum,
@@ -228,9 +274,13 @@ impl Neuron {
             act,
             pre_act,
             err,
-            a: keep(if is_output { None } else { acc.a }),
+            delta: acc.d.as_deref().map_or(0.0, mean),
+            delta_fa: acc.d_fa.as_deref().map_or(0.0, mean),
+            a: keep_a(if is_output { None } else { acc.a }),
             z: keep(acc.z),
             e: keep(acc.e),
+            d: acc.d,
+            d_fa: acc.d_fa,
         });
         if self.in_count > 0 {
             out.broadcast(index, Fan::In, CellMsg::Summary { side: Fan::In.side(), view: view.clone() });
@@ -247,6 +297,27 @@ fn add_partial(into: &mut Vec<f64>, part: &Partial) {
         into.extend_from_slice(&part.sum);
     } else {
         into.iter_mut().zip(&part.sum).for_each(|(a, b)| *a += b);
+    }
+}
+
+/// A neuron's per-sample backward messages through the weights and through the feedback
+/// weights (each `None` when its group is off).
+type Messages = (Option<Arc<[f64]>>, Option<Arc<[f64]>>);
+
+/// A hidden neuron's backward messages from the sum of its outgoing cells' parts `back`
+/// (`halves` blocks of one value per sample: `Σ w δ` first when `backward` is on, then `Σ B δ`):
+/// `δ = relu'(z) ⊙ sum` per block (`relu'(0) = 0`; no outgoing cells: zeros).
+fn hidden_messages(z: &[f64], back: &[f64], halves: usize, backward: bool) -> Messages {
+    let b = z.len();
+    let block = |h: usize| -> Arc<[f64]> {
+        let sum = back.get(h * b..(h + 1) * b);
+        (0..b).map(|s| if z[s] > 0.0 { sum.map_or(0.0, |v| v[s]) } else { 0.0 }).collect::<Vec<_>>().into()
+    };
+    match (halves, backward) {
+        (2, _) => (Some(block(0)), Some(block(1))),
+        (1, true) => (Some(block(0)), None),
+        (1, false) => (None, Some(block(0))),
+        _ => (None, None),
     }
 }
 

@@ -8,9 +8,15 @@
 //! 2. when the perception needs activity, the pre-neuron sends its per-sample activation
 //!    ([`CellMsg::Act`]) and the cell answers its post-neuron with `w · a` ([`NeuronMsg::Drive`]);
 //!    output neurons exchange logits ([`NeuronMsg::Logit`]) to form the softmax error;
-//! 3. each neuron, once it has every report (and its activity) of round `r`, sends one
+//! 3. when the perception needs local error messages (`backward`, `alignment`), a top-down
+//!    wave follows: an output neuron's message is its per-sample error `e`, carried by its
+//!    summary to its incoming cells; a cell answers its pre-neuron (when that is a hidden
+//!    neuron) with `w · δ` and `B · δ` per sample ([`NeuronMsg::Back`]); a hidden neuron,
+//!    once it has every outgoing cell's part, applies its own `relu'(z)` and sends its `δ`
+//!    down in its summary the same way;
+//! 4. each neuron, once it has every report (and its activity and message) of round `r`, sends one
 //!    [`NeuronSummary`] to all its cells ([`CellMsg::Summary`]);
-//! 4. a firing cell perceives (the one [`meta_nca_rule::perception::perceive`]), queries the
+//! 5. a firing cell perceives (the one [`meta_nca_rule::perception::perceive`]), queries the
 //!    rule service, applies the update ([`CellMsg::Update`]) and reports [`CellDone`].
 
 use std::sync::Arc;
@@ -59,6 +65,7 @@ impl Partial {
         let sum = match *part {
             Contribution::Report { row, .. } => row.to_vec(),
             Contribution::Drive { w, a } => a.iter().map(|&v| w * v).collect(),
+            Contribution::Back { w, d, fb, d_fa } => back_terms(w, d, fb, d_fa).collect(),
         };
         Self { sum, count: 1 }
     }
@@ -68,9 +75,19 @@ impl Partial {
         match *part {
             Contribution::Report { row, .. } => self.sum.iter_mut().zip(row).for_each(|(s, v)| *s += v),
             Contribution::Drive { w, a } => self.sum.iter_mut().zip(a.iter()).for_each(|(s, v)| *s += w * v),
+            Contribution::Back { w, d, fb, d_fa } => {
+                self.sum.iter_mut().zip(back_terms(w, d, fb, d_fa)).for_each(|(s, v)| *s += v)
+            }
         }
         self.count += 1;
     }
+}
+
+/// A cell's backward parts, per sample: `w · δ` (when `d` is sent), then `B · δ_fa` (when
+/// `d_fa` is sent).
+fn back_terms<'a>(w: f64, d: Option<&'a [f64]>, fb: f64, d_fa: Option<&'a [f64]>) -> impl Iterator<Item = f64> + 'a {
+    let through_w = d.into_iter().flatten().map(move |&v| w * v);
+    through_w.chain(d_fa.into_iter().flatten().map(move |&v| fb * v))
 }
 
 /// One cell's part of a neuron's sum of a round, lent to the executor, which adds it to the
@@ -91,15 +108,29 @@ pub enum Contribution<'a> {
         /// The pre-neuron's activation.
         a: &'a [f64],
     },
+    /// The cell's part of its (hidden) pre-neuron's backward messages, per sample: `w · δ_post`
+    /// (`backward`), then `B · δ_post` through its fixed feedback weight (`alignment`).
+    Back {
+        /// The cell's weight at the start of the round (the one the forward pass used).
+        w: f64,
+        /// The post-neuron's message through the weights (`None`: `backward` is off).
+        d: Option<&'a [f64]>,
+        /// The cell's fixed feedback weight `B`.
+        fb: f64,
+        /// The post-neuron's message through the feedback weights (`None`: `alignment` is off).
+        d_fa: Option<&'a [f64]>,
+    },
 }
 
 impl Contribution<'_> {
-    /// Which sum it belongs to: 0/1 the reports of the in/out fan, 2 the drives.
+    /// Which sum it belongs to: 0/1 the reports of the in/out fan, 2 the drives, 3 the
+    /// backward parts.
     pub fn slot(&self) -> u8 {
         match self {
             Contribution::Report { fan: Fan::In, .. } => 0,
             Contribution::Report { fan: Fan::Out, .. } => 1,
             Contribution::Drive { .. } => 2,
+            Contribution::Back { .. } => 3,
         }
     }
 
@@ -108,6 +139,7 @@ impl Contribution<'_> {
         match self {
             Contribution::Report { fan, .. } => *fan,
             Contribution::Drive { .. } => Fan::In,
+            Contribution::Back { .. } => Fan::Out,
         }
     }
 
@@ -116,12 +148,14 @@ impl Contribution<'_> {
         match *self {
             Contribution::Report { fan, .. } => NeuronMsg::Report { round, fan, part: sum },
             Contribution::Drive { .. } => NeuronMsg::Drive { round, part: sum },
+            Contribution::Back { .. } => NeuronMsg::Back { round, part: sum },
         }
     }
 }
 
 /// What a neuron tells its cells at the end of a round: the sums and counts of its incident
-/// cells' state rows, its batch statistics, and (for the Hebbian group) its per-sample activity.
+/// cells' state rows, its batch statistics, its per-sample activity (for the Hebbian group and
+/// the local error messages) and its backward messages (for `backward` and `alignment`).
 #[derive(Debug, Clone, PartialEq)]
 pub struct NeuronSummary {
     /// Round (grow step) this summary describes.
@@ -140,12 +174,23 @@ pub struct NeuronSummary {
     pub pre_act: f64,
     /// Batch mean of the error (output neurons; 0 elsewhere).
     pub err: f64,
-    /// Per-sample activation (sent when the Hebbian group is on; non-output neurons).
+    /// Batch mean of the backward message through the weights (hidden and output neurons
+    /// when `backward` is on; 0 elsewhere).
+    pub delta: f64,
+    /// Batch mean of the backward message through the feedback weights (`alignment`).
+    pub delta_fa: f64,
+    /// Per-sample activation (sent when the Hebbian group or a message group is on;
+    /// non-output neurons).
     pub a: Option<Arc<[f64]>>,
     /// Per-sample pre-activation (Hebbian; hidden and output neurons).
     pub z: Option<Arc<[f64]>>,
     /// Per-sample error (Hebbian; output neurons).
     pub e: Option<Arc<[f64]>>,
+    /// Per-sample backward message `δ` through the weights (`backward`; hidden and output
+    /// neurons): its incoming cells perceive `a_pre · δ` and send `w · δ` on down.
+    pub d: Option<Arc<[f64]>>,
+    /// Per-sample backward message through the feedback weights (`alignment`).
+    pub d_fa: Option<Arc<[f64]>>,
 }
 
 /// A message to a cell.
@@ -211,6 +256,14 @@ pub enum NeuronMsg {
         class: u32,
         /// Its logits.
         z: Arc<[f64]>,
+    },
+    /// Per-sample backward parts of some outgoing cells of a round: `Σ w · δ_post` (when
+    /// `backward` is on), then `Σ B · δ_post` (when `alignment` is on).
+    Back {
+        /// The round.
+        round: u32,
+        /// Sum over the cells of their [`Contribution::Back`].
+        part: Partial,
     },
 }
 

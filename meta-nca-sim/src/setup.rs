@@ -46,11 +46,14 @@ impl Setup {
         let ep_spec =
             EpisodeSpec { archs: &archs, networks: 1, bias: topology.bias(), weight_init, code, steps, fire_fraction };
         let mut rng = rng_for(seed, Stream::Grow, 0);
-        let episode = Episode::draw_for(vec![topology.clone()], &ep_spec, &mut rng)?;
+        let episode = Episode::draw_for(vec![topology], &ep_spec, &mut rng)?;
+        // The episode's network: drawing it may have given it feedback weights.
+        let topology = episode.topologies[0].clone();
         Self::from_episode(rule, spec, topology, data, episode)
     }
 
-    /// The setup of a drawn single-network episode.
+    /// The setup of a drawn single-network episode; `topology` must be the episode's network
+    /// (the one its starting state was drawn for, feedback weights included).
     pub fn from_episode(
         rule: RuleNet,
         spec: PerceptionSpec,
@@ -70,10 +73,17 @@ impl Setup {
                 ),
             });
         }
+        if episode.topologies.first().is_some_and(|t| *t != topology) {
+            return Err(Error::Config {
+                key: "topology",
+                message: "the network differs from the episode's (drawing the episode may have given it \
+                          feedback weights: use the episode's)"
+                    .into(),
+            });
+        }
         let ctx = Ctx {
             spec: spec.clone(),
-            activity: false,
-            hebbian: false,
+            needs: Default::default(),
             samples: 0,
             rounds: episode.fires.len() as u32,
             max_staleness: 0,

@@ -185,6 +185,9 @@ pub struct Snapshot {
     /// Every live cell's pre- and post-neuron as the cell itself knows them, in the same
     /// order (checked against the network when gathered).
     pub links: Vec<(u32, u32)>,
+    /// Every live cell's fixed feedback weight `B` as the cell itself carries it, in the same
+    /// order.
+    pub feedback: Vec<f64>,
     /// Per neuron (the batch's neuron order): the summary of the last round it finished,
     /// i.e. what its cells perceived at the last step (`None` before the first step, and for
     /// a neuron that joined since).

@@ -44,11 +44,15 @@ pub struct SyntheticSpec {
     pub rule_hidden: Vec<usize>,
     /// Seed of data, rule, starting weights and firing.
     pub seed: u64,
+    /// Also the local error messages (`backward` and `alignment`, with feedback weights): the
+    /// top-down message wave runs every step.
+    pub messages: bool,
 }
 
 /// A network of layer sizes `sizes` (with bias cells) on random samples, the project's
-/// default perception (`self, column, row, activations, feedback, hebbian`), a fresh rule,
-/// Xavier starting weights and the firing draws of every step.
+/// default perception (`self, column, row, activations, feedback, hebbian`, plus `backward`
+/// and `alignment` with [`SyntheticSpec::messages`]), a fresh rule, Xavier starting weights
+/// and the firing draws of every step.
 pub fn wide_setup(sizes: &[usize], spec: &SyntheticSpec) -> Result<Setup> {
     let SyntheticSpec { samples, steps, fire_fraction, seed, .. } = *spec;
     let mut rng = StdRng::seed_from_u64(seed);
@@ -59,10 +63,14 @@ pub fn wide_setup(sizes: &[usize], spec: &SyntheticSpec) -> Result<Setup> {
     let data = Arc::new(TaskData { x, y, features, classes });
     let topology = Topology::dense(sizes, true)?;
     let max_cells = (0..topology.num_layers()).map(|l| topology.layer(l).cells.len()).max().unwrap_or(1);
-    let code = HiddenCode::for_family(topology.num_layers(), max_cells, true, 2);
+    let mut code = HiddenCode::for_family(topology.num_layers(), max_cells, true, 2);
+    code.feedback = spec.messages;
     let mut cfg = Config::default();
     cfg.rule.perception =
         vec![Group::SelfState, Group::Column, Group::Row, Group::Activations, Group::Feedback, Group::Hebbian];
+    if spec.messages {
+        cfg.rule.perception.extend([Group::Backward, Group::Alignment]);
+    }
     cfg.rule.hidden = spec.rule_hidden.clone();
     cfg.rule.output_scale = 0.5;
     cfg.rule.last_init = 0.01;
@@ -78,7 +86,8 @@ pub fn wide_setup(sizes: &[usize], spec: &SyntheticSpec) -> Result<Setup> {
         steps,
         fire_fraction,
     };
-    let episode = Episode::draw_for(vec![topology.clone()], &ep, &mut rng)?;
+    let episode = Episode::draw_for(vec![topology], &ep, &mut rng)?;
+    let topology = episode.topologies[0].clone();
     Setup::from_episode(rule, spec, topology, data, episode)
 }
 

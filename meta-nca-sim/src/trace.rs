@@ -1,8 +1,11 @@
 //! Which cells are traced. A traced cell gets its own `tracing` span (`cell{layer,i,j}`) and
 //! emits one event per round on target `meta_nca_sim::cell` with the fields `step, layer, i,
 //! j, index, w, dw, fired, staleness` (`i, j`: its place now, which moves when neurons come and
-//! go; `index`: its stable index in the layer); untraced cells emit nothing, so tracing a few
-//! cells of a million costs nothing for the rest.
+//! go; `index`: its stable index in the layer), and, when the perception has the local error
+//! messages, what the cell received in that round: `back, delta` (batch means of `a_pre·δ_post`
+//! and `δ_post`, `backward`) and `align, delta_fa` (the same through the feedback weights,
+//! `alignment`); untraced cells emit nothing, so tracing a few cells of a million costs
+//! nothing for the rest.
 
 use meta_nca_rule::topology::CellId;
 

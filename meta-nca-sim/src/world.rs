@@ -6,7 +6,7 @@
 use std::sync::Arc;
 
 use meta_nca_rule::batch::Batch;
-use meta_nca_rule::perception::PerceptionSpec;
+use meta_nca_rule::perception::{Needs, PerceptionSpec};
 use meta_nca_rule::reference::TaskData;
 use meta_nca_rule::topology::{CellId, Topology};
 
@@ -19,10 +19,10 @@ use crate::{Error, Result};
 pub struct Ctx {
     /// The perception groups.
     pub spec: PerceptionSpec,
-    /// Whether any group needs the forward pass.
-    pub activity: bool,
-    /// Whether the Hebbian group is on (summaries then carry per-sample vectors).
-    pub hebbian: bool,
+    /// What the perception needs computed ([`PerceptionSpec::needs`], set by [`World::new`]):
+    /// the forward pass, per-sample activity in the summaries, the backward message waves.
+    /// Cells and neurons follow it, never the list of groups.
+    pub needs: Needs,
     /// Samples in the batch the network is grown on.
     pub samples: usize,
     /// Rounds (grow steps) to run.
@@ -53,6 +53,8 @@ pub struct World {
     pub out_cells: Arc<Vec<Vec<u32>>>,
     /// Per neuron: its layer and index within the layer.
     places: Arc<Vec<(usize, usize)>>,
+    /// Per cell: its fixed feedback weight `B` (the topology's, in cell order).
+    feedback: Arc<Vec<f64>>,
 }
 
 impl World {
@@ -68,17 +70,7 @@ impl World {
                 ),
             });
         }
-        if spec.needs().messages() {
-            return Err(Error::Config {
-                key: "perception",
-                message: "the backward and alignment groups do not run on the actor simulation yet; \
-                          grow on the reference engine"
-                    .into(),
-            });
-        }
-        let needs = spec.needs();
-        ctx.activity = needs.activity;
-        ctx.hebbian = needs.hebbian;
+        ctx.needs = spec.needs();
         ctx.samples = data.y.len();
         ctx.spec = spec;
         let batch = Batch::new(vec![topology.clone()]);
@@ -96,6 +88,7 @@ impl World {
             .collect();
         Ok(Self {
             places: Arc::new(places),
+            feedback: Arc::new(topology.feedback().collect()),
             topology: Arc::new(topology),
             batch: Arc::new(batch),
             data,
@@ -138,6 +131,19 @@ impl World {
         self.places[g as usize]
     }
 
+    /// Whether neuron `g` is a hidden neuron (not an input, bias or output neuron): the
+    /// neurons that take backward messages from their outgoing cells.
+    pub fn is_hidden(&self, g: u32) -> bool {
+        let sizes = self.topology.sizes();
+        let (k, idx) = self.neuron_place(g);
+        k > 0 && k + 1 < sizes.len() && idx < sizes[k]
+    }
+
+    /// The fixed feedback weight `B` of cell `c` (0 when the network has none).
+    pub fn feedback(&self, c: u32) -> f64 {
+        self.feedback[c as usize]
+    }
+
     /// The same network after a topology change: the same data and context, `topology`'s
     /// cells and neurons.
     pub fn reshaped(&self, topology: Topology) -> Result<Self> {
@@ -148,7 +154,12 @@ impl World {
     /// simulation's round); `seed` seeds its async clock, `traced` gives it a span.
     pub fn make_cell(&self, c: u32, row: Vec<f64>, round: u32, seed: u64, traced: bool) -> Cell {
         let slot = &self.batch.cells()[c as usize];
-        Cell::new(c, slot.id, slot.pre as u32, slot.post as u32, row, seed, traced).joining_at(round)
+        let links = crate::cell::Links {
+            pre: slot.pre as u32,
+            post: slot.post as u32,
+            pre_hidden: self.is_hidden(slot.pre as u32),
+        };
+        Cell::new(c, slot.id, links, self.feedback(c), row, seed, traced).joining_at(round)
     }
 
     /// The cells, with their starting state rows `state0` (`[cells, 1+d]`, topology order).
@@ -191,10 +202,16 @@ impl World {
         }
     }
 
-    /// Moves `cell` to state row `c` of this network (after a topology change).
+    /// Moves `cell` to state row `c` of this network (after a topology change). The cell
+    /// keeps its feedback weight: the network carries the same one ([`Topology::apply`]).
     pub fn place_cell(&self, cell: &mut Cell, c: u32) {
         let slot = &self.batch.cells()[c as usize];
-        cell.rewire(c, slot.id, slot.pre as u32, slot.post as u32);
+        let links = crate::cell::Links {
+            pre: slot.pre as u32,
+            post: slot.post as u32,
+            pre_hidden: self.is_hidden(slot.pre as u32),
+        };
+        cell.rewire(c, slot.id, links);
     }
 
     /// Moves `neuron` to index `g` of this network (after a topology change).

@@ -3,7 +3,8 @@
 //! starting state, same firing draws) — within 1e-5 per state entry after K steps, on random
 //! small architectures, perceptions, seeds and firing fractions. Also: async mode runs to the
 //! end within its staleness bound, async with staleness 0 does not depend on scheduling,
-//! traced cells emit their events, and a failing actor is reported instead of hanging.
+//! traced cells emit their events, a failing actor is reported instead of hanging, and the
+//! cells' fixed feedback weights survive topology changes as the reference path's do.
 
 use std::sync::Arc;
 
@@ -11,12 +12,13 @@ use dfdx::prelude::*;
 use meta_nca_rule::batch::Batch;
 use meta_nca_rule::config::{Architectures, Config};
 use meta_nca_rule::episode::{Episode, EpisodeSpec};
+use meta_nca_rule::firing::choose_firing;
 use meta_nca_rule::init::{HiddenCode, WeightInit};
 use meta_nca_rule::perception::Group;
 use meta_nca_rule::reference::{Grower, TaskData};
 use meta_nca_rule::rule::{Activation, RuleNet};
-use meta_nca_rule::topology::Topology;
-use meta_nca_sim::{AsyncSpec, Executor, Mode, Setup, SimSpec};
+use meta_nca_rule::topology::{CellId, Change, Topology};
+use meta_nca_sim::{AsyncSpec, Executor, Mode, Setup, SimSpec, Simulation};
 use proptest::prelude::*;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -36,6 +38,8 @@ struct Case {
 struct Built {
     setup: Setup,
     reference: Vec<f64>,
+    /// The hidden-state layout (and whether feedback weights are drawn).
+    code: HiddenCode,
 }
 
 fn build(case: &Case) -> Built {
@@ -47,7 +51,8 @@ fn build(case: &Case) -> Built {
     let data = Arc::new(TaskData { x, y, features, classes });
     let topology = Topology::dense(&case.sizes, case.bias).expect("valid sizes");
     let max_cells = (0..topology.num_layers()).map(|l| topology.layer(l).cells.len()).max().unwrap_or(1);
-    let code = HiddenCode::for_family(topology.num_layers(), max_cells, true, 1);
+    let mut code = HiddenCode::for_family(topology.num_layers(), max_cells, true, 1);
+    code.feedback = case.groups.iter().any(|g| g.needs().alignment);
     let mut cfg = Config::default();
     cfg.rule.perception = case.groups.clone();
     cfg.rule.hidden = vec![8];
@@ -67,11 +72,13 @@ fn build(case: &Case) -> Built {
         steps: case.steps,
         fire_fraction: case.p,
     };
-    let episode = Episode::draw_for(vec![topology.clone()], &ep, &mut rng).expect("episode");
+    let episode = Episode::draw_for(vec![topology], &ep, &mut rng).expect("episode");
+    // The episode's network carries the feedback weights drawn with it.
+    let topology = episode.topologies[0].clone();
     let grower = Grower::new(&dev, Batch::new(vec![topology.clone()]), spec.clone(), data.clone()).expect("grower");
     let reference = grower.unroll(&rule, grower.state_tensor(episode.state0.clone()), &episode.fires).as_vec();
     let setup = Setup::from_episode(rule, spec, topology, data, episode).expect("setup");
-    Built { setup, reference }
+    Built { setup, reference, code }
 }
 
 fn max_diff(a: &[f64], b: &[f64]) -> f64 {
@@ -89,7 +96,7 @@ prop_compose! {
         features in 1usize..4,
         classes in 2usize..4,
         bias in any::<bool>(),
-        mask in 1u8..=255,
+        mask in 1u16..1 << Group::ALL.len(),
         samples in 1usize..7,
         steps in 1usize..5,
         p in 0.05f64..=1.0,
@@ -245,7 +252,10 @@ fn traced_cells_emit_one_event_per_round_with_their_fields() {
         let events = events.lock().expect("not poisoned");
         assert_eq!(events.len(), traced.len() * b.setup.fires.len(), "{executor:?}");
         for e in events.iter() {
-            for key in ["step", "layer", "i", "j", "w", "dw", "fired", "staleness"] {
+            // Every group is on: the messages the cell received are in its events too.
+            for key in
+                ["step", "layer", "i", "j", "w", "dw", "fired", "staleness", "back", "delta", "align", "delta_fa"]
+            {
                 assert!(e.contains_key(key), "{key} missing from {e:?}");
             }
             assert_eq!((e["layer"].as_str(), e["i"].as_str(), e["staleness"].as_str()), ("0", "1", "0"));
@@ -268,5 +278,67 @@ fn async_with_staleness_zero_does_not_depend_on_scheduling() {
         let out = meta_nca_sim::run(&b.setup, &s).expect("run");
         let d = max_diff(&out.state, &first.state);
         assert!(d < 1e-12, "{executor:?} with jitter {jitter} differs by {d}");
+    }
+}
+
+#[test]
+fn feedback_weights_survive_topology_changes_in_both_engines() {
+    // Alignment on: every cell has a fixed random B (no bias cells: the index code has room
+    // for the added cells). Grow steps interleaved with removing and
+    // adding a hidden neuron and a connection, in the actors (both executors) and in the
+    // reference path: after every change the Bs the actor cells carry are the reference
+    // network's, survivors keep theirs, new cells get new ones, and the states agree.
+    let groups = vec![Group::SelfState, Group::Activations, Group::Feedback, Group::Backward, Group::Alignment];
+    let case = Case { sizes: vec![3, 4, 2], bias: false, groups, samples: 5, steps: 0, p: 0.7, seed: 21 };
+    let b = build(&case);
+    assert!(b.code.feedback);
+    let changes = [
+        Change::RemoveNeuron { layer: 1, idx: 1 },
+        Change::AddNeuron { layer: 1 },
+        Change::RemoveConnection { layer: 0, pre: 0, post: 0 },
+        Change::AddConnection { layer: 0, pre: 0, post: 0 },
+    ];
+    let by_id = |t: &Topology| -> std::collections::HashMap<(usize, usize), f64> {
+        t.cells().zip(t.feedback()).map(|(c, f): (&CellId, f64)| ((c.layer, c.index), f)).collect()
+    };
+    for executor in [Executor::Tasks, Executor::Shards { shards: 2 }] {
+        let mut sim = Simulation::start(&b.setup, &spec(executor, Mode::Lockstep)).expect("starts");
+        let mut topology = (*b.setup.world.topology).clone();
+        let start = by_id(&topology);
+        let dev = Cpu::default();
+        let mut grower = Grower::new(
+            &dev,
+            Batch::new(vec![topology.clone()]),
+            b.setup.world.ctx.spec.clone(),
+            b.setup.world.data.clone(),
+        )
+        .expect("grower");
+        let mut state = grower.state_tensor(b.setup.state0.clone());
+        for (k, change) in changes.iter().enumerate() {
+            let fire = choose_firing(&mut StdRng::seed_from_u64(k as u64), &topology, case.p);
+            sim.step(&fire).expect("step");
+            state = grower.step(&b.setup.rule, state, &fire);
+            let before = by_id(&topology);
+            topology.apply(change).expect("a valid change");
+            let mut rng = StdRng::seed_from_u64(100 + k as u64);
+            sim.apply(change, &b.code, WeightInit::Xavier, &mut rng).expect("actors change");
+            let mut rng = StdRng::seed_from_u64(100 + k as u64);
+            (grower, state) =
+                grower.reshape(state, vec![topology.clone()], &b.code, WeightInit::Xavier, &mut rng).expect("reshape");
+            let snap = sim.snapshot().expect("snapshot");
+            let want: Vec<f64> = grower.batch().topologies()[0].feedback().collect();
+            assert_eq!(snap.feedback, want, "{executor:?} after {change}");
+            for (id, fb) in by_id(&topology) {
+                match before.get(&id) {
+                    Some(&old) => assert_eq!(fb, old, "{executor:?} after {change}: a survivor keeps its B"),
+                    None => {
+                        assert!(fb != 0.0 && !start.values().any(|&s| s == fb), "{executor:?}: a new cell, a new B")
+                    }
+                }
+            }
+            let d = max_diff(&snap.state, &state.as_vec());
+            assert!(d < 1e-9, "{executor:?} after {change}: states differ by {d}");
+        }
+        sim.finish().expect("finishes");
     }
 }

@@ -7,8 +7,11 @@
 //! - the simulation's topology is the model's, and the live cells the actors report are
 //!   exactly the live mask;
 //! - every state row equals the reference path's (1e-9);
-//! - after a step, every neuron with cells has a summary of that step that (what its cells perceived) holds the brute-force
-//!   sums and counts of its incoming and outgoing cells' rows;
+//! - after a step, every neuron with cells has a summary of that step (what its cells
+//!   perceived) that holds the brute-force sums and counts of its incoming and outgoing cells'
+//!   rows, and, when a message group is on, the reference path's backward messages;
+//! - the feedback weights the cells carry are the network's (both engines change it through
+//!   `Topology::apply`, so they hold the same `B`);
 //! - with one task per cell, the live tasks are exactly the live cells and neurons (a removed
 //!   cell's task has ended);
 //! - a refused change is refused by both and changes nothing.
@@ -29,6 +32,7 @@ use meta_nca_rule::init::{HiddenCode, WeightInit, initial_state};
 use meta_nca_rule::perception::{Group, PerceptionSpec};
 use meta_nca_rule::reference::{Grower, TaskData};
 use meta_nca_rule::rule::{Activation, RuleNet};
+use meta_nca_rule::task;
 use meta_nca_rule::topology::{Change, Topology};
 use meta_nca_sim::{Executor, Mode, Setup, SimSpec, Simulation};
 use proptest::prelude::*;
@@ -77,7 +81,7 @@ fn firing(topology: &Topology, seed: u64, p: f64) -> Vec<bool> {
     choose_firing(&mut StdRng::seed_from_u64(seed), topology, p)
 }
 
-fn build(sizes: Vec<usize>, bias: bool, mask: u8, shards: usize, rule_chunk: usize, seed: u64) -> Problem {
+fn build(sizes: Vec<usize>, bias: bool, mask: u16, shards: usize, rule_chunk: usize, seed: u64) -> Problem {
     let mut rng = StdRng::seed_from_u64(seed);
     let (features, classes) = (sizes[0], sizes[sizes.len() - 1]);
     let samples = 5;
@@ -87,9 +91,11 @@ fn build(sizes: Vec<usize>, bias: bool, mask: u8, shards: usize, rule_chunk: usi
     let mut start = Topology::dense(&sizes, bias).expect("valid sizes");
     // Room for some new cells, not for many: additions eventually overflow the encoding.
     let max_cells = (0..start.num_layers()).map(|l| start.layer(l).cells.len()).max().unwrap_or(1);
-    let code = HiddenCode::for_family(start.num_layers(), max_cells + 6, true, 1);
+    let mut code = HiddenCode::for_family(start.num_layers(), max_cells + 6, true, 1);
     let mut cfg = Config::default();
     cfg.rule.perception = Group::ALL.iter().enumerate().filter(|(k, _)| mask >> k & 1 == 1).map(|(_, g)| *g).collect();
+    // Alignment reads the cells' fixed feedback weights: the network draws them.
+    code.feedback = cfg.rule.perception.iter().any(|g| g.needs().alignment);
     cfg.rule.hidden = vec![6];
     cfg.rule.activation = Activation::Tanh;
     cfg.rule.output_scale = 0.5;
@@ -113,7 +119,7 @@ impl ReferenceStateMachine for Living {
             prop::collection::vec(1usize..4, 1..3),
             2usize..4,
             any::<bool>(),
-            1u8..=255,
+            1u16..1 << Group::ALL.len(),
             0usize..4,
             prop::sample::select(vec![1usize, 3, 1024]),
             any::<u64>(),
@@ -224,8 +230,8 @@ static TRANSITIONS: AtomicUsize = AtomicUsize::new(0);
 
 /// What the transitions did, over every test case: steps on each executor, applied changes
 /// of each kind, refused changes.
-static COUNTS: [AtomicUsize; 8] = [const { AtomicUsize::new(0) }; 8];
-const COUNT_NAMES: [&str; 8] = [
+static COUNTS: [AtomicUsize; 10] = [const { AtomicUsize::new(0) }; 10];
+const COUNT_NAMES: [&str; 10] = [
     "steps (tasks)",
     "steps (shards)",
     "connections removed",
@@ -234,6 +240,8 @@ const COUNT_NAMES: [&str; 8] = [
     "neurons added",
     "changes refused",
     "changes skipped (would empty the network)",
+    "steps whose backward messages were checked",
+    "steps whose alignment messages were checked",
 ];
 
 fn count(what: usize) {
@@ -337,12 +345,20 @@ fn check(sim: &mut Simulation, model: &Model) {
     let batch = Batch::new(vec![model.topology.clone()]);
     let want: Vec<(u32, u32)> = batch.cells().iter().map(|s| (s.pre as u32, s.post as u32)).collect();
     assert_eq!(snap.links, want, "the live cells' own links are the live mask's");
+    // The feedback weights the cells carry are the reference path's, bit for bit (drawn once
+    // when a cell is created, kept through every change).
+    let fb: Vec<f64> = model.topology.feedback().collect();
+    assert_eq!(snap.feedback, fb, "the cells' feedback weights are the network's");
+    if model.problem.code.feedback {
+        assert!(fb.iter().all(|&b| b != 0.0), "every cell has a feedback weight");
+    }
     let diff = snap.state.iter().zip(&model.state).map(|(a, b)| (a - b).abs()).fold(0.0, f64::max);
     assert_eq!(snap.state.len(), model.state.len());
     assert!(diff <= 1e-9, "actors differ from the reference path by {diff:e}");
     if let Some(before) = &model.before_step {
         let round = sim.round() - 1;
         check_summaries(&snap.summaries, &model.topology, before, model.problem.spec.state_width(), round);
+        check_messages(&snap.summaries, &model.topology, before, &model.problem);
     }
     if model.problem.executor == Executor::Tasks {
         assert_eq!(sim.live_tasks(), batch.num_cells() + batch.num_neurons(), "one live task per live cell and neuron");
@@ -381,6 +397,46 @@ fn check_summaries(
     }
 }
 
+/// Every hidden and output neuron's backward messages of the last step (per sample and their
+/// batch mean, through the weights and through the feedback weights) against the reference
+/// path's [`task::messages`] on the state the step started from.
+fn check_messages(
+    summaries: &[Option<Arc<meta_nca_sim::protocol::NeuronSummary>>],
+    topology: &Topology,
+    state: &[f64],
+    problem: &Problem,
+) {
+    let needs = problem.spec.needs();
+    if !needs.messages() {
+        return;
+    }
+    let batch = Batch::new(vec![topology.clone()]);
+    let net = batch.dense_net(0, state, problem.spec.state_width());
+    let act = task::forward(&net, &problem.data.x, Some(&problem.data.y));
+    let b = act.batch;
+    let (ins, outs) = batch.counts();
+    let waves = [(needs.backward, net.weights.clone(), true), (needs.alignment, batch.dense_feedback(0), false)];
+    for (_, fb, through_w) in waves.into_iter().filter(|w| w.0) {
+        count(if through_w { 8 } else { 9 });
+        let msgs = task::messages(&net, &act, &fb);
+        for (k, m) in msgs.iter().enumerate() {
+            for (j, want) in m.chunks_exact(b).enumerate() {
+                let g = batch.neuron(0, k + 1, j);
+                if ins[g] + outs[g] == 0 {
+                    continue; // no cell perceives a neuron without cells (its summary is old)
+                }
+                let Some(s) = summaries[g].as_ref() else { continue };
+                let (d, mean) = if through_w { (&s.d, s.delta) } else { (&s.d_fa, s.delta_fa) };
+                let d = d.as_ref().unwrap_or_else(|| panic!("neuron {g} sent no message"));
+                let diff = d.iter().zip(want).map(|(a, b)| (a - b).abs()).fold(0.0, f64::max);
+                assert!(diff <= 1e-9, "neuron {g} (through w: {through_w}): message differs by {diff:e}");
+                let want_mean = want.iter().sum::<f64>() / b as f64;
+                assert!((mean - want_mean).abs() <= 1e-9, "neuron {g}: mean message {mean} vs {want_mean}");
+            }
+        }
+    }
+}
+
 #[test]
 fn actors_follow_the_reference_path_through_topology_changes() {
     let config =
@@ -397,9 +453,9 @@ fn actors_follow_the_reference_path_through_topology_changes() {
     println!("{total} transitions");
     assert!(total >= 10_000, "only {total} transitions ran");
     // Not vacuous: every kind of transition happened, on both executors.
-    for (name, n) in COUNT_NAMES.iter().zip(&COUNTS).take(7) {
+    for (k, (name, n)) in COUNT_NAMES.iter().zip(&COUNTS).enumerate() {
         let n = n.load(Ordering::Relaxed);
         println!("  {name}: {n}");
-        assert!(n >= 20, "only {n} {name}");
+        assert!(k == 7 || n >= 20, "only {n} {name}");
     }
 }

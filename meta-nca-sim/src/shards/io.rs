@@ -1,5 +1,5 @@
 //! A shard's plumbing: routing (which shard hosts which cell and neuron), its local queue and
-//! outboxes, the per-neuron summing of reports and drives, and the link to the rule service.
+//! outboxes, the per-neuron summing of reports, drives and backward parts, and the link to the rule service.
 //! [`Io`] is the [`Outbox`] the shard's cells and neurons send through.
 
 use std::collections::{HashMap, VecDeque};
@@ -78,6 +78,8 @@ pub(super) struct Io {
     pub(super) outboxes: Vec<Vec<Envelope>>,
     pub(super) reports: HashMap<(u32, u32, u8), (Fan, Partial)>,
     pub(super) drives: HashMap<(u32, u32), Partial>,
+    /// Backward parts to a (hidden) neuron of a round, summed on the way like drives.
+    pub(super) backs: HashMap<(u32, u32), Partial>,
     pub(super) rule_cells: Vec<u32>,
     pub(super) rule_rows: Vec<f64>,
     pub(super) done: Vec<CellDone>,
@@ -107,6 +109,12 @@ impl Outbox for Io {
                 Some(sum) => sum.add(&part),
                 None => {
                     self.drives.insert((neuron, round), Partial::of(&part));
+                }
+            },
+            Contribution::Back { .. } => match self.backs.get_mut(&(neuron, round)) {
+                Some(sum) => sum.add(&part),
+                None => {
+                    self.backs.insert((neuron, round), Partial::of(&part));
                 }
             },
         }
@@ -213,13 +221,16 @@ impl Io {
         self.queue.push_back(Local::Fan { neuron, fan, msg, from: 0 });
     }
 
-    /// Sends the summed reports and drives on.
+    /// Sends the summed reports, drives and backward parts on.
     pub(super) fn flush_sums(&mut self) {
         for ((neuron, round, _), (fan, part)) in std::mem::take(&mut self.reports) {
             self.route_neuron(neuron, NeuronMsg::Report { round, fan, part });
         }
         for ((neuron, round), part) in std::mem::take(&mut self.drives) {
             self.route_neuron(neuron, NeuronMsg::Drive { round, part });
+        }
+        for ((neuron, round), part) in std::mem::take(&mut self.backs) {
+            self.route_neuron(neuron, NeuronMsg::Back { round, part });
         }
     }
 }

@@ -91,7 +91,7 @@ impl Shard {
             }
             ShardMsg::Snapshot { last } => {
                 let row = |c: &mut Cell| if last { c.take_state() } else { c.state().to_vec() };
-                let cells = self.cells.iter_mut().map(|c| (c.index, c.neurons(), row(c))).collect();
+                let cells = self.cells.iter_mut().map(|c| (c.index, c.neurons(), c.feedback(), row(c))).collect();
                 let neurons = self.neurons.values().map(|n| (n.index, n.last_summary().cloned())).collect();
                 let stats = std::mem::take(&mut self.io.stats);
                 let _ = self.io.rule_link.coord.send(CoordMsg::Snapshot { stats, cells, neurons });
@@ -296,6 +296,7 @@ impl Driver {
                 outboxes: (0..shards).map(|_| Vec::new()).collect(),
                 reports: HashMap::new(),
                 drives: HashMap::new(),
+                backs: HashMap::new(),
                 rule_cells: Vec::new(),
                 rule_rows: Vec::new(),
                 done: Vec::new(),
