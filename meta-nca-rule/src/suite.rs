@@ -292,3 +292,31 @@ pub fn run_suite(
     report.mean = report.means();
     Ok(report)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn held_out_tasks_span_the_ranges_and_repeat() {
+        let spec = SuiteSpec::standard(vec![10]);
+        let (a, b) = (held_out(&spec), held_out(&spec));
+        assert_eq!(a.len(), 12);
+        for (x, y) in a.iter().zip(&b) {
+            assert_eq!((&x.data.x, &x.data.y), (&y.data.x, &y.data.y), "the suite is fixed by its seed");
+        }
+        let (f, c, r) = (&spec.ranges.features, &spec.ranges.classes, &spec.ranges.rows);
+        for n in &a {
+            assert!((f[0]..=f[1]).contains(&n.data.num_features()), "{}", n.data.name);
+            assert!((c[0]..=c[1]).contains(&n.data.num_classes()), "{}", n.data.name);
+            assert!((r[0]..=r[1]).contains(&n.data.len()), "{}", n.data.name);
+        }
+        let feats: Vec<usize> = a.iter().map(|n| n.data.num_features()).collect();
+        assert!(feats.iter().min() <= Some(&3) && feats.iter().max() >= Some(&48), "{feats:?}");
+        for kind in ["mixture", "teacher", "xor"] {
+            assert_eq!(a.iter().filter(|n| n.kind == kind).count(), 4, "{kind}");
+        }
+        let other = held_out(&SuiteSpec { seed: 1, ..spec });
+        assert_ne!(a[0].data.x, other[0].data.x, "another seed, another suite");
+    }
+}
