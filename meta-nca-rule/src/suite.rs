@@ -90,8 +90,12 @@ struct Named {
     data: Dataset,
 }
 
+/// The fewest rows per class of a held-out generated task.
+const ROWS_PER_CLASS: usize = 40;
+
 /// The held-out generated tasks: shapes spread over the ranges (features and rows on a log
-/// scale, classes linearly, decorrelated), kinds in turn, contents from [`Stream::EvalTasks`].
+/// scale, classes linearly, decorrelated; at least [`ROWS_PER_CLASS`] rows per class), kinds in
+/// turn, contents from [`Stream::EvalTasks`].
 fn held_out(spec: &SuiteSpec) -> Vec<Named> {
     let r = &spec.ranges;
     let log = |q: f64, [lo, hi]: [usize; 2]| ((lo as f64).ln() + q * ((hi as f64).ln() - (lo as f64).ln())).exp();
@@ -101,10 +105,12 @@ fn held_out(spec: &SuiteSpec) -> Vec<Named> {
             let q = (i as f64 + 0.5) / n;
             let qc = (0.3 + 0.618_034 * i as f64).fract();
             let qr = (0.7 + 0.381_966 * i as f64).fract();
+            let classes = r.classes[0] + (qc * (r.classes[1] - r.classes[0] + 1) as f64) as usize;
             let shape = Shape {
                 features: (log(q, r.features).round() as usize).clamp(r.features[0], r.features[1]),
-                classes: r.classes[0] + (qc * (r.classes[1] - r.classes[0] + 1) as f64) as usize,
-                rows: (log(qr, r.rows).round() as usize).clamp(r.rows[0], r.rows[1]),
+                classes,
+                // At least ROWS_PER_CLASS rows per class, so that backprop is not left guessing.
+                rows: (log(qr, r.rows).round() as usize).max(ROWS_PER_CLASS * classes).clamp(r.rows[0], r.rows[1]),
             };
             let kind = [Kind::Mixture, Kind::Teacher, Kind::Xor][i % 3];
             let mut rng = rng_for(spec.seed, Stream::EvalTasks, i as u64);
