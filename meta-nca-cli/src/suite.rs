@@ -132,15 +132,17 @@ fn print_row(r: &SuiteRow) {
     let shape = if r.features > 0 { format!("{}x{}", r.features, r.classes) } else { String::new() };
     let seen = if r.seen { "*" } else { "" };
     println!(
-        "{:<16}{:<9}{:>7}{:>7}{:>8.4}{:>8.4}{:>9.4}{:>8.4}{:>9.4}{:>9.4}",
+        "{:<16}{:<9}{:>7}{:>7}{:>9.4}{:>8.4}{:>8.4}{:>9.4}{:>8.4}{:>9.4}{:>9.4}{:>9.4}",
         format!("{}{seen}", r.task),
         r.kind,
         shape,
         if r.train_rows > 0 { (r.train_rows + r.val_rows).to_string() } else { String::new() },
+        r.grown_train,
         r.grown_val,
         r.grown_val_min,
         r.permuted_val,
         r.adam_val,
+        r.backprop_train,
         r.backprop_val,
         r.logistic_val
     );
@@ -162,10 +164,24 @@ pub fn print_report(report: &SuiteReport, run: &Path) {
         report.trained_steps,
         report.adam_lr
     );
-    println!("validation accuracy after {k} steps (* = a dataset the rule was meta-trained on)");
     println!(
-        "{:<16}{:<9}{:>7}{:>7}{:>8}{:>8}{:>9}{:>8}{:>9}{:>9}",
-        "task", "kind", "f x c", "rows", "grown", "min", "permuted", "adam", "backprop", "logistic"
+        "accuracy after {k} steps: validation unless marked 'tr' or 'train' (* = a dataset the rule was \
+         meta-trained on; min = the worst grown network)"
+    );
+    println!(
+        "{:<16}{:<9}{:>7}{:>7}{:>9}{:>8}{:>8}{:>9}{:>8}{:>9}{:>9}{:>9}",
+        "task",
+        "kind",
+        "f x c",
+        "rows",
+        "grown tr",
+        "grown",
+        "min",
+        "permuted",
+        "adam",
+        "bp train",
+        "backprop",
+        "logistic"
     );
     let rows = report.rows();
     rows.iter().filter(|r| r.steps == k).for_each(print_row);

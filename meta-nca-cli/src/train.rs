@@ -191,12 +191,15 @@ pub fn progress_bar(quiet: bool) -> ProgressBar {
 pub fn run(args: Args) -> Result<()> {
     let (config, name) = args.config.load()?;
     let out = args.out.clone().unwrap_or_else(|| PathBuf::from(format!("runs/{name}-seed{}", config.seed)));
-    println!(
-        "seed {}  dataset {}  run folder {}",
-        config.seed,
-        std::iter::once(&config.data.dataset).chain(&config.data.extra_datasets).cloned().collect::<Vec<_>>().join("+"),
-        out.display()
-    );
+    let mut data: Vec<String> = if config.tasks.include_datasets {
+        std::iter::once(&config.data.dataset).chain(&config.data.extra_datasets).cloned().collect()
+    } else {
+        Vec::new()
+    };
+    if config.tasks.generates() {
+        data.push(format!("{} generated tasks per meta-epoch", config.tasks.per_epoch));
+    }
+    println!("seed {}  dataset {}  run folder {}", config.seed, data.join("+"), out.display());
     let bar = progress_bar(args.quiet);
     let snapshot_every = args.snapshot_every.map(|n| n as usize);
     let summary = train_run(&config, &out, args.resume, &bar, snapshot_every)?;

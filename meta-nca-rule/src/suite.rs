@@ -91,8 +91,12 @@ struct Named {
     data: Dataset,
 }
 
+/// The fewest rows per class of a held-out generated task.
+const ROWS_PER_CLASS: usize = 40;
+
 /// The held-out generated tasks: shapes spread over the ranges (features and rows on a log
-/// scale, classes linearly, decorrelated), kinds in turn, contents from [`Stream::EvalTasks`].
+/// scale, classes linearly, decorrelated; at least [`ROWS_PER_CLASS`] rows per class), kinds in
+/// turn, contents from [`Stream::EvalTasks`].
 fn held_out(spec: &SuiteSpec) -> Vec<Named> {
     let r = &spec.ranges;
     let log = |q: f64, [lo, hi]: [usize; 2]| ((lo as f64).ln() + q * ((hi as f64).ln() - (lo as f64).ln())).exp();
@@ -102,10 +106,12 @@ fn held_out(spec: &SuiteSpec) -> Vec<Named> {
             let q = (i as f64 + 0.5) / n;
             let qc = (0.3 + 0.618_034 * i as f64).fract();
             let qr = (0.7 + 0.381_966 * i as f64).fract();
+            let classes = r.classes[0] + (qc * (r.classes[1] - r.classes[0] + 1) as f64) as usize;
             let shape = Shape {
                 features: (log(q, r.features).round() as usize).clamp(r.features[0], r.features[1]),
-                classes: r.classes[0] + (qc * (r.classes[1] - r.classes[0] + 1) as f64) as usize,
-                rows: (log(qr, r.rows).round() as usize).clamp(r.rows[0], r.rows[1]),
+                classes,
+                // At least ROWS_PER_CLASS rows per class, so that backprop is not left guessing.
+                rows: (log(qr, r.rows).round() as usize).max(ROWS_PER_CLASS * classes).clamp(r.rows[0], r.rows[1]),
             };
             let kind = [Kind::Mixture, Kind::Teacher, Kind::Xor][i % 3];
             let mut rng = rng_for(spec.seed, Stream::EvalTasks, i as u64);
@@ -292,4 +298,32 @@ pub fn run_suite(
     };
     report.mean = report.means();
     Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn held_out_tasks_span_the_ranges_and_repeat() {
+        let spec = SuiteSpec::standard(vec![10]);
+        let (a, b) = (held_out(&spec), held_out(&spec));
+        assert_eq!(a.len(), 12);
+        for (x, y) in a.iter().zip(&b) {
+            assert_eq!((&x.data.x, &x.data.y), (&y.data.x, &y.data.y), "the suite is fixed by its seed");
+        }
+        let (f, c, r) = (&spec.ranges.features, &spec.ranges.classes, &spec.ranges.rows);
+        for n in &a {
+            assert!((f[0]..=f[1]).contains(&n.data.num_features()), "{}", n.data.name);
+            assert!((c[0]..=c[1]).contains(&n.data.num_classes()), "{}", n.data.name);
+            assert!((r[0]..=r[1]).contains(&n.data.len()), "{}", n.data.name);
+        }
+        let feats: Vec<usize> = a.iter().map(|n| n.data.num_features()).collect();
+        assert!(feats.iter().min() <= Some(&3) && feats.iter().max() >= Some(&48), "{feats:?}");
+        for kind in ["mixture", "teacher", "xor"] {
+            assert_eq!(a.iter().filter(|n| n.kind == kind).count(), 4, "{kind}");
+        }
+        let other = held_out(&SuiteSpec { seed: 1, ..spec });
+        assert_ne!(a[0].data.x, other[0].data.x, "another seed, another suite");
+    }
 }

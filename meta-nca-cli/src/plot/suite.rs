@@ -1,5 +1,5 @@
 //! The learning suite of `meta-nca suite` (`suite.json`): left, every task's validation
-//! accuracy after K steps, the grown networks (labels as given and permuted) next to Adam at
+//! accuracy after K steps (tasks ordered by backprop's accuracy), the grown networks (labels as given and permuted) next to Adam at
 //! equal steps, backprop to convergence and logistic regression, with a key of task names;
 //! right, the mean over tasks against the step count (growth past K).
 
@@ -91,25 +91,25 @@ fn dashed(s: Series) -> Series {
     Series { dashed: true, ..dotted(s) }
 }
 
-/// Per task at the first step count.
-fn tasks_chart(s: &Suite) -> Chart {
-    let at = |f: fn(&Task) -> f64| s.tasks.iter().enumerate().map(|(i, t)| ((i + 1) as f64, f(t))).collect();
+/// Per task at the first step count (tasks in the order of `order`).
+fn tasks_chart(s: &Suite, order: &[usize]) -> Chart {
+    let at = |f: fn(&Task) -> f64| order.iter().enumerate().map(|(i, &t)| ((i + 1) as f64, f(&s.tasks[t]))).collect();
     let k = s.tasks[0].horizons[0].steps;
     Chart {
         title: format!("Validation accuracy per task after {k} steps"),
-        x_title: "task (key below)".into(),
+        x_title: "task, by backprop accuracy (key below)".into(),
         y_title: "validation accuracy".into(),
         x: Axis::linear(0.5, s.tasks.len() as f64 + 0.5),
         y: Axis::linear(0.0, 1.0),
         series: vec![
-            dashed(Series::new("backprop (converged)", RED, at(|t| t.backprop.val))),
+            Series { width: 2, ..dashed(Series::new("backprop (converged)", RED, at(|t| t.backprop.val))) },
             dashed(Series::new("logistic regression", GREY, at(|t| t.logistic.val))),
             dashed(Series::new(&format!("Adam, {k} steps, lr {}", s.adam_lr), ORANGE, at(|t| t.horizons[0].adam.val))),
             dotted(Series::new("grown, labels permuted", LIGHT_BLUE, at(|t| t.horizons[0].permuted_val.mean))),
             Series { width: 2, ..dotted(Series::new("grown", BLUE, at(|t| t.horizons[0].grown_val.mean))) },
         ],
         markers: Vec::new(),
-        legend: Corner::LowerLeft,
+        legend: Corner::LowerRight,
     }
 }
 
@@ -124,26 +124,29 @@ fn steps_chart(s: &Suite) -> Chart {
         let v = s.tasks.iter().map(f).sum::<f64>() / n;
         steps.iter().map(|&st| (st as f64, v)).collect()
     };
-    let values: Vec<f64> = s
-        .tasks
-        .iter()
-        .flat_map(|t| t.horizons.iter().flat_map(|h| [h.grown_val.mean, h.adam.val]))
-        .chain(s.tasks.iter().flat_map(|t| [t.backprop.val, t.logistic.val]))
-        .collect();
-    let lo = values.iter().copied().filter(|v| v.is_finite()).fold(1.0, f64::min);
+    let lines: Vec<Vec<(f64, f64)>> = vec![
+        flat(|t| t.backprop.val),
+        flat(|t| t.logistic.val),
+        curve(|h| h.adam.val),
+        curve(|h| h.permuted_val.mean),
+        curve(|h| h.grown_val.mean),
+    ];
+    let lo = lines.iter().flatten().map(|p| p.1).filter(|v| v.is_finite()).fold(1.0, f64::min);
+    let hi = lines.iter().flatten().map(|p| p.1).filter(|v| v.is_finite()).fold(0.0, f64::max);
+    let [backprop, logistic, adam, permuted, grown] = <[Vec<(f64, f64)>; 5]>::try_from(lines).unwrap_or_default();
     let (first, last) = (steps[0] as f64, steps[steps.len() - 1] as f64);
     Chart {
         title: "Mean over tasks: growth past K".into(),
         x_title: "rule steps (Adam: steps)".into(),
         y_title: "validation accuracy, mean over tasks".into(),
         x: if last > first { Axis::Log(first, last) } else { Axis::linear(first - 1.0, last + 1.0) },
-        y: Axis::linear((((lo - 0.05) * 10.0).floor() / 10.0).clamp(0.0, 0.9), 1.0),
+        y: Axis::linear(((lo - 0.02) * 20.0).floor() / 20.0, (((hi + 0.02) * 20.0).ceil() / 20.0).min(1.0)),
         series: vec![
-            Series { dashed: true, ..Series::new("backprop (converged)", RED, flat(|t| t.backprop.val)) },
-            Series { dashed: true, ..Series::new("logistic regression", GREY, flat(|t| t.logistic.val)) },
-            dotted(Series { width: 2, ..Series::new("Adam, equal steps", ORANGE, curve(|h| h.adam.val)) }),
-            dotted(Series::new("grown, labels permuted", LIGHT_BLUE, curve(|h| h.permuted_val.mean))),
-            Series { width: 3, ..dotted(Series::new("grown", BLUE, curve(|h| h.grown_val.mean))) },
+            Series { dashed: true, width: 3, ..Series::new("backprop (converged)", RED, backprop) },
+            Series { dashed: true, ..Series::new("logistic regression", GREY, logistic) },
+            Series { width: 2, ..dotted(Series::new("Adam, equal steps", ORANGE, adam)) },
+            dotted(Series::new("grown, labels permuted", LIGHT_BLUE, permuted)),
+            Series { width: 3, ..dotted(Series::new("grown", BLUE, grown)) },
         ],
         markers: vec![(first, "K".into())],
         legend: Corner::LowerRight,
@@ -152,7 +155,9 @@ fn steps_chart(s: &Suite) -> Chart {
 
 /// Draws the suite; `name` goes into the title.
 pub fn draw(s: &Suite, name: &str) -> Result<Picture> {
-    let key: Vec<String> = s.tasks.iter().enumerate().map(|(i, t)| format!("{} {}", i + 1, t.name)).collect();
+    let mut order: Vec<usize> = (0..s.tasks.len()).collect();
+    order.sort_by(|&a, &b| s.tasks[a].backprop.val.total_cmp(&s.tasks[b].backprop.val));
+    let key: Vec<String> = order.iter().enumerate().map(|(i, &t)| format!("{} {}", i + 1, s.tasks[t].name)).collect();
     let per_line = 8;
     let key_lines: Vec<String> = key.chunks(per_line).map(|c| c.join("   ")).collect();
     let (pw, chart_h) = (900, 600);
@@ -161,7 +166,7 @@ pub fn draw(s: &Suite, name: &str) -> Result<Picture> {
     Picture::draw(w as u32, h as u32, |area| {
         let title = format!("{name}: learning suite ({} grown networks per task)", s.networks);
         text::draw(area, &title, (w / 2, 20), Style::new(19.0).bold().at(H::Center, V::Center))?;
-        chart::draw(area, (6, 46, pw - 6, 46 + chart_h), &tasks_chart(s))?;
+        chart::draw(area, (6, 46, pw - 6, 46 + chart_h), &tasks_chart(s, &order))?;
         chart::draw(area, (pw + 6, 46, w - 6, 46 + chart_h), &steps_chart(s))?;
         for (i, line) in key_lines.iter().enumerate() {
             let y = 46 + chart_h + 10 + 20 * i as i32;
