@@ -583,7 +583,6 @@ fn grow_with_topology_changes_on_both_engines() {
 /// with SIGPIPE's status 141 and no panic report.
 #[test]
 fn a_closed_stdout_ends_quietly() {
-    use std::io::Read;
     let tmp = Scratch::new("broken-pipe");
     let run_dir = tmp.arg("run");
     train_smoke(&run_dir, &["--set", "rule.index-code=false"]);
@@ -604,15 +603,16 @@ fn a_closed_stdout_ends_quietly() {
         "--save",
         &tmp.arg("g.json"),
     ]);
-    let mut child = std::process::Command::new(meta_nca_tests::bin())
+    // The reading end is closed before the program starts, so its first write finds no reader
+    // whatever the timing (no race with the pipe buffer).
+    let (reader, writer) = std::io::pipe().expect("a pipe");
+    drop(reader);
+    let out = std::process::Command::new(meta_nca_tests::bin())
         .args(["inspect", &trace])
-        .stdout(std::process::Stdio::piped())
+        .stdout(writer)
         .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("meta-nca starts");
-    let mut first = [0u8; 16];
-    child.stdout.take().expect("piped stdout").read_exact(&mut first).expect("some output");
-    let out = child.wait_with_output().expect("meta-nca ends");
+        .output()
+        .expect("meta-nca runs");
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!err.contains("panicked"), "{err}");
     assert_eq!(out.status.code(), Some(141), "{err}");
