@@ -69,15 +69,27 @@ enum Command {
     Plot(plot::Args),
 }
 
+/// Logs to stderr: `-v`/`-vv` pick the default filter, `RUST_LOG` overrides it (an invalid
+/// `RUST_LOG` is reported, not silently ignored); colours only on a terminal.
 fn init_logging(verbose: u8) {
+    use std::io::IsTerminal;
     let default = match verbose {
         0 => "warn",
         1 => "info",
         _ => "debug",
     };
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    let filter = match std::env::var("RUST_LOG") {
+        Ok(spec) if !spec.trim().is_empty() => tracing_subscriber::EnvFilter::try_new(&spec).unwrap_or_else(|e| {
+            eprintln!("warning: ignoring RUST_LOG={spec:?} ({e}); using {default}");
+            tracing_subscriber::EnvFilter::new(default)
+        }),
+        _ => tracing_subscriber::EnvFilter::new(default),
+    };
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .init();
 }
 
 /// A closed pipe on stdout (`meta-nca inspect trace.jsonl | head`) ends the program quietly
