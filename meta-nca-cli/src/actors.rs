@@ -57,10 +57,10 @@ pub struct SimArgs {
     #[arg(long, value_enum, default_value_t = ModeArg::Lockstep)]
     pub mode: ModeArg,
     /// Shards of the shard executor (default: 4 per worker).
-    #[arg(long)]
+    #[arg(long, value_parser = crate::at_least_one)]
     pub shards: Option<usize>,
     /// tokio worker threads.
-    #[arg(long, default_value_t = 2)]
+    #[arg(long, default_value_t = 2, value_parser = crate::at_least_one)]
     pub workers: usize,
     /// Async: how many rounds older than its own a summary a cell may use.
     #[arg(long, default_value_t = 1)]
@@ -69,7 +69,7 @@ pub struct SimArgs {
     #[arg(long, default_value_t = 4)]
     pub jitter: u32,
     /// Async: the rule service runs when this many queries wait...
-    #[arg(long, default_value_t = 256)]
+    #[arg(long, default_value_t = 256, value_parser = crate::at_least_one)]
     pub batch_rows: usize,
     /// ...or this many microseconds after the oldest one.
     #[arg(long, default_value_t = 200)]

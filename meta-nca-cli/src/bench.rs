@@ -13,7 +13,7 @@ use meta_nca_rule::train::Trainer;
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// Timed meta-epochs per configuration (after 10 untimed ones).
-    #[arg(long, default_value_t = 200)]
+    #[arg(long, default_value_t = 200, value_parser = crate::at_least_one)]
     epochs: usize,
     /// Override a config value in every configuration, e.g. `--set rule.hidden=[16]`.
     #[arg(long = "set", value_name = "KEY=VALUE")]

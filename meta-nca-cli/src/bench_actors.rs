@@ -17,7 +17,7 @@ pub struct Args {
     #[arg(long, value_delimiter = ',', default_value = "10000,100000,1000000")]
     cells: Vec<usize>,
     /// Grow steps per run.
-    #[arg(long, default_value_t = 10)]
+    #[arg(long, default_value_t = 10, value_parser = crate::at_least_one)]
     steps: usize,
     /// Samples in the (random) grow batch.
     #[arg(long, default_value_t = 8)]
@@ -26,7 +26,7 @@ pub struct Args {
     #[arg(long, default_value_t = 0.8)]
     p: f64,
     /// tokio worker threads.
-    #[arg(long, default_value_t = 2)]
+    #[arg(long, default_value_t = 2, value_parser = crate::at_least_one)]
     workers: usize,
     /// Shards of the shard executor.
     #[arg(long, default_value_t = 8)]
@@ -36,7 +36,7 @@ pub struct Args {
     #[arg(long, default_value = "16")]
     rule_hidden: String,
     /// Async: the rule service runs when this many queries wait...
-    #[arg(long, default_value_t = 256)]
+    #[arg(long, default_value_t = 256, value_parser = crate::at_least_one)]
     batch_rows: usize,
     /// ...or this many microseconds after the oldest one.
     #[arg(long, default_value_t = 200)]

@@ -22,7 +22,7 @@ pub struct Args {
     #[arg(long)]
     hidden: Option<String>,
     /// Largest allowed lockstep weight difference.
-    #[arg(long, default_value_t = 1e-5)]
+    #[arg(long, default_value_t = 1e-5, value_parser = crate::positive, allow_negative_numbers = true)]
     tol: f64,
     /// Async runs (seeds `seed..seed+runs`); 0 skips the async comparison.
     #[arg(long, default_value_t = 100)]

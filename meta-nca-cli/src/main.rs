@@ -71,6 +71,24 @@ enum Command {
 
 /// Logs to stderr: `-v`/`-vv` pick the default filter, `RUST_LOG` overrides it (an invalid
 /// `RUST_LOG` is reported, not silently ignored); colours only on a terminal.
+/// A flag value that must be a whole number >= 1 (clap `value_parser`).
+fn at_least_one(text: &str) -> Result<usize, String> {
+    match text.parse::<usize>() {
+        Ok(0) => Err("must be at least 1".into()),
+        Ok(n) => Ok(n),
+        Err(e) => Err(format!("not a whole number ({e})")),
+    }
+}
+
+/// A flag value that must be a finite number > 0 (clap `value_parser`).
+fn positive(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(v) if v > 0.0 && v.is_finite() => Ok(v),
+        Ok(v) => Err(format!("must be positive and finite, got {v}")),
+        Err(e) => Err(format!("not a number ({e})")),
+    }
+}
+
 fn init_logging(verbose: u8) {
     use std::io::IsTerminal;
     let default = match verbose {

@@ -397,6 +397,9 @@ impl Config {
             return Err(bad("grow.batch-size", "must be >= 1 (or unset: every training row)"));
         }
         let tr = &self.train;
+        if tr.meta_epochs == 0 {
+            return Err(bad("train.meta-epochs", "must be >= 1"));
+        }
         if tr.num_models == 0 {
             return Err(bad("train.num-models", "must be >= 1"));
         }
