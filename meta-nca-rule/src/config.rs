@@ -490,7 +490,7 @@ impl Config {
             layer_bits: r.layer_bits.unwrap_or_else(|| bits_for(layers)),
             index_bits: if r.index_code { r.index_bits.unwrap_or_else(|| bits_for(cells)) } else { 0 },
             extra: r.extra_channels,
-            feedback: r.perception.contains(&Group::Alignment),
+            feedback: r.perception.iter().any(|g| g.needs().alignment),
         }
     }
 
