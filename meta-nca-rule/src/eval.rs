@@ -99,19 +99,9 @@ pub struct EvalSpec {
 /// The layer sizes and scores (train, validation) of freshly grown networks.
 pub type Grown = Vec<(Vec<usize>, Score, Score)>;
 
-/// Grows `spec.networks` fresh networks in one batch (architectures drawn as in training,
-/// from `stream`) and scores each on the training and validation sets.
-pub fn grow_and_score(
-    rule: &RuleNet,
-    perception: &PerceptionSpec,
-    code: HiddenCode,
-    cfg: &Config,
-    task: &Task,
-    spec: EvalSpec,
-    stream: Stream,
-) -> Result<Grown> {
-    let nets = grow_nets(rule, perception, code, cfg, task, spec, stream)?;
-    Ok(nets.iter().map(|n| (n.sizes.clone(), score(n, &task.train), score(n, &task.val))).collect())
+/// The layer sizes and scores (train, validation) of grown networks `nets` on `task`.
+pub fn score_nets(nets: &[DenseNet<f64>], task: &Task) -> Grown {
+    nets.iter().map(|n| (n.sizes.clone(), score(n, &task.train), score(n, &task.val))).collect()
 }
 
 /// Grows `spec.networks` fresh networks in one batch (architectures drawn as in training,
@@ -176,7 +166,7 @@ pub fn evaluate(rule: &RuleNet, meta: &RuleMeta, task: &Task, spec: EvalSpec) ->
     let cfg = &meta.config;
     let nets = grow_nets(rule, &meta.perception, meta.code, cfg, task, spec, Stream::Eval)?;
     let redundancy: Vec<f64> = nets.iter().filter_map(hidden_redundancy).collect();
-    let grown: Grown = nets.iter().map(|n| (n.sizes.clone(), score(n, &task.train), score(n, &task.val))).collect();
+    let grown = score_nets(&nets, task);
     let mut baselines = BTreeMap::new();
     for (s, _, _) in &grown {
         if !baselines.contains_key(s) {

@@ -11,7 +11,7 @@ use crate::batch::Batch;
 use crate::checkpoint::{Checkpoint, FORMAT, RuleMeta, config_mismatches};
 use crate::config::{Config, GradNormalisation};
 use crate::episode::{Episode, EpisodeSpec, Stream, draw_rows, rng_for};
-use crate::eval::{EvalSpec, grow_and_score};
+use crate::eval::{EvalSpec, grow_nets, score_nets};
 use crate::experiment::Experiment;
 use crate::fused::values;
 use crate::init::HiddenCode;
@@ -150,15 +150,9 @@ impl Trainer {
             fire_fraction: cfg.grow.fire_fraction,
             seed: cfg.seed,
         };
-        let grown = grow_and_score(
-            &self.rule,
-            &self.spec,
-            self.code,
-            &self.exp.config,
-            self.exp.primary(),
-            spec,
-            Stream::Probe,
-        )?;
+        let task = self.exp.primary();
+        let nets = grow_nets(&self.rule, &self.spec, self.code, &self.exp.config, task, spec, Stream::Probe)?;
+        let grown = score_nets(&nets, task);
         let n = grown.len().max(1) as f64;
         let result = ProbeResult {
             epoch: self.epoch,
