@@ -525,4 +525,33 @@ mod tests {
         assert!(Topology::dense(&[4], true).is_err());
         assert!(Topology::dense(&[4, 0, 3], true).is_err());
     }
+
+    #[test]
+    fn feedback_weights_are_bounded_seeded_and_travel_with_their_cells() {
+        let mut t = Topology::dense(&[3, 4, 2], true).expect("valid");
+        assert!(t.feedback().all(|b| b == 0.0), "no seed, no feedback weights");
+        t.set_feedback_seed(42);
+        let bound = |l: usize, t: &Topology| (6.0 / (t.rows(l) + t.cols(l)) as f64).sqrt();
+        for l in 0..2 {
+            let lc = t.layer(l);
+            assert_eq!(lc.cells.len(), lc.feedback.len());
+            assert!(lc.feedback.iter().all(|b| b.abs() <= bound(l, &t) && *b != 0.0));
+        }
+        let before: Vec<(CellId, f64)> = t.cells().copied().zip(t.feedback()).collect();
+        let mut changed = t.clone();
+        changed.remove_connection(0, 1, 2).expect("live");
+        changed.remove_neuron(1, 0).expect("hidden");
+        let (_, added) = changed.add_neuron(1).expect("hidden");
+        for (c, b) in changed.cells().zip(changed.feedback()) {
+            match before.iter().find(|(o, _)| o.layer == c.layer && o.index == c.index) {
+                Some((_, old)) => assert_eq!(b, *old, "{c} kept its B"),
+                None => assert!(added.contains(c) && b != 0.0, "{c} is new and drew a B"),
+            }
+        }
+        let mut again = Topology::dense(&[3, 4, 2], true).expect("valid");
+        again.set_feedback_seed(42);
+        assert_eq!(again.feedback().collect::<Vec<_>>(), t.feedback().collect::<Vec<_>>(), "seeded");
+        let json = serde_json::to_string(&changed).expect("serialises");
+        assert_eq!(serde_json::from_str::<Topology>(&json).expect("reads back"), changed);
+    }
 }
