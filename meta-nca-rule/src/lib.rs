@@ -3,16 +3,18 @@
 //! reference path and meta-training.
 //!
 //! # Layout
-//! - [`topology`]: layer sizes, live connections, stable cell ids.
+//! - [`topology`]: layer sizes, live connections, stable cell ids, fixed feedback weights.
 //! - [`init`]: a cell's starting weight and hidden-state code (bit widths fixed per rule).
-//! - [`perception`]: the perception groups and [`perception::perceive`], their one definition.
+//! - [`perception`]: the perception groups, what each needs computed, and
+//!   [`perception::perceive`], their one definition.
 //! - [`firing`]: which cells fire at a step.
-//! - [`task`]: the task network's forward and reverse pass.
+//! - [`task`]: the task network's forward and reverse pass, and its local error messages.
 //! - [`batch`]: many networks flattened into one cell/neuron table.
 //! - [`fused`]: fused ops on the dfdx tape with hand-written adjoints.
 //! - [`rule`]: the rule network (a dfdx MLP with a bounded output).
-//! - [`reference`]: the batched, unrolled, differentiable grow on one dfdx tape.
-//! - [`episode`]: the random draws of one grow, from a seed.
+//! - [`reference`]: the batched, unrolled, differentiable grow on one dfdx tape (its
+//!   `activity` submodule: activity statistics, messages and their adjoint).
+//! - [`episode`]: the random draws of one grow, from a seed (and each step's minibatch rows).
 //! - [`config`]: the TOML experiment config and its validation.
 //! - [`data`]: datasets (Iris embedded, CSV), stratified split, standardisation.
 //! - [`generate`]: generated classification tasks (Gaussian mixtures, random teachers, XOR-like).
