@@ -111,9 +111,9 @@ pub struct GrowConfig {
     pub fire_fraction: f64,
     /// Training rows each step sees, drawn without replacement for that step (a minibatch;
     /// unset: the whole training split). The forward pass, the activity statistics and the
-    /// messages use them; the meta-loss uses the whole training split. Meta-training and
-    /// `eval` grow this way; single recorded grows (`grow`) and robustness experiments use
-    /// the whole split.
+    /// messages use them; the meta-loss uses the whole training split. Meta-training, the
+    /// training probes and `eval` grow this way; single recorded grows (`grow`), robustness
+    /// experiments and the learning suite (`suite`) use the whole split.
     pub batch_size: Option<usize>,
 }
 
