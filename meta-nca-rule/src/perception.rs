@@ -173,11 +173,6 @@ impl PerceptionSpec {
     pub fn needs(&self) -> Needs {
         self.groups.iter().fold(Needs::default(), |n, g| n.or(g.needs()))
     }
-
-    /// Whether any enabled group needs the task network's forward pass.
-    pub fn needs_activity(&self) -> bool {
-        self.needs().activity
-    }
 }
 
 /// What a neuron knows about its live incident cells and its own activity on the batch.
