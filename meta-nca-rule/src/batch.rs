@@ -109,22 +109,25 @@ impl Batch {
     /// The dense masked weights of network `net` read from the `w` column of `state`.
     pub fn dense_net(&self, net: usize, state: &[f64], width: usize) -> DenseNet<f64> {
         let t = &self.topologies[net];
-        let mut dense = DenseNet::zeros(t.sizes(), t.bias());
-        let (start, end) = self.net_cells[net];
-        for (c, slot) in self.cells[start..end].iter().enumerate() {
-            let cols = t.cols(slot.id.layer);
-            dense.weights[slot.id.layer][slot.id.pre * cols + slot.id.post] = state[(start + c) * width];
-        }
-        dense
+        DenseNet { sizes: t.sizes().to_vec(), bias: t.bias(), weights: self.dense(net, |c| state[c * width]) }
     }
 
     /// The feedback weights `B` of network `net` as dense matrices laid out like its weights
     /// (dead connections 0).
     pub fn dense_feedback(&self, net: usize) -> Vec<Vec<f64>> {
+        let feedback: Vec<f64> = self.topologies[net].feedback().collect();
+        let start = self.net_cells[net].0;
+        self.dense(net, |c| feedback[c - start])
+    }
+
+    /// Per-cell values `value(c)` (`c`: the cell's row in the batch) of network `net` as dense
+    /// matrices laid out like its weights, 0 at dead connections.
+    pub fn dense(&self, net: usize, value: impl Fn(usize) -> f64) -> Vec<Vec<f64>> {
         let t = &self.topologies[net];
         let mut dense = DenseNet::zeros(t.sizes(), t.bias()).weights;
-        for (id, b) in t.cells().zip(t.feedback()) {
-            dense[id.layer][id.pre * t.cols(id.layer) + id.post] = b;
+        let (start, end) = self.net_cells[net];
+        for (c, slot) in self.cells[start..end].iter().enumerate() {
+            dense[slot.id.layer][slot.id.pre * t.cols(slot.id.layer) + slot.id.post] = value(start + c);
         }
         dense
     }

@@ -90,13 +90,8 @@ impl Grower {
 
     /// The inverse of [`Self::scatter_cells`] over every layer: dense `[rows, cols]` matrices
     /// holding `per_cell * k` at the live cells of network `n`, 0 elsewhere.
-    fn gather_cells(&self, n: usize, net: &DenseNet<f64>, per_cell: &[f64], k: f64) -> Vec<Vec<f64>> {
-        let mut dense: Vec<Vec<f64>> = net.weights.iter().map(|w| vec![0.0; w.len()]).collect();
-        let (start, end) = self.batch.net_cells(n);
-        for (slot, v) in self.batch.cells()[start..end].iter().zip(&per_cell[start..end]) {
-            dense[slot.id.layer][slot.id.pre * net.cols(slot.id.layer) + slot.id.post] = v * k;
-        }
-        dense
+    fn gather_cells(&self, n: usize, per_cell: &[f64], k: f64) -> Vec<Vec<f64>> {
+        self.batch.dense(n, |c| per_cell[c] * k)
     }
 
     /// Batch statistics of one message wave: each neuron's mean message, each cell's mean
@@ -135,7 +130,7 @@ impl Grower {
     ) {
         let (net, act) = (&na.net, &na.act);
         let inv = 1.0 / act.batch.max(1) as f64;
-        let gc = self.gather_cells(n, net, g_corr, inv);
+        let gc = self.gather_cells(n, g_corr, inv);
         let mut gm = Vec::with_capacity(msgs.len());
         for (k, m) in msgs.iter().enumerate() {
             let (rows, cols) = (net.rows(k), net.cols(k));
@@ -255,8 +250,8 @@ impl Grower {
         let broadcast = |m: &mut [f64], n: usize, v: &[f64]| broadcast_mean(m, n, v, inv);
         // Dense per-layer gradients of the Hebbian statistics, [rows, cols] (`hebb_e` is 0
         // off the output layer).
-        let gz = self.gather_cells(n, net, &g.hebb_z, inv);
-        let ge = self.gather_cells(n, net, &g.hebb_e, inv).swap_remove(nl - 1);
+        let gz = self.gather_cells(n, &g.hebb_z, inv);
+        let ge = self.gather_cells(n, &g.hebb_e, inv).swap_remove(nl - 1);
         // One index runs over the layers' shapes, activations and gradients together.
         #[allow(clippy::needless_range_loop)]
         for k in 0..nl {
