@@ -105,6 +105,11 @@ impl Grower {
         &self.data
     }
 
+    /// The data the networks are grown on, shared.
+    pub fn data_arc(&self) -> &Arc<TaskData> {
+        &self.data
+    }
+
     /// A state tensor from row-major values `[cells, 1+d]`.
     pub fn state_tensor(&self, values: Vec<f64>) -> Tensor2<NoneTape> {
         let shape = (self.batch.num_cells(), self.spec.state_width());
@@ -173,6 +178,21 @@ impl Grower {
         init: WeightInit,
         rng: &mut StdRng,
     ) -> crate::Result<(Grower, Tensor2<T>)> {
+        self.reshape_on(state, topologies, self.data.clone(), code, init, rng)
+    }
+
+    /// [`Self::reshape`] onto new data: the grow goes on on `data` (a new phase of a changing
+    /// task, [`crate::continual`]), which must fit the changed networks (an output neuron
+    /// added with a class arriving, for instance).
+    pub fn reshape_on<T: Tape<f64, Cpu>>(
+        &self,
+        state: Tensor2<T>,
+        topologies: Vec<Topology>,
+        data: Arc<TaskData>,
+        code: &HiddenCode,
+        init: WeightInit,
+        rng: &mut StdRng,
+    ) -> crate::Result<(Grower, Tensor2<T>)> {
         if topologies.len() != self.batch.num_nets() {
             return Err(crate::Error::Topology(format!(
                 "a reshape needs {} networks, got {}",
@@ -190,7 +210,7 @@ impl Grower {
                 });
             }
         }
-        let grower = Grower::new(&self.dev, Batch::new(topologies), (*self.spec).clone(), self.data.clone())?;
+        let grower = Grower::new(&self.dev, Batch::new(topologies), (*self.spec).clone(), data)?;
         let s = self.spec.state_width();
         let (old_rows, rows) = (self.batch.num_cells(), plan.len());
         let carried = fused(&self.dev, state, (rows, s), move |old| {
