@@ -66,6 +66,20 @@ pub struct Damaged<T> {
     pub values: Vec<f64>,
 }
 
+/// Every network of `batch` must have `data`'s input and output sizes.
+fn check_fit(batch: &Batch, data: &TaskData) -> crate::Result<()> {
+    for (n, t) in batch.topologies().iter().enumerate() {
+        let sizes = t.sizes();
+        if sizes[0] != data.features || sizes[sizes.len() - 1] != data.classes {
+            return Err(crate::Error::Topology(format!(
+                "network {n} has sizes {sizes:?} but the data has {} features and {} classes",
+                data.features, data.classes
+            )));
+        }
+    }
+    Ok(())
+}
+
 /// Everything a grow of one batch needs besides the rule: the batch, the perception and the data.
 #[derive(Debug, Clone)]
 pub struct Grower {
@@ -78,15 +92,7 @@ pub struct Grower {
 impl Grower {
     /// A grower for `batch` on `data`; every network must have `data`'s input and output sizes.
     pub fn new(dev: &Cpu, batch: Batch, spec: PerceptionSpec, data: Arc<TaskData>) -> crate::Result<Self> {
-        for (n, t) in batch.topologies().iter().enumerate() {
-            let sizes = t.sizes();
-            if sizes[0] != data.features || sizes[sizes.len() - 1] != data.classes {
-                return Err(crate::Error::Topology(format!(
-                    "network {n} has sizes {sizes:?} but the data has {} features and {} classes",
-                    data.features, data.classes
-                )));
-            }
-        }
+        check_fit(&batch, &data)?;
         Ok(Self { dev: dev.clone(), batch: Arc::new(batch), spec: Arc::new(spec), data })
     }
 
@@ -322,6 +328,12 @@ impl Grower {
             Some(rows) => self.on_rows(rows).step(rule, state, fire),
             None => self.step(rule, state, fire),
         }
+    }
+
+    /// The same networks grown on `data` (which must fit them).
+    pub fn with_data(&self, data: Arc<TaskData>) -> crate::Result<Grower> {
+        check_fit(&self.batch, &data)?;
+        Ok(Grower { data, ..self.clone() })
     }
 
     /// The same grower seeing only the training rows `rows`.
