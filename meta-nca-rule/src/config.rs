@@ -174,8 +174,9 @@ pub struct TrainConfig {
     pub damage: Option<DamageConfig>,
     /// Continual episodes (`[[train.continual]]`, each a schedule): a task's grow is cut into
     /// phases whose data changes (classes arrive with new output neurons, inputs drift), and
-    /// the meta-loss is the mean over phase ends of the loss on every class seen so far. Empty:
-    /// off.
+    /// its meta-loss is the mean over phase ends of the loss on every class seen so far
+    /// (`loss-steps`, `steps-min` and `grow.steps` shape only the other, plain episodes).
+    /// Empty: off.
     pub continual: Vec<schedule::ScheduleSpec>,
     /// Fraction of the tasks of a meta-epoch grown as a continual episode (a schedule drawn
     /// from `continual`), when `continual` is set; the rest grow as usual.

@@ -222,7 +222,8 @@ impl Trainer {
         };
         let episode = Episode::draw_for(topologies, &episode_spec, rng)?;
         let first = &schedule.phases[0];
-        let mut grower = Grower::new(&self.dev, Batch::new(episode.topologies), self.spec.clone(), first.train.clone())?;
+        let mut grower =
+            Grower::new(&self.dev, Batch::new(episode.topologies), self.spec.clone(), first.train.clone())?;
         let mut state = grower.state_tensor(episode.state0).put_tape(OwnedTape::default());
         let mut losses = Vec::new();
         let last = schedule.phases.len() - 1;
@@ -234,7 +235,12 @@ impl Trainer {
             }
             let fires: Vec<Vec<bool>> = (0..phase.steps)
                 .map(|_| {
-                    grower.batch().topologies().iter().flat_map(|t| choose_firing(rng, t, cfg.grow.fire_fraction)).collect()
+                    grower
+                        .batch()
+                        .topologies()
+                        .iter()
+                        .flat_map(|t| choose_firing(rng, t, cfg.grow.fire_fraction))
+                        .collect()
                 })
                 .collect();
             let rows = draw_rows(cfg.grow.batch_size, phase.train.y.len(), phase.steps, rng);
@@ -242,7 +248,8 @@ impl Trainer {
             if p < last {
                 // The phase's loss; its tape travels on with the state (see `unroll_tail_loss`).
                 let (value, tape) = state.split_tape();
-                let (loss, tape) = grower.with_data(phase.seen_train.clone())?.loss(value.clone().put_tape(tape)).split_tape();
+                let (loss, tape) =
+                    grower.with_data(phase.seen_train.clone())?.loss(value.clone().put_tape(tape)).split_tape();
                 losses.push(loss);
                 state = value.put_tape(tape);
             }
@@ -365,7 +372,14 @@ impl Trainer {
                 n += 1.0;
             }
             if let Some(t) = g.task {
-                self.pool.put(t, g.grower.batch().topologies(), &g.values, self.spec.state_width(), &cfg.train, &mut rng);
+                self.pool.put(
+                    t,
+                    g.grower.batch().topologies(),
+                    &g.values,
+                    self.spec.state_width(),
+                    &cfg.train,
+                    &mut rng,
+                );
             }
         }
         self.epoch += 1;

@@ -113,10 +113,9 @@ impl ScheduleSpec {
     }
 }
 
-
 /// Checks `[[train.continual]]` against the rest of `[train]`: its episodes take their loss at
-/// phase ends on fixed-length phases, so they do not combine with a pool, damage, a loss tail
-/// or a random unroll length.
+/// phase ends on fixed-length phases, so they do not combine with a pool or damage
+/// (`loss-steps` and `steps-min` shape the other, plain episodes only).
 pub fn check_training(tr: &super::TrainConfig) -> Result<()> {
     if tr.continual.is_empty() {
         return Ok(());
@@ -133,12 +132,6 @@ pub fn check_training(tr: &super::TrainConfig) -> Result<()> {
     }
     if tr.damage.is_some() {
         return bad("train.damage", "damage cannot be combined with train.continual episodes");
-    }
-    if tr.loss_steps > 1 || tr.steps_min.is_some() {
-        return bad(
-            "train.continual",
-            "continual episodes take their loss at each phase end: unset train.loss-steps and train.steps-min",
-        );
     }
     Ok(())
 }
