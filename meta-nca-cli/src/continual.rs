@@ -75,7 +75,8 @@ impl Default for BaselineConfig {
 pub struct ContinualConfig {
     /// Datasets: embedded names or CSV paths.
     pub datasets: Vec<String>,
-    /// Held-out generated tasks (drawn from the run's `[tasks]` ranges, evaluation stream).
+    /// Held-out generated tasks (drawn from the run's `[tasks]` ranges, evaluation stream; a
+    /// class-incremental schedule starts one with at most all but one of its classes).
     pub generated: usize,
     /// Networks grown per task.
     pub networks: usize,
@@ -292,14 +293,34 @@ pub fn run(args: Args) -> Result<()> {
     let fire_fraction = config.fire_fraction.unwrap_or(run_cfg.grow.fire_fraction);
     let engine = config.engine_kind();
     let mut reports = Vec::new();
-    for task in tasks(&config, run_cfg)? {
+    for (k, task) in tasks(&config, run_cfg)?.into_iter().enumerate() {
+        // A named dataset must fit the schedule; a generated task (its class count drawn) starts
+        // with at most all but one of its classes.
+        let schedule = if k < config.datasets.len() {
+            config.schedule.check_classes(&task.name, task.split.num_classes)?;
+            config.schedule.clone()
+        } else {
+            config.schedule.for_classes(task.split.num_classes)
+        };
         let spec = ContinualSpec {
-            schedule: config.schedule.for_classes(task.split.num_classes),
+            schedule,
             networks: config.networks,
             fire_fraction,
             seed: config.seed,
             baseline: BaselineSpec { epochs: config.baseline.epochs, lr: config.baseline.lr, seed: config.seed },
         };
+        let (layers, cells) = task.archs.extent(run_cfg.task.bias);
+        if let Err(e) = ckpt.meta.code.check_fits(layers, cells) {
+            if k < config.datasets.len() {
+                return Err(e).with_context(|| format!("the rule cannot grow networks for {}", task.name));
+            }
+            println!(
+                "skipped {}: {e}
+",
+                task.name
+            );
+            continue;
+        }
         let report = run_continual(&ckpt.rule, &ckpt.meta, engine.as_ref(), &task, &spec)
             .with_context(|| format!("continual experiment on {}", task.name))?;
         if !args.json {
