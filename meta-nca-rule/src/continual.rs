@@ -249,7 +249,10 @@ impl Schedule {
         };
         Groups {
             seen: acc(&|_| true).unwrap_or(0.0),
-            old: if phase == 0 { None } else { acc(&|y| y < ph.arriving.start) },
+            old: match self.kind {
+                ScheduleKind::ClassIncremental if phase > 0 => acc(&|y| y < ph.arriving.start),
+                _ => None,
+            },
             new: if ph.arriving.is_empty() { None } else { acc(&|y| ph.arriving.contains(&y)) },
             first: first.unwrap_or(0.0),
         }

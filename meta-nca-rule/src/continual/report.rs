@@ -13,7 +13,7 @@ use crate::experiment::Task;
 pub struct Groups {
     /// On every class seen so far (validation rows, the current inputs).
     pub seen: f64,
-    /// On the classes of earlier phases (none in the first phase or without new classes).
+    /// On the classes of earlier phases (class-incremental, after the first phase).
     pub old: Option<f64>,
     /// On the classes arriving in this phase (none when no class arrives).
     pub new: Option<f64>,
@@ -227,10 +227,11 @@ impl ContinualReport {
             "phase", "steps", "outputs", "arriving", "grown", "old", "new", "tuned", "old", "new"
         );
         for (info, end) in self.phases.iter().zip(&self.phase_ends) {
-            let arriving = if info.arriving.is_empty() {
-                format!("drift {}", info.domain)
-            } else {
-                info.arriving.iter().map(ToString::to_string).collect::<Vec<_>>().join(",")
+            let arriving = match info.arriving.as_slice() {
+                [] => format!("drift {}", info.domain),
+                [one] => one.to_string(),
+                [a, b] => format!("{a},{b}"),
+                [a, .., b] => format!("{a}-{b}"),
             };
             let _ = writeln!(
                 out,
