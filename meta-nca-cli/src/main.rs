@@ -19,6 +19,7 @@ mod check;
 mod eval;
 mod grow;
 mod inspect;
+mod memory;
 mod plot;
 mod robustness;
 mod robustness_config;
