@@ -42,6 +42,9 @@ pub struct Args {
     /// Replace the runs of an earlier sweep in the seed folders (they are deleted first).
     #[arg(long)]
     force: bool,
+    /// Skip the estimate of the memory the seeds trained at once need.
+    #[arg(long)]
+    no_memory_check: bool,
 }
 
 /// One evaluated column of the table: a dataset, as given or with labels permuted.
@@ -105,6 +108,9 @@ pub fn run(args: Args) -> Result<()> {
         check_new_folder(&seed_dir(&out, seed), args.force)?;
     }
     let start = if args.force { Start::Replace } else { Start::New };
+    if !args.no_memory_check {
+        crate::memory::check_training(&config, args.jobs.min(args.seeds as usize))?;
+    }
     println!(
         "sweep of {} seeds from {} ({} jobs), {} networks per evaluation, folder {}",
         args.seeds,

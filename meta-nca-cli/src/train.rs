@@ -255,7 +255,7 @@ pub fn run(args: Args) -> Result<()> {
         (config, out)
     };
     if !args.no_memory_check {
-        crate::memory::check_training(&config)?;
+        crate::memory::check_training(&config, 1)?;
     }
     let start = match (args.resume, args.force) {
         (true, _) => Start::Resume,
