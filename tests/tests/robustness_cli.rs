@@ -156,7 +156,13 @@ fn flags_override_the_file() {
     std::fs::write(tmp.path("zero.toml"), "networks = 0\nfractions = [0.5]\nrecover = 1\nfine-tune = 1\n")
         .expect("write");
     fails(&["robustness", "--run", &dir, "--config", &tmp.arg("zero.toml")], &["networks"]);
-    let fixed = ok(&["robustness", "--run", &dir, "--config", &tmp.arg("zero.toml"), "--networks", "1"]);
+    let zero = tmp.arg("zero.toml");
+    let fixed = ["robustness", "--run", &dir, "--config", &zero, "--networks", "1"];
+    // Another random prune than the first: its outputs are not silently replaced.
+    let before = read(&run_dir.join("robustness-prune-random.csv"));
+    fails(&fixed, &["robustness-prune-random.csv", "different experiment", "--name", "--force"]);
+    assert_eq!(read(&run_dir.join("robustness-prune-random.csv")), before, "a refused run changed the curves");
+    let fixed = ok(&[&fixed[..], &["--force"]].concat());
     assert!(fixed.contains("1 networks"), "{fixed}");
 }
 
