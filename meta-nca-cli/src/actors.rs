@@ -147,8 +147,9 @@ impl SimArgs {
         for item in text.split(',').map(str::trim).filter(|s| !s.is_empty()) {
             let filter = CellFilter::parse(item)?;
             if !cells.iter().any(|c| filter.matches(c)) {
-                let shape: Vec<String> =
-                    (0..topology.num_layers()).map(|l| format!("{l}:0..{}:0..{}", topology.rows(l), topology.cols(l))).collect();
+                let shape: Vec<String> = (0..topology.num_layers())
+                    .map(|l| format!("{l}:0..{}:0..{}", topology.rows(l), topology.cols(l)))
+                    .collect();
                 bail!("--trace-cells {item}: no such cell (layer:i:j of this network: {})", shape.join(", "));
             }
         }

@@ -147,9 +147,9 @@ pub fn run(args: Args) -> Result<()> {
         }
         // A last line without its newline: the writer was stopped in the middle of it.
         let partial = raw.last() != Some(&b'\n');
-        let parsed = std::str::from_utf8(&raw).map_err(anyhow::Error::from).and_then(|line| {
-            Ok((!line.trim().is_empty()).then(|| serde_json::from_str::<Value>(line)).transpose()?)
-        });
+        let parsed = std::str::from_utf8(&raw)
+            .map_err(anyhow::Error::from)
+            .and_then(|line| Ok((!line.trim().is_empty()).then(|| serde_json::from_str::<Value>(line)).transpose()?));
         let v = match parsed {
             Ok(Some(v)) => v,
             Ok(None) => continue,

@@ -135,10 +135,9 @@ pub fn check_new_folder(dir: &Path, force: bool) -> Result<()> {
              (deletes everything in it), or pick another --out",
             dir.display()
         ),
-        (false, false) => bail!(
-            "run folder {} is not empty (and holds no run): pick an empty or new --out",
-            dir.display()
-        ),
+        (false, false) => {
+            bail!("run folder {} is not empty (and holds no run): pick an empty or new --out", dir.display())
+        }
         (true, false) => bail!(
             "--force: {} is not a run folder (no config.toml, metrics.csv or checkpoint), so it is not \
              cleared; pick an empty or new --out",

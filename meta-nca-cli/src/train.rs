@@ -319,7 +319,9 @@ fn resume_config(args: &Args) -> Result<(Config, PathBuf)> {
     };
     let recorded_path = out.join("config.toml");
     let recorded = match std::fs::read_to_string(&recorded_path) {
-        Ok(text) => Config::from_toml(&text).with_context(|| format!("in the run's config {}", recorded_path.display()))?,
+        Ok(text) => {
+            Config::from_toml(&text).with_context(|| format!("in the run's config {}", recorded_path.display()))?
+        }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             let last = checkpoint_path(&out, Which::Last);
             Checkpoint::load(&last)
@@ -330,8 +332,9 @@ fn resume_config(args: &Args) -> Result<(Config, PathBuf)> {
         Err(e) => return Err(e).with_context(|| format!("reading the run's config {}", recorded_path.display())),
     };
     let given = if args.config.given() { args.config.load_over(&recorded)? } else { recorded.clone() };
-    let (allowed, refused): (Vec<_>, Vec<_>) =
-        config_changes(&recorded, &given).into_iter().partition(|c| c.key.starts_with("train.") || c.key.starts_with("grow."));
+    let (allowed, refused): (Vec<_>, Vec<_>) = config_changes(&recorded, &given)
+        .into_iter()
+        .partition(|c| c.key.starts_with("train.") || c.key.starts_with("grow."));
     if !refused.is_empty() {
         let lines: Vec<String> = refused.iter().map(ToString::to_string).collect();
         bail!(
