@@ -6,6 +6,7 @@
 //! - `main.rs`: the command line and logging set-up.
 //! - [`run_dir`]: a run folder (resolved config, metrics, checkpoints).
 //! - [`robustness_config`]: a robustness experiment from a TOML file and flags.
+//! - [`memory`]: the memory a training config needs, checked before it starts.
 //! - [`train`], [`eval`], [`grow`], [`bench`], [`suite`]: one module per subcommand.
 
 use std::process::ExitCode;
