@@ -157,20 +157,7 @@ impl Checkpoint {
             .as_object_mut()
             .and_then(|m| m.remove(OPTIMIZER_KEY))
             .ok_or_else(|| ckpt_err(path, "metadata has no optimiser state"))?;
-        if let Some(stored) = meta_json.as_object_mut().and_then(|m| m.remove(CHECKSUM_KEY)) {
-            let all = tensors.tensors();
-            let computed = checksum(all.iter().map(|(n, t)| (n.as_str(), t.shape(), t.data())));
-            if stored.as_str() != Some(computed.as_str()) {
-                return Err(ckpt_err(
-                    path,
-                    format!(
-                        "its tensors do not match the checksum written with them (stored {stored}, computed \
-                         {computed}): the file is corrupt or was edited; use another checkpoint of the run or \
-                         retrain"
-                    ),
-                ));
-            }
-        }
+        let stored_checksum = meta_json.as_object_mut().and_then(|m| m.remove(CHECKSUM_KEY));
         let meta: RuleMeta =
             serde_json::from_value(meta_json).map_err(|e| ckpt_err(path, format!("corrupt metadata: {e}")))?;
         if meta.format != FORMAT {
@@ -213,6 +200,21 @@ impl Checkpoint {
             params.push(read(name, &shape)?);
             m.push(read(&format!("adam.m.{name}"), &shape)?);
             v.push(read(&format!("adam.v.{name}"), &shape)?);
+        }
+        // After the tensors are read, so a missing or misshapen tensor is named as such.
+        if let Some(stored) = stored_checksum {
+            let all = tensors.tensors();
+            let computed = checksum(all.iter().map(|(n, t)| (n.as_str(), t.shape(), t.data())));
+            if stored.as_str() != Some(computed.as_str()) {
+                return Err(ckpt_err(
+                    path,
+                    format!(
+                        "its tensors do not match the checksum written with them (stored {}, computed {computed}): \
+                         the file is corrupt or was edited; use another checkpoint of the run or retrain",
+                        stored.as_str().unwrap_or("not a string")
+                    ),
+                ));
+            }
         }
         if params.iter().flatten().any(|x| !x.is_finite()) {
             return Err(ckpt_err(path, "rule parameters are not finite"));
