@@ -284,7 +284,8 @@ fn every_experiment_gives_the_same_curves_on_the_actors() {
         assert!(reference.contains("engine: reference"), "{reference}");
         let curves = read(&tmp.path("run").join(format!("{stem}.csv")));
         for executor in ["tasks", "shards"] {
-            let out = ok(&[&base[..], &["--engine", "actors", "--executor", executor]].concat());
+            // The second executor replaces the first one's files (another experiment by its plan).
+            let out = ok(&[&base[..], &["--engine", "actors", "--executor", executor, "--force"]].concat());
             assert!(out.contains("engine: actors"), "{out}");
             let actors = read(&tmp.path("run").join(format!("{stem}-actors.csv")));
             assert_eq!(actors, curves, "{config} on {executor}: the actors' curves differ from the reference path's");
