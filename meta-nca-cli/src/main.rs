@@ -7,7 +7,7 @@
 //! - [`run_dir`]: a run folder (resolved config, metrics, checkpoints).
 //! - [`robustness_config`]: a robustness experiment from a TOML file and flags.
 //! - [`memory`]: the memory a training config needs, checked before it starts.
-//! - [`train`], [`eval`], [`grow`], [`bench`], [`suite`]: one module per subcommand.
+//! - [`train`], [`eval`], [`grow`], [`bench`], [`suite`], [`continual`]: one module per subcommand.
 
 use std::process::ExitCode;
 
@@ -17,6 +17,7 @@ mod actors;
 mod bench;
 mod bench_actors;
 mod check;
+mod continual;
 mod eval;
 mod grow;
 mod inspect;
@@ -66,6 +67,9 @@ enum Command {
     /// The learning suite: held-out generated tasks and the embedded datasets, grown by a run's
     /// rule next to backprop, equal-step Adam and logistic regression; writes suite.csv/json.
     Suite(suite::Args),
+    /// Keep learning: grow through a schedule whose data changes (classes arrive with new output
+    /// neurons, inputs drift), next to backprop fine-tuned per phase and backprop on all data.
+    Continual(continual::Args),
     /// Draw pictures: training curves of a run, weight GIFs of a grown network, robustness curves,
     /// the learning suite.
     Plot(plot::Args),
@@ -145,6 +149,7 @@ fn main() -> ExitCode {
         Command::Inspect(args) => inspect::run(args),
         Command::Plot(args) => plot::run(args),
         Command::Suite(args) => suite::run(args),
+        Command::Continual(args) => continual::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -4,6 +4,7 @@
 
 use serde::{Deserialize, Serialize};
 
+pub mod schedule;
 pub mod tasks;
 pub use tasks::{KindMix, TasksConfig};
 
@@ -171,6 +172,15 @@ pub struct TrainConfig {
     /// Damage-aware training: after the grow, remove connections at random, keep growing,
     /// and take the mean of the losses before the damage and after the recovery.
     pub damage: Option<DamageConfig>,
+    /// Continual episodes (`[[train.continual]]`, each a schedule): a task's grow is cut into
+    /// phases whose data changes (classes arrive with new output neurons, inputs drift), and
+    /// its meta-loss is the mean over phase ends of the loss on every class seen so far
+    /// (`loss-steps`, `steps-min` and `grow.steps` shape only the other, plain episodes).
+    /// Empty: off.
+    pub continual: Vec<schedule::ScheduleSpec>,
+    /// Fraction of the tasks of a meta-epoch grown as a continual episode (a schedule drawn
+    /// from `continual`), when `continual` is set; the rest grow as usual.
+    pub continual_fraction: f64,
 }
 
 /// Random damage during meta-training episodes (as Growing NCA damages its samples).
@@ -271,6 +281,8 @@ impl Default for TrainConfig {
             pool_size: 0,
             pool_fraction: 0.5,
             damage: None,
+            continual: Vec::new(),
+            continual_fraction: 1.0,
         }
     }
 }
@@ -441,6 +453,7 @@ impl Config {
                 format!("fraction must be in [0, 1) and recover >= 1, got {} and {}", d.fraction, d.recover),
             ));
         }
+        schedule::check_training(tr)?;
         if !(0.0..=1.0).contains(&tr.pool_fraction) {
             return Err(bad("train.pool-fraction", format!("must be in [0, 1], got {}", tr.pool_fraction)));
         }

@@ -35,7 +35,24 @@ pub trait Engine {
         code: &HiddenCode,
         init: WeightInit,
         rng: &mut StdRng,
+    ) -> Result<()> {
+        let data = self.data().clone();
+        self.reshape_on(topologies, data, code, init, rng)
+    }
+
+    /// [`Self::reshape`], and every later step sees `data` (a new phase of a changing task);
+    /// `data` must fit the changed networks. An error changes nothing.
+    fn reshape_on(
+        &mut self,
+        topologies: Vec<Topology>,
+        data: Arc<TaskData>,
+        code: &HiddenCode,
+        init: WeightInit,
+        rng: &mut StdRng,
     ) -> Result<()>;
+
+    /// The data the steps see.
+    fn data(&self) -> &Arc<TaskData>;
 }
 
 /// Starts engines of one kind on given networks and states.
@@ -76,18 +93,23 @@ impl Engine for ReferenceEngine {
         Ok(())
     }
 
-    fn reshape(
+    fn reshape_on(
         &mut self,
         topologies: Vec<Topology>,
+        data: Arc<TaskData>,
         code: &HiddenCode,
         init: WeightInit,
         rng: &mut StdRng,
     ) -> Result<()> {
         let state = self.grower.state_tensor(self.state.clone());
-        let (grower, state) = self.grower.reshape(state, topologies, code, init, rng)?;
+        let (grower, state) = self.grower.reshape_on(state, topologies, data, code, init, rng)?;
         self.state = values(&state);
         self.grower = grower;
         Ok(())
+    }
+
+    fn data(&self) -> &Arc<TaskData> {
+        self.grower.data_arc()
     }
 }
 

@@ -25,6 +25,8 @@ pub enum Stream {
     TrainTasks = 5,
     /// Generated held-out tasks of evaluation (the learning suite); disjoint from `TrainTasks`.
     EvalTasks = 6,
+    /// Continual experiments ([`crate::continual`]): their grows, drifts and baselines.
+    Continual = 7,
 }
 
 /// SplitMix64's output function: a well-mixed 64-bit hash of `z`.

@@ -31,12 +31,15 @@
 //! - [`engine`]: where a grow runs, step by step with topology changes (the reference path
 //!   here; the actor simulation in `meta-nca-sim`).
 //! - [`robustness`]: damage a grown network and watch the rule repair it.
+//! - [`continual`]: grows whose data changes (classes arrive, inputs drift), forgetting, and
+//!   backprop on the same schedule (its `report` submodule: what was measured, the table).
 //! - [`error`]: the crate's error type.
 
 pub mod baseline;
 pub mod batch;
 pub mod checkpoint;
 pub mod config;
+pub mod continual;
 pub mod data;
 pub mod engine;
 pub mod episode;

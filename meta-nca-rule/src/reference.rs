@@ -66,6 +66,20 @@ pub struct Damaged<T> {
     pub values: Vec<f64>,
 }
 
+/// Every network of `batch` must have `data`'s input and output sizes.
+fn check_fit(batch: &Batch, data: &TaskData) -> crate::Result<()> {
+    for (n, t) in batch.topologies().iter().enumerate() {
+        let sizes = t.sizes();
+        if sizes[0] != data.features || sizes[sizes.len() - 1] != data.classes {
+            return Err(crate::Error::Topology(format!(
+                "network {n} has sizes {sizes:?} but the data has {} features and {} classes",
+                data.features, data.classes
+            )));
+        }
+    }
+    Ok(())
+}
+
 /// Everything a grow of one batch needs besides the rule: the batch, the perception and the data.
 #[derive(Debug, Clone)]
 pub struct Grower {
@@ -78,15 +92,7 @@ pub struct Grower {
 impl Grower {
     /// A grower for `batch` on `data`; every network must have `data`'s input and output sizes.
     pub fn new(dev: &Cpu, batch: Batch, spec: PerceptionSpec, data: Arc<TaskData>) -> crate::Result<Self> {
-        for (n, t) in batch.topologies().iter().enumerate() {
-            let sizes = t.sizes();
-            if sizes[0] != data.features || sizes[sizes.len() - 1] != data.classes {
-                return Err(crate::Error::Topology(format!(
-                    "network {n} has sizes {sizes:?} but the data has {} features and {} classes",
-                    data.features, data.classes
-                )));
-            }
-        }
+        check_fit(&batch, &data)?;
         Ok(Self { dev: dev.clone(), batch: Arc::new(batch), spec: Arc::new(spec), data })
     }
 
@@ -102,6 +108,11 @@ impl Grower {
 
     /// The data the networks are grown on.
     pub fn data(&self) -> &TaskData {
+        &self.data
+    }
+
+    /// The data the networks are grown on, shared.
+    pub fn data_arc(&self) -> &Arc<TaskData> {
         &self.data
     }
 
@@ -173,6 +184,21 @@ impl Grower {
         init: WeightInit,
         rng: &mut StdRng,
     ) -> crate::Result<(Grower, Tensor2<T>)> {
+        self.reshape_on(state, topologies, self.data.clone(), code, init, rng)
+    }
+
+    /// [`Self::reshape`] onto new data: the grow goes on on `data` (a new phase of a changing
+    /// task, [`crate::continual`]), which must fit the changed networks (an output neuron
+    /// added with a class arriving, for instance).
+    pub fn reshape_on<T: Tape<f64, Cpu>>(
+        &self,
+        state: Tensor2<T>,
+        topologies: Vec<Topology>,
+        data: Arc<TaskData>,
+        code: &HiddenCode,
+        init: WeightInit,
+        rng: &mut StdRng,
+    ) -> crate::Result<(Grower, Tensor2<T>)> {
         if topologies.len() != self.batch.num_nets() {
             return Err(crate::Error::Topology(format!(
                 "a reshape needs {} networks, got {}",
@@ -190,7 +216,7 @@ impl Grower {
                 });
             }
         }
-        let grower = Grower::new(&self.dev, Batch::new(topologies), (*self.spec).clone(), self.data.clone())?;
+        let grower = Grower::new(&self.dev, Batch::new(topologies), (*self.spec).clone(), data)?;
         let s = self.spec.state_width();
         let (old_rows, rows) = (self.batch.num_cells(), plan.len());
         let carried = fused(&self.dev, state, (rows, s), move |old| {
@@ -302,6 +328,12 @@ impl Grower {
             Some(rows) => self.on_rows(rows).step(rule, state, fire),
             None => self.step(rule, state, fire),
         }
+    }
+
+    /// The same networks grown on `data` (which must fit them).
+    pub fn with_data(&self, data: Arc<TaskData>) -> crate::Result<Grower> {
+        check_fit(&self.batch, &data)?;
+        Ok(Grower { data, ..self.clone() })
     }
 
     /// The same grower seeing only the training rows `rows`.

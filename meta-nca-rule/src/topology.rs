@@ -248,26 +248,33 @@ impl Topology {
         Ok(id)
     }
 
-    fn check_hidden(&self, layer: usize) -> Result<()> {
-        if self.sizes.len() < 3 {
-            return Err(Error::Topology(format!("the network {:?} has no hidden layer", self.sizes)));
-        }
-        if layer == 0 || layer + 1 >= self.sizes.len() {
+    /// A layer whose neurons can come and go: a hidden layer, or the output layer (a class
+    /// arriving or retiring). Input neurons are the data's features and stay.
+    fn check_neuron_layer(&self, layer: usize) -> Result<()> {
+        if layer == 0 || layer >= self.sizes.len() {
             return Err(Error::Topology(format!(
-                "layer {layer} of {:?} is not a hidden layer (hidden layers are 1 to {})",
+                "layer {layer} of {:?} has no neurons that can be added or removed (hidden layers are 1 to {}, \
+                 the output layer is {})",
                 self.sizes,
-                self.sizes.len() - 2
+                self.sizes.len().saturating_sub(2),
+                self.sizes.len() - 1
             )));
         }
         Ok(())
     }
 
-    /// Removes hidden neuron `idx` of layer `layer` with every connection into and out of it;
-    /// the neurons after it (and the layer's bias neuron) move down by one. Returns the
-    /// removed cells. An error, and nothing changed, if there is no such hidden neuron or it
-    /// is the layer's last one.
+    /// Whether `layer` is the output layer.
+    fn is_output(&self, layer: usize) -> bool {
+        layer + 1 == self.sizes.len()
+    }
+
+    /// Removes neuron `idx` of layer `layer` (hidden or output) with every connection into
+    /// and out of it; the neurons after it (and a hidden layer's bias neuron) move down by one.
+    /// Removing an output neuron retires its class: the classes after it move down by one.
+    /// Returns the removed cells. An error, and nothing changed, if there is no such neuron or
+    /// it is the layer's last one.
     pub fn remove_neuron(&mut self, layer: usize, idx: usize) -> Result<Vec<CellId>> {
-        self.check_hidden(layer)?;
+        self.check_neuron_layer(layer)?;
         if idx >= self.sizes[layer] {
             return Err(Error::Topology(format!(
                 "layer {layer} has {} neurons, there is no neuron {idx}",
@@ -278,22 +285,26 @@ impl Topology {
             return Err(Error::Topology(format!("neuron {idx} is the last one of layer {layer}")));
         }
         let mut removed = self.remove_cells(layer - 1, |c| c.post == idx);
-        removed.extend(self.remove_cells(layer, |c| c.pre == idx));
         self.layers[layer - 1].cells.iter_mut().filter(|c| c.post > idx).for_each(|c| c.post -= 1);
-        self.layers[layer].cells.iter_mut().filter(|c| c.pre > idx).for_each(|c| c.pre -= 1);
+        if !self.is_output(layer) {
+            removed.extend(self.remove_cells(layer, |c| c.pre == idx));
+            self.layers[layer].cells.iter_mut().filter(|c| c.pre > idx).for_each(|c| c.pre -= 1);
+        }
         self.sizes[layer] -= 1;
         Ok(removed)
     }
 
-    /// Adds a hidden neuron at the end of layer `layer`, connected from every neuron of the
-    /// layer before (bias included) and to every neuron of the layer after; the new cells
-    /// take the next unused indices of their layers. Returns the new neuron's index and the
-    /// added cells.
+    /// Adds a neuron at the end of layer `layer` (hidden or output), connected from every
+    /// neuron of the layer before (bias included) and, in a hidden layer, to every neuron of
+    /// the layer after; the new cells take the next unused indices of their layers. A new
+    /// output neuron is a new class with the next label. Returns the new neuron's index and
+    /// the added cells.
     pub fn add_neuron(&mut self, layer: usize) -> Result<(usize, Vec<CellId>)> {
-        self.check_hidden(layer)?;
+        self.check_neuron_layer(layer)?;
         let idx = self.sizes[layer];
-        // The bias neuron of `layer` moves from row idx to row idx + 1.
-        if self.bias {
+        let output = self.is_output(layer);
+        // The bias neuron of a hidden `layer` moves from row idx to row idx + 1.
+        if self.bias && !output {
             self.layers[layer].cells.iter_mut().filter(|c| c.pre == idx).for_each(|c| c.pre += 1);
         }
         self.sizes[layer] += 1;
@@ -301,8 +312,10 @@ impl Topology {
         for pre in 0..self.rows(layer - 1) {
             added.push(self.add_connection(layer - 1, pre, idx)?);
         }
-        for post in 0..self.cols(layer) {
-            added.push(self.add_connection(layer, idx, post)?);
+        if !output {
+            for post in 0..self.cols(layer) {
+                added.push(self.add_connection(layer, idx, post)?);
+            }
         }
         Ok((idx, added))
     }
@@ -311,7 +324,7 @@ impl Topology {
 /// One topology operation between grow steps: the same in meaning for the reference path
 /// and the actor simulation (both apply it with [`Topology::apply`] and carry the state over
 /// with [`crate::init::carry_plan`]). Written `remove:L:I:J`, `add:L:I:J` (connection
-/// `I -> J` of weight matrix `L`), `remove-neuron:L:I`, `add-neuron:L` (hidden layer `L`).
+/// `I -> J` of weight matrix `L`), `remove-neuron:L:I`, `add-neuron:L` (hidden or output layer `L`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(into = "String", try_from = "String")]
 pub enum Change {
@@ -333,16 +346,18 @@ pub enum Change {
         /// Column.
         post: usize,
     },
-    /// Remove hidden neuron `idx` of layer `layer` with all its connections.
+    /// Remove neuron `idx` of layer `layer` (hidden, or the output layer: a class retires)
+    /// with all its connections.
     RemoveNeuron {
-        /// Hidden layer.
+        /// Hidden or output layer.
         layer: usize,
         /// Neuron.
         idx: usize,
     },
-    /// Add a hidden neuron to layer `layer`, connected to all neurons of the adjacent layers.
+    /// Add a neuron to layer `layer` (hidden, or the output layer: a class arrives),
+    /// connected to all neurons of the adjacent layers.
     AddNeuron {
-        /// Hidden layer.
+        /// Hidden or output layer.
         layer: usize,
     },
 }
@@ -466,7 +481,7 @@ mod tests {
             assert!(bad.parse::<Scheduled>().is_err(), "{bad}");
         }
         let before = t.clone();
-        for change in ["remove:0:9:0", "remove-neuron:2:0", "add-neuron:0", "remove:5:0:0"] {
+        for change in ["remove:0:9:0", "remove-neuron:3:0", "add-neuron:0", "remove:5:0:0"] {
             assert!(t.apply(&change.parse().expect("parses")).is_err(), "{change}");
             assert_eq!(t, before, "a refused change leaves the topology alone");
         }
@@ -513,11 +528,35 @@ mod tests {
         // New cells take fresh indices, never reused ones.
         assert!(added.iter().filter(|c| c.layer == 0).all(|c| c.index >= 9));
         assert!(t.remove_neuron(0, 0).is_err());
-        assert!(t.remove_neuron(2, 0).is_err());
+        assert!(t.remove_neuron(3, 0).is_err());
         assert!(t.remove_neuron(1, 3).is_err());
-        assert!(t.add_neuron(2).is_err());
+        assert!(t.add_neuron(3).is_err());
         let mut one = Topology::dense(&[2, 1, 2], false).expect("valid");
         assert!(one.remove_neuron(1, 0).is_err());
+    }
+
+    #[test]
+    fn output_neurons_are_classes_that_come_and_go() {
+        let mut t = Topology::dense(&[2, 3, 2], true).expect("valid");
+        let (idx, added) = t.add_neuron(2).expect("output layer");
+        assert_eq!((idx, t.sizes()), (2, &[2, 3, 3][..]));
+        // From every hidden neuron and the bias neuron, nothing out of an output neuron.
+        assert_eq!(added.len(), 4);
+        assert!(added.iter().all(|c| c.layer == 1 && c.post == 2 && c.index >= 8));
+        assert_eq!(t.mask(1), vec![true; 12]);
+        let removed = t.remove_neuron(2, 0).expect("output neuron");
+        assert_eq!(removed.len(), 4);
+        assert_eq!(t.sizes(), &[2, 3, 2]);
+        // The old class 1 is now 0 and the new class 2 is 1; hidden cells are untouched.
+        assert!(t.layer(1).cells.iter().all(|c| c.post < 2));
+        assert_eq!(t.layer(0).cells.len(), 9);
+        let mut one_layer = Topology::dense(&[3, 2], true).expect("valid");
+        one_layer.add_neuron(1).expect("output layer of a 1-layer net");
+        assert_eq!((one_layer.sizes(), one_layer.num_cells()), (&[3, 3][..], 12));
+        one_layer.remove_neuron(1, 2).expect("output");
+        one_layer.remove_neuron(1, 0).expect("output");
+        assert!(one_layer.remove_neuron(1, 0).is_err(), "the last class stays");
+        assert!(one_layer.add_neuron(0).is_err(), "input neurons are the data's features");
     }
 
     #[test]

@@ -1,26 +1,32 @@
 //! Meta-training: each meta-epoch grows fresh task networks with the rule on the tape, takes
 //! the cross-entropy at the loss step, and moves only the rule (Adam, global-norm clipping).
 
+use std::sync::Arc;
 use std::time::Instant;
 
 use dfdx::prelude::*;
 use rand::Rng;
+use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 
 use crate::batch::Batch;
 use crate::checkpoint::{Checkpoint, FORMAT, RuleMeta, config_mismatches};
+use crate::config::schedule::ScheduleSpec;
 use crate::config::{Config, GradNormalisation};
+use crate::continual::Schedule;
 use crate::episode::{Episode, EpisodeSpec, Stream, draw_rows, rng_for};
 use crate::eval::{EvalSpec, grow_nets, score_nets};
-use crate::experiment::Experiment;
+use crate::experiment::{Experiment, Task};
+use crate::firing::choose_firing;
 use crate::fused::values;
 use crate::init::HiddenCode;
 use crate::optim::{Adam, clip_global_norm, global_norm, normalise_per_tensor};
 use crate::perception::PerceptionSpec;
 use crate::pool::Pool;
-use crate::reference::{Grower, score};
+use crate::reference::{Grower, TaskData, score};
 use crate::robustness::{PruneMode, prune_batch};
 use crate::rule::RuleNet;
+use crate::topology::Topology;
 use crate::{Error, Result};
 
 /// What gets a config off the dead saddle, among the settings it does not already have
@@ -71,6 +77,23 @@ pub struct ProbeResult {
     pub val_acc: f64,
     /// Whether this is the lowest probe loss so far.
     pub best: bool,
+}
+
+/// Networks grown in a meta-epoch, with the data they are scored on.
+struct Grown {
+    /// The task's index in the meta-epoch, for the pool (none: a continual episode, which
+    /// the pool does not keep).
+    task: Option<usize>,
+    train: Arc<TaskData>,
+    val: Arc<TaskData>,
+    grower: Grower,
+    values: Vec<f64>,
+}
+
+impl Grown {
+    fn of(t: usize, task: &Task, grower: Grower, values: Vec<f64>) -> Self {
+        Self { task: Some(t), train: task.train.clone(), val: task.val.clone(), grower, values }
+    }
 }
 
 /// A rule being meta-trained, with everything needed to continue or checkpoint it.
@@ -188,6 +211,73 @@ impl Trainer {
         &self.exp.config
     }
 
+    /// A continual episode on `task` (see [`crate::continual`]): `num-models` fresh networks
+    /// with the first phase's output neurons grow phase by phase on the tape, output neurons
+    /// added as classes arrive; the loss is the mean over phase ends of the cross-entropy on
+    /// every class seen so far (training rows). Returns the loss, the final grower and state
+    /// values, and the schedule.
+    fn continual_episode(
+        &self,
+        task: &Task,
+        spec: &ScheduleSpec,
+        rng: &mut StdRng,
+    ) -> Result<(Tensor<(), f64, Cpu, OwnedTape<f64, Cpu>>, Grower, Vec<f64>, Schedule)> {
+        let cfg = &self.exp.config;
+        let schedule = Schedule::new(&spec.for_classes(task.split.num_classes), &task.split, rng)?;
+        let topologies = (0..cfg.train.num_models)
+            .map(|_| Topology::dense(&schedule.first_sizes(&task.archs.sample(rng)), cfg.task.bias))
+            .collect::<Result<Vec<_>>>()?;
+        let episode_spec = EpisodeSpec {
+            archs: &task.archs,
+            networks: cfg.train.num_models,
+            bias: cfg.task.bias,
+            weight_init: cfg.task.weight_init,
+            code: self.code,
+            steps: 0,
+            fire_fraction: cfg.grow.fire_fraction,
+        };
+        let episode = Episode::draw_for(topologies, &episode_spec, rng)?;
+        let first = &schedule.phases[0];
+        let mut grower =
+            Grower::new(&self.dev, Batch::new(episode.topologies), self.spec.clone(), first.train.clone())?;
+        let mut state = grower.state_tensor(episode.state0).put_tape(OwnedTape::default());
+        let mut losses = Vec::new();
+        let last = schedule.phases.len() - 1;
+        for (p, phase) in schedule.phases.iter().enumerate() {
+            if p > 0 {
+                let next = schedule.entering(p, grower.batch().topologies())?;
+                (grower, state) =
+                    grower.reshape_on(state, next, phase.train.clone(), &self.code, cfg.task.weight_init, rng)?;
+            }
+            let fires: Vec<Vec<bool>> = (0..phase.steps)
+                .map(|_| {
+                    grower
+                        .batch()
+                        .topologies()
+                        .iter()
+                        .flat_map(|t| choose_firing(rng, t, cfg.grow.fire_fraction))
+                        .collect()
+                })
+                .collect();
+            let rows = draw_rows(cfg.grow.batch_size, phase.train.y.len(), phase.steps, rng);
+            state = grower.unroll_on(&self.rule, state, &fires, &rows);
+            if p < last {
+                // The phase's loss; its tape travels on with the state (see `unroll_tail_loss`).
+                let (value, tape) = state.split_tape();
+                let (loss, tape) =
+                    grower.with_data(phase.seen_train.clone())?.loss(value.clone().put_tape(tape)).split_tape();
+                losses.push(loss);
+                state = value.put_tape(tape);
+            }
+        }
+        let (value, tape) = state.split_tape();
+        let values = values(&value);
+        let final_loss = grower.with_data(schedule.phases[last].seen_train.clone())?.loss(value.put_tape(tape));
+        let n = (losses.len() + 1) as f64;
+        let loss = losses.into_iter().fold(final_loss, |acc, l| acc + l) / n;
+        Ok((loss, grower, values, schedule))
+    }
+
     /// One meta-epoch: on every task, `num-models` networks (fresh, or partly grown ones from
     /// the pool) grow for the episode's steps; the meta-loss is the mean cross-entropy over
     /// all networks. On a zero or non-finite meta-gradient the rule is left untouched and an
@@ -201,7 +291,8 @@ impl Trainer {
         let steps = if range.start() < range.end() { rng.gen_range(range) } else { *range.end() };
         let mut losses = Vec::new();
         let mut dead_losses = Vec::new();
-        let mut grown = Vec::new();
+        let mut grown: Vec<Grown> = Vec::new();
+        let mut steps_done = None;
         let tasks = crate::mixture::epoch_tasks(&self.exp, epoch, &mut rng)?;
         for (t, base) in tasks.into_iter().enumerate() {
             let task = if cfg.train.relabel_classes {
@@ -212,6 +303,15 @@ impl Trainer {
                 base
             };
             dead_losses.push((task.split.num_classes as f64).ln());
+            if !cfg.train.continual.is_empty() && rng.r#gen::<f64>() < cfg.train.continual_fraction {
+                let schedule = &cfg.train.continual[rng.gen_range(0..cfg.train.continual.len())];
+                let (loss, grower, values, schedule) = self.continual_episode(&task, schedule, &mut rng)?;
+                steps_done = Some(schedule.total_steps());
+                losses.push(loss);
+                let last = &schedule.phases[schedule.phases.len() - 1];
+                grown.push(Grown { task: None, train: last.seen_train.clone(), val: last.val.clone(), grower, values });
+                continue;
+            }
             let from_pool = self.pool.take(t, &cfg.train, &mut rng);
             let spec = EpisodeSpec {
                 archs: &task.archs,
@@ -232,7 +332,7 @@ impl Trainer {
                     let (loss, last_values) =
                         grower.unroll_tail_loss(&self.rule, state, &episode.fires, &rows, cfg.train.loss_steps);
                     losses.push(loss);
-                    grown.push((t, task, grower, last_values));
+                    grown.push(Grown::of(t, &task, grower, last_values));
                 }
                 Some(damage) => {
                     let (value, tape) = grower.unroll_on(&self.rule, state, &episode.fires, &rows).split_tape();
@@ -251,7 +351,7 @@ impl Trainer {
                         &mut rng,
                     )?;
                     losses.push(damaged.loss);
-                    grown.push((t, task, damaged.grower, damaged.values));
+                    grown.push(Grown::of(t, &task, damaged.grower, damaged.values));
                 }
             }
         }
@@ -298,18 +398,27 @@ impl Trainer {
         self.adam.step(&mut params, &g);
         self.rule.set_params_flat(&params);
         let (mut train_acc, mut val_acc, mut n) = (0.0, 0.0, 0.0);
-        for (t, task, grower, last_values) in grown {
-            for net in grower.dense_nets(&last_values) {
-                train_acc += score(&net, &task.train).acc;
-                val_acc += score(&net, &task.val).acc;
+        for g in grown {
+            for net in g.grower.dense_nets(&g.values) {
+                train_acc += score(&net, &g.train).acc;
+                val_acc += score(&net, &g.val).acc;
                 n += 1.0;
             }
-            self.pool.put(t, grower.batch().topologies(), &last_values, self.spec.state_width(), &cfg.train, &mut rng);
+            if let Some(t) = g.task {
+                self.pool.put(
+                    t,
+                    g.grower.batch().topologies(),
+                    &g.values,
+                    self.spec.state_width(),
+                    &cfg.train,
+                    &mut rng,
+                );
+            }
         }
         self.epoch += 1;
         Ok(EpochMetrics {
             epoch,
-            loss_step: steps,
+            loss_step: steps_done.unwrap_or(steps),
             loss: loss_value,
             train_acc: train_acc / n,
             val_acc: val_acc / n,

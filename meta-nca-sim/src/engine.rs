@@ -26,6 +26,7 @@ pub struct Actors {
 pub struct ActorEngine {
     sims: Vec<Simulation>,
     topologies: Vec<Topology>,
+    data: Arc<TaskData>,
 }
 
 /// A simulation error as the rule library's error.
@@ -73,7 +74,7 @@ impl EngineKind for Actors {
                 .map_err(|e| lift(&self.name(), e))?;
             sims.push(Simulation::start(&setup, &self.spec).map_err(|e| lift(&self.name(), e))?);
         }
-        Ok(Box::new(ActorEngine { sims, topologies }))
+        Ok(Box::new(ActorEngine { sims, topologies, data: data.clone() }))
     }
 }
 
@@ -107,9 +108,10 @@ impl Engine for ActorEngine {
         Ok(())
     }
 
-    fn reshape(
+    fn reshape_on(
         &mut self,
         topologies: Vec<Topology>,
+        data: Arc<TaskData>,
         code: &HiddenCode,
         init: WeightInit,
         rng: &mut StdRng,
@@ -122,17 +124,29 @@ impl Engine for ActorEngine {
             )));
         }
         // Network by network, drawing new cells from `rng` in the reference path's order. A
-        // refused change (an encoding overflow) would stop this midway, so every network's
-        // change is tried first on a copy of the rng (whether it fits does not depend on the
-        // draws): an error changes nothing.
+        // refused change (an encoding overflow, networks that do not fit the data) would stop
+        // this midway, so every network's change is tried first (on a copy of the rng: whether
+        // it fits does not depend on the draws): an error changes nothing.
         let mut probe = rng.clone();
         for (old, new) in self.topologies.iter().zip(&topologies) {
             meta_nca_rule::init::carry_plan(code, init, old, new, &mut probe)?;
+            let sizes = new.sizes();
+            if sizes[0] != data.features || sizes[sizes.len() - 1] != data.classes {
+                return Err(meta_nca_rule::Error::Topology(format!(
+                    "a network of sizes {sizes:?} does not fit data with {} features and {} classes",
+                    data.features, data.classes
+                )));
+            }
         }
         for (sim, t) in self.sims.iter_mut().zip(&topologies) {
-            sim.reshape(t.clone(), code, init, rng).map_err(|e| lift("actors", e))?;
+            sim.reshape_on(t.clone(), data.clone(), code, init, rng).map_err(|e| lift("actors", e))?;
         }
         self.topologies = topologies;
+        self.data = data;
         Ok(())
+    }
+
+    fn data(&self) -> &Arc<TaskData> {
+        &self.data
     }
 }

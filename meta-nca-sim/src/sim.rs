@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use meta_nca_rule::init::{HiddenCode, RowSource, WeightInit, carry_plan};
+use meta_nca_rule::reference::TaskData;
 use meta_nca_rule::topology::{CellId, Change, Topology};
 use rand::Rng;
 use tokio::task::JoinHandle;
@@ -510,9 +511,24 @@ impl Simulation {
         init: WeightInit,
         rng: &mut R,
     ) -> Result<()> {
+        let data = self.world.data.clone();
+        self.reshape_on(topology, data, code, init, rng)
+    }
+
+    /// [`Self::reshape`] onto new data (a new phase of a changing task): every neuron learns
+    /// its new place and what it knows of the data (input columns, labels) as the topology
+    /// changes, and every later step sees `data`, which must fit `topology`.
+    pub fn reshape_on<R: Rng>(
+        &mut self,
+        topology: Topology,
+        data: Arc<TaskData>,
+        code: &HiddenCode,
+        init: WeightInit,
+        rng: &mut R,
+    ) -> Result<()> {
         self.lockstep("a topology change")?;
         let cells = carry_plan(code, init, &self.world.topology, &topology, rng)?;
-        let world = Arc::new(self.world.reshaped(topology)?);
+        let world = Arc::new(self.world.reshaped(topology, data)?);
         let neurons = world.neuron_sources(&self.world);
         let reshape = Reshape { world: world.clone(), cells, neurons, round: self.round };
         self.drive(move |mut d| async move {

@@ -144,10 +144,10 @@ impl World {
         self.feedback[c as usize]
     }
 
-    /// The same network after a topology change: the same data and context, `topology`'s
-    /// cells and neurons.
-    pub fn reshaped(&self, topology: Topology) -> Result<Self> {
-        Self::new(topology, self.data.clone(), self.ctx.spec.clone(), self.ctx.clone())
+    /// The same network after a topology change: the same context, `topology`'s cells and
+    /// neurons, grown on `data` from now on.
+    pub fn reshaped(&self, topology: Topology, data: Arc<TaskData>) -> Result<Self> {
+        Self::new(topology, data, self.ctx.spec.clone(), self.ctx.clone())
     }
 
     /// Cell `c` starting from `row` at round `round` (a cell added mid-run joins at the

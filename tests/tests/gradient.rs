@@ -27,19 +27,24 @@ fn setup() -> Setup {
 }
 
 fn setup_with(groups: &[Group]) -> Setup {
+    setup_sized(groups, 3)
+}
+
+/// Networks with `classes` outputs grown on data of that many classes.
+fn setup_sized(groups: &[Group], classes: usize) -> Setup {
     let dev = Cpu::default();
     let mut rng = StdRng::seed_from_u64(11);
-    let (features, classes, rows) = (3, 3, 9);
+    let (features, rows) = (3, 9);
     let x: Vec<f64> = (0..rows * features).map(|_| rng.gen_range(-1.5..1.5)).collect();
     let y: Vec<usize> = (0..rows).map(|i| i % classes).collect();
     let data = Arc::new(TaskData { x, y, features, classes });
-    let mut deep = Topology::dense(&[3, 4, 3, 3], true).expect("valid");
+    let mut deep = Topology::dense(&[3, 4, 3, classes], true).expect("valid");
     deep.remove_connection(0, 1, 2).expect("live");
     deep.remove_connection(1, 4, 0).expect("live");
     deep.remove_connection(2, 0, 1).expect("live");
-    let mut shallow = Topology::dense(&[3, 3], true).expect("valid");
-    shallow.remove_connection(0, 2, 2).expect("live");
-    let mut two = Topology::dense(&[3, 5, 3], true).expect("valid");
+    let mut shallow = Topology::dense(&[3, classes], true).expect("valid");
+    shallow.remove_connection(0, 2, classes - 1).expect("live");
+    let mut two = Topology::dense(&[3, 5, classes], true).expect("valid");
     two.remove_connection(1, 2, 1).expect("live");
     let mut topologies = vec![deep, shallow, two];
     let code = code();
@@ -220,6 +225,70 @@ fn meta_gradient_through_a_topology_change_matches_finite_differences() {
     }
     let e = rel_err(&an_state, &fd_state);
     assert!(e <= 1e-6, "initial state through the reshape: relative error {e:e}");
+}
+
+/// A class arriving mid-grow (`meta_nca_rule::continual`): two steps on two classes, the loss
+/// there, an output neuron added to every network and the data switched to three classes (only
+/// the new class's rows), two more steps, the loss on all three classes; their mean. The
+/// meta-gradient matches finite differences through the new output neurons and the data change.
+fn class_arrival_loss<T: Tape<f64, Cpu>>(s: &Setup, rule: &RuleNet, state0: Tensor2<T>) -> Tensor<(), f64, Cpu, T> {
+    let code = code();
+    let (value, tape) = s.grower.unroll(rule, state0, &s.fires[..2]).split_tape();
+    let (before, tape) = s.grower.loss(value.clone().put_tape(tape)).split_tape();
+    let topologies: Vec<Topology> = s
+        .grower
+        .batch()
+        .topologies()
+        .iter()
+        .map(|t| {
+            let mut t = t.clone();
+            t.add_neuron(t.sizes().len() - 1).expect("output layer");
+            t
+        })
+        .collect();
+    let old = s.grower.data();
+    let three = |keep: &dyn Fn(usize) -> bool| {
+        let rows: Vec<usize> = (0..9).filter(|&r| keep(r % 3)).collect();
+        let x = rows.iter().flat_map(|&r| old.x[r * 3..r * 3 + 3].to_vec()).collect();
+        Arc::new(TaskData { x, y: rows.iter().map(|&r| r % 3).collect(), features: 3, classes: 3 })
+    };
+    let mut rng = StdRng::seed_from_u64(7);
+    let (grower, state) = s
+        .grower
+        .reshape_on(value.put_tape(tape), topologies, three(&|y| y == 2), &code, WeightInit::Xavier, &mut rng)
+        .expect("fits");
+    let fires: Vec<Vec<bool>> = (0..2)
+        .map(|_| grower.batch().topologies().iter().flat_map(|t| choose_firing(&mut rng, t, 0.7)).collect())
+        .collect();
+    let after = grower
+        .reshape_on(
+            grower.unroll(rule, state, &fires),
+            grower.batch().topologies().to_vec(),
+            three(&|_| true),
+            &code,
+            WeightInit::Xavier,
+            &mut rng,
+        )
+        .expect("same networks");
+    (after.0.loss(after.1) + before) * 0.5
+}
+
+#[test]
+fn meta_gradient_through_a_class_arriving_matches_finite_differences() {
+    let s = setup_sized(&Group::ALL, 2);
+    let state0 = s.grower.state_tensor(s.state0.clone());
+    let grads = class_arrival_loss(&s, &s.rule, state0.clone().put_tape(OwnedTape::default())).backward();
+    let an_params = s.rule.grads_flat(&grads);
+    let an_state = grads.get(&state0).as_vec();
+    let (fd_params, fd_state) = central_differences(&s, |rule, state0| {
+        class_arrival_loss(&s, rule, s.grower.state_tensor(state0.to_vec())).array()
+    });
+    for (pi, (a, f)) in an_params.iter().zip(&fd_params).enumerate() {
+        let e = rel_err(a, f);
+        assert!(e <= 1e-6, "parameter tensor {pi}: relative error {e:e}");
+    }
+    let e = rel_err(&an_state, &fd_state);
+    assert!(e <= 1e-6, "initial state through the class arrival: relative error {e:e}");
 }
 
 /// The damage-aware loss (loss, connections removed, recovery steps, loss again; their mean):

@@ -10,6 +10,8 @@
 //!   around the damage; a prune's backprop baseline (`FILE-baseline.csv`) as a second panel.
 //! - `--suite FILE.json` (from `meta-nca suite`): `FILE.png`, every task's validation accuracy
 //!   grown next to the baselines, and the mean over tasks against the step count.
+//! - `--continual FILE.json` (`report.json` of `meta-nca continual`): `FILE.png`, per task the
+//!   accuracy on every class so far, old and new classes against the step, phases marked.
 //!
 //! # Layout
 //! - `mod.rs`: arguments, dispatch, where each picture goes.
@@ -25,6 +27,7 @@
 //! - [`robustness`]: accuracy around the damage of `meta-nca robustness`, and the backprop
 //!   baseline of a prune.
 //! - [`suite`]: the learning suite, grown networks against the baselines per task and over steps.
+//! - [`continual`]: a continual experiment, accuracy per class group against the step.
 //!
 //! Adding a picture: a module with a function that reads its data and returns a
 //! [`canvas::Picture`] (line charts: [`chart::Chart`] panels as in `curves` and `robustness`;
@@ -38,6 +41,7 @@ use anyhow::{Context, Result, bail};
 pub mod canvas;
 pub mod chart;
 pub mod colormap;
+pub mod continual;
 pub mod curves;
 pub mod epochs;
 pub mod grow_file;
@@ -50,7 +54,7 @@ pub mod weights;
 /// Arguments of `meta-nca plot`: at least one of `--run`, `--grow`, `--robustness`, `--suite`.
 #[derive(Debug, clap::Args)]
 #[command(group(
-    clap::ArgGroup::new("input").args(["run", "grow", "robustness", "suite"]).required(true).multiple(true)
+    clap::ArgGroup::new("input").args(["run", "grow", "robustness", "suite", "continual"]).required(true).multiple(true)
 ))]
 pub struct Args {
     /// Run folder written by `meta-nca train`: training curves, and GIFs over meta-epochs if it
@@ -70,6 +74,11 @@ pub struct Args {
     /// file, grown networks against backprop, equal-step Adam and logistic regression.
     #[arg(long, value_name = "FILE.json")]
     suite: Option<PathBuf>,
+    /// Results written by `meta-nca continual` (report.json in its folder): FILE.png next to
+    /// the file, each task's accuracy on every class so far, old and new classes over the
+    /// steps, with the phase boundaries and the backprop baselines.
+    #[arg(long, value_name = "FILE.json")]
+    continual: Option<PathBuf>,
     /// Folder for the pictures instead of next to the data.
     #[arg(long, value_name = "DIR")]
     out: Option<PathBuf>,
@@ -150,6 +159,9 @@ pub fn run(args: Args) -> Result<()> {
     if let Some(file) = &args.suite {
         written.push(suite_png(file, args.out.as_deref())?);
     }
+    if let Some(file) = &args.continual {
+        written.push(continual_png(file, args.out.as_deref())?);
+    }
     for path in &written {
         println!("wrote {}", path.display());
     }
@@ -190,6 +202,21 @@ fn suite_png(file: &Path, out: Option<&Path>) -> Result<PathBuf> {
     create(out)?;
     let path = out.join(format!("{stem}.png"));
     suite::draw(&data, run.as_deref().unwrap_or(&stem))?.save_png(&path)?;
+    Ok(path)
+}
+
+/// Draws the continual experiment of `file` into `<out or its folder>/<stem>.png`.
+fn continual_png(file: &Path, out: Option<&Path>) -> Result<PathBuf> {
+    let reports = continual::load(file)?;
+    let stem = file.file_stem().map_or_else(|| "report".to_string(), |s| s.to_string_lossy().into_owned());
+    let folder = file.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let name = std::path::absolute(folder).ok().and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()));
+    let out = out.unwrap_or(folder);
+    create(out)?;
+    let path = out.join(format!("{stem}.png"));
+    let title =
+        format!("{}: mean accuracy of the grown networks as the data changes", name.as_deref().unwrap_or(&stem));
+    continual::draw(&reports, &title)?.save_png(&path)?;
     Ok(path)
 }
 
