@@ -5,11 +5,11 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, bail};
 use meta_nca_rule::checkpoint::{Checkpoint, write_atomic};
 use meta_nca_rule::experiment::Experiment;
 use meta_nca_rule::reference::{Score, TaskData, score};
-use meta_nca_rule::topology::Topology;
+use meta_nca_rule::topology::{CellId, Scheduled, Topology};
 use meta_nca_sim::trace::CellFilter;
 use meta_nca_sim::world::World;
 use meta_nca_sim::{AsyncSpec, Executor, Mode, Outcome, Setup, SimSpec};
@@ -116,6 +116,46 @@ impl SimArgs {
         }
     }
 
+    /// Whether `--trace-cells` or `--trace-json` was given.
+    pub fn traces(&self) -> bool {
+        self.trace_cells.is_some() || self.trace_json.is_some()
+    }
+
+    /// Checks the trace flags before a run on `topology` (with `changes` applied between
+    /// steps): every `--trace-cells` pattern must name a cell that exists at some step, and the
+    /// trace must not go to `save`, the file the run's result is written to.
+    pub fn check_trace(&self, topology: &Topology, changes: &[Scheduled], save: Option<&Path>) -> Result<()> {
+        if let (Some(trace), Some(save)) = (&self.trace_json, save)
+            && same_file(trace, save)
+        {
+            bail!(
+                "--trace-json {} and --save {} are the same file: one would overwrite the other",
+                trace.display(),
+                save.display()
+            );
+        }
+        let Some(text) = &self.trace_cells else {
+            return Ok(());
+        };
+        let mut topology = topology.clone();
+        let mut cells: Vec<CellId> = topology.cells().copied().collect();
+        for c in changes {
+            if topology.apply(&c.change).is_ok() {
+                cells.extend(topology.cells().copied());
+            }
+        }
+        for item in text.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+            let filter = CellFilter::parse(item)?;
+            if !cells.iter().any(|c| filter.matches(c)) {
+                let shape: Vec<String> = (0..topology.num_layers())
+                    .map(|l| format!("{l}:0..{}:0..{}", topology.rows(l), topology.cols(l)))
+                    .collect();
+                bail!("--trace-cells {item}: no such cell (layer:i:j of this network: {})", shape.join(", "));
+            }
+        }
+        Ok(())
+    }
+
     /// A simulation spec; with `--trace-json`, also the trace file to flush after the run.
     pub fn spec(
         &self,
@@ -148,6 +188,19 @@ impl SimArgs {
         };
         Ok((spec, file))
     }
+}
+
+/// Whether two paths name the same file (the files need not exist; their folders must, to be
+/// told apart through links).
+fn same_file(a: &Path, b: &Path) -> bool {
+    let resolve = |p: &Path| {
+        let parent = p.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+        match (parent.canonicalize(), p.file_name()) {
+            (Ok(dir), Some(name)) => dir.join(name),
+            _ => std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf()),
+        }
+    };
+    resolve(a) == resolve(b)
 }
 
 /// An open JSON-lines trace file, flushed on demand.

@@ -46,6 +46,8 @@ pub fn run(args: Args) -> Result<()> {
     let (ckpt, exp) = load_run(&args.grow.run, args.grow.checkpoint)?;
     let (steps, p, seed) = args.grow.resolve(&exp.config)?;
     let sizes = layer_sizes(args.hidden.as_deref(), &exp.config, exp.primary())?;
+    let topology = meta_nca_rule::topology::Topology::dense(&sizes, exp.config.task.bias)?;
+    args.sim.check_trace(&topology, &[], None)?;
     let loaded = Loaded::new(ckpt, &exp);
     let setup0 = setup(&loaded, &sizes, steps, p, seed)?;
     let reference = setup0.reference_states()?;

@@ -6,7 +6,7 @@ use anyhow::{Context, Result, bail};
 use meta_nca_rule::checkpoint::write_atomic;
 use meta_nca_rule::engine::{EngineKind, Reference};
 use meta_nca_rule::eval::grow_one;
-use meta_nca_rule::topology::Scheduled;
+use meta_nca_rule::topology::{Scheduled, Topology};
 use meta_nca_sim::SimSpec;
 use meta_nca_sim::engine::Actors;
 
@@ -42,6 +42,17 @@ pub fn run(args: Args) -> Result<()> {
     let task = exp.primary();
     let sizes = layer_sizes(args.hidden.as_deref(), &exp.config, task)?;
     let sim = &args.engine.sim;
+    match args.engine.engine {
+        Engine::Reference if sim.traces() => bail!(
+            "--trace-cells and --trace-json trace the actor simulation's cells; the reference engine has none \
+             (add --engine actors)"
+        ),
+        Engine::Reference => {}
+        Engine::Actors => {
+            let topology = Topology::dense(&sizes, exp.config.task.bias)?;
+            sim.check_trace(&topology, &args.changes, Some(&args.save))?;
+        }
+    }
     let (engine, trace): (Box<dyn EngineKind>, _) = match (args.engine.engine, sim.mode) {
         (Engine::Reference, _) => (Box::new(Reference), None),
         (Engine::Actors, ModeArg::Lockstep) => {

@@ -137,13 +137,33 @@ pub fn run(args: Args) -> Result<()> {
     let mut cells: BTreeMap<(u64, u64), PerCell> = BTreeMap::new();
     let mut staleness: BTreeMap<u64, u64> = BTreeMap::new();
     let mut steps = 0u64;
-    for (n, line) in BufReader::new(file).lines().enumerate() {
-        let line = line.with_context(|| format!("reading {}", args.file.display()))?;
-        if line.trim().is_empty() {
-            continue;
+    let mut reader = BufReader::new(file);
+    let mut raw = Vec::new();
+    for n in 0.. {
+        raw.clear();
+        let read = reader.read_until(b'\n', &mut raw).with_context(|| format!("reading {}", args.file.display()))?;
+        if read == 0 {
+            break;
         }
-        let v: Value = serde_json::from_str(&line)
-            .with_context(|| format!("{}, line {}: not JSON", args.file.display(), n + 1))?;
+        // A last line without its newline: the writer was stopped in the middle of it.
+        let partial = raw.last() != Some(&b'\n');
+        let parsed = std::str::from_utf8(&raw)
+            .map_err(anyhow::Error::from)
+            .and_then(|line| Ok((!line.trim().is_empty()).then(|| serde_json::from_str::<Value>(line)).transpose()?));
+        let v = match parsed {
+            Ok(Some(v)) => v,
+            Ok(None) => continue,
+            Err(_) if partial => {
+                eprintln!(
+                    "warning: {}, line {}: the last line is cut off (the run writing the trace was stopped?); \
+                     read the {n} whole lines before it",
+                    args.file.display(),
+                    n + 1
+                );
+                break;
+            }
+            Err(e) => return Err(e).with_context(|| format!("{}, line {}: not JSON", args.file.display(), n + 1)),
+        };
         let num = |k: &str| {
             v.get(k)
                 .and_then(Value::as_u64)

@@ -6,6 +6,7 @@
 //! - `main.rs`: the command line and logging set-up.
 //! - [`run_dir`]: a run folder (resolved config, metrics, checkpoints).
 //! - [`robustness_config`]: a robustness experiment from a TOML file and flags.
+//! - [`memory`]: the memory a training config needs, checked before it starts.
 //! - [`train`], [`eval`], [`grow`], [`bench`], [`suite`], [`continual`]: one module per subcommand.
 
 use std::process::ExitCode;
@@ -20,6 +21,7 @@ mod continual;
 mod eval;
 mod grow;
 mod inspect;
+mod memory;
 mod plot;
 mod robustness;
 mod robustness_config;

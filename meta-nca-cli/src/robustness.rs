@@ -6,7 +6,7 @@
 
 use std::path::{Path, PathBuf};
 
-use anyhow::Result;
+use anyhow::{Result, bail};
 use meta_nca_rule::checkpoint::write_atomic;
 use meta_nca_rule::robustness::{
     Bench, ChurnSpec, NeuronSpec, PruneCurve, PruneMode, PruneSpec, add_neurons_experiment, churn_experiment,
@@ -30,6 +30,47 @@ pub struct Args {
     /// The experiment's keys as flags.
     #[command(flatten)]
     flags: RobustnessConfig,
+    /// Name the output files `robustness-NAME.csv`/`.toml` instead of after the experiment
+    /// (`robustness-prune-<mode>`, ...), to keep them beside an earlier experiment's.
+    #[arg(long, value_name = "NAME", value_parser = file_name_part)]
+    name: Option<String>,
+    /// Replace the outputs of a different earlier experiment of the same name (rerunning the
+    /// same experiment replaces them without it).
+    #[arg(long)]
+    force: bool,
+}
+
+/// A `--name`: letters, digits, `-`, `_` and `.` (it becomes part of a file name).
+fn file_name_part(text: &str) -> Result<String, String> {
+    let ok = !text.is_empty()
+        && !text.starts_with('.')
+        && text.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+    if ok { Ok(text.to_string()) } else { Err("use letters, digits, '-', '_' and '.' only".into()) }
+}
+
+/// Refuses to overwrite the outputs of a different experiment: if any output of `stem` exists
+/// in `run`, its `.toml` must be `plan_toml` (the same experiment again), unless `force`.
+fn check_outputs(run: &Path, stem: &str, plan_toml: &str, force: bool) -> Result<()> {
+    let outputs = [format!("{stem}.csv"), format!("{stem}.toml"), format!("{stem}-baseline.csv")];
+    let Some(existing) = outputs.iter().find(|f| run.join(f).exists()) else {
+        return Ok(());
+    };
+    let recorded = std::fs::read_to_string(run.join(format!("{stem}.toml"))).ok();
+    // Compared as tables: the header comment names the run folder as it was spelled.
+    let table = |text: &str| toml::from_str::<toml::Table>(text).ok();
+    if force || recorded.as_deref().and_then(table).is_some_and(|t| Some(t) == table(plan_toml)) {
+        return Ok(());
+    }
+    let what = if recorded.is_some() {
+        format!("a different experiment (see {stem}.toml)")
+    } else {
+        "an experiment without its .toml".to_string()
+    };
+    bail!(
+        "{existing} in {} holds the results of {what}; pass --name NAME to write robustness-NAME.* beside it, or \
+         --force to replace it",
+        run.display()
+    )
 }
 
 /// Writes accuracy curves as CSV (`<key>,step,grown_train_acc,grown_val_acc`); the first
@@ -61,7 +102,9 @@ pub fn run(args: Args) -> Result<()> {
     let (ckpt, exp) = load_run(&args.run, config.checkpoint.unwrap_or(Which::Best))?;
     let plan = config.resolve(&exp.config)?;
     let task = exp.primary();
-    let stem = plan.file_stem();
+    let stem = args.name.as_ref().map_or_else(|| plan.file_stem(), |n| format!("robustness-{n}"));
+    let plan_toml = plan.to_toml(&args.run)?;
+    check_outputs(&args.run, &stem, &plan_toml, args.force)?;
     let engine = plan.engine_kind();
     println!("engine: {}", engine.name());
     let bench = Bench { rule: &ckpt.rule, meta: &ckpt.meta, task, engine: engine.as_ref() };
@@ -71,7 +114,7 @@ pub fn run(args: Args) -> Result<()> {
         Experiment::Churn => churn(&plan, &bench, &args.run, &stem)?,
     }
     let copy = args.run.join(format!("{stem}.toml"));
-    write_atomic(&copy, plan.to_toml(&args.run)?.as_bytes())?;
+    write_atomic(&copy, plan_toml.as_bytes())?;
     println!("experiment config (seed {}) in {}", plan.seed, copy.display());
     Ok(())
 }

@@ -17,7 +17,8 @@ pub const METRICS_HEADER: &str = "epoch,loss_step,loss,train_acc,val_acc,grad_no
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Which {
-    /// The rule with the best mean validation accuracy of a meta-epoch.
+    /// The rule whose fixed probe networks had the lowest mean training loss (validation data
+    /// never picks a rule).
     Best,
     /// The rule at the end of training.
     Last,
@@ -95,6 +96,65 @@ pub fn checkpoint_path(dir: &Path, which: Which) -> PathBuf {
         Which::Best => "best.safetensors",
         Which::Last => "last.safetensors",
     })
+}
+
+/// What `train` does with its run folder.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Start {
+    /// A new run: the folder must not exist or be empty.
+    New,
+    /// A new run replacing a previous one: the folder (a run folder) is cleared first.
+    Replace,
+    /// Continue the run in the folder from its last checkpoint.
+    Resume,
+}
+
+/// Files that make a folder a run folder.
+const RUN_FILES: [&str; 4] = ["config.toml", "metrics.csv", "last.safetensors", "best.safetensors"];
+
+/// Whether `dir` exists and holds anything.
+fn is_nonempty(dir: &Path) -> Result<bool> {
+    match std::fs::read_dir(dir) {
+        Ok(mut entries) => Ok(entries.next().is_some()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+        Err(e) => Err(e).with_context(|| format!("reading run folder {}", dir.display())),
+    }
+}
+
+/// Checks, before anything is written, that a new run may go into `dir`: it must not exist or
+/// be empty; with `force`, it may hold a previous run (it is cleared by [`prepare_folder`]),
+/// but a folder that does not look like a run folder is never cleared.
+pub fn check_new_folder(dir: &Path, force: bool) -> Result<()> {
+    if !is_nonempty(dir)? {
+        return Ok(());
+    }
+    let is_run = RUN_FILES.iter().any(|f| dir.join(f).exists());
+    match (force, is_run) {
+        (false, true) => bail!(
+            "run folder {} already holds a run: continue it with --resume, replace it with --force \
+             (deletes everything in it), or pick another --out",
+            dir.display()
+        ),
+        (false, false) => {
+            bail!("run folder {} is not empty (and holds no run): pick an empty or new --out", dir.display())
+        }
+        (true, false) => bail!(
+            "--force: {} is not a run folder (no config.toml, metrics.csv or checkpoint), so it is not \
+             cleared; pick an empty or new --out",
+            dir.display()
+        ),
+        (true, true) => Ok(()),
+    }
+}
+
+/// Makes `dir` ready for a run started as `start` (creating it; clearing it for
+/// [`Start::Replace`]); call after everything that can refuse the run has been checked.
+pub fn prepare_folder(dir: &Path, start: Start) -> Result<()> {
+    if start == Start::Replace && is_nonempty(dir)? {
+        check_new_folder(dir, true)?;
+        std::fs::remove_dir_all(dir).with_context(|| format!("clearing run folder {}", dir.display()))?;
+    }
+    std::fs::create_dir_all(dir).with_context(|| format!("creating run folder {}", dir.display()))
 }
 
 /// Loads a run's checkpoint and its experiment (config and data).

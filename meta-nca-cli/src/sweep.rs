@@ -11,7 +11,7 @@ use meta_nca_rule::checkpoint::write_atomic;
 use meta_nca_rule::eval::{EvalReport, EvalSpec, evaluate};
 use meta_nca_rule::experiment::{Experiment, Task};
 
-use crate::run_dir::{Which, load_run};
+use crate::run_dir::{Start, Which, check_new_folder, load_run};
 use crate::train::{ConfigFlags, train_run};
 
 /// Arguments of `meta-nca sweep`.
@@ -39,6 +39,12 @@ pub struct Args {
     /// its labels permuted (repeatable).
     #[arg(long = "eval-dataset", value_name = "DATASET")]
     eval_datasets: Vec<String>,
+    /// Replace the runs of an earlier sweep in the seed folders (they are deleted first).
+    #[arg(long)]
+    force: bool,
+    /// Skip the estimate of the memory the seeds trained at once need.
+    #[arg(long)]
+    no_memory_check: bool,
 }
 
 /// One evaluated column of the table: a dataset, as given or with labels permuted.
@@ -98,6 +104,13 @@ pub fn run(args: Args) -> Result<()> {
     let out = args.out.clone().unwrap_or_else(|| PathBuf::from(format!("runs/{name}-sweep")));
     let exp = Experiment::new(config.clone()).context("preparing the experiment")?;
     let cols = columns(&exp, &args.eval_datasets)?;
+    for seed in args.first_seed..args.first_seed + args.seeds {
+        check_new_folder(&seed_dir(&out, seed), args.force)?;
+    }
+    let start = if args.force { Start::Replace } else { Start::New };
+    if !args.no_memory_check {
+        crate::memory::check_training(&config, args.jobs.min(args.seeds as usize))?;
+    }
     println!(
         "sweep of {} seeds from {} ({} jobs), {} networks per evaluation, folder {}",
         args.seeds,
@@ -118,7 +131,7 @@ pub fn run(args: Args) -> Result<()> {
                     if seed >= end {
                         break;
                     }
-                    match run_seed(&config, &out, seed, &cols, args.networks) {
+                    match run_seed(&config, &out, seed, &cols, args.networks, start) {
                         Ok(r) => {
                             eprintln!(
                                 "seed {seed} done in {:.1} s: val acc {:.4}",
@@ -152,16 +165,22 @@ fn run_seed(
     seed: u64,
     cols: &[Column],
     networks: usize,
+    start: Start,
 ) -> Result<SeedResult> {
     let mut config = config.clone();
     config.seed = seed;
-    let dir = out.join(format!("seed-{seed}"));
-    let summary = train_run(&config, &dir, false, &ProgressBar::hidden(), None)?;
+    let dir = seed_dir(out, seed);
+    let summary = train_run(&config, &dir, start, &ProgressBar::hidden(), None)?;
     let (ckpt, _) = load_run(&dir, Which::Best)?;
     let spec = EvalSpec { networks, steps: config.grow.steps, fire_fraction: config.grow.fire_fraction, seed };
     let reports =
         cols.iter().map(|c| evaluate(&ckpt.rule, &ckpt.meta, &c.task, spec)).collect::<Result<Vec<_>, _>>()?;
     Ok(SeedResult { seed, seconds: summary.seconds, reports })
+}
+
+/// The run folder of one seed of a sweep.
+fn seed_dir(out: &std::path::Path, seed: u64) -> PathBuf {
+    out.join(format!("seed-{seed}"))
 }
 
 fn render(results: &[SeedResult], cols: &[Column]) -> String {

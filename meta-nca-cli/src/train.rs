@@ -3,7 +3,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, bail};
 use indicatif::{ProgressBar, ProgressStyle};
 use meta_nca_rule::checkpoint::{Checkpoint, write_atomic};
 use meta_nca_rule::config::Config;
@@ -14,7 +14,7 @@ use tracing::info;
 
 use crate::eval::print_report;
 use crate::plot::epochs::save_snapshot;
-use crate::run_dir::{MetricsWriter, Which, checkpoint_path};
+use crate::run_dir::{MetricsWriter, Start, Which, check_new_folder, checkpoint_path, prepare_folder};
 
 /// Arguments of `meta-nca train`.
 #[derive(Debug, clap::Args)]
@@ -25,9 +25,15 @@ pub struct Args {
     /// Run folder (default: runs/<config name>-seed<seed>).
     #[arg(long)]
     out: Option<PathBuf>,
-    /// Continue the run in --out (or this folder) from its last checkpoint.
-    #[arg(long)]
+    /// Continue the run in --out from its last checkpoint, with the config recorded in its
+    /// config.toml; `--set` (or a `--config`) may change only `train.*` and `grow.*` keys, e.g.
+    /// `--set train.meta-epochs=2000` to train longer.
+    #[arg(long, conflicts_with = "force")]
     resume: bool,
+    /// Replace the run already in --out: everything in the folder is deleted first (only a
+    /// folder holding a run's config.toml, metrics.csv or checkpoints is ever cleared).
+    #[arg(long)]
+    force: bool,
     /// Networks grown by the final evaluation of the best rule (0 skips it).
     #[arg(long, default_value_t = 100)]
     eval_networks: usize,
@@ -38,6 +44,10 @@ pub struct Args {
     /// snapshots/epoch-XXXXX.safetensors: `meta-nca plot --run` animates them.
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
     snapshot_every: Option<u64>,
+    /// Skip the estimate of the memory the config needs (training is refused when it exceeds
+    /// the memory available).
+    #[arg(long)]
+    no_memory_check: bool,
 }
 
 /// `--config FILE` and `--set KEY=VALUE`: the flags `train` and `sweep` share.
@@ -62,6 +72,25 @@ impl ConfigFlags {
         }
         config.check()?;
         Ok((config, name))
+    }
+
+    /// Whether `--config` or any `--set` was given.
+    pub fn given(&self) -> bool {
+        self.config.is_some() || !self.overrides.is_empty()
+    }
+
+    /// The config of a run being resumed: `recorded` (its config.toml) with the `--set`
+    /// overrides, or the `--config` file with them.
+    fn load_over(&self, recorded: &Config) -> Result<Config> {
+        if self.config.is_some() {
+            return Ok(self.load()?.0);
+        }
+        let mut config = recorded.clone();
+        for o in &self.overrides {
+            config = config.with_override(o).with_context(|| format!("in --set {o}"))?;
+        }
+        config.check()?;
+        Ok(config)
     }
 
     fn read(&self) -> Result<(Config, String)> {
@@ -99,10 +128,11 @@ pub struct RunSummary {
 pub fn train_run(
     config: &Config,
     out: &Path,
-    resume: bool,
+    start: Start,
     bar: &ProgressBar,
     snapshot_every: Option<usize>,
 ) -> Result<RunSummary> {
+    let resume = start == Start::Resume;
     let exp = Experiment::new(config.clone()).context("preparing the experiment")?;
     let mut trainer = if resume {
         let path = checkpoint_path(out, Which::Last);
@@ -111,10 +141,26 @@ pub fn train_run(
     } else {
         Trainer::new(exp)?
     };
-    std::fs::create_dir_all(out).with_context(|| format!("creating run folder {}", out.display()))?;
-    write_atomic(&out.join("config.toml"), config.to_toml().as_bytes())?;
     let total = config.train.meta_epochs;
+    if trainer.epoch > total {
+        bail!(
+            "train.meta-epochs = {total} is below the {} meta-epochs run {} has already trained",
+            trainer.epoch,
+            out.display()
+        );
+    }
+    if resume && trainer.epoch == total {
+        eprintln!(
+            "note: run {} already has all {total} meta-epochs; --set train.meta-epochs=N trains it longer",
+            out.display()
+        );
+    }
+    prepare_folder(out, start)?;
+    write_atomic(&out.join("config.toml"), config.to_toml().as_bytes())?;
     let mut metrics = MetricsWriter::open(out, resume.then_some(trainer.epoch))?;
+    // What is on disk, for the message when training stops early.
+    let mut last_saved = resume.then_some(trainer.epoch);
+    let mut best_saved = resume && checkpoint_path(out, Which::Best).exists();
     bar.set_length(total as u64);
     bar.set_position(trainer.epoch as u64);
     let started = Instant::now();
@@ -129,10 +175,19 @@ pub fn train_run(
             Err(e) => {
                 metrics.flush()?;
                 bar.abandon();
-                return Err(e).context(format!(
-                    "training stopped; the checkpoints in {} are from before the failure",
-                    out.display()
-                ));
+                let saved = match last_saved {
+                    Some(epoch) => format!(
+                        "last.safetensors in {} is from meta-epoch {epoch}{}",
+                        out.display(),
+                        if best_saved { ", best.safetensors the best probe before the failure" } else { "" }
+                    ),
+                    None if best_saved => format!(
+                        "no last checkpoint was written yet; best.safetensors in {} is the best probe before the failure",
+                        out.display()
+                    ),
+                    None => "no checkpoint was written before the failure".to_string(),
+                };
+                return Err(e).context(format!("training stopped ({saved})"));
             }
         };
         metrics.write(&m)?;
@@ -145,11 +200,13 @@ pub fn train_run(
             info!(epoch = probe.epoch, loss = probe.train_loss, val_acc = probe.val_acc, best = probe.best, "probe");
             if probe.best {
                 trainer.checkpoint().save(&checkpoint_path(out, Which::Best))?;
+                best_saved = true;
             }
         }
         if trainer.epoch % config.train.checkpoint_every == 0 || trainer.epoch == total {
             metrics.flush()?;
             trainer.checkpoint().save(&checkpoint_path(out, Which::Last))?;
+            last_saved = Some(trainer.epoch);
         }
         if snapshot_every.is_some_and(|n| trainer.epoch % n == 0) {
             save_snapshot(&trainer.checkpoint(), out, trainer.epoch)?;
@@ -189,8 +246,22 @@ pub fn progress_bar(quiet: bool) -> ProgressBar {
 
 /// Runs `meta-nca train`.
 pub fn run(args: Args) -> Result<()> {
-    let (config, name) = args.config.load()?;
-    let out = args.out.clone().unwrap_or_else(|| PathBuf::from(format!("runs/{name}-seed{}", config.seed)));
+    let (config, out) = if args.resume {
+        resume_config(&args)?
+    } else {
+        let (config, name) = args.config.load()?;
+        let out = args.out.clone().unwrap_or_else(|| PathBuf::from(format!("runs/{name}-seed{}", config.seed)));
+        check_new_folder(&out, args.force)?;
+        (config, out)
+    };
+    if !args.no_memory_check {
+        crate::memory::check_training(&config, 1)?;
+    }
+    let start = match (args.resume, args.force) {
+        (true, _) => Start::Resume,
+        (false, true) => Start::Replace,
+        (false, false) => Start::New,
+    };
     let mut data: Vec<String> = if config.tasks.include_datasets {
         std::iter::once(&config.data.dataset).chain(&config.data.extra_datasets).cloned().collect()
     } else {
@@ -202,7 +273,7 @@ pub fn run(args: Args) -> Result<()> {
     println!("seed {}  dataset {}  run folder {}", config.seed, data.join("+"), out.display());
     let bar = progress_bar(args.quiet);
     let snapshot_every = args.snapshot_every.map(|n| n as usize);
-    let summary = train_run(&config, &out, args.resume, &bar, snapshot_every)?;
+    let summary = train_run(&config, &out, start, &bar, snapshot_every)?;
     bar.finish_and_clear();
     let recent = &summary.recent;
     let n = recent.len().max(1) as f64;
@@ -232,6 +303,90 @@ pub fn run(args: Args) -> Result<()> {
         evaluate_best(&out, &config, args.eval_networks)?;
     }
     Ok(())
+}
+
+/// The config and folder of `train --resume`: the run's own config.toml (or, without it, its
+/// last checkpoint's config) with `--set`, or `--config`; refused when they change anything
+/// but `train.*` and `grow.*` keys. The changes allowed are printed.
+fn resume_config(args: &Args) -> Result<(Config, PathBuf)> {
+    let out = match &args.out {
+        Some(out) => out.clone(),
+        None if args.config.config.is_some() => {
+            let (config, name) = args.config.load()?;
+            PathBuf::from(format!("runs/{name}-seed{}", config.seed))
+        }
+        None => bail!("--resume needs --out DIR: the run folder to continue"),
+    };
+    let recorded_path = out.join("config.toml");
+    let recorded = match std::fs::read_to_string(&recorded_path) {
+        Ok(text) => {
+            Config::from_toml(&text).with_context(|| format!("in the run's config {}", recorded_path.display()))?
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let last = checkpoint_path(&out, Which::Last);
+            Checkpoint::load(&last)
+                .with_context(|| format!("no run to resume in {} (no config.toml)", out.display()))?
+                .meta
+                .config
+        }
+        Err(e) => return Err(e).with_context(|| format!("reading the run's config {}", recorded_path.display())),
+    };
+    let given = if args.config.given() { args.config.load_over(&recorded)? } else { recorded.clone() };
+    let (allowed, refused): (Vec<_>, Vec<_>) = config_changes(&recorded, &given)
+        .into_iter()
+        .partition(|c| c.key.starts_with("train.") || c.key.starts_with("grow."));
+    if !refused.is_empty() {
+        let lines: Vec<String> = refused.iter().map(ToString::to_string).collect();
+        bail!(
+            "cannot resume run {} with a different config (only train.* and grow.* keys may change):\n  {}",
+            out.display(),
+            lines.join("\n  ")
+        );
+    }
+    for c in &allowed {
+        println!("resuming with a changed {c}");
+    }
+    Ok((given, out))
+}
+
+/// One key whose value differs between two configs.
+struct Change {
+    /// Dotted kebab-case key (`train.meta-epochs`).
+    key: String,
+    /// The run's value (`None`: unset).
+    old: Option<toml::Value>,
+    /// The given value.
+    new: Option<toml::Value>,
+}
+
+impl std::fmt::Display for Change {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let show = |v: &Option<toml::Value>| v.as_ref().map_or("(unset)".to_string(), ToString::to_string);
+        write!(f, "{}: the run has {}, given {}", self.key, show(&self.old), show(&self.new))
+    }
+}
+
+/// Every key (tables walked down to their values) where `given` differs from `recorded`.
+fn config_changes(recorded: &Config, given: &Config) -> Vec<Change> {
+    fn walk(prefix: &str, a: Option<&toml::Value>, b: Option<&toml::Value>, out: &mut Vec<Change>) {
+        match (a, b) {
+            (Some(toml::Value::Table(ta)), Some(toml::Value::Table(tb))) => {
+                let mut keys: Vec<&String> = ta.keys().chain(tb.keys()).collect();
+                keys.sort();
+                keys.dedup();
+                for k in keys {
+                    let key = if prefix.is_empty() { k.clone() } else { format!("{prefix}.{k}") };
+                    walk(&key, ta.get(k), tb.get(k), out);
+                }
+            }
+            _ if a != b => out.push(Change { key: prefix.to_string(), old: a.cloned(), new: b.cloned() }),
+            _ => {}
+        }
+    }
+    let value = |c: &Config| toml::Value::try_from(c).ok();
+    let mut out = Vec::new();
+    walk("", value(recorded).as_ref(), value(given).as_ref(), &mut out);
+    out
 }
 
 fn evaluate_best(out: &Path, config: &Config, networks: usize) -> Result<()> {

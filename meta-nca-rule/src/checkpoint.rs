@@ -22,6 +22,34 @@ use crate::{Error, Result};
 pub const FORMAT: u32 = 1;
 const META_KEY: &str = "meta-nca";
 const OPTIMIZER_KEY: &str = "optimizer";
+/// Metadata key of the tensors' checksum ([`checksum`]); checkpoints written before it
+/// existed have none and load unchecked.
+const CHECKSUM_KEY: &str = "checksum";
+
+/// FNV-1a (64 bit) over every tensor's name, shape and little-endian bytes, in name order:
+/// a fixed algorithm, so a checksum written by one build is checked by any other. It guards
+/// against corruption and stray edits, not against tampering.
+fn checksum<'a>(tensors: impl IntoIterator<Item = (&'a str, &'a [usize], &'a [u8])>) -> String {
+    let mut sorted: Vec<_> = tensors.into_iter().collect();
+    sorted.sort_by(|a, b| a.0.cmp(b.0));
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    let mut eat = |bytes: &[u8]| {
+        for &b in bytes {
+            h ^= u64::from(b);
+            h = h.wrapping_mul(0x0000_0100_0000_01b3);
+        }
+    };
+    for (name, shape, data) in sorted {
+        eat(name.as_bytes());
+        eat(&[0]);
+        for d in shape {
+            eat(&(*d as u64).to_le_bytes());
+        }
+        eat(&(data.len() as u64).to_le_bytes());
+        eat(data);
+    }
+    format!("fnv1a64:{h:016x}")
+}
 
 /// Everything about a rule that is not a tensor.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -105,6 +133,7 @@ impl Checkpoint {
         meta[OPTIMIZER_KEY] = serde_json::json!({
             "lr": self.adam.lr, "beta1": self.adam.beta1, "beta2": self.adam.beta2, "eps": self.adam.eps, "t": self.adam.t,
         });
+        meta[CHECKSUM_KEY] = checksum(named.iter().map(|(n, s, b)| (n.as_str(), &s[..], &b[..]))).into();
         let info = HashMap::from([(META_KEY.to_string(), meta.to_string())]);
         let bytes = ::safetensors::tensor::serialize(views, &Some(info))
             .map_err(|e| ckpt_err(path, format!("cannot serialise: {e:?}")))?;
@@ -128,6 +157,7 @@ impl Checkpoint {
             .as_object_mut()
             .and_then(|m| m.remove(OPTIMIZER_KEY))
             .ok_or_else(|| ckpt_err(path, "metadata has no optimiser state"))?;
+        let stored_checksum = meta_json.as_object_mut().and_then(|m| m.remove(CHECKSUM_KEY));
         let meta: RuleMeta =
             serde_json::from_value(meta_json).map_err(|e| ckpt_err(path, format!("corrupt metadata: {e}")))?;
         if meta.format != FORMAT {
@@ -170,6 +200,21 @@ impl Checkpoint {
             params.push(read(name, &shape)?);
             m.push(read(&format!("adam.m.{name}"), &shape)?);
             v.push(read(&format!("adam.v.{name}"), &shape)?);
+        }
+        // After the tensors are read, so a missing or misshapen tensor is named as such.
+        if let Some(stored) = stored_checksum {
+            let all = tensors.tensors();
+            let computed = checksum(all.iter().map(|(n, t)| (n.as_str(), t.shape(), t.data())));
+            if stored.as_str() != Some(computed.as_str()) {
+                return Err(ckpt_err(
+                    path,
+                    format!(
+                        "its tensors do not match the checksum written with them (stored {}, computed {computed}): \
+                         the file is corrupt or was edited; use another checkpoint of the run or retrain",
+                        stored.as_str().unwrap_or("not a string")
+                    ),
+                ));
+            }
         }
         if params.iter().flatten().any(|x| !x.is_finite()) {
             return Err(ckpt_err(path, "rule parameters are not finite"));

@@ -41,7 +41,8 @@ pub enum Error {
     },
     /// A cell's layer or index does not fit the hidden-state encoding fixed when the rule was created.
     #[error(
-        "cell (layer {layer}, index {index}) does not fit the hidden-state encoding ({layer_bits} layer bits, {index_bits} index bits)"
+        "cell (layer {layer}, index {index}) does not fit the hidden-state encoding ({layer_bits} layer bits, {index_bits} index bits); {}",
+        overflow_hint(*layer, *index, *layer_bits)
     )]
     EncodingOverflow {
         /// The cell's layer.
@@ -80,6 +81,26 @@ pub enum Error {
         /// Why.
         message: String,
     },
+}
+
+/// What to do about an [`Error::EncodingOverflow`]: the code widths are fixed when a rule is
+/// created, so the fix is in the config of the training run.
+fn overflow_hint(layer: usize, index: usize, layer_bits: usize) -> String {
+    let needed = |v: usize| (usize::BITS - v.leading_zeros()) as usize;
+    let layer_fits = layer_bits >= usize::BITS as usize || layer >> layer_bits == 0;
+    if !layer_fits {
+        return format!(
+            "the code widths are fixed when a rule is trained: train it with rule.layer-bits = {} or more \
+             (or unset, to fit the configured architectures)",
+            needed(layer)
+        );
+    }
+    format!(
+        "the code widths are fixed when a rule is trained: train it with rule.index-bits = {} or more (or unset, to \
+         fit the configured architectures), or with a layer-only code (rule.index-code = false), which grows \
+         networks of any width",
+        needed(index)
+    )
 }
 
 /// Result alias for this crate.

@@ -29,6 +29,22 @@ use crate::rule::RuleNet;
 use crate::topology::Topology;
 use crate::{Error, Result};
 
+/// What gets a config off the dead saddle, among the settings it does not already have
+/// (`"; use ..."`, or nothing).
+fn saddle_hint(cfg: &Config) -> String {
+    let mut fixes = Vec::new();
+    if !cfg.task.bias {
+        fixes.push("bias cells (task.bias = true)");
+    }
+    if cfg.task.weight_init == crate::init::WeightInit::Zeros {
+        fixes.push("xavier weights (task.weight-init = \"xavier\")");
+    }
+    if cfg.rule.last_init == 0.0 {
+        fixes.push("rule.last-init > 0");
+    }
+    if fixes.is_empty() { String::new() } else { format!("; use {}", fixes.join(", ")) }
+}
+
 /// What one meta-epoch measured.
 #[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
 pub struct EpochMetrics {
@@ -274,6 +290,7 @@ impl Trainer {
         let range = cfg.train.steps_range(cfg.grow.steps);
         let steps = if range.start() < range.end() { rng.gen_range(range) } else { *range.end() };
         let mut losses = Vec::new();
+        let mut dead_losses = Vec::new();
         let mut grown: Vec<Grown> = Vec::new();
         let mut steps_done = None;
         let tasks = crate::mixture::epoch_tasks(&self.exp, epoch, &mut rng)?;
@@ -285,6 +302,7 @@ impl Trainer {
             } else {
                 base
             };
+            dead_losses.push((task.split.num_classes as f64).ln());
             if !cfg.train.continual.is_empty() && rng.r#gen::<f64>() < cfg.train.continual_fraction {
                 let schedule = &cfg.train.continual[rng.gen_range(0..cfg.train.continual.len())];
                 let (loss, grower, values, schedule) = self.continual_episode(&task, schedule, &mut rng)?;
@@ -347,14 +365,29 @@ impl Trainer {
         let grad_norm = global_norm(&g);
         let stop = |message: String| Err(Error::Training { epoch, message });
         if !loss_value.is_finite() || !grad_norm.is_finite() {
-            return stop(format!("non-finite meta-loss ({loss_value}) or meta-gradient norm ({grad_norm})"));
+            return stop(format!(
+                "diverged: the meta-loss is {loss_value} and the meta-gradient norm {grad_norm} (not finite); \
+                 lower train.lr (now {}){}",
+                cfg.train.lr,
+                if cfg.train.clip_norm == 0.0 { " or clip the gradient (train.clip-norm > 0)" } else { "" }
+            ));
         }
         if grad_norm == 0.0 {
+            // A network that predicts nothing (all logits equal) has loss exactly ln C.
+            let dead = dead_losses.iter().sum::<f64>() / dead_losses.len().max(1) as f64;
+            if (loss_value - dead).abs() <= 1e-9 * dead.max(1.0) {
+                return stop(format!(
+                    "the meta-gradient is exactly zero and the meta-loss is {loss_value:.6} = ln C, the loss of a \
+                     network that predicts nothing: the grown networks are dead (the dead saddle), so the rule \
+                     cannot learn{}",
+                    saddle_hint(&cfg)
+                ));
+            }
             return stop(format!(
-                "the meta-gradient is exactly zero (meta-loss {loss_value:.6}; ln C = {:.6} is the loss of a dead \
-                 network): the grown networks are dead, so the rule cannot learn; use bias cells, xavier \
-                 weights or rule.last-init > 0",
-                (self.exp.primary().split.num_classes as f64).ln()
+                "diverged: the meta-gradient is exactly zero although the meta-loss is {loss_value:.6}, not the \
+                 {dead:.6} (ln C) of dead networks: the rule's outputs have saturated, which is what too large a \
+                 step does; lower train.lr (now {})",
+                cfg.train.lr
             ));
         }
         if cfg.train.grad_normalisation == GradNormalisation::PerTensor {

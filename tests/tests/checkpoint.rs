@@ -192,12 +192,28 @@ fn damaged_and_missing_checkpoints_are_clear_errors() {
     let (no_tensor, less_data) = drop_tensor(&header, &data, &moment);
     expect_checkpoint_error(&tmp, "no-tensor.safetensors", &join(&no_tensor, &less_data), &moment);
 
-    // A non-finite parameter is refused.
+    // A changed weight no longer matches the checksum stored with the tensors.
     let param = header.keys().find(|k| *k != "__metadata__" && !k.starts_with("adam.")).expect("a parameter").clone();
     let start = header[&param]["data_offsets"][0].as_u64().expect("offset") as usize;
+    let mut edited = data.clone();
+    edited[start..start + 8].copy_from_slice(&(-1.7e307f64).to_le_bytes());
+    expect_checkpoint_error(&tmp, "edited.safetensors", &join(&header, &edited), "checksum");
+
+    // A checkpoint written before checksums existed (no checksum in its metadata) still loads...
+    let mut old = header.clone();
+    let mut rule_meta: serde_json::Value =
+        serde_json::from_str(old["__metadata__"]["meta-nca"].as_str().expect("a JSON string")).expect("JSON");
+    assert!(rule_meta.as_object_mut().expect("object").remove("checksum").is_some(), "a checksum is stored");
+    old["__metadata__"]["meta-nca"] = serde_json::Value::String(rule_meta.to_string());
+    std::fs::write(tmp.path("old.safetensors"), join(&old, &data)).expect("write");
+    assert_same(
+        &Checkpoint::load(&path).expect("load"),
+        &Checkpoint::load(&tmp.path("old.safetensors")).expect("a checkpoint without a checksum loads"),
+    );
+    // ...and a non-finite parameter in it is still refused.
     let mut nan = data.clone();
     nan[start..start + 8].copy_from_slice(&f64::NAN.to_le_bytes());
-    expect_checkpoint_error(&tmp, "nan.safetensors", &join(&header, &nan), "finite");
+    expect_checkpoint_error(&tmp, "nan.safetensors", &join(&old, &nan), "finite");
 
     // A missing file is an I/O error naming it.
     let missing = tmp.path("missing.safetensors");

@@ -423,6 +423,8 @@ fn robustness_prunes_grown_networks_and_writes_curves() {
         "3",
         "--mode",
         "magnitude",
+        "--name",
+        "alone",
     ]);
     let line = |text: &str| text.lines().find(|l| l.starts_with("50%")).map(str::to_string);
     assert_eq!(line(&out), line(&alone));

@@ -156,7 +156,13 @@ fn flags_override_the_file() {
     std::fs::write(tmp.path("zero.toml"), "networks = 0\nfractions = [0.5]\nrecover = 1\nfine-tune = 1\n")
         .expect("write");
     fails(&["robustness", "--run", &dir, "--config", &tmp.arg("zero.toml")], &["networks"]);
-    let fixed = ok(&["robustness", "--run", &dir, "--config", &tmp.arg("zero.toml"), "--networks", "1"]);
+    let zero = tmp.arg("zero.toml");
+    let fixed = ["robustness", "--run", &dir, "--config", &zero, "--networks", "1"];
+    // Another random prune than the first: its outputs are not silently replaced.
+    let before = read(&run_dir.join("robustness-prune-random.csv"));
+    fails(&fixed, &["robustness-prune-random.csv", "different experiment", "--name", "--force"]);
+    assert_eq!(read(&run_dir.join("robustness-prune-random.csv")), before, "a refused run changed the curves");
+    let fixed = ok(&[&fixed[..], &["--force"]].concat());
     assert!(fixed.contains("1 networks"), "{fixed}");
 }
 
@@ -278,7 +284,8 @@ fn every_experiment_gives_the_same_curves_on_the_actors() {
         assert!(reference.contains("engine: reference"), "{reference}");
         let curves = read(&tmp.path("run").join(format!("{stem}.csv")));
         for executor in ["tasks", "shards"] {
-            let out = ok(&[&base[..], &["--engine", "actors", "--executor", executor]].concat());
+            // The second executor replaces the first one's files (another experiment by its plan).
+            let out = ok(&[&base[..], &["--engine", "actors", "--executor", executor, "--force"]].concat());
             assert!(out.contains("engine: actors"), "{out}");
             let actors = read(&tmp.path("run").join(format!("{stem}-actors.csv")));
             assert_eq!(actors, curves, "{config} on {executor}: the actors' curves differ from the reference path's");

@@ -51,12 +51,15 @@ pub mod suite;
 pub mod text;
 pub mod weights;
 
-/// Arguments of `meta-nca plot`.
+/// Arguments of `meta-nca plot`: at least one of `--run`, `--grow`, `--robustness`, `--suite`.
 #[derive(Debug, clap::Args)]
+#[command(group(
+    clap::ArgGroup::new("input").args(["run", "grow", "robustness", "suite", "continual"]).required(true).multiple(true)
+))]
 pub struct Args {
     /// Run folder written by `meta-nca train`: training curves, and GIFs over meta-epochs if it
     /// has snapshots. Pictures go to DIR/plots/.
-    #[arg(long, value_name = "DIR", required_unless_present_any = ["grow", "robustness", "suite", "continual"])]
+    #[arg(long, value_name = "DIR")]
     run: Option<PathBuf>,
     /// Grow record written by `meta-nca grow --save`: a weight GIF per layer over the grow
     /// steps and a hidden-state PNG, next to the file.
