@@ -6,7 +6,7 @@ use anyhow::{Context, Result, bail};
 use meta_nca_rule::checkpoint::write_atomic;
 use meta_nca_rule::engine::{EngineKind, Reference};
 use meta_nca_rule::eval::grow_one;
-use meta_nca_rule::topology::{Scheduled, Topology};
+use meta_nca_rule::topology::{Change, Scheduled, Topology};
 use meta_nca_sim::SimSpec;
 use meta_nca_sim::engine::Actors;
 
@@ -27,7 +27,8 @@ pub struct Args {
     save: PathBuf,
     /// A topology change between steps, `AFTER@CHANGE` (repeatable): after AFTER rule steps,
     /// `remove:L:I:J` / `add:L:I:J` (connection I -> J of weight matrix L), `remove-neuron:L:I`
-    /// or `add-neuron:L` (hidden layer L). Lockstep only on the actors.
+    /// or `add-neuron:L` (hidden layer L; output neurons, classes arriving, are `meta-nca
+    /// continual`'s). Lockstep only on the actors.
     #[arg(long = "change", value_name = "AFTER@CHANGE")]
     changes: Vec<Scheduled>,
     /// Engine (reference or actors) and the actor simulation's settings.
@@ -41,6 +42,14 @@ pub fn run(args: Args) -> Result<()> {
     let (steps, p, seed) = args.grow.resolve(&exp.config)?;
     let task = exp.primary();
     let sizes = layer_sizes(args.hidden.as_deref(), &exp.config, task)?;
+    let output = sizes.len() - 1;
+    if let Some(c) = args.changes.iter().find(
+        |c| matches!(c.change, Change::AddNeuron { layer } | Change::RemoveNeuron { layer, .. } if layer == output),
+    ) {
+        bail!(
+            "--change {c}: layer {output} is the output layer; its neurons are the data's classes, fixed in a              grow (`meta-nca continual` grows through classes arriving)"
+        );
+    }
     let sim = &args.engine.sim;
     match args.engine.engine {
         Engine::Reference if sim.traces() => bail!(

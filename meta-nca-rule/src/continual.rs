@@ -495,5 +495,5 @@ pub fn run(
             Ok(schedule.groups(&net, schedule.phases.len() - 1))
         })
         .collect::<Result<Vec<_>>>()?;
-    Ok(report::build(&schedule, task, &engine.name(), spec, curve, &grown, &tuned, &joint))
+    Ok(report::build(&schedule, task, &engine.name(), spec, report::Measured { curve, grown, tuned, joint }))
 }

@@ -79,6 +79,9 @@ pub struct ProbeResult {
     pub best: bool,
 }
 
+/// A meta-loss on the tape.
+type Loss = Tensor<(), f64, Cpu, OwnedTape<f64, Cpu>>;
+
 /// Networks grown in a meta-epoch, with the data they are scored on.
 struct Grown {
     /// The task's index in the meta-epoch, for the pool (none: a continual episode, which
@@ -221,7 +224,7 @@ impl Trainer {
         task: &Task,
         spec: &ScheduleSpec,
         rng: &mut StdRng,
-    ) -> Result<(Tensor<(), f64, Cpu, OwnedTape<f64, Cpu>>, Grower, Vec<f64>, Schedule)> {
+    ) -> Result<(Loss, Grower, Vec<f64>, Schedule)> {
         let cfg = &self.exp.config;
         let schedule = Schedule::new(&spec.for_classes(task.split.num_classes), &task.split, rng)?;
         let topologies = (0..cfg.train.num_models)

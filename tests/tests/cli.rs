@@ -555,7 +555,7 @@ fn grow_with_topology_changes_on_both_engines() {
     for (change, needles) in [
         ("1@remove:0:9:0", &["1@remove:0:9:0", "outside W_0"][..]),
         ("1@add:0:1:1", &["already live"][..]),
-        ("2@remove-neuron:2:0", &["not a hidden layer"][..]),
+        ("2@remove-neuron:2:0", &["output layer", "meta-nca continual"][..]),
         ("4@add-neuron:1", &["before the last"][..]),
         ("1@cut:0:1:1", &["unknown operation 'cut'"][..]),
         ("one@remove:0:1:1", &["not a number of steps"][..]),

@@ -144,24 +144,35 @@ fn summary(runs: &[Run]) -> Summary {
     }
 }
 
+/// What [`super::run`] measured, before it is summarised.
+pub(super) struct Measured {
+    /// The grown networks' mean curve.
+    pub curve: Vec<CurvePoint>,
+    /// Each grown network at the phase ends.
+    pub grown: Vec<Run>,
+    /// Each fine-tuned backprop network at the phase ends.
+    pub tuned: Vec<Run>,
+    /// Each jointly trained backprop network at the end.
+    pub joint: Vec<Groups>,
+}
+
 /// Puts the measurements together.
 pub(super) fn build(
     schedule: &Schedule,
     task: &Task,
     engine: &str,
     spec: &ContinualSpec,
-    curve: Vec<CurvePoint>,
-    grown: &[Run],
-    tuned: &[Run],
-    joint: &[super::Groups],
+    measured: Measured,
 ) -> ContinualReport {
+    let Measured { curve, grown, tuned, joint } = measured;
+    let (grown, tuned) = (&grown[..], &tuned[..]);
     let phase_ends = (0..schedule.phases.len())
         .map(|p| {
             let at = |runs: &[Run]| mean_groups(&runs.iter().map(|r| r.ends[p]).collect::<Vec<_>>());
             PhaseEnd { phase: p, grown: at(grown), fine_tune: at(tuned) }
         })
         .collect();
-    let joint_mean = mean_groups(joint);
+    let joint_mean = mean_groups(&joint);
     let recovery = match schedule.kind {
         ScheduleKind::ClassIncremental => Vec::new(),
         ScheduleKind::DomainIncremental => (1..schedule.phases.len())
