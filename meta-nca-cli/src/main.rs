@@ -19,6 +19,7 @@ mod check;
 mod eval;
 mod grow;
 mod inspect;
+mod limit;
 mod plot;
 mod robustness;
 mod robustness_config;
