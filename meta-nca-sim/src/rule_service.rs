@@ -297,10 +297,8 @@ impl Drop for CloseOnPanic<'_> {
 fn serve(mut pass: ForwardPass, shared: &Shared, runtime: tokio::runtime::Handle) -> RuleStats {
     let (width, out_width) = (pass.input(), pass.output());
     let mut stats = RuleStats::default();
-    // The rows of a pass made of several queries, kept between passes.
-    let mut x = Vec::new();
     loop {
-        let (batch, rows, last) = {
+        let (mut batch, rows, last) = {
             let mut inbox = shared.lock();
             loop {
                 let closed = inbox.handles == 0 || inbox.closed;
@@ -349,18 +347,18 @@ fn serve(mut pass: ForwardPass, shared: &Shared, runtime: tokio::runtime::Handle
         };
         if rows > 0 {
             let t = Instant::now();
-            let input = if let [one] = batch.as_slice() {
-                &one.rows[..]
+            // A pass of one query (a shard's chunk) takes its rows without a copy.
+            let input = if let [one] = batch.as_mut_slice() {
+                std::mem::take(&mut one.rows)
             } else {
-                x.clear();
+                let mut x = Vec::with_capacity(rows * width);
                 batch.iter().for_each(|w| x.extend_from_slice(&w.rows));
-                &x[..]
+                x
             };
             debug_assert_eq!(input.len(), rows * width);
-            // The one allocation of a pass: the block its askers share.
             let mut block: Arc<[f64]> = std::iter::repeat_n(0.0, rows * out_width).collect();
             if let Some(out) = Arc::get_mut(&mut block) {
-                pass.run(input, out);
+                pass.run_owned(input, out);
             }
             stats.batches += 1;
             stats.rows += rows as u64;
