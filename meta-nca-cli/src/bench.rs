@@ -89,12 +89,13 @@ pub fn run(args: Args) -> Result<()> {
         "each row: 10 untimed meta-epochs, then {} timed; K = 10, p = 0.8, full Iris train set (120 rows)",
         args.epochs
     );
-    println!();
-    println!("{:<44}{:>8}{:>10}{:>10}{:>10}", "configuration", "cells", "median ms", "p10 ms", "p90 ms");
-    for (name, mut config) in cases() {
-        if args.only.as_deref().is_some_and(|o| !name.contains(o)) {
-            continue;
-        }
+    let cases: Vec<_> =
+        cases().into_iter().filter(|(name, _)| args.only.as_deref().is_none_or(|o| name.contains(o))).collect();
+    if !cases.is_empty() {
+        println!();
+        println!("{:<44}{:>8}{:>10}{:>10}{:>10}", "configuration", "cells", "median ms", "p10 ms", "p90 ms");
+    }
+    for (name, mut config) in cases {
         for o in &args.overrides {
             config = config.with_override(o)?;
         }
