@@ -4,6 +4,8 @@
 use std::time::Instant;
 
 use anyhow::Result;
+
+use crate::limit;
 use meta_nca_rule::config::{Config, FamilyConfig};
 use meta_nca_rule::experiment::Experiment;
 use meta_nca_rule::perception::Group;
@@ -87,12 +89,13 @@ pub fn run(args: Args) -> Result<()> {
         "each row: 10 untimed meta-epochs, then {} timed; K = 10, p = 0.8, full Iris train set (120 rows)",
         args.epochs
     );
-    println!();
-    println!("{:<44}{:>8}{:>10}{:>10}{:>10}", "configuration", "cells", "median ms", "p10 ms", "p90 ms");
-    for (name, mut config) in cases() {
-        if args.only.as_deref().is_some_and(|o| !name.contains(o)) {
-            continue;
-        }
+    let cases: Vec<_> =
+        cases().into_iter().filter(|(name, _)| args.only.as_deref().is_none_or(|o| name.contains(o))).collect();
+    if !cases.is_empty() {
+        println!();
+        println!("{:<44}{:>8}{:>10}{:>10}{:>10}", "configuration", "cells", "median ms", "p10 ms", "p90 ms");
+    }
+    for (name, mut config) in cases {
         for o in &args.overrides {
             config = config.with_override(o)?;
         }
@@ -113,6 +116,42 @@ pub fn run(args: Args) -> Result<()> {
     }
     if args.only.as_deref().is_none_or(|o| "grow step rows".contains(o)) {
         grow_step_rows(args.epochs)?;
+    }
+    if args.only.as_deref().is_none_or(|o| "rule passes".contains(o)) {
+        rule_passes(&args.overrides)?;
+    }
+    Ok(())
+}
+
+/// Rows per second of the default configuration's rule (with the `--set` overrides) next to
+/// the limit: a bare chain of matrix products of its shapes ([`limit`]).
+fn rule_passes(overrides: &[String]) -> Result<()> {
+    use meta_nca_rule::rule::RuleNet;
+    use meta_nca_rule::topology::Topology;
+
+    let mut config = Config::default();
+    for o in overrides {
+        config = config.with_override(o)?;
+    }
+    let topology = Topology::dense(&[4, 3], true)?;
+    let code = config.hidden_code((1, topology.num_cells()));
+    let (_, shape) = config.rule_shape(&code)?;
+    let mut rng = <rand::rngs::StdRng as rand::SeedableRng>::seed_from_u64(0);
+    let rule = RuleNet::new(&dfdx::prelude::Cpu::default(), shape, &mut rng);
+    let rates = limit::measure(&rule, 2.0);
+    println!();
+    println!(
+        "rule passes: shapes {:?} (the default config's rule), {}-row chunks, 1 thread, median of 7",
+        rule.shape.dims(),
+        limit::CHUNK
+    );
+    println!("{:<52}{:>12}{:>10}", "what", "rows/s", "of limit");
+    for (name, rate) in [
+        ("bare matrix-product chain (the limit)", rates.limit),
+        ("rule forward pass without tape", rates.forward),
+        ("the same MLP through dfdx's ops on a tape", rates.taped),
+    ] {
+        println!("{name:<52}{:>12}{:>10.2}", limit::millions(rate), rate / rates.limit);
     }
     Ok(())
 }

@@ -6,6 +6,8 @@
 use std::process::Command;
 
 use anyhow::{Context, Result, bail};
+
+use crate::limit;
 use meta_nca_sim::synthetic::{SyntheticSpec, time_reference, wide_setup, wide_sizes};
 use meta_nca_sim::{AsyncSpec, Executor, Mode, SimSpec};
 use serde::{Deserialize, Serialize};
@@ -63,6 +65,8 @@ struct CaseResult {
     mean_batch: f64,
     /// Seconds in the rule's forward passes (the rule service's thread).
     rule_seconds: f64,
+    /// Rows the rule service answered (0 for the floor).
+    rule_rows: u64,
 }
 
 fn status_kb(field: &str) -> f64 {
@@ -78,28 +82,32 @@ fn status_kb(field: &str) -> f64 {
 
 const CASES: [&str; 5] = ["floor", "tasks-lockstep", "tasks-async", "shards-lockstep", "shards-async"];
 
-fn run_one(args: &Args, case: &str, cells: usize) -> Result<CaseResult> {
-    let sizes = wide_sizes(cells);
+fn synthetic_spec(args: &Args) -> Result<SyntheticSpec> {
     let rule_hidden = args
         .rule_hidden
         .split(',')
         .filter(|w| !w.trim().is_empty())
         .map(|w| w.trim().parse::<usize>().with_context(|| format!("--rule-hidden: '{w}' is not a width")))
         .collect::<Result<Vec<_>>>()?;
-    let spec = SyntheticSpec {
+    Ok(SyntheticSpec {
         samples: args.samples,
         steps: args.steps,
         fire_fraction: args.p,
         rule_hidden,
         seed: 1,
         messages: args.messages,
-    };
+    })
+}
+
+fn run_one(args: &Args, case: &str, cells: usize) -> Result<CaseResult> {
+    let sizes = wide_sizes(cells);
+    let spec = synthetic_spec(args)?;
     let setup = wide_setup(&sizes, &spec)?;
     let n = setup.world.num_cells();
     let before = status_kb("VmRSS:");
-    let (seconds, cell_steps, mean_batch, rule_seconds) = if case == "floor" {
+    let (seconds, cell_steps, mean_batch, rule_seconds, rule_rows) = if case == "floor" {
         let s = time_reference(&setup)?;
-        (s, (n * args.steps) as u64, n as f64, -1.0)
+        (s, (n * args.steps) as u64, n as f64, -1.0, 0)
     } else {
         let executor =
             if case.starts_with("tasks") { Executor::Tasks } else { Executor::Shards { shards: args.shards } };
@@ -116,7 +124,8 @@ fn run_one(args: &Args, case: &str, cells: usize) -> Result<CaseResult> {
         };
         let spec = SimSpec { executor, mode, workers: args.workers, ..SimSpec::default() };
         let out = meta_nca_sim::run(&setup, &spec)?;
-        (out.stats.seconds, out.stats.cell_steps, out.stats.rule.mean_batch(), out.stats.rule.forward_seconds)
+        let rule = out.stats.rule;
+        (out.stats.seconds, out.stats.cell_steps, rule.mean_batch(), rule.forward_seconds, rule.rows)
     };
     let peak = status_kb("VmHWM:");
     Ok(CaseResult {
@@ -127,6 +136,7 @@ fn run_one(args: &Args, case: &str, cells: usize) -> Result<CaseResult> {
         bytes_per_cell: (peak - before).max(0.0) * 1024.0 / n as f64,
         mean_batch,
         rule_seconds,
+        rule_rows,
     })
 }
 
@@ -157,10 +167,25 @@ pub fn run(args: Args) -> Result<()> {
     println!(
         "memory = peak RSS growth during the run / cells; rule time = share of the run in the rule's forward passes"
     );
+    let setup = wide_setup(&wide_sizes(args.cells.first().copied().unwrap_or(10_000)), &synthetic_spec(&args)?)?;
+    let rates = limit::measure(&setup.rule, 2.0);
+    println!(
+        "rule shapes {:?}, {}-row chunks, 1 thread, rows/s: bare matrix-product chain (the limit) {}; rule forward pass without tape {} ({:.2} of the limit); the same MLP through dfdx's ops on a tape {} ({:.2})",
+        setup.rule.shape.dims(),
+        limit::CHUNK,
+        limit::millions(rates.limit),
+        limit::millions(rates.forward),
+        rates.forward / rates.limit,
+        limit::millions(rates.taped),
+        rates.taped / rates.limit,
+    );
+    println!(
+        "vs limit = cell-steps/s over the limit's rows/s (a cell-step asks at most one rule row); rule/limit = rule service rows per second of forward pass over the limit"
+    );
     println!();
     println!(
-        "{:>9}  {:<16}{:>14}{:>10}{:>9}{:>12}{:>12}",
-        "cells", "engine", "cell-steps/s", "vs floor", "B/cell", "rule batch", "rule time"
+        "{:>9}  {:<16}{:>14}{:>10}{:>10}{:>9}{:>12}{:>12}{:>12}",
+        "cells", "engine", "cell-steps/s", "vs floor", "vs limit", "B/cell", "rule batch", "rule time", "rule/limit"
     );
     for &cells in &args.cells {
         let mut floor = f64::NAN;
@@ -184,18 +209,21 @@ pub fn run(args: Args) -> Result<()> {
             if case == "floor" {
                 floor = r.rate;
             }
+            let service = r.rule_seconds >= 0.0;
             println!(
-                "{:>9}  {:<16}{:>14.0}{:>10.2}{:>9.0}{:>12.1}{:>12}",
+                "{:>9}  {:<16}{:>14.0}{:>10.2}{:>10.3}{:>9.0}{:>12.1}{:>12}{:>12}",
                 r.cells,
                 case,
                 r.rate,
                 r.rate / floor,
+                r.rate / rates.limit,
                 r.bytes_per_cell,
                 r.mean_batch,
-                if r.rule_seconds < 0.0 {
-                    "-".to_string()
+                if service { format!("{:.0}%", 100.0 * r.rule_seconds / r.seconds) } else { "-".to_string() },
+                if service {
+                    format!("{:.2}", r.rule_rows as f64 / r.rule_seconds.max(1e-12) / rates.limit)
                 } else {
-                    format!("{:.0}%", 100.0 * r.rule_seconds / r.seconds)
+                    "-".to_string()
                 }
             );
         }

@@ -7,6 +7,7 @@
 //! - [`run_dir`]: a run folder (resolved config, metrics, checkpoints).
 //! - [`robustness_config`]: a robustness experiment from a TOML file and flags.
 //! - [`memory`]: the memory a training config needs, checked before it starts.
+//! - [`limit`]: the machine's limit for rule passes (a bare chain of matrix products), for the benches.
 //! - [`train`], [`eval`], [`grow`], [`bench`], [`suite`], [`continual`]: one module per subcommand.
 
 use std::process::ExitCode;
@@ -21,6 +22,7 @@ mod continual;
 mod eval;
 mod grow;
 mod inspect;
+mod limit;
 mod memory;
 mod plot;
 mod robustness;

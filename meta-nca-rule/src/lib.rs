@@ -11,7 +11,9 @@
 //! - [`task`]: the task network's forward and reverse pass, and its local error messages.
 //! - [`batch`]: many networks flattened into one cell/neuron table.
 //! - [`fused`]: fused ops on the dfdx tape with hand-written adjoints.
-//! - [`rule`]: the rule network (a dfdx MLP with a bounded output).
+//! - [`rule`]: the rule network (a dfdx MLP with a bounded output); its `forward` submodule:
+//!   the forward pass without tape (reused buffers, fused bias and activation); `tanh`: a
+//!   vectorisable `tanh` for it.
 //! - [`reference`]: the batched, unrolled, differentiable grow on one dfdx tape (its
 //!   `activity` submodule: activity statistics, messages and their adjoint).
 //! - [`episode`]: the random draws of one grow, from a seed (and each step's minibatch rows).

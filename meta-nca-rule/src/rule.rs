@@ -10,7 +10,13 @@ use dfdx::prelude::*;
 use rand::Rng;
 use serde::{Deserialize, Serialize};
 
-use crate::fused::{Tensor2, fused, pure};
+use crate::fused::{Tensor2, fused, pure, values};
+
+mod forward;
+mod tanh;
+
+pub use forward::ForwardPass;
+pub use tanh::tanh;
 
 /// Hidden-layer nonlinearity of the rule network.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -113,8 +119,12 @@ impl RuleNet {
         Self { shape, layers, dev: dev.clone() }
     }
 
-    /// The MLP before the bound: perception `[cells, input]` → `[cells, output]`.
+    /// The MLP before the bound: perception `[cells, input]` → `[cells, output]`. Without a
+    /// tape this is a [`ForwardPass`].
     pub fn logits<T: Tape<f64, Cpu>>(&self, x: Tensor2<T>) -> Tensor2<T> {
+        if !T::OWNS_TAPE {
+            return self.untaped(x, ForwardPass::logits);
+        }
         let dev = &self.dev;
         let mut h = activate_with_ones(dev, x, self.shape.input_squash.then_some(Activation::Tanh));
         let last = self.layers.len() - 1;
@@ -129,8 +139,31 @@ impl RuleNet {
     }
 
     /// The update of every cell: perception `[cells, input]` → `Δ [cells, output]`.
+    /// Without a tape this is a [`ForwardPass`].
     pub fn forward<T: Tape<f64, Cpu>>(&self, x: Tensor2<T>) -> Tensor2<T> {
+        if !T::OWNS_TAPE {
+            return self.untaped(x, ForwardPass::run_owned);
+        }
         self.logits(x).tanh() * self.shape.output_scale
+    }
+
+    /// A forward pass without tape over the rule's current weights, for an owner that runs
+    /// many (it keeps its buffers).
+    pub fn forward_pass(&self) -> ForwardPass {
+        ForwardPass::new(self)
+    }
+
+    /// `pass` on `x`'s values, as a tensor with `x`'s (empty) tape.
+    fn untaped<T: Tape<f64, Cpu>>(
+        &self,
+        x: Tensor2<T>,
+        pass: fn(&mut ForwardPass, Vec<f64>, &mut [f64]),
+    ) -> Tensor2<T> {
+        let (x, tape) = x.split_tape();
+        let rows = x.shape().0;
+        let mut out = vec![0.0; rows * self.shape.output];
+        pass(&mut self.forward_pass(), values(&x), &mut out);
+        self.dev.tensor_from_vec(out, (rows, self.shape.output)).put_tape(tape)
     }
 
     /// Every parameter tensor as `(name, flat values)`.

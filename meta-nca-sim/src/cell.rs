@@ -328,11 +328,9 @@ impl Cell {
         }
         let (back, align) = messages.unwrap_or_default();
         let (back, align) = (back.map_or(0.0, |b| b.0), align.map_or(0.0, |a| a.0));
-        let mut p = vec![0.0; ctx.spec.width()];
-        let cell = CellView { state: &self.state, hebb_z, hebb_e, back, align };
-        perceive(&ctx.spec, cell, view(pre), view(post), &mut p);
         self.phase = Phase::Querying { staleness };
-        out.query(self.index, p);
+        let cell = CellView { state: &self.state, hebb_z, hebb_e, back, align };
+        out.query(self.index, ctx.spec.width(), |p| perceive(&ctx.spec, cell, view(pre), view(post), p));
     }
 
     /// Ends the round: `w0` is the weight the round started with.

@@ -295,8 +295,10 @@ pub trait Outbox {
     fn contribute(&mut self, neuron: u32, round: u32, part: Contribution<'_>);
     /// Sends `msg` to every cell on the `fan` side of `neuron`.
     fn broadcast(&mut self, neuron: u32, fan: Fan, msg: CellMsg);
-    /// Asks the rule service for the update of `cell` from its perception.
-    fn query(&mut self, cell: u32, perception: Vec<f64>);
+    /// Asks the rule service for the update of `cell` from its perception, a row of `width`
+    /// zeros that `perceive` fills (in place: the shards write it straight into the rows they
+    /// send to the rule service).
+    fn query(&mut self, cell: u32, width: usize, perceive: impl FnOnce(&mut [f64]));
     /// A cell finished a round.
     fn done(&mut self, done: CellDone);
     /// Async mode: `cell` wants its clock to tick again (the executor adds jitter).

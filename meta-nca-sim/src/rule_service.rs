@@ -6,6 +6,11 @@
 //! service runs one forward pass per step; in async mode it runs when `max_rows` rows are
 //! waiting or `deadline` has passed since the oldest waiting query.
 //!
+//! Threads: when the machine has more than one core, the service runs one thread per core
+//! (at most [`MAX_THREADS`]), each taking whole passes from the shared inbox; every row's
+//! answer is computed by the same operations whichever thread runs it
+//! ([`meta_nca_rule::rule::ForwardPass`]), so the answers do not depend on the thread count.
+//!
 //! Cost: queries land in a shared inbox under a mutex, and the thread is woken only when a
 //! batch is ready (or, in async mode, to start the deadline clock), not once per query. The
 //! answers of a batch are one shared block ([`Answer`]: no allocation per query), handed back
@@ -17,8 +22,10 @@
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use dfdx::prelude::*;
-use meta_nca_rule::rule::RuleNet;
+use meta_nca_rule::rule::{ForwardPass, RuleNet};
+
+/// Most threads the service runs forward passes on.
+pub const MAX_THREADS: usize = 2;
 
 /// When the service runs a forward pass.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -47,11 +54,19 @@ pub struct RuleStats {
     pub rows: u64,
     /// Largest batch.
     pub max_batch: u64,
-    /// Seconds spent in forward passes.
+    /// Seconds spent in forward passes (summed over the service's threads).
     pub forward_seconds: f64,
 }
 
 impl RuleStats {
+    /// Adds another thread's statistics.
+    fn add(&mut self, other: &RuleStats) {
+        self.batches += other.batches;
+        self.rows += other.rows;
+        self.max_batch = self.max_batch.max(other.max_batch);
+        self.forward_seconds += other.forward_seconds;
+    }
+
     /// Mean rows per forward pass.
     pub fn mean_batch(&self) -> f64 {
         self.rows as f64 / self.batches.max(1) as f64
@@ -125,6 +140,19 @@ impl Shared {
         self.inbox.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// See [`RuleHandle::close`].
+    fn close(&self) {
+        let dropped = {
+            let mut inbox = self.lock();
+            inbox.closed = true;
+            inbox.rows = 0;
+            inbox.oldest = None;
+            std::mem::take(&mut inbox.waiting)
+        };
+        self.ready.notify_all();
+        drop(dropped); // outside the lock: the replies run now
+    }
+
     /// Whether the thread should wake for `inbox`.
     fn wake(&self, inbox: &Inbox) -> bool {
         match self.batching {
@@ -159,18 +187,29 @@ impl Drop for RuleHandle {
         let mut inbox = self.shared.lock();
         inbox.handles -= 1;
         if inbox.handles == 0 {
-            self.shared.ready.notify_one();
+            self.shared.ready.notify_all();
         }
     }
 }
 
 impl RuleHandle {
-    /// Starts the service on its own thread; answers are completed on `runtime`. Join the
-    /// returned handle for the service's statistics.
+    /// Starts the service on its own threads (one per core, at most [`MAX_THREADS`]); answers
+    /// are completed on `runtime`. Join the returned handle for the service's statistics.
     pub fn spawn(
         rule: RuleNet,
         batching: Batching,
         runtime: tokio::runtime::Handle,
+    ) -> std::io::Result<(Self, std::thread::JoinHandle<RuleStats>)> {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        Self::spawn_on(rule, batching, runtime, cores.min(MAX_THREADS))
+    }
+
+    /// [`Self::spawn`] on `threads` threads (at least one).
+    pub fn spawn_on(
+        rule: RuleNet,
+        batching: Batching,
+        runtime: tokio::runtime::Handle,
+        threads: usize,
     ) -> std::io::Result<(Self, std::thread::JoinHandle<RuleStats>)> {
         let shared = Arc::new(Shared {
             inbox: Mutex::new(Inbox { handles: 1, ..Inbox::default() }),
@@ -179,8 +218,29 @@ impl RuleHandle {
             width: rule.shape.input,
         });
         let inner = shared.clone();
-        let thread =
-            std::thread::Builder::new().name("rule-service".into()).spawn(move || serve(rule, inner, runtime))?;
+        let thread = std::thread::Builder::new().name("rule-service".into()).spawn(move || {
+            let _close = CloseOnPanic(&inner);
+            let pass = rule.forward_pass();
+            std::thread::scope(|scope| {
+                let helpers: Vec<_> = (1..threads.max(1))
+                    .map(|_| {
+                        let (pass, inner, runtime) = (pass.clone(), &inner, runtime.clone());
+                        scope.spawn(move || {
+                            let _close = CloseOnPanic(inner);
+                            serve(pass, inner, runtime)
+                        })
+                    })
+                    .collect();
+                let mut stats = serve(pass, &inner, runtime);
+                for helper in helpers {
+                    // A helper that panicked closed the inbox, which told every asker.
+                    if let Ok(s) = helper.join() {
+                        stats.add(&s);
+                    }
+                }
+                stats
+            })
+        })?;
         Ok((Self { shared }, thread))
     }
 
@@ -188,15 +248,7 @@ impl RuleHandle {
     /// and lets the service stop: what a run calls when it ends, so that no actor waits for an
     /// answer that an unfinished batch would never give.
     pub fn close(&self) {
-        let dropped = {
-            let mut inbox = self.shared.lock();
-            inbox.closed = true;
-            inbox.rows = 0;
-            inbox.oldest = None;
-            std::mem::take(&mut inbox.waiting)
-        };
-        self.shared.ready.notify_one();
-        drop(dropped); // outside the lock: the replies run now
+        self.shared.close();
     }
 
     /// Announces `rows` more rows for the current lockstep batch.
@@ -230,13 +282,23 @@ impl RuleHandle {
     }
 }
 
-fn serve(rule: RuleNet, shared: Arc<Shared>, runtime: tokio::runtime::Handle) -> RuleStats {
-    let dev = Cpu::default();
-    let width = rule.shape.input;
-    let out_width = rule.shape.output;
+/// Closes the inbox if a service thread panics (a rule of the wrong shape, say), so that
+/// every waiting and later query is answered with `None` instead of waiting for ever.
+struct CloseOnPanic<'a>(&'a Shared);
+
+impl Drop for CloseOnPanic<'_> {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            self.0.close();
+        }
+    }
+}
+
+fn serve(mut pass: ForwardPass, shared: &Shared, runtime: tokio::runtime::Handle) -> RuleStats {
+    let (width, out_width) = (pass.input(), pass.output());
     let mut stats = RuleStats::default();
     loop {
-        let (batch, rows, last) = {
+        let (mut batch, rows, last) = {
             let mut inbox = shared.lock();
             loop {
                 let closed = inbox.handles == 0 || inbox.closed;
@@ -278,16 +340,26 @@ fn serve(rule: RuleNet, shared: Arc<Shared>, runtime: tokio::runtime::Handle) ->
             inbox.rows -= rows;
             if inbox.waiting.is_empty() {
                 inbox.oldest = None;
+            } else if shared.wake(&inbox) {
+                shared.ready.notify_one(); // another thread may take the next pass
             }
             (batch, rows, (inbox.handles == 0 || inbox.closed) && inbox.waiting.is_empty())
         };
         if rows > 0 {
             let t = Instant::now();
-            let mut x = Vec::with_capacity(rows * width);
-            batch.iter().for_each(|w| x.extend_from_slice(&w.rows));
-            let input: Tensor<(usize, usize), f64, Cpu> = dev.tensor_from_vec(x, (rows, width));
-            let block: Arc<[f64]> = rule.forward(input).as_vec().into();
-            debug_assert_eq!(block.len(), rows * out_width);
+            // A pass of one query (a shard's chunk) takes its rows without a copy.
+            let input = if let [one] = batch.as_mut_slice() {
+                std::mem::take(&mut one.rows)
+            } else {
+                let mut x = Vec::with_capacity(rows * width);
+                batch.iter().for_each(|w| x.extend_from_slice(&w.rows));
+                x
+            };
+            debug_assert_eq!(input.len(), rows * width);
+            let mut block: Arc<[f64]> = std::iter::repeat_n(0.0, rows * out_width).collect();
+            if let Some(out) = Arc::get_mut(&mut block) {
+                pass.run_owned(input, out);
+            }
             stats.batches += 1;
             stats.rows += rows as u64;
             stats.max_batch = stats.max_batch.max(rows as u64);

@@ -134,7 +134,9 @@ impl Outbox for TaskOut<'_> {
             self.routes.send(&self.routes.cells[c as usize], msg.clone(), || format!("cell {}", self.world.cell_id(c)));
         }
     }
-    fn query(&mut self, _cell: u32, perception: Vec<f64>) {
+    fn query(&mut self, _cell: u32, width: usize, perceive: impl FnOnce(&mut [f64])) {
+        let mut perception = vec![0.0; width];
+        perceive(&mut perception);
         let (tx, rx) = oneshot::channel();
         if let Some(rule) = self.rule {
             rule.query(perception, 1, Reply::new(move |answer| drop(tx.send(answer))));

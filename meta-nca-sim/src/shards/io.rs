@@ -129,9 +129,11 @@ impl Outbox for Io {
             }
         }
     }
-    fn query(&mut self, cell: u32, perception: Vec<f64>) {
+    fn query(&mut self, cell: u32, width: usize, perceive: impl FnOnce(&mut [f64])) {
         self.rule_cells.push(cell);
-        self.rule_rows.extend_from_slice(&perception);
+        let start = self.rule_rows.len();
+        self.rule_rows.resize(start + width, 0.0);
+        perceive(&mut self.rule_rows[start..]);
         if self.rule_cells.len() >= self.rule_link.chunk {
             self.ask_rule();
         }
@@ -192,7 +194,9 @@ impl Io {
         }
         self.in_flight += self.rule_cells.len();
         let cells = std::mem::take(&mut self.rule_cells);
-        let rows = std::mem::take(&mut self.rule_rows);
+        // The next chunk's rows get their whole buffer at once (no growing copies).
+        let capacity = self.rule_rows.capacity();
+        let rows = std::mem::replace(&mut self.rule_rows, Vec::with_capacity(capacity));
         let link = &self.rule_link;
         let (me, coord, actor) = (link.me.clone(), link.coord.clone(), link.actor.clone());
         let n = cells.len();
