@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use meta_nca_rule::checkpoint::{Checkpoint, write_atomic};
+use meta_nca_rule::engine::EngineKind;
 use meta_nca_rule::experiment::Experiment;
 use meta_nca_rule::reference::{Score, TaskData, score};
 use meta_nca_rule::topology::{CellId, Scheduled, Topology};
@@ -25,6 +26,23 @@ pub enum Engine {
     Reference,
     /// The actor simulation (`meta-nca-sim`).
     Actors,
+}
+
+/// Where the grows of an engine-agnostic experiment (robustness, continual) run: the reference
+/// path, or one lockstep simulation per network with `executor` (`shards` shard tasks) and one
+/// worker each (the networks run one after another).
+pub fn engine_kind(engine: Engine, executor: ExecutorArg, shards: usize, seed: u64) -> Box<dyn EngineKind> {
+    match engine {
+        Engine::Reference => Box::new(meta_nca_rule::engine::Reference),
+        Engine::Actors => {
+            let executor = match executor {
+                ExecutorArg::Tasks => meta_nca_sim::Executor::Tasks,
+                ExecutorArg::Shards => meta_nca_sim::Executor::Shards { shards },
+            };
+            let spec = SimSpec { executor, workers: 1, seed, ..SimSpec::default() };
+            Box::new(meta_nca_sim::engine::Actors { spec })
+        }
+    }
 }
 
 /// How the actor simulation schedules its cells.

@@ -136,18 +136,7 @@ impl ContinualConfig {
     }
 
     fn engine_kind(&self) -> Box<dyn EngineKind> {
-        match self.engine {
-            Engine::Reference => Box::new(meta_nca_rule::engine::Reference),
-            Engine::Actors => {
-                let executor = match self.executor {
-                    ExecutorArg::Tasks => meta_nca_sim::Executor::Tasks,
-                    ExecutorArg::Shards => meta_nca_sim::Executor::Shards { shards: 2 },
-                };
-                let spec =
-                    meta_nca_sim::SimSpec { executor, workers: 1, seed: self.seed, ..meta_nca_sim::SimSpec::default() };
-                Box::new(meta_nca_sim::engine::Actors { spec })
-            }
-        }
+        crate::actors::engine_kind(self.engine, self.executor, 2, self.seed)
     }
 }
 

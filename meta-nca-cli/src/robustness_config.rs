@@ -250,19 +250,7 @@ impl Plan {
 
     /// The engine the grows run on.
     pub fn engine_kind(&self) -> Box<dyn EngineKind> {
-        match self.engine {
-            Engine::Reference => Box::new(meta_nca_rule::engine::Reference),
-            Engine::Actors => {
-                let executor = match self.executor {
-                    ExecutorArg::Tasks => meta_nca_sim::Executor::Tasks,
-                    ExecutorArg::Shards => meta_nca_sim::Executor::Shards { shards: self.shards },
-                };
-                // One simulation per network, one after another: one worker each is enough.
-                let spec =
-                    meta_nca_sim::SimSpec { executor, workers: 1, seed: self.seed, ..meta_nca_sim::SimSpec::default() };
-                Box::new(meta_nca_sim::engine::Actors { spec })
-            }
-        }
+        crate::actors::engine_kind(self.engine, self.executor, self.shards, self.seed)
     }
 
     /// The plan as a TOML file for the run folder, headed by how it was made; the keys of the
