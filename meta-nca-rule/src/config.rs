@@ -1,5 +1,5 @@
 //! Experiment configuration in two layers: [`Config`] is the on-disk TOML (kebab-case, unknown
-//! keys rejected, every field defaulted), [`Config::validate`] checks it and resolves what
+//! keys rejected, every field defaulted), [`Config::check`] checks it and resolves what
 //! depends on the data (layer sizes, hidden-state widths).
 
 use serde::{Deserialize, Serialize};

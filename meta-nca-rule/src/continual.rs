@@ -1,6 +1,6 @@
 //! Continual learning: a grow whose data changes while it runs. A [`Schedule`] cuts a grow
 //! into phases; at a phase boundary classes arrive, each with a new output neuron (the output
-//! layer's [`Change::AddNeuron`]), or the inputs drift (a fixed random rotation and shift of
+//! layer's [`crate::topology::Change::AddNeuron`]), or the inputs drift (a fixed random rotation and shift of
 //! the features). Classes arrive in label order (`0, 1, ..`): a caller that wants another order
 //! relabels the task first, and output neuron `k` is then always class `k`.
 //!

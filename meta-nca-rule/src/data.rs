@@ -392,7 +392,7 @@ impl Split {
         self.val_y.len()
     }
 
-    /// The same split with class labels permuted by `perm` (perm[old] = new); error if not a permutation of 0..num_classes.
+    /// The same split with class labels permuted by `perm` (`perm[old] = new`); error if not a permutation of 0..num_classes.
     pub fn permute_labels(&self, perm: &[usize]) -> crate::Result<Split> {
         let nc = self.num_classes;
         let mut hit = vec![false; nc];

@@ -14,7 +14,7 @@
 //! - [`rule`]: the rule network (a dfdx MLP with a bounded output); its `forward` submodule:
 //!   the forward pass without tape (reused buffers, fused bias and activation); `tanh`: a
 //!   vectorisable `tanh` for it.
-//! - [`reference`]: the batched, unrolled, differentiable grow on one dfdx tape (its
+//! - [`reference`](mod@reference): the batched, unrolled, differentiable grow on one dfdx tape (its
 //!   `activity` submodule: activity statistics, messages and their adjoint).
 //! - [`episode`]: the random draws of one grow, from a seed (and each step's minibatch rows).
 //! - [`config`]: the TOML experiment config and its validation.
