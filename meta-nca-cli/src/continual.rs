@@ -86,7 +86,7 @@ pub struct ContinualConfig {
     pub fire_fraction: Option<f64>,
     /// Where the grows run.
     pub engine: Engine,
-    /// Actors: the executor.
+    /// Actors: the executor (`shards`: two shard tasks per network).
     pub executor: ExecutorArg,
     /// The phases.
     pub schedule: ScheduleSpec,
