@@ -56,14 +56,20 @@ pub fn train_baseline_net(
     train: &TaskData,
     spec: BaselineSpec,
 ) -> crate::Result<DenseNet<f64>> {
+    let mut net = xavier_net(sizes, bias, &mut StdRng::seed_from_u64(spec.seed))?;
+    fine_tune(&mut net, None, train, spec.epochs, spec.lr);
+    Ok(net)
+}
+
+/// A network of layer sizes `sizes` with every weight drawn Xavier-uniform from `rng`, cell
+/// by cell in topology order (where every backprop baseline starts).
+pub fn xavier_net(sizes: &[usize], bias: bool, rng: &mut StdRng) -> crate::Result<DenseNet<f64>> {
     let topology = Topology::dense(sizes, bias)?;
-    let mut rng = StdRng::seed_from_u64(spec.seed);
     let mut net = DenseNet::zeros(sizes, bias);
     for cell in topology.cells() {
-        let w = initial_weight(WeightInit::Xavier, &topology, cell, &mut rng);
-        net.weights[cell.layer][cell.pre * topology.cols(cell.layer) + cell.post] = w;
+        net.weights[cell.layer][cell.pre * topology.cols(cell.layer) + cell.post] =
+            initial_weight(WeightInit::Xavier, &topology, cell, rng);
     }
-    fine_tune(&mut net, None, train, spec.epochs, spec.lr);
     Ok(net)
 }
 

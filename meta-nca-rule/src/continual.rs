@@ -20,7 +20,7 @@ use rand::Rng;
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 
-use crate::baseline::BaselineSpec;
+use crate::baseline::{BaselineSpec, fine_tune, xavier_net};
 use crate::batch::Batch;
 use crate::checkpoint::RuleMeta;
 use crate::data::Split;
@@ -29,11 +29,9 @@ use crate::episode::{Episode, EpisodeSpec, Stream, rng_for};
 use crate::experiment::Task;
 use crate::firing::choose_firing;
 use crate::generate::normal;
-use crate::init::{WeightInit, initial_weight};
-use crate::optim::Adam;
 use crate::reference::TaskData;
 use crate::rule::RuleNet;
-use crate::task::{self, ActivityGrad, DenseNet};
+use crate::task::{self, DenseNet};
 use crate::topology::Topology;
 use crate::{Error, Result};
 
@@ -232,16 +230,7 @@ impl Schedule {
     fn groups(&self, net: &DenseNet<f64>, phase: usize) -> Groups {
         let ph = &self.phases[phase];
         let hits = correct(net, &ph.val);
-        let acc = |keep: &dyn Fn(usize) -> bool| {
-            let (n, k) = ph
-                .val
-                .y
-                .iter()
-                .zip(&hits)
-                .filter(|(y, _)| keep(**y))
-                .fold((0, 0), |(n, k), (_, &h)| (n + 1, k + usize::from(h)));
-            (n > 0).then(|| k as f64 / n as f64)
-        };
+        let acc = |keep: &dyn Fn(usize) -> bool| hit_rate(&ph.val.y, &hits, keep);
         let first_outputs = self.phases[0].outputs;
         let first = match self.kind {
             ScheduleKind::ClassIncremental => acc(&|y| y < first_outputs),
@@ -267,15 +256,7 @@ impl Schedule {
                 let seen = rows_where(&data.x, &data.y, data.features, outputs, |y| y < outputs);
                 let hits = correct(net, &seen);
                 (0..self.units())
-                    .map(|c| {
-                        let (n, k) = seen
-                            .y
-                            .iter()
-                            .zip(&hits)
-                            .filter(|(y, _)| **y == c)
-                            .fold((0, 0), |(n, k), (_, &h)| (n + 1, k + usize::from(h)));
-                        (c < outputs && n > 0).then(|| k as f64 / n as f64)
-                    })
+                    .map(|c| if c < outputs { hit_rate(&seen.y, &hits, &|y| y == c) } else { None })
                     .collect()
             }
             ScheduleKind::DomainIncremental => (0..self.units())
@@ -298,9 +279,15 @@ fn correct(net: &DenseNet<f64>, data: &TaskData) -> Vec<bool> {
         .collect()
 }
 
+/// The fraction of the rows whose label `keep` picks that are `hits`; none without such rows.
+fn hit_rate(labels: &[usize], hits: &[bool], keep: &dyn Fn(usize) -> bool) -> Option<f64> {
+    let (n, k) =
+        labels.iter().zip(hits).filter(|(y, _)| keep(**y)).fold((0, 0), |(n, k), (_, &h)| (n + 1, k + usize::from(h)));
+    (n > 0).then(|| k as f64 / n as f64)
+}
+
 fn accuracy(net: &DenseNet<f64>, data: &TaskData) -> f64 {
-    let hits = correct(net, data);
-    hits.iter().filter(|&&h| h).count() as f64 / hits.len().max(1) as f64
+    hit_rate(&data.y, &correct(net, data), &|_| true).unwrap_or(0.0)
 }
 
 /// Forgetting from unit accuracies at each phase end (`acc[phase][unit]`): over the units
@@ -348,18 +335,6 @@ fn mean_groups(all: &[Groups]) -> Groups {
     }
 }
 
-/// A network of layer sizes `sizes` with every weight drawn Xavier-uniform (the backprop
-/// baselines' start).
-fn xavier_net(sizes: &[usize], bias: bool, rng: &mut StdRng) -> Result<DenseNet<f64>> {
-    let topology = Topology::dense(sizes, bias)?;
-    let mut net = DenseNet::zeros(sizes, bias);
-    for cell in topology.cells() {
-        net.weights[cell.layer][cell.pre * topology.cols(cell.layer) + cell.post] =
-            initial_weight(WeightInit::Xavier, &topology, cell, rng);
-    }
-    Ok(net)
-}
-
 /// `net` with `k` more output neurons, their incoming weights drawn Xavier-uniform for the
 /// grown layer (old weights kept).
 fn with_outputs(net: &DenseNet<f64>, k: usize, rng: &mut StdRng) -> Result<DenseNet<f64>> {
@@ -374,16 +349,6 @@ fn with_outputs(net: &DenseNet<f64>, k: usize, rng: &mut StdRng) -> Result<Dense
         }
     }
     Ok(out)
-}
-
-fn adam_epochs(net: &mut DenseNet<f64>, train: &TaskData, spec: BaselineSpec, epochs: usize) {
-    let mut adam = Adam::new(spec.lr, &net.weights);
-    for _ in 0..epochs {
-        let act = task::forward(net, &train.x, Some(&train.y));
-        let grad = ActivityGrad::cross_entropy(&act, &train.y, 1.0);
-        let dw = task::backward(net, &act, grad);
-        adam.step(&mut net.weights, &dw);
-    }
 }
 
 /// Backprop through the same schedule: a Xavier network trained `epochs` full-batch Adam
@@ -402,7 +367,7 @@ fn fine_tune_run(
         if !phase.arriving.is_empty() && p > 0 {
             net = with_outputs(&net, phase.arriving.len(), rng)?;
         }
-        adam_epochs(&mut net, &phase.train, spec, spec.epochs);
+        fine_tune(&mut net, None, &phase.train, spec.epochs, spec.lr);
         run.ends.push(schedule.groups(&net, p));
         run.units.push(schedule.unit_accuracy(&net, p));
     }
@@ -491,7 +456,8 @@ pub fn run(
         .map(|n| {
             let mut rng = rng_for(spec.seed, Stream::Continual, 1 + (spec.networks + n) as u64);
             let mut net = xavier_net(&full_sizes[n], cfg.task.bias, &mut rng)?;
-            adam_epochs(&mut net, &schedule.all_train, spec.baseline, spec.baseline.epochs * schedule.phases.len());
+            let epochs = spec.baseline.epochs * schedule.phases.len();
+            fine_tune(&mut net, None, &schedule.all_train, epochs, spec.baseline.lr);
             Ok(schedule.groups(&net, schedule.phases.len() - 1))
         })
         .collect::<Result<Vec<_>>>()?;
