@@ -266,15 +266,16 @@ impl Schedule {
     }
 }
 
-/// Per row of `data`: whether `net` predicts its label.
+/// Per row of `data`: whether `net` predicts its label ([`task::argmax`] of the logits, as
+/// every other accuracy of the project).
 fn correct(net: &DenseNet<f64>, data: &TaskData) -> Vec<bool> {
     let act = task::forward(net, &data.x, None);
-    let c = net.classes();
     let logits = &act.pre[act.pre.len() - 1];
+    let mut z = vec![0.0; net.classes()];
     (0..data.y.len())
         .map(|b| {
-            let best = (0..c).max_by(|&i, &j| logits[i * act.batch + b].total_cmp(&logits[j * act.batch + b]));
-            best == Some(data.y[b])
+            z.iter_mut().enumerate().for_each(|(j, v)| *v = logits[j * act.batch + b]);
+            task::argmax(&z) == data.y[b]
         })
         .collect()
 }

@@ -123,6 +123,20 @@ fn actors_grow_through_class_arrivals_and_drifts_as_the_reference_path_does() {
     }
 }
 
+/// Before the first step every weight is zero (the config's `zeros` init), every logit is 0,
+/// and the networks predict class 0 (the first maximum, as every accuracy of the project).
+#[test]
+fn zero_networks_predict_the_first_class_as_everywhere_else() {
+    let t = trained();
+    assert_eq!(t.exp.config.task.weight_init, meta_nca_rule::init::WeightInit::Zeros);
+    let report = grow(&t, &Reference, class_incremental());
+    let val = &t.exp.primary().val.y;
+    let (zeros, first) = (val.iter().filter(|&&y| y == 0).count(), val.iter().filter(|&&y| y < 2).count());
+    let start = report.curve[0];
+    assert_eq!((start.step, start.phase), (0, 0));
+    assert!((start.seen - zeros as f64 / first as f64).abs() < 1e-12, "{start:?}");
+}
+
 #[test]
 fn fine_tuning_on_new_classes_alone_forgets_the_old_ones() {
     let t = trained();
