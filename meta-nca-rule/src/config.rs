@@ -6,7 +6,9 @@ use serde::{Deserialize, Serialize};
 
 pub mod schedule;
 pub mod tasks;
+pub mod train;
 pub use tasks::{KindMix, TasksConfig};
+pub use train::{DamageConfig, GradNormalisation, HeadStart, LossStep, TrainConfig};
 
 use crate::init::{HiddenCode, WeightInit, bits_for};
 use crate::perception::{Group, PerceptionSpec};
@@ -118,92 +120,6 @@ pub struct GrowConfig {
     pub batch_size: Option<usize>,
 }
 
-/// Where the meta-loss is taken. A grow stops where its loss is taken, so a random loss step
-/// and a random unroll length are one mechanism: see [`TrainConfig::steps_range`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
-#[serde(rename_all = "kebab-case")]
-pub enum LossStep {
-    /// At step `K` (unless `steps-min` is set).
-    #[default]
-    Last,
-    /// At a step drawn uniformly from `[ceil(K/2), K]` every meta-epoch (the prototype's
-    /// later branch); the same as `steps-min = ceil(K/2)`.
-    RandomTail,
-}
-
-/// Meta-training.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case", deny_unknown_fields, default)]
-pub struct TrainConfig {
-    /// Number of meta-epochs.
-    pub meta_epochs: usize,
-    /// Task networks grown per meta-epoch (batched into one rule call per step).
-    pub num_models: usize,
-    /// Adam learning rate.
-    pub lr: f64,
-    /// Global-norm gradient clipping threshold (0 = off).
-    pub clip_norm: f64,
-    /// Where the meta-loss is taken.
-    pub loss_step: LossStep,
-    /// The meta-loss is the mean of the losses after each of the last `loss-steps` grow steps
-    /// (1: after the last step only). A tail of several steps asks the rule to reach a good
-    /// network early and keep it there: growth that holds past the trained length.
-    pub loss_steps: usize,
-    /// Write the `last` checkpoint every this many meta-epochs (and at the end).
-    pub checkpoint_every: usize,
-    /// Every this many meta-epochs, grow the fixed probe networks; the rule whose probe has
-    /// the lowest mean training loss is kept as `best` (validation data is never used to pick).
-    pub probe_every: usize,
-    /// Networks in the probe.
-    pub probe_networks: usize,
-    /// Rename the classes of every dataset by a fresh random permutation every meta-epoch:
-    /// a rule can then only succeed by learning from the labels it sees, not by memorising.
-    pub relabel_classes: bool,
-    /// How the meta-gradient is conditioned before clipping.
-    pub grad_normalisation: GradNormalisation,
-    /// Draw the number of grow steps of each meta-epoch uniformly from
-    /// `[steps-min, grow.steps]` and take the loss there (random unroll length, as Growing
-    /// NCA's 64-96 steps); overrides `loss-step`.
-    pub steps_min: Option<usize>,
-    /// Partly grown networks kept across meta-epochs (0 = no pool).
-    pub pool_size: usize,
-    /// Fraction of each meta-epoch's networks taken from the pool (when it has them).
-    pub pool_fraction: f64,
-    /// Damage-aware training: after the grow, remove connections at random, keep growing,
-    /// and take the mean of the losses before the damage and after the recovery.
-    pub damage: Option<DamageConfig>,
-    /// Continual episodes (`[[train.continual]]`, each a schedule): a task's grow is cut into
-    /// phases whose data changes (classes arrive with new output neurons, inputs drift), and
-    /// its meta-loss is the mean over phase ends of the loss on every class seen so far
-    /// (`loss-steps`, `steps-min` and `grow.steps` shape only the other, plain episodes).
-    /// Empty: off.
-    pub continual: Vec<schedule::ScheduleSpec>,
-    /// Fraction of the tasks of a meta-epoch grown as a continual episode (a schedule drawn
-    /// from `continual`), when `continual` is set; the rest grow as usual.
-    pub continual_fraction: f64,
-}
-
-/// Random damage during meta-training episodes (as Growing NCA damages its samples).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case", deny_unknown_fields)]
-pub struct DamageConfig {
-    /// Fraction of each network's live connections removed.
-    pub fraction: f64,
-    /// Rule steps after the damage.
-    pub recover: usize,
-}
-
-/// How the meta-gradient is conditioned before global-norm clipping.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
-#[serde(rename_all = "kebab-case")]
-pub enum GradNormalisation {
-    /// Leave it as it is.
-    #[default]
-    None,
-    /// Scale each parameter tensor's gradient to unit norm (Growing NCA).
-    PerTensor,
-}
-
 impl Default for DataConfig {
     fn default() -> Self {
         Self {
@@ -249,41 +165,6 @@ impl Default for RuleConfig {
 impl Default for GrowConfig {
     fn default() -> Self {
         Self { steps: 10, fire_fraction: 0.8, batch_size: None }
-    }
-}
-
-impl TrainConfig {
-    /// The range the number of grow steps of a meta-epoch is drawn from, for `K` steps.
-    pub fn steps_range(&self, k: usize) -> std::ops::RangeInclusive<usize> {
-        let min = self.steps_min.unwrap_or(match self.loss_step {
-            LossStep::Last => k,
-            LossStep::RandomTail => k.div_ceil(2),
-        });
-        min..=k
-    }
-}
-
-impl Default for TrainConfig {
-    fn default() -> Self {
-        Self {
-            meta_epochs: 1000,
-            num_models: 1,
-            lr: 1e-3,
-            clip_norm: 1.0,
-            loss_step: LossStep::Last,
-            loss_steps: 1,
-            checkpoint_every: 100,
-            probe_every: 50,
-            probe_networks: 20,
-            relabel_classes: false,
-            grad_normalisation: GradNormalisation::None,
-            steps_min: None,
-            pool_size: 0,
-            pool_fraction: 0.5,
-            damage: None,
-            continual: Vec::new(),
-            continual_fraction: 1.0,
-        }
     }
 }
 
@@ -408,55 +289,7 @@ impl Config {
         if g.batch_size == Some(0) {
             return Err(bad("grow.batch-size", "must be >= 1 (or unset: every training row)"));
         }
-        let tr = &self.train;
-        if tr.meta_epochs == 0 {
-            return Err(bad("train.meta-epochs", "must be >= 1"));
-        }
-        if tr.num_models == 0 {
-            return Err(bad("train.num-models", "must be >= 1"));
-        }
-        if !(tr.lr > 0.0 && tr.lr.is_finite()) {
-            return Err(bad("train.lr", format!("must be positive and finite, got {}", tr.lr)));
-        }
-        if !(tr.clip_norm >= 0.0 && tr.clip_norm.is_finite()) {
-            return Err(bad("train.clip-norm", format!("must be >= 0 and finite, got {}", tr.clip_norm)));
-        }
-        if tr.checkpoint_every == 0 {
-            return Err(bad("train.checkpoint-every", "must be >= 1"));
-        }
-        if tr.probe_every == 0 || tr.probe_networks == 0 {
-            return Err(bad("train.probe-every", "probe-every and probe-networks must be >= 1"));
-        }
-        if let Some(min) = tr.steps_min
-            && (min == 0 || min > g.steps)
-        {
-            return Err(bad("train.steps-min", format!("must be in [1, grow.steps = {}], got {min}", g.steps)));
-        }
-        let shortest = tr.steps_range(g.steps).start().to_owned();
-        if tr.loss_steps == 0 || tr.loss_steps > shortest {
-            return Err(bad(
-                "train.loss-steps",
-                format!("must be in [1, {shortest}] (the shortest grow of a meta-epoch), got {}", tr.loss_steps),
-            ));
-        }
-        if tr.loss_steps > 1 && tr.damage.is_some() {
-            return Err(bad(
-                "train.loss-steps",
-                "cannot be combined with train.damage (its loss is taken around the damage)",
-            ));
-        }
-        if let Some(d) = &tr.damage
-            && (!(0.0..1.0).contains(&d.fraction) || d.recover == 0)
-        {
-            return Err(bad(
-                "train.damage",
-                format!("fraction must be in [0, 1) and recover >= 1, got {} and {}", d.fraction, d.recover),
-            ));
-        }
-        schedule::check_training(tr)?;
-        if !(0.0..=1.0).contains(&tr.pool_fraction) {
-            return Err(bad("train.pool-fraction", format!("must be in [0, 1], got {}", tr.pool_fraction)));
-        }
+        self.train.check(g, &self.tasks)?;
         for (i, extra) in d.extra_datasets.iter().enumerate() {
             if extra.trim().is_empty() {
                 return Err(bad("data.extra-datasets", format!("entry {i} is empty")));
@@ -464,13 +297,6 @@ impl Config {
         }
         let ts = &self.tasks;
         ts.check()?;
-        if tr.pool_size > 0 && (ts.generates() || ts.reshapes_datasets()) {
-            return Err(bad(
-                "train.pool-size",
-                "a pool keeps networks of fixed shape per task; it cannot be used with generated tasks \
-                 (tasks.per-epoch > 0) or reshaped datasets (tasks.permute-features, tasks.subsample-features)",
-            ));
-        }
         let (_, cells) = self.architectures(ts.features[1], ts.classes[1]).extent(t.bias);
         ts.check_index_bits(r.index_code.then_some(r.index_bits).flatten(), cells)?;
         Ok(())
@@ -615,6 +441,9 @@ mod tests {
             ("rule.output-scale", "0"),
             ("rule.perception", "[\"self\", \"self\"]"),
             ("task.hidden", "[[0]]"),
+            ("train.head-start", "{ fraction = 0, steps = [0, 10] }"),
+            ("train.head-start", "{ fraction = 0.5, steps = [10, 5] }"),
+            ("train.head-start", "{ fraction = 0.5, steps = [0, 0] }"),
         ] {
             let c = Config::default().with_override(&format!("{k}={v}")).expect("parses");
             let err = c.check().expect_err(k);

@@ -6,7 +6,7 @@ use rand::SeedableRng;
 use rand::rngs::StdRng;
 
 use crate::config::Architectures;
-use crate::firing::choose_firing;
+use crate::firing::draw_fires;
 use crate::init::{HiddenCode, WeightInit, initial_state};
 use crate::topology::Topology;
 
@@ -88,9 +88,7 @@ impl Episode {
         for t in &mut topologies {
             state0.extend(initial_state(&spec.code, spec.weight_init, t, rng)?);
         }
-        let fires = (0..spec.steps)
-            .map(|_| topologies.iter().flat_map(|t| choose_firing(rng, t, spec.fire_fraction)).collect())
-            .collect();
+        let fires = draw_fires(rng, &topologies, spec.steps, spec.fire_fraction);
         Ok(Self { topologies, state0, fires })
     }
 }

@@ -10,6 +10,12 @@ pub fn firing_count(n: usize, p: f64) -> usize {
     if n == 0 { 0 } else { ((p * n as f64).floor() as usize).clamp(1, n) }
 }
 
+/// Firing flags of `steps` grow steps of a batch of networks: per step, every network's
+/// [`choose_firing`] in order, concatenated.
+pub fn draw_fires<R: Rng>(rng: &mut R, topologies: &[Topology], steps: usize, p: f64) -> Vec<Vec<bool>> {
+    (0..steps).map(|_| topologies.iter().flat_map(|t| choose_firing(rng, t, p)).collect()).collect()
+}
+
 /// Firing flags of every live cell of `topology`, in [`Topology::cells`] order.
 pub fn choose_firing<R: Rng>(rng: &mut R, topology: &Topology, p: f64) -> Vec<bool> {
     let mut out = Vec::with_capacity(topology.num_cells());

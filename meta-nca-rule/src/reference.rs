@@ -257,9 +257,7 @@ impl Grower {
         let (value, tape) = state.split_tape();
         let (before, tape) = self.loss(value.clone().put_tape(tape)).split_tape();
         let (grower, carried) = self.reshape(value.put_tape(tape), damaged, code, init, rng)?;
-        let fires: Vec<Vec<bool>> = (0..recover)
-            .map(|_| grower.batch().topologies().iter().flat_map(|t| crate::firing::choose_firing(rng, t, p)).collect())
-            .collect();
+        let fires = crate::firing::draw_fires(rng, grower.batch().topologies(), recover, p);
         let (last, tape) = grower.unroll(rule, carried, &fires).split_tape();
         let values = values(&last);
         let after = grower.loss(last.put_tape(tape));

@@ -12,12 +12,12 @@ use rand::seq::SliceRandom;
 use crate::batch::Batch;
 use crate::checkpoint::{Checkpoint, FORMAT, RuleMeta, config_mismatches};
 use crate::config::schedule::ScheduleSpec;
-use crate::config::{Config, GradNormalisation};
+use crate::config::{Config, GradNormalisation, HeadStart};
 use crate::continual::Schedule;
 use crate::episode::{Episode, EpisodeSpec, Stream, draw_rows, rng_for};
 use crate::eval::{EvalSpec, grow_nets, score_nets};
 use crate::experiment::{Experiment, Task};
-use crate::firing::choose_firing;
+use crate::firing::draw_fires;
 use crate::fused::values;
 use crate::init::HiddenCode;
 use crate::optim::{Adam, clip_global_norm, global_norm, normalise_per_tensor};
@@ -252,16 +252,7 @@ impl Trainer {
                 (grower, state) =
                     grower.reshape_on(state, next, phase.train.clone(), &self.code, cfg.task.weight_init, rng)?;
             }
-            let fires: Vec<Vec<bool>> = (0..phase.steps)
-                .map(|_| {
-                    grower
-                        .batch()
-                        .topologies()
-                        .iter()
-                        .flat_map(|t| choose_firing(rng, t, cfg.grow.fire_fraction))
-                        .collect()
-                })
-                .collect();
+            let fires = draw_fires(rng, grower.batch().topologies(), phase.steps, cfg.grow.fire_fraction);
             let rows = draw_rows(cfg.grow.batch_size, phase.train.y.len(), phase.steps, rng);
             state = grower.unroll_on(&self.rule, state, &fires, &rows);
             if p < last {
@@ -281,8 +272,19 @@ impl Trainer {
         Ok((loss, grower, values, schedule))
     }
 
+    /// `state0` grown for a head start ([`HeadStart`]): a number of steps drawn from its
+    /// range, with the current rule, its own firing flags and minibatches, and no tape (the
+    /// meta-gradient does not reach back into it).
+    fn head_start(&self, grower: &Grower, state0: Vec<f64>, head: &HeadStart, rng: &mut StdRng) -> Vec<f64> {
+        let cfg = &self.exp.config;
+        let steps = rng.gen_range(head.steps[0]..=head.steps[1]);
+        let fires = draw_fires(rng, grower.batch().topologies(), steps, cfg.grow.fire_fraction);
+        let rows = draw_rows(cfg.grow.batch_size, grower.data().y.len(), steps, rng);
+        values(&grower.unroll_on(&self.rule, grower.state_tensor(state0), &fires, &rows))
+    }
+
     /// One meta-epoch: on every task, `num-models` networks (fresh, or partly grown ones from
-    /// the pool) grow for the episode's steps; the meta-loss is the mean cross-entropy over
+    /// the pool, or after a head start) grow for the episode's steps; the meta-loss is the mean cross-entropy over
     /// all networks. On a zero or non-finite meta-gradient the rule is left untouched and an
     /// error says why.
     pub fn meta_epoch(&mut self) -> Result<EpochMetrics> {
@@ -329,7 +331,13 @@ impl Trainer {
             let episode = Pool::join(from_pool, fresh, &spec, &mut rng)?;
             let rows = draw_rows(cfg.grow.batch_size, task.train.y.len(), steps, &mut rng);
             let grower = Grower::new(&self.dev, Batch::new(episode.topologies), self.spec.clone(), task.train.clone())?;
-            let state = grower.state_tensor(episode.state0).put_tape(OwnedTape::default());
+            let state0 = match &cfg.train.head_start {
+                Some(head) if rng.r#gen::<f64>() < head.fraction => {
+                    self.head_start(&grower, episode.state0, head, &mut rng)
+                }
+                _ => episode.state0,
+            };
+            let state = grower.state_tensor(state0).put_tape(OwnedTape::default());
             match &cfg.train.damage {
                 None => {
                     let (loss, last_values) =

@@ -6,7 +6,7 @@ use std::path::Path;
 
 use meta_nca_rule::Error;
 use meta_nca_rule::checkpoint::Checkpoint;
-use meta_nca_rule::config::{Config, LossStep};
+use meta_nca_rule::config::{Config, HeadStart, LossStep};
 use meta_nca_rule::experiment::Experiment;
 use meta_nca_rule::train::{EpochMetrics, Trainer};
 
@@ -271,6 +271,28 @@ fn resume_is_exact_with_random_tail_loss_and_two_architectures() {
     c.task.hidden = vec![vec![3], vec![]];
     c.grow.fire_fraction = 0.5;
     resume_is_exact(c, "resume-tail");
+}
+
+#[test]
+fn resume_is_exact_with_head_starts_generated_tasks_and_minibatches() {
+    let mut c = smoke();
+    c.train.head_start = Some(HeadStart { fraction: 0.5, steps: [1, 6] });
+    c.tasks.per_epoch = 2;
+    c.tasks.features = [2, 5];
+    c.tasks.rows = [60, 120];
+    c.grow.batch_size = Some(16);
+    resume_is_exact(c, "resume-head-start");
+}
+
+#[test]
+fn a_head_start_grows_the_networks_before_the_taped_unroll() {
+    let mut c = smoke();
+    let plain = trainer(&c).meta_epoch().expect("plain");
+    c.train.head_start = Some(HeadStart { fraction: 1.0, steps: [30, 30] });
+    let ahead = trainer(&c).meta_epoch().expect("head start");
+    // Same rule, same networks, 30 more steps before the loss: a different loss.
+    assert_ne!(plain.loss.to_bits(), ahead.loss.to_bits());
+    assert_eq!(plain.loss_step, ahead.loss_step, "the taped unroll keeps its length");
 }
 
 #[test]
