@@ -5,6 +5,7 @@
 
 use std::process::Command;
 
+use crate::actors::ExecutorArg;
 use anyhow::{Context, Result, bail};
 
 use crate::limit;
@@ -100,6 +101,10 @@ fn synthetic_spec(args: &Args) -> Result<SyntheticSpec> {
 }
 
 fn run_one(args: &Args, case: &str, cells: usize) -> Result<CaseResult> {
+    crate::memory::check_actors(
+        cells,
+        if case.starts_with("tasks") { ExecutorArg::Tasks } else { ExecutorArg::Shards },
+    )?;
     let sizes = wide_sizes(cells);
     let spec = synthetic_spec(args)?;
     let setup = wide_setup(&sizes, &spec)?;
@@ -147,6 +152,9 @@ pub fn run(args: Args) -> Result<()> {
         let cells: usize = cells.parse().context("--one CASE:CELLS")?;
         println!("{}", serde_json::to_string(&run_one(&args, case, cells)?)?);
         return Ok(());
+    }
+    for &cells in &args.cells {
+        crate::memory::check_actors(cells, ExecutorArg::Shards)?;
     }
     let exe = std::env::current_exe().context("finding the meta-nca binary")?;
     println!(

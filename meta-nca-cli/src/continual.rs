@@ -291,6 +291,7 @@ pub fn run(args: Args) -> Result<()> {
         } else {
             config.schedule.for_classes(task.split.num_classes)
         };
+        crate::memory::check_actors_for(&task.archs, run_cfg.task.bias, config.engine, config.executor)?;
         let spec = ContinualSpec {
             schedule,
             networks: config.networks,

@@ -4,6 +4,7 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result, bail};
 use meta_nca_rule::checkpoint::write_atomic;
+use meta_nca_rule::config::Architectures;
 use meta_nca_rule::engine::{EngineKind, Reference};
 use meta_nca_rule::eval::grow_one;
 use meta_nca_rule::topology::{Change, Scheduled, Topology};
@@ -47,7 +48,7 @@ pub fn run(args: Args) -> Result<()> {
         |c| matches!(c.change, Change::AddNeuron { layer } | Change::RemoveNeuron { layer, .. } if layer == output),
     ) {
         bail!(
-            "--change {c}: layer {output} is the output layer; its neurons are the data's classes, fixed in a              grow (`meta-nca continual` grows through classes arriving)"
+            "--change {c}: layer {output} is the output layer; its neurons are the data's classes, fixed in a grow (`meta-nca continual` grows through classes arriving)"
         );
     }
     let sim = &args.engine.sim;
@@ -58,6 +59,8 @@ pub fn run(args: Args) -> Result<()> {
         ),
         Engine::Reference => {}
         Engine::Actors => {
+            let archs = Architectures::List(vec![sizes.clone()]);
+            crate::memory::check_actors_for(&archs, exp.config.task.bias, Engine::Actors, sim.executor)?;
             let topology = Topology::dense(&sizes, exp.config.task.bias)?;
             sim.check_trace(&topology, &args.changes, Some(&args.save))?;
         }

@@ -6,12 +6,16 @@
 //! its memory grows with networks × steps × (cells × the floats the rule computes per cell +
 //! training rows × neurons × the floats the task network's forward pass keeps per neuron).
 //! [`TAPE_FACTOR`] turns that count of `f64`s into bytes actually used; it was measured, not
-//! derived (see its doc). Grows without a tape (`eval`, `grow`, probes) need far less and are
-//! not guarded.
+//! derived (see its doc). Grows without a tape on the reference path (`eval`, the suite,
+//! probes) cut their networks into groups of bounded size (`meta_nca_rule::eval::GROW_FLOATS`)
+//! and need no guard; the actor simulation keeps every cell of a network alive at once and is
+//! checked with [`check_actors`].
 
 use anyhow::{Context, Result, bail};
 use meta_nca_rule::config::{Architectures, Config};
 use meta_nca_rule::experiment::Experiment;
+
+use crate::actors::{Engine, ExecutorArg};
 
 /// Bytes of resident memory per counted tape float (the count is [`Estimate::floats`]).
 ///
@@ -158,6 +162,44 @@ pub fn check_training(config: &Config, parallel: usize) -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// Resident bytes per cell of a running actor simulation, as `bench-actors` measured them at
+/// 1M cells (README, "Speed of the actors"): about 5.2 KB with one task per cell and under
+/// 0.8 KB in shards.
+fn actor_bytes_per_cell(executor: ExecutorArg) -> f64 {
+    match executor {
+        ExecutorArg::Tasks => 5200.0,
+        ExecutorArg::Shards => 800.0,
+    }
+}
+
+/// Refuses an actor simulation of `cells` cells that needs more memory than is available.
+pub fn check_actors(cells: usize, executor: ExecutorArg) -> Result<()> {
+    let Some(available) = available_bytes() else {
+        return Ok(());
+    };
+    let bytes = BASE_BYTES + cells as f64 * actor_bytes_per_cell(executor);
+    if bytes > available {
+        let hint = match executor {
+            ExecutorArg::Tasks => " (--executor shards needs about a seventh of it)",
+            ExecutorArg::Shards => "",
+        };
+        bail!(
+            "an actor simulation of {cells} cells needs about {}{hint}, but only {} is available; grow a smaller network",
+            gb(bytes),
+            gb(available)
+        );
+    }
+    Ok(())
+}
+
+/// [`check_actors`] for the largest network `archs` can draw, when `engine` is the actors.
+pub fn check_actors_for(archs: &Architectures, bias: bool, engine: Engine, executor: ExecutorArg) -> Result<()> {
+    match engine {
+        Engine::Reference => Ok(()),
+        Engine::Actors => check_actors(largest(archs, bias).0, executor),
+    }
 }
 
 #[cfg(test)]

@@ -105,6 +105,7 @@ pub fn run(args: Args) -> Result<()> {
     let stem = args.name.as_ref().map_or_else(|| plan.file_stem(), |n| format!("robustness-{n}"));
     let plan_toml = plan.to_toml(&args.run)?;
     check_outputs(&args.run, &stem, &plan_toml, args.force)?;
+    crate::memory::check_actors_for(&task.archs, exp.config.task.bias, plan.engine, plan.executor)?;
     let engine = plan.engine_kind();
     println!("engine: {}", engine.name());
     let bench = Bench { rule: &ckpt.rule, meta: &ckpt.meta, task, engine: engine.as_ref() };

@@ -93,6 +93,40 @@ impl Episode {
     }
 }
 
+impl Episode {
+    /// The episode cut into runs of consecutive networks whose summed `cost` stays within
+    /// `budget` (a network costing more is alone in its run). Each part holds its networks'
+    /// starting rows (`width` per cell) and firing flags, so growing the parts one after the
+    /// other grows the same networks as the whole.
+    pub fn split(&self, width: usize, budget: usize, cost: impl Fn(&Topology) -> usize) -> Vec<Episode> {
+        let mut parts: Vec<Episode> = Vec::new();
+        let (mut used, mut start_row) = (0usize, 0usize);
+        let mut offsets = vec![0usize; self.fires.len()];
+        for t in &self.topologies {
+            let c = cost(t);
+            if parts.is_empty() || used.saturating_add(c) > budget {
+                parts.push(Episode {
+                    topologies: Vec::new(),
+                    state0: Vec::new(),
+                    fires: vec![Vec::new(); self.fires.len()],
+                });
+                used = 0;
+            }
+            used = used.saturating_add(c);
+            let part = parts.last_mut().expect("pushed above");
+            let cells = t.num_cells();
+            part.state0.extend_from_slice(&self.state0[start_row..start_row + cells * width]);
+            start_row += cells * width;
+            for (step, fire) in self.fires.iter().enumerate() {
+                part.fires[step].extend_from_slice(&fire[offsets[step]..offsets[step] + cells]);
+                offsets[step] += cells;
+            }
+            part.topologies.push(t.clone());
+        }
+        parts
+    }
+}
+
 /// The training rows each of `steps` grow steps sees (`grow.batch-size`): `batch` of the `n`
 /// rows, drawn without replacement for every step (in increasing order). Empty, meaning that
 /// every step sees every row, when `batch` is unset or covers all rows: then nothing is drawn.

@@ -128,9 +128,41 @@ pub fn grow_nets(
     };
     let episode = Episode::draw(&episode_spec, &mut rng)?;
     let rows = draw_rows(cfg.grow.batch_size, task.train.y.len(), spec.steps, &mut rng);
-    let grower = Grower::new(&dev, Batch::new(episode.topologies), perception.clone(), task.train.clone())?;
-    let last = values(&grower.unroll_on(rule, grower.state_tensor(episode.state0), &episode.fires, &rows));
-    Ok(grower.dense_nets(&last))
+    let per_step = rows.first().map_or(task.train.y.len(), Vec::len);
+    let mut nets = Vec::with_capacity(spec.networks);
+    for part in in_groups(&episode, rule, perception, per_step, GROW_FLOATS) {
+        let grower = Grower::new(&dev, Batch::new(part.topologies), perception.clone(), task.train.clone())?;
+        let last = values(&grower.unroll_on(rule, grower.state_tensor(part.state0), &part.fires, &rows));
+        nets.extend(grower.dense_nets(&last));
+    }
+    Ok(nets)
+}
+
+/// Floats an untaped grow may hold at a step, summed over its networks (2^27: 1 GiB of
+/// `f64`). `eval`, the training probes and the suite grow their networks in groups under it,
+/// so many networks on a big dataset need no more memory than a few.
+pub const GROW_FLOATS: usize = 1 << 27;
+
+/// Floats one network holds during an untaped step that sees `rows` rows: per cell its
+/// perception, the rule's hidden activations, its output and new state; per row and neuron
+/// the forward pass, the activity statistics and the messages (6 in all, rounded up).
+pub fn step_floats(topology: &Topology, rule: &RuleNet, rows: usize) -> usize {
+    let shape = &rule.shape;
+    let per_cell = shape.input + shape.hidden.iter().sum::<usize>() + 2 * shape.output;
+    let neurons: usize = topology.sizes().iter().sum::<usize>() + topology.num_layers();
+    topology.num_cells() * per_cell + rows * neurons * 6
+}
+
+/// `episode` cut into groups of networks that each stay within `budget` floats at a step
+/// ([`step_floats`]), to be grown one group after the other.
+pub fn in_groups(
+    episode: &Episode,
+    rule: &RuleNet,
+    perception: &PerceptionSpec,
+    rows: usize,
+    budget: usize,
+) -> Vec<Episode> {
+    episode.split(perception.state_width(), budget, |t| step_floats(t, rule, rows))
 }
 
 /// How alike a network's hidden units are: the mean pairwise cosine similarity of their
@@ -395,6 +427,63 @@ pub fn grow_one(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn growing_in_groups_grows_the_same_networks() {
+        let mut cfg = Config::default();
+        cfg.task.hidden = vec![vec![3], vec![]];
+        cfg.rule.hidden = vec![8];
+        cfg.rule.last_init = 0.3;
+        let exp = crate::experiment::Experiment::new(cfg.clone()).expect("iris");
+        let task = exp.primary();
+        let code = cfg.hidden_code(exp.extent());
+        let (perception, shape) = cfg.rule_shape(&code).expect("shape");
+        let mut rng = rng_for(3, Stream::Eval, 0);
+        let rule = RuleNet::new(&Cpu::default(), shape, &mut rng);
+        let spec = EpisodeSpec {
+            archs: &task.archs,
+            networks: 7,
+            bias: true,
+            weight_init: cfg.task.weight_init,
+            code,
+            steps: 5,
+            fire_fraction: 0.6,
+        };
+        let episode = Episode::draw(&spec, &mut rng).expect("episode");
+        let grow = |budget: usize| {
+            let groups = in_groups(&episode, &rule, &perception, task.train.y.len(), budget);
+            let n = groups.len();
+            let nets: Vec<DenseNet<f64>> = groups
+                .into_iter()
+                .flat_map(|part| {
+                    let grower = Grower::new(
+                        &Cpu::default(),
+                        Batch::new(part.topologies),
+                        perception.clone(),
+                        task.train.clone(),
+                    )
+                    .expect("grower");
+                    let last = values(&grower.unroll(&rule, grower.state_tensor(part.state0), &part.fires));
+                    grower.dense_nets(&last)
+                })
+                .collect();
+            (n, nets)
+        };
+        let (one, whole) = grow(usize::MAX);
+        let (three, grouped) = grow(2 * step_floats(&episode.topologies[0], &rule, task.train.y.len()) + 1);
+        let (seven, alone) = grow(1);
+        assert_eq!((one, seven), (1, 7));
+        assert!(three > 1 && three < 7, "{three} groups");
+        for nets in [&grouped, &alone] {
+            assert_eq!(nets.len(), 7);
+            for (a, b) in whole.iter().zip(nets.iter()) {
+                assert_eq!(a.sizes, b.sizes);
+                for (x, y) in a.weights.iter().flatten().zip(b.weights.iter().flatten()) {
+                    assert!((x - y).abs() <= 1e-12, "{x} vs {y}");
+                }
+            }
+        }
+    }
 
     #[test]
     fn redundancy_of_identical_and_orthogonal_units() {

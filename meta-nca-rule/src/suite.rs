@@ -18,7 +18,7 @@ use crate::checkpoint::RuleMeta;
 use crate::config::TasksConfig;
 use crate::data::Dataset;
 use crate::episode::{Episode, EpisodeSpec, Stream, rng_for};
-use crate::eval::Stats;
+use crate::eval::{GROW_FLOATS, Stats, in_groups};
 use crate::experiment::{Task, load_dataset};
 use crate::fused::values;
 use crate::generate::{self, Kind, Shape};
@@ -140,20 +140,24 @@ fn episode(meta: &RuleMeta, task: &Task, networks: usize, steps: usize, key: u64
 }
 
 /// Grows `episode` on `task`, scoring every network at each horizon: `(train, val)` accuracy.
+/// The networks grow in groups within [`GROW_FLOATS`] (the suite grows on every training row).
 fn grow_curve(rule: &RuleNet, meta: &RuleMeta, task: &Task, ep: &Episode, horizons: &[usize]) -> Result<Vec<Acc2>> {
-    let grower =
-        Grower::new(&Cpu::default(), Batch::new(ep.topologies.clone()), meta.perception.clone(), task.train.clone())?;
-    let mut state = grower.state_tensor(ep.state0.clone());
-    let (mut done, mut out) = (0, Vec::new());
-    for &h in horizons {
-        state = grower.unroll(rule, state, &ep.fires[done..h]);
-        done = h;
-        let nets = grower.dense_nets(&values(&state));
-        let train: Vec<f64> = nets.iter().map(|n| score(n, &task.train).acc).collect();
-        let val: Vec<f64> = nets.iter().map(|n| score(n, &task.val).acc).collect();
-        out.push((Stats::of(&train), Stats::of(&val)));
+    let mut acc: Vec<(Vec<f64>, Vec<f64>)> = vec![(Vec::new(), Vec::new()); horizons.len()];
+    for part in in_groups(ep, rule, &meta.perception, task.train.y.len(), GROW_FLOATS) {
+        let grower =
+            Grower::new(&Cpu::default(), Batch::new(part.topologies), meta.perception.clone(), task.train.clone())?;
+        let mut state = grower.state_tensor(part.state0);
+        let mut done = 0;
+        for (&h, (train, val)) in horizons.iter().zip(acc.iter_mut()) {
+            state = grower.unroll(rule, state, &part.fires[done..h]);
+            done = h;
+            for net in grower.dense_nets(&values(&state)) {
+                train.push(score(&net, &task.train).acc);
+                val.push(score(&net, &task.val).acc);
+            }
+        }
     }
-    Ok(out)
+    Ok(acc.iter().map(|(train, val)| (Stats::of(train), Stats::of(val))).collect())
 }
 
 type Acc2 = (Stats, Stats);

@@ -2,7 +2,7 @@
 //! nothing behind: impossible flag values and config values, resuming with another config, a
 //! reused run folder, another robustness experiment of the same name, divergence, an edited
 //! checkpoint, a code too narrow for a dataset, trace flags that would do nothing, and a config
-//! too large for the machine's memory.
+//! too large for the machine's memory (meta-training, or a network on the actors).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -249,6 +249,22 @@ fn a_config_too_large_for_the_memory_is_refused_with_the_estimate() {
         );
         assert!(!tmp.path("run").exists(), "{set}: the run folder was created");
     }
+    // The actors keep every cell of a network alive: a network too large is refused before
+    // anything is built, with the estimate.
+    fails(&["bench-actors", "--cells", "100000000000"], &["actor simulation", "GB", "available"]);
+    let (dir, run) = (tmp.arg("small"), tmp.path("small"));
+    train_smoke(&dir, &["--set", "train.meta-epochs=2", "--set", "rule.index-code=false"]);
+    let before = files(&run);
+    for executor in ["tasks", "shards"] {
+        fails(
+            &["grow", "--run", &dir, "--engine", "actors", "--executor", executor, "--hidden", "100000,100000"]
+                .into_iter()
+                .chain(["--save", &tmp.arg("g.json")])
+                .collect::<Vec<_>>(),
+            &["actor simulation of 10000", "GB", "available", "smaller network"],
+        );
+    }
+    unchanged(&run, &before, "an actor grow too large for the memory");
 }
 
 #[test]
