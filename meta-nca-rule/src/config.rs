@@ -441,6 +441,7 @@ mod tests {
             ("rule.output-scale", "0"),
             ("rule.perception", "[\"self\", \"self\"]"),
             ("task.hidden", "[[0]]"),
+            ("train.held-out", "0.95"),
             ("train.head-start", "{ fraction = 0, steps = [0, 10] }"),
             ("train.head-start", "{ fraction = 0.5, steps = [10, 5] }"),
             ("train.head-start", "{ fraction = 0.5, steps = [0, 0] }"),

@@ -40,6 +40,34 @@ pub struct TaskData {
     pub classes: usize,
 }
 
+impl TaskData {
+    /// The rows `rows` of this set, in that order.
+    pub fn rows(&self, rows: &[usize]) -> TaskData {
+        let f = self.features;
+        let x = rows.iter().flat_map(|&r| self.x[r * f..(r + 1) * f].iter().copied()).collect();
+        let y = rows.iter().map(|&r| self.y[r]).collect();
+        TaskData { x, y, features: f, classes: self.classes }
+    }
+
+    /// This set cut in two at random, class by class: `(grow, held_out)`, the second holding
+    /// `round(fraction · n_c)` of each class's `n_c` rows (at least one, and never all, of a
+    /// class of two rows or more), both in row order.
+    pub fn hold_out<R: rand::Rng>(&self, fraction: f64, rng: &mut R) -> (TaskData, TaskData) {
+        let (mut grow, mut held) = (Vec::new(), Vec::new());
+        for c in 0..self.classes {
+            let mut mine: Vec<usize> = (0..self.y.len()).filter(|&r| self.y[r] == c).collect();
+            rand::seq::SliceRandom::shuffle(mine.as_mut_slice(), rng);
+            let n = mine.len();
+            let k = if n < 2 { 0 } else { ((fraction * n as f64).round() as usize).clamp(1, n - 1) };
+            held.extend_from_slice(&mine[..k]);
+            grow.extend_from_slice(&mine[k..]);
+        }
+        grow.sort_unstable();
+        held.sort_unstable();
+        (self.rows(&grow), self.rows(&held))
+    }
+}
+
 /// Loss and accuracy of one network on one set.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Score {
@@ -272,10 +300,24 @@ impl Grower {
     pub fn unroll_tail_loss<T: Tape<f64, Cpu>>(
         &self,
         rule: &RuleNet,
+        state: Tensor2<T>,
+        fires: &[Vec<bool>],
+        rows: &[Vec<usize>],
+        tail: usize,
+    ) -> (Tensor<(), f64, Cpu, T>, Vec<f64>) {
+        self.unroll_tail_loss_on(rule, state, fires, rows, tail, self)
+    }
+
+    /// [`Self::unroll_tail_loss`] with the losses taken on `judge`'s data instead of this
+    /// grower's (the same networks; rows the grow never sees: `train.held-out`).
+    pub fn unroll_tail_loss_on<T: Tape<f64, Cpu>>(
+        &self,
+        rule: &RuleNet,
         mut state: Tensor2<T>,
         fires: &[Vec<bool>],
         rows: &[Vec<usize>],
         tail: usize,
+        judge: &Grower,
     ) -> (Tensor<(), f64, Cpu, T>, Vec<f64>) {
         let tail = tail.clamp(1, fires.len().max(1));
         let mut earlier = Vec::new();
@@ -283,14 +325,14 @@ impl Grower {
             state = self.step_on(rule, state, fire, rows.get(t).map(Vec::as_slice));
             if t + tail >= fires.len() && t + 1 < fires.len() {
                 let (value, tape) = state.split_tape();
-                let (loss, tape) = self.loss(value.clone().put_tape(tape)).split_tape();
+                let (loss, tape) = judge.loss(value.clone().put_tape(tape)).split_tape();
                 earlier.push(loss);
                 state = value.put_tape(tape);
             }
         }
         let (last, tape) = state.split_tape();
         let values = values(&last);
-        let loss = earlier.into_iter().fold(self.loss(last.put_tape(tape)), |acc, l| acc + l);
+        let loss = earlier.into_iter().fold(judge.loss(last.put_tape(tape)), |acc, l| acc + l);
         (loss / tail as f64, values)
     }
 
@@ -336,11 +378,7 @@ impl Grower {
 
     /// The same grower seeing only the training rows `rows`.
     pub fn on_rows(&self, rows: &[usize]) -> Grower {
-        let d = &self.data;
-        let x = rows.iter().flat_map(|&r| d.x[r * d.features..(r + 1) * d.features].iter().copied()).collect();
-        let y = rows.iter().map(|&r| d.y[r]).collect();
-        let data = Arc::new(TaskData { x, y, features: d.features, classes: d.classes });
-        Grower { data, ..self.clone() }
+        Grower { data: Arc::new(self.data.rows(rows)), ..self.clone() }
     }
 
     /// Fused perception of every cell: `[cells, 1+d]` → `[cells, width]`.
@@ -373,5 +411,44 @@ impl Grower {
             };
             (vec![loss], pure(backward))
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::SeedableRng;
+
+    #[test]
+    fn held_out_rows_are_a_stratified_disjoint_cover() {
+        // Row r has features [r, -r] and class r % 3 (class 2 has one row only among 7).
+        let n = 7;
+        let data = TaskData {
+            x: (0..n).flat_map(|r| [r as f64, -(r as f64)]).collect(),
+            y: (0..n).map(|r| if r == 5 { 1 } else { r % 3 }).collect(),
+            features: 2,
+            classes: 3,
+        };
+        let mut rng = rand::rngs::StdRng::seed_from_u64(0);
+        let (grow, held) = data.hold_out(0.3, &mut rng);
+        let rows = |d: &TaskData| -> Vec<usize> { d.x.chunks(2).map(|x| x[0] as usize).collect() };
+        let (g, h) = (rows(&grow), rows(&held));
+        let mut all: Vec<usize> = g.iter().chain(&h).copied().collect();
+        all.sort_unstable();
+        assert_eq!(all, (0..n).collect::<Vec<_>>(), "every row once");
+        for d in [&grow, &held] {
+            for (x, &y) in d.x.chunks(2).zip(&d.y) {
+                assert_eq!(y, data.y[x[0] as usize], "labels travel with their rows");
+                assert_eq!(x[1], -x[0]);
+            }
+        }
+        // Classes 0 (rows 0, 3, 6) and 1 (1, 4, 5) keep rows on both sides; class 2 (row 2)
+        // stays in the grow.
+        for c in 0..2 {
+            assert!(grow.y.contains(&c) && held.y.contains(&c), "class {c}");
+        }
+        assert!(grow.y.contains(&2) && !held.y.contains(&2));
+        assert_eq!(h.len(), 2);
+        assert!(g.windows(2).all(|w| w[0] < w[1]) && h.windows(2).all(|w| w[0] < w[1]));
     }
 }

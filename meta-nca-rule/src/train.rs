@@ -329,8 +329,14 @@ impl Trainer {
             };
             let fresh = Episode::draw(&spec, &mut rng)?;
             let episode = Pool::join(from_pool, fresh, &spec, &mut rng)?;
-            let rows = draw_rows(cfg.grow.batch_size, task.train.y.len(), steps, &mut rng);
-            let grower = Grower::new(&self.dev, Batch::new(episode.topologies), self.spec.clone(), task.train.clone())?;
+            let (grow_data, held_out) = if cfg.train.held_out > 0.0 {
+                let (grow, held) = task.train.hold_out(cfg.train.held_out, &mut rng);
+                (Arc::new(grow), Some(Arc::new(held)))
+            } else {
+                (task.train.clone(), None)
+            };
+            let rows = draw_rows(cfg.grow.batch_size, grow_data.y.len(), steps, &mut rng);
+            let grower = Grower::new(&self.dev, Batch::new(episode.topologies), self.spec.clone(), grow_data)?;
             let state0 = match &cfg.train.head_start {
                 Some(head) if rng.r#gen::<f64>() < head.fraction => {
                     self.head_start(&grower, episode.state0, head, &mut rng)
@@ -340,8 +346,15 @@ impl Trainer {
             let state = grower.state_tensor(state0).put_tape(OwnedTape::default());
             match &cfg.train.damage {
                 None => {
-                    let (loss, last_values) =
-                        grower.unroll_tail_loss(&self.rule, state, &episode.fires, &rows, cfg.train.loss_steps);
+                    let judge = held_out.map(|d| grower.with_data(d)).transpose()?;
+                    let (loss, last_values) = grower.unroll_tail_loss_on(
+                        &self.rule,
+                        state,
+                        &episode.fires,
+                        &rows,
+                        cfg.train.loss_steps,
+                        judge.as_ref().unwrap_or(&grower),
+                    );
                     losses.push(loss);
                     grown.push(Grown::of(t, &task, grower, last_values));
                 }

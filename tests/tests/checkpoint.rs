@@ -274,13 +274,14 @@ fn resume_is_exact_with_random_tail_loss_and_two_architectures() {
 }
 
 #[test]
-fn resume_is_exact_with_head_starts_generated_tasks_and_minibatches() {
+fn resume_is_exact_with_head_starts_held_out_rows_generated_tasks_and_minibatches() {
     let mut c = smoke();
     c.train.head_start = Some(HeadStart { fraction: 0.5, steps: [1, 6] });
     c.tasks.per_epoch = 2;
     c.tasks.features = [2, 5];
     c.tasks.rows = [60, 120];
     c.grow.batch_size = Some(16);
+    c.train.held_out = 0.25;
     resume_is_exact(c, "resume-head-start");
 }
 

@@ -61,6 +61,13 @@ pub struct TrainConfig {
     /// Damage-aware training: after the grow, remove connections at random, keep growing,
     /// and take the mean of the losses before the damage and after the recovery.
     pub damage: Option<DamageConfig>,
+    /// Fraction of each task's training rows held out of its grow in every meta-epoch (drawn
+    /// afresh, class by class): the networks grow on the other rows and the meta-loss is taken
+    /// on these, so the rule is judged by how the networks it grows generalise, not by how
+    /// closely they fit (the learned-optimiser field's validation meta-objective, kept inside
+    /// the training split: validation rows stay unseen). 0: the loss is on the rows grown on.
+    /// Plain episodes only (not damage or continual ones).
+    pub held_out: f64,
     /// Growth past the unroll (`{ fraction, steps = [min, max] }`): before the taped unroll,
     /// the networks of this fraction of a meta-epoch's tasks first grow a number of steps drawn
     /// from `[min, max]` with the current rule and no tape, so the meta-loss also judges the
@@ -176,6 +183,15 @@ impl TrainConfig {
          (tasks.per-epoch > 0) or reshaped datasets (tasks.permute-features, tasks.subsample-features)",
             ));
         }
+        if !(0.0..=0.9).contains(&self.held_out) {
+            return Err(bad("train.held-out", format!("must be in [0, 0.9], got {}", self.held_out)));
+        }
+        if self.held_out > 0.0 && self.damage.is_some() {
+            return Err(bad(
+                "train.held-out",
+                "cannot be combined with train.damage (its loss is taken around the damage)",
+            ));
+        }
         if let Some(h) = &self.head_start {
             if !(h.fraction > 0.0 && h.fraction <= 1.0) {
                 return Err(bad("train.head-start", format!("fraction must be in (0, 1], got {}", h.fraction)));
@@ -215,6 +231,7 @@ impl Default for TrainConfig {
             pool_size: 0,
             pool_fraction: 0.5,
             damage: None,
+            held_out: 0.0,
             head_start: None,
             continual: Vec::new(),
             continual_fraction: 1.0,
