@@ -115,6 +115,8 @@ pub struct RunSummary {
     pub ran: usize,
     /// Wall-clock seconds of this call (probes and checkpoint writes included).
     pub seconds: f64,
+    /// Of those, the seconds spent in the meta-epochs themselves (what `bench` times).
+    pub epoch_seconds: f64,
     /// The last (up to 50) meta-epochs' metrics.
     pub recent: Vec<EpochMetrics>,
     /// Lowest probe loss (what picked `best`).
@@ -166,6 +168,7 @@ pub fn train_run(
     let started = Instant::now();
     let first = trainer.epoch;
     let mut recent = Vec::new();
+    let mut epoch_seconds = 0.0;
     if snapshot_every.is_some() && trainer.epoch == 0 {
         save_snapshot(&trainer.checkpoint(), out, 0)?;
     }
@@ -191,6 +194,7 @@ pub fn train_run(
             }
         };
         metrics.write(&m)?;
+        epoch_seconds += m.seconds;
         recent.push(m);
         if recent.len() > 50 {
             recent.remove(0);
@@ -229,6 +233,7 @@ pub fn train_run(
         epochs: trainer.epoch,
         ran: trainer.epoch - first,
         seconds: started.elapsed().as_secs_f64(),
+        epoch_seconds,
         recent,
         best_probe_loss: trainer.best_probe_loss,
     })
@@ -279,10 +284,14 @@ pub fn run(args: Args) -> Result<()> {
     let n = recent.len().max(1) as f64;
     println!();
     println!("meta-epochs         {} ({} this invocation)", summary.epochs, summary.ran);
+    let ran = summary.ran.max(1) as f64;
     println!(
-        "time                {:.2} s ({:.3} ms per meta-epoch, probes and checkpoints included)",
+        "time                {:.2} s ({:.3} ms per meta-epoch, probes and checkpoints included; {:.3} ms in the \
+         meta-epochs themselves, so {:.2}x for the rest)",
         summary.seconds,
-        1e3 * summary.seconds / summary.ran.max(1) as f64
+        1e3 * summary.seconds / ran,
+        1e3 * summary.epoch_seconds / ran,
+        summary.seconds / summary.epoch_seconds.max(f64::MIN_POSITIVE)
     );
     if !recent.is_empty() {
         println!(
