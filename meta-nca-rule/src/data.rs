@@ -75,9 +75,9 @@ impl Dataset {
 
     /// Parses a CSV table held in memory.
     ///
-    /// The first non-empty line is the header; cells are comma-separated and trimmed
-    /// (a cell wrapped in double quotes is unquoted, but quoted commas are not
-    /// supported); blank lines are skipped. `label_column` names the label column by
+    /// The first non-blank record is the header; fields are comma-separated and trimmed,
+    /// quoted as RFC 4180 says (a quoted field may hold commas, doubled quotes and line
+    /// breaks; the `csv` crate reads them); blank lines are skipped. `label_column` names the label column by
     /// its header name; `None` means the last column. Every other column must hold
     /// finite numbers. Class names are the distinct label strings, sorted numerically
     /// when all of them are numbers and lexicographically otherwise, so label ids are
@@ -126,18 +126,37 @@ fn dataset_err(name: &str, message: impl Into<String>) -> Error {
     Error::Dataset { name: name.to_string(), message: message.into() }
 }
 
-/// Splits one CSV line into trimmed, unquoted cells.
-fn split_cells(line: &str) -> Vec<&str> {
-    line.split(',')
-        .map(|cell| {
-            let cell = cell.trim();
-            if cell.len() >= 2 && cell.starts_with('"') && cell.ends_with('"') {
-                cell[1..cell.len() - 1].trim()
-            } else {
-                cell
-            }
-        })
-        .collect()
+/// The non-blank records of a CSV text with their line numbers, fields trimmed and unquoted
+/// (RFC 4180: quoted fields may hold commas, doubled quotes and line breaks), as the `csv`
+/// crate reads them; records may differ in length (the caller says which is wrong).
+fn records(source_name: &str, text: &str) -> crate::Result<Vec<(usize, Vec<String>)>> {
+    let mut reader =
+        csv::ReaderBuilder::new().has_headers(false).flexible(true).trim(csv::Trim::All).from_reader(text.as_bytes());
+    // The line a record starts on, counted from its byte offset (the reader's own line
+    // count skips blank lines), incrementally: records come in order.
+    let bytes = text.as_bytes();
+    let (mut counted_to, mut newlines) = (0usize, 0usize);
+    let mut line_at = |p: Option<&csv::Position>| {
+        let Some(p) = p else { return 0 };
+        let mut at = (p.byte() as usize).min(bytes.len()).max(counted_to);
+        // A record's position can include the blank lines skipped before it.
+        while at < bytes.len() && (bytes[at] == b'\n' || bytes[at] == b'\r') {
+            at += 1;
+        }
+        newlines += bytes[counted_to..at].iter().filter(|&&b| b == b'\n').count();
+        counted_to = at;
+        newlines + 1
+    };
+    let mut out = Vec::new();
+    for record in reader.records() {
+        let record = record.map_err(|e| csv_err(source_name, line_at(e.position()), e.to_string()))?;
+        if record.iter().all(str::is_empty) {
+            continue;
+        }
+        let line = line_at(record.position());
+        out.push((line, record.iter().map(str::to_string).collect()));
+    }
+    Ok(out)
 }
 
 /// True when `cell` spells a missing value.
@@ -149,12 +168,12 @@ fn is_missing(cell: &str) -> bool {
 /// [`Error::Csv`] reports, `name` is the dataset's name.
 fn parse_csv(name: &str, source_name: &str, text: &str, label_column: Option<&str>) -> crate::Result<Dataset> {
     let text = text.strip_prefix('\u{feff}').unwrap_or(text);
-    let mut lines = text.lines().enumerate().map(|(i, l)| (i + 1, l)).filter(|(_, l)| !l.trim().is_empty());
+    let mut lines = records(source_name, text)?.into_iter();
 
-    let Some((header_line, header_text)) = lines.next() else {
+    let Some((header_line, header)) = lines.next() else {
         return Err(csv_err(source_name, 0, "empty file: no header and no data rows"));
     };
-    let header = split_cells(header_text);
+    let header: Vec<&str> = header.iter().map(String::as_str).collect();
     let header_list = header.join(", ");
 
     let mut seen: HashMap<&str, usize> = HashMap::new();
@@ -192,8 +211,7 @@ fn parse_csv(name: &str, source_name: &str, text: &str, label_column: Option<&st
 
     let mut x: Vec<Vec<f64>> = Vec::new();
     let mut raw_labels: Vec<String> = Vec::new();
-    for (line_no, line) in lines {
-        let cells = split_cells(line);
+    for (line_no, cells) in lines {
         if cells.len() != header.len() {
             return Err(csv_err(
                 source_name,
@@ -201,13 +219,13 @@ fn parse_csv(name: &str, source_name: &str, text: &str, label_column: Option<&st
                 format!("expected {} fields, found {}", header.len(), cells.len()),
             ));
         }
-        let label = cells[label_idx];
+        let label = cells[label_idx].as_str();
         if is_missing(label) {
             return Err(csv_err(source_name, line_no, format!("missing value in column '{}'", header[label_idx])));
         }
         let mut row = Vec::with_capacity(feature_cols.len());
         for &c in &feature_cols {
-            let cell = cells[c];
+            let cell = cells[c].as_str();
             let col = header[c];
             if is_missing(cell) {
                 return Err(csv_err(source_name, line_no, format!("missing value in column '{col}'")));
@@ -460,6 +478,20 @@ mod tests {
         let d2 = Dataset::from_csv_str("iris", IRIS_CSV, None).expect("iris parses");
         assert_eq!(d2.y, d.y);
         assert_eq!(Dataset::iris().x, d.x);
+    }
+
+    #[test]
+    fn quoted_fields_hold_commas_quotes_and_line_breaks() {
+        let text = "\u{feff}\"width, cm\",\"height\",kind\n\n1.5,\"2\",\"big, \"\"red\"\"\"\n  \n3,4,\"small\nblue\"\n5,6,plain\n";
+        let d = Dataset::from_csv_str("quoted", text, None).expect("parses");
+        assert_eq!(d.feature_names, ["width, cm", "height"]);
+        assert_eq!(d.class_names, ["big, \"red\"", "plain", "small\nblue"]);
+        assert_eq!(d.x, vec![vec![1.5, 2.0], vec![3.0, 4.0], vec![5.0, 6.0]]);
+        assert_eq!(d.y, vec![0, 2, 1]);
+        // Line numbers count the lines of the file, also after a quoted line break.
+        let (line, message) = csv_message(Dataset::from_csv_str("q", "a,b\n1,\"x\ny\"\n2,z\n3\n", None));
+        assert_eq!(line, 5, "{message}");
+        assert!(message.contains("expected 2 fields, found 1"), "{message}");
     }
 
     #[test]
