@@ -1,9 +1,10 @@
 //! `meta-nca bench`: median milliseconds per meta-epoch (forward, backward and Adam) of
-//! standard configurations, measured side by side in one run.
+//! standard configurations, measured side by side in one run; `--json` prints a [`BenchReport`].
 
 use std::time::Instant;
 
 use anyhow::Result;
+use serde::Serialize;
 
 use crate::limit;
 use meta_nca_rule::config::{Config, FamilyConfig};
@@ -23,6 +24,72 @@ pub struct Args {
     /// Only the configurations whose name contains this text.
     #[arg(long)]
     only: Option<String>,
+    /// Print one JSON object instead of the tables.
+    #[arg(long)]
+    json: bool,
+}
+
+/// What `meta-nca bench` measures (`--json` prints it; the tables show it).
+#[derive(Debug, Serialize)]
+pub struct BenchReport {
+    /// The CPU's model name (from `/proc/cpuinfo`).
+    pub cpu: String,
+    /// Cores available to the process.
+    pub cores: usize,
+    /// Threads of dfdx's matrix products (`--threads`).
+    pub threads: usize,
+    /// Timed meta-epochs per configuration, after 10 untimed ones (`--epochs`).
+    pub epochs: usize,
+    /// Milliseconds per meta-epoch (forward, backward and Adam; K = 10, p = 0.8, the full Iris
+    /// train set) of each configuration `--only` kept.
+    pub meta_epochs: Vec<Timing>,
+    /// Milliseconds per grow step (no tape) of a `[784,10]` network on a generated task, on
+    /// all its training rows and on minibatches of 128 (empty when `--only` leaves them out).
+    pub grow_steps: Vec<Timing>,
+    /// The default config's rule passes next to the machine's limit (null when `--only`
+    /// leaves them out).
+    pub rule_passes: Option<RulePasses>,
+}
+
+/// Median, 10th and 90th percentile of the milliseconds one thing took, timed many times: one
+/// row of a table.
+#[derive(Debug, Serialize)]
+pub struct Timing {
+    /// What was timed.
+    pub name: String,
+    /// Cells of its networks, all together (absent when they vary: an architecture family).
+    pub cells: Option<usize>,
+    /// Median milliseconds.
+    pub median_ms: f64,
+    /// 10th percentile.
+    pub p10_ms: f64,
+    /// 90th percentile.
+    pub p90_ms: f64,
+}
+
+impl Timing {
+    /// The row of `name` timed `times` (milliseconds, not empty).
+    fn new(name: String, cells: Option<usize>, mut times: Vec<f64>) -> Self {
+        times.sort_by(f64::total_cmp);
+        let q = |f: f64| times[((times.len() - 1) as f64 * f).round() as usize];
+        Self { name, cells, median_ms: q(0.5), p10_ms: q(0.1), p90_ms: q(0.9) }
+    }
+
+    fn print(&self) {
+        let cells = self.cells.map_or_else(|| "varies".to_string(), |c| c.to_string());
+        println!("{:<44}{cells:>8}{:>10.3}{:>10.3}{:>10.3}", self.name, self.median_ms, self.p10_ms, self.p90_ms);
+    }
+}
+
+/// Rows per second of a rule's passes, one thread, in chunks of rows.
+#[derive(Debug, Serialize)]
+pub struct RulePasses {
+    /// The rule's layer widths (perception width, hidden widths, state width).
+    pub shapes: Vec<usize>,
+    /// Rows per chunk.
+    pub chunk: usize,
+    /// Rows per second of each way (the table's "of limit" is each over `limit`).
+    pub rows_per_second: limit::Rates,
 }
 
 fn cases() -> Vec<(&'static str, Config)> {
@@ -79,19 +146,26 @@ fn cpu_model() -> String {
 
 /// Runs `meta-nca bench`.
 pub fn run(args: Args) -> Result<()> {
-    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
-    println!(
-        "machine: {} ({cores} cores available), dfdx matmul threads: {}",
-        cpu_model(),
-        rayon::current_num_threads()
-    );
-    println!(
-        "each row: 10 untimed meta-epochs, then {} timed; K = 10, p = 0.8, full Iris train set (120 rows)",
-        args.epochs
-    );
+    let show = !args.json;
+    let mut report = BenchReport {
+        cpu: cpu_model(),
+        cores: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+        threads: rayon::current_num_threads(),
+        epochs: args.epochs,
+        meta_epochs: Vec::new(),
+        grow_steps: Vec::new(),
+        rule_passes: None,
+    };
+    if show {
+        println!("machine: {} ({} cores available), dfdx matmul threads: {}", report.cpu, report.cores, report.threads);
+        println!(
+            "each row: 10 untimed meta-epochs, then {} timed; K = 10, p = 0.8, full Iris train set (120 rows)",
+            args.epochs
+        );
+    }
     let cases: Vec<_> =
         cases().into_iter().filter(|(name, _)| args.only.as_deref().is_none_or(|o| name.contains(o))).collect();
-    if !cases.is_empty() {
+    if show && !cases.is_empty() {
         println!();
         println!("{:<44}{:>8}{:>10}{:>10}{:>10}", "configuration", "cells", "median ms", "p10 ms", "p90 ms");
     }
@@ -109,23 +183,27 @@ pub fn run(args: Args) -> Result<()> {
             trainer.meta_epoch()?;
             times.push(t.elapsed().as_secs_f64() * 1e3);
         }
-        times.sort_by(f64::total_cmp);
-        let q = |f: f64| times[((times.len() - 1) as f64 * f).round() as usize];
-        let cells = cells_of(&trainer);
-        println!("{name:<44}{cells:>8}{:>10.3}{:>10.3}{:>10.3}", q(0.5), q(0.1), q(0.9));
+        let row = Timing::new(name.to_string(), cells_of(&trainer), times);
+        if show {
+            row.print();
+        }
+        report.meta_epochs.push(row);
     }
     if args.only.as_deref().is_none_or(|o| "grow step rows".contains(o)) {
-        grow_step_rows(args.epochs)?;
+        report.grow_steps = grow_step_rows(args.epochs, show)?;
     }
     if args.only.as_deref().is_none_or(|o| "rule passes".contains(o)) {
-        rule_passes(&args.overrides)?;
+        report.rule_passes = Some(rule_passes(&args.overrides, show)?);
+    }
+    if args.json {
+        println!("{}", serde_json::to_string(&report)?);
     }
     Ok(())
 }
 
 /// Rows per second of the default configuration's rule (with the `--set` overrides) next to
-/// the limit: a bare chain of matrix products of its shapes ([`limit`]).
-fn rule_passes(overrides: &[String]) -> Result<()> {
+/// the limit: a bare chain of matrix products of its shapes ([`limit`]); printed if `show`.
+fn rule_passes(overrides: &[String], show: bool) -> Result<RulePasses> {
     use meta_nca_rule::rule::RuleNet;
     use meta_nca_rule::topology::Topology;
 
@@ -139,11 +217,14 @@ fn rule_passes(overrides: &[String]) -> Result<()> {
     let mut rng = <rand::rngs::StdRng as rand::SeedableRng>::seed_from_u64(0);
     let rule = RuleNet::new(&dfdx::prelude::Cpu::default(), shape, &mut rng);
     let rates = limit::measure(&rule, 2.0);
+    let passes = RulePasses { shapes: rule.shape.dims(), chunk: limit::CHUNK, rows_per_second: rates };
+    if !show {
+        return Ok(passes);
+    }
     println!();
     println!(
         "rule passes: shapes {:?} (the default config's rule), {}-row chunks, 1 thread, median of 7",
-        rule.shape.dims(),
-        limit::CHUNK
+        passes.shapes, passes.chunk
     );
     println!("{:<52}{:>12}{:>10}", "what", "rows/s", "of limit");
     for (name, rate) in [
@@ -153,14 +234,14 @@ fn rule_passes(overrides: &[String]) -> Result<()> {
     ] {
         println!("{name:<52}{:>12}{:>10.2}", limit::millions(rate), rate / rates.limit);
     }
-    Ok(())
+    Ok(passes)
 }
 
 /// Median milliseconds of one grow step (perception, rule, update; no tape) of a `[784, 10]`
 /// network on a generated 784-feature task of `rows` rows, on the whole training split or on
 /// a minibatch of 128 rows (`grow.batch-size`): the minibatch step costs the same whatever
-/// the row count.
-fn grow_step_rows(epochs: usize) -> Result<()> {
+/// the row count. Printed if `show`.
+fn grow_step_rows(epochs: usize, show: bool) -> Result<Vec<Timing>> {
     use meta_nca_rule::batch::Batch;
     use meta_nca_rule::config::TasksConfig;
     use meta_nca_rule::data::Split;
@@ -171,9 +252,12 @@ fn grow_step_rows(epochs: usize) -> Result<()> {
     use meta_nca_rule::rule::RuleNet;
     use meta_nca_rule::topology::Topology;
 
-    println!();
-    println!("one grow step (no tape) of a [784,10] network on a generated task, 784 features, 10 classes");
-    println!("{:<44}{:>8}{:>10}{:>10}{:>10}", "rows seen per step", "cells", "median ms", "p10 ms", "p90 ms");
+    if show {
+        println!();
+        println!("one grow step (no tape) of a [784,10] network on a generated task, 784 features, 10 classes");
+        println!("{:<44}{:>8}{:>10}{:>10}{:>10}", "rows seen per step", "cells", "median ms", "p10 ms", "p90 ms");
+    }
+    let mut rows_out = Vec::new();
     let config = Config::default();
     let dev = dfdx::prelude::Cpu::default();
     for rows in [1000, 5000] {
@@ -200,29 +284,31 @@ fn grow_step_rows(epochs: usize) -> Result<()> {
                 let _ = grower.step_on(&rule, state, &fire, picked.first().map(Vec::as_slice));
                 times.push(t.elapsed().as_secs_f64() * 1e3);
             }
-            times.sort_by(f64::total_cmp);
-            let q = |f: f64| times[((times.len() - 1) as f64 * f).round() as usize];
             let name = match batch {
                 None => format!("all {n} training rows"),
                 Some(b) => format!("batch-size {b} of {n} training rows"),
             };
-            println!("{name:<44}{cells:>8}{:>10.3}{:>10.3}{:>10.3}", q(0.5), q(0.1), q(0.9));
+            let row = Timing::new(name, Some(cells), times);
+            if show {
+                row.print();
+            }
+            rows_out.push(row);
         }
     }
-    Ok(())
+    Ok(rows_out)
 }
 
-fn cells_of(trainer: &Trainer) -> String {
+/// Cells of the trainer's networks, all together (`None` for an architecture family).
+fn cells_of(trainer: &Trainer) -> Option<usize> {
     let c = trainer.config();
     if c.task.family.is_some() {
-        "varies".to_string()
-    } else {
-        let bias = usize::from(c.task.bias);
-        let task = trainer.exp.primary();
-        let mut sizes = vec![task.train.features];
-        sizes.extend(&c.task.hidden[0]);
-        sizes.push(task.train.classes);
-        let per_net: usize = sizes.windows(2).map(|w| (w[0] + bias) * w[1]).sum();
-        (per_net * c.train.num_models).to_string()
+        return None;
     }
+    let bias = usize::from(c.task.bias);
+    let task = trainer.exp.primary();
+    let mut sizes = vec![task.train.features];
+    sizes.extend(&c.task.hidden[0]);
+    sizes.push(task.train.classes);
+    let per_net: usize = sizes.windows(2).map(|w| (w[0] + bias) * w[1]).sum();
+    Some(per_net * c.train.num_models)
 }

@@ -1,7 +1,7 @@
 //! `meta-nca bench-actors`: cell-steps per second of the actor simulation (each executor,
 //! lockstep and async) on wide synthetic networks, next to the batched reference step on the
 //! same network (the floor), with the memory each run adds per cell. Every case runs in its
-//! own process so that its peak memory is its own.
+//! own process so that its peak memory is its own. `--json` prints a [`BenchActorsReport`].
 
 use std::process::Command;
 
@@ -51,23 +51,70 @@ pub struct Args {
     /// Leave the task-per-cell executor out above this many cells.
     #[arg(long, default_value_t = usize::MAX)]
     max_task_cells: usize,
+    /// Print one JSON object instead of the table.
+    #[arg(long)]
+    json: bool,
     /// Internal: run one case (`floor`, `tasks-lockstep`, ...) in this process; print JSON.
     #[arg(long, hide = true)]
     one: Option<String>,
 }
 
+/// One case at one network size: a row of the table. A case runs in its own process, which
+/// prints this as JSON for the parent to read.
 #[derive(Debug, Serialize, Deserialize)]
-struct CaseResult {
-    cells: usize,
-    seconds: f64,
-    cell_steps: u64,
-    rate: f64,
-    bytes_per_cell: f64,
-    mean_batch: f64,
-    /// Seconds in the rule's forward passes (the rule service's thread).
-    rule_seconds: f64,
-    /// Rows the rule service answered (0 for the floor).
-    rule_rows: u64,
+pub struct CaseResult {
+    /// The case: `floor` (the batched reference step) or `<executor>-<mode>` (the table's
+    /// engine column).
+    pub case: String,
+    /// Cells of the network (`[k, k, 10]` with bias cells).
+    pub cells: usize,
+    /// Seconds of the run.
+    pub seconds: f64,
+    /// Cell-steps done (cells × steps).
+    pub cell_steps: u64,
+    /// Cell-steps per second (the table's "vs floor" is this over the floor's at the same
+    /// size, its "vs limit" this over [`BenchActorsReport::limit`]'s `limit`).
+    pub rate: f64,
+    /// Peak resident memory growth during the run, per cell.
+    pub bytes_per_cell: f64,
+    /// Mean rows of a rule pass (the floor: every cell in one pass).
+    pub mean_batch: f64,
+    /// Seconds in the rule's forward passes (the rule service's thread; -1 for the floor,
+    /// which has no service). The table's "rule time" is this over `seconds`.
+    pub rule_seconds: f64,
+    /// Rows the rule service answered (0 for the floor). The table's "rule/limit" is this per
+    /// `rule_seconds`, over the limit.
+    pub rule_rows: u64,
+}
+
+/// What `meta-nca bench-actors` measures (`--json` prints it; the table shows it).
+#[derive(Debug, Serialize)]
+pub struct BenchActorsReport {
+    /// Grow steps per run.
+    pub steps: usize,
+    /// Samples in the random grow batch.
+    pub samples: usize,
+    /// Firing fraction (lockstep) and rate (async).
+    pub p: f64,
+    /// tokio worker threads.
+    pub workers: usize,
+    /// Shards of the shard executor.
+    pub shards: usize,
+    /// Async: the rule service runs at this many waiting queries...
+    pub batch_rows: usize,
+    /// ...or this many microseconds after the oldest one.
+    pub deadline_us: u64,
+    /// Whether the cells perceive the local error messages (a message wave every step).
+    pub messages: bool,
+    /// Bytes of one cell's struct (its state row is on the heap besides).
+    pub cell_struct_bytes: usize,
+    /// The synthetic rule's layer widths (perception width, hidden widths, state width).
+    pub rule_shapes: Vec<usize>,
+    /// Rows per second of the rule's shapes on one thread: the bare matrix-product chain (the
+    /// limit), the rule's forward pass, and the same on a tape.
+    pub limit: limit::Rates,
+    /// One per case and size, in the table's order (sizes as asked, each case in turn).
+    pub rows: Vec<CaseResult>,
 }
 
 fn status_kb(field: &str) -> f64 {
@@ -134,6 +181,7 @@ fn run_one(args: &Args, case: &str, cells: usize) -> Result<CaseResult> {
     };
     let peak = status_kb("VmHWM:");
     Ok(CaseResult {
+        case: case.to_string(),
         cells: n,
         seconds,
         cell_steps,
@@ -157,44 +205,26 @@ pub fn run(args: Args) -> Result<()> {
         crate::memory::check_actors(cells, ExecutorArg::Shards)?;
     }
     let exe = std::env::current_exe().context("finding the meta-nca binary")?;
-    println!(
-        "networks [k, k, 10] with bias cells; {} steps, p {}, {} random samples; rule hidden [{}]; {} tokio workers, {} shards; rule forward on its own thread",
-        args.steps, args.p, args.samples, args.rule_hidden, args.workers, args.shards
-    );
-    println!(
-        "resident state of one cell: {} B (struct) + its state row on the heap",
-        std::mem::size_of::<meta_nca_sim::cell::Cell>()
-    );
-    if args.messages {
-        println!("perception: self, column, row, activations, feedback, hebbian, backward, alignment");
-    } else {
-        println!("perception: self, column, row, activations, feedback, hebbian (--messages adds backward, alignment)");
-    }
-    println!("async: staleness <= 1, no jitter, rule passes at {} rows or {} us", args.batch_rows, args.deadline_us);
-    println!("floor = the batched reference step (perception + rule for every cell, no tape), 1 thread");
-    println!(
-        "memory = peak RSS growth during the run / cells; rule time = share of the run in the rule's forward passes"
-    );
-    let setup = wide_setup(&wide_sizes(args.cells.first().copied().unwrap_or(10_000)), &synthetic_spec(&args)?)?;
+    let spec = synthetic_spec(&args)?;
+    let setup = wide_setup(&wide_sizes(args.cells.first().copied().unwrap_or(10_000)), &spec)?;
     let rates = limit::measure(&setup.rule, 2.0);
-    println!(
-        "rule shapes {:?}, {}-row chunks, 1 thread, rows/s: bare matrix-product chain (the limit) {}; rule forward pass without tape {} ({:.2} of the limit); the same MLP through dfdx's ops on a tape {} ({:.2})",
-        setup.rule.shape.dims(),
-        limit::CHUNK,
-        limit::millions(rates.limit),
-        limit::millions(rates.forward),
-        rates.forward / rates.limit,
-        limit::millions(rates.taped),
-        rates.taped / rates.limit,
-    );
-    println!(
-        "vs limit = cell-steps/s over the limit's rows/s (a cell-step asks at most one rule row); rule/limit = rule service rows per second of forward pass over the limit"
-    );
-    println!();
-    println!(
-        "{:>9}  {:<16}{:>14}{:>10}{:>10}{:>9}{:>12}{:>12}{:>12}",
-        "cells", "engine", "cell-steps/s", "vs floor", "vs limit", "B/cell", "rule batch", "rule time", "rule/limit"
-    );
+    let mut report = BenchActorsReport {
+        steps: args.steps,
+        samples: args.samples,
+        p: args.p,
+        workers: args.workers,
+        shards: args.shards,
+        batch_rows: args.batch_rows,
+        deadline_us: args.deadline_us,
+        messages: args.messages,
+        cell_struct_bytes: std::mem::size_of::<meta_nca_sim::cell::Cell>(),
+        rule_shapes: setup.rule.shape.dims(),
+        limit: rates,
+        rows: Vec::new(),
+    };
+    if !args.json {
+        print_header(&args, &report);
+    }
     for &cells in &args.cells {
         let mut floor = f64::NAN;
         for case in CASES {
@@ -217,24 +247,73 @@ pub fn run(args: Args) -> Result<()> {
             if case == "floor" {
                 floor = r.rate;
             }
-            let service = r.rule_seconds >= 0.0;
-            println!(
-                "{:>9}  {:<16}{:>14.0}{:>10.2}{:>10.3}{:>9.0}{:>12.1}{:>12}{:>12}",
-                r.cells,
-                case,
-                r.rate,
-                r.rate / floor,
-                r.rate / rates.limit,
-                r.bytes_per_cell,
-                r.mean_batch,
-                if service { format!("{:.0}%", 100.0 * r.rule_seconds / r.seconds) } else { "-".to_string() },
-                if service {
-                    format!("{:.2}", r.rule_rows as f64 / r.rule_seconds.max(1e-12) / rates.limit)
-                } else {
-                    "-".to_string()
-                }
-            );
+            if !args.json {
+                print_row(&r, floor, &rates);
+            }
+            report.rows.push(r);
         }
     }
+    if args.json {
+        println!("{}", serde_json::to_string(&report)?);
+    }
     Ok(())
+}
+
+/// Prints the settings, the limit and the table's header.
+fn print_header(args: &Args, r: &BenchActorsReport) {
+    println!(
+        "networks [k, k, 10] with bias cells; {} steps, p {}, {} random samples; rule hidden [{}]; {} tokio workers, {} shards; rule forward on its own thread",
+        r.steps, r.p, r.samples, args.rule_hidden, r.workers, r.shards
+    );
+    println!("resident state of one cell: {} B (struct) + its state row on the heap", r.cell_struct_bytes);
+    if r.messages {
+        println!("perception: self, column, row, activations, feedback, hebbian, backward, alignment");
+    } else {
+        println!("perception: self, column, row, activations, feedback, hebbian (--messages adds backward, alignment)");
+    }
+    println!("async: staleness <= 1, no jitter, rule passes at {} rows or {} us", r.batch_rows, r.deadline_us);
+    println!("floor = the batched reference step (perception + rule for every cell, no tape), 1 thread");
+    println!(
+        "memory = peak RSS growth during the run / cells; rule time = share of the run in the rule's forward passes"
+    );
+    let rates = &r.limit;
+    println!(
+        "rule shapes {:?}, {}-row chunks, 1 thread, rows/s: bare matrix-product chain (the limit) {}; rule forward pass without tape {} ({:.2} of the limit); the same MLP through dfdx's ops on a tape {} ({:.2})",
+        r.rule_shapes,
+        limit::CHUNK,
+        limit::millions(rates.limit),
+        limit::millions(rates.forward),
+        rates.forward / rates.limit,
+        limit::millions(rates.taped),
+        rates.taped / rates.limit,
+    );
+    println!(
+        "vs limit = cell-steps/s over the limit's rows/s (a cell-step asks at most one rule row); rule/limit = rule service rows per second of forward pass over the limit"
+    );
+    println!();
+    println!(
+        "{:>9}  {:<16}{:>14}{:>10}{:>10}{:>9}{:>12}{:>12}{:>12}",
+        "cells", "engine", "cell-steps/s", "vs floor", "vs limit", "B/cell", "rule batch", "rule time", "rule/limit"
+    );
+}
+
+/// Prints one row of the table; `floor` is the floor's rate at the same size.
+fn print_row(r: &CaseResult, floor: f64, rates: &limit::Rates) {
+    let service = r.rule_seconds >= 0.0;
+    println!(
+        "{:>9}  {:<16}{:>14.0}{:>10.2}{:>10.3}{:>9.0}{:>12.1}{:>12}{:>12}",
+        r.cells,
+        r.case,
+        r.rate,
+        r.rate / floor,
+        r.rate / rates.limit,
+        r.bytes_per_cell,
+        r.mean_batch,
+        if service { format!("{:.0}%", 100.0 * r.rule_seconds / r.seconds) } else { "-".to_string() },
+        if service {
+            format!("{:.2}", r.rule_rows as f64 / r.rule_seconds.max(1e-12) / rates.limit)
+        } else {
+            "-".to_string()
+        }
+    );
 }

@@ -1,12 +1,15 @@
 //! `meta-nca check`: the actor simulation against the batched reference path on the same rule
 //! and seed. Lockstep, under both executors: the largest weight difference after every step
 //! (it must stay within `--tol`). Async, under `--executor`: accuracy next to lockstep and
-//! how far the grown networks diverge, over `--runs` seeds.
+//! how far the grown networks diverge, over `--runs` seeds. `--json` prints a [`CheckReport`].
 
 use anyhow::{Result, bail};
+use meta_nca_rule::eval::Stats;
 use meta_nca_rule::task::argmax;
 use meta_nca_sim::RunStats;
+use meta_nca_sim::rule_service::RuleStats;
 use meta_nca_sim::world::World;
+use serde::Serialize;
 
 use crate::actors::{ExecutorArg, Loaded, ModeArg, SimArgs, scores, setup};
 use crate::run_dir::{GrowFlags, layer_sizes, load_run};
@@ -31,6 +34,10 @@ pub struct Args {
     /// check always runs lockstep, then async).
     #[command(flatten)]
     sim: SimArgs,
+    /// Print one JSON object instead of the tables (a lockstep difference above `--tol` still
+    /// fails, after printing).
+    #[arg(long)]
+    json: bool,
 }
 
 fn weights(world: &World, state: &[f64]) -> Vec<f64> {
@@ -39,6 +46,105 @@ fn weights(world: &World, state: &[f64]) -> Vec<f64> {
 
 fn max_abs_diff(a: &[f64], b: &[f64]) -> f64 {
     a.iter().zip(b).map(|(a, b)| (a - b).abs()).fold(0.0, f64::max)
+}
+
+/// What `meta-nca check` finds (`--json` prints it; the tables show it).
+#[derive(Debug, Serialize)]
+pub struct CheckReport {
+    /// Layer sizes of the network grown.
+    pub sizes: Vec<usize>,
+    /// Its cells (connections).
+    pub cells: usize,
+    /// Grow steps.
+    pub steps: usize,
+    /// Firing fraction (lockstep) and rate (async).
+    pub p: f64,
+    /// Seed of the lockstep grow and of the first async run.
+    pub seed: u64,
+    /// The rule's perception groups.
+    pub perception: Vec<String>,
+    /// Whether every step also runs a top-down message wave (the rule perceives local errors).
+    pub messages: bool,
+    /// Largest allowed lockstep difference (`--tol`).
+    pub tol: f64,
+    /// Lockstep under each executor against the reference path.
+    pub lockstep: LockstepCheck,
+    /// Async against lockstep (null with `--runs 0`, or when lockstep failed).
+    #[serde(rename = "async")]
+    pub async_runs: Option<AsyncCheck>,
+}
+
+/// Lockstep grows under both executors next to the reference path, same rule and seed.
+#[derive(Debug, Serialize)]
+pub struct LockstepCheck {
+    /// Training accuracy of the reference path's network at the end.
+    pub reference_train_acc: f64,
+    /// Its validation accuracy.
+    pub reference_val_acc: f64,
+    /// One per executor: tasks, then shards.
+    pub executors: Vec<LockstepRun>,
+    /// The largest difference of all (steps and final states, both executors).
+    pub worst: f64,
+    /// Whether `worst` is within `--tol` (when not, the command fails after printing).
+    pub ok: bool,
+}
+
+/// One executor's lockstep grow against the reference path.
+#[derive(Debug, Serialize)]
+pub struct LockstepRun {
+    /// The executor.
+    pub executor: ExecutorArg,
+    /// Largest `|w_actors - w_reference|` over the cells after each step (`max_dw[t]`: step
+    /// `t + 1`).
+    pub max_dw: Vec<f64>,
+    /// Largest difference of the final state rows (weights and hidden states).
+    pub final_diff: f64,
+    /// Training accuracy of its network at the end.
+    pub train_acc: f64,
+    /// Its validation accuracy.
+    pub val_acc: f64,
+}
+
+/// Async grows against lockstep ones (the reference path's) of the same seeds; `Stats` are
+/// over the runs.
+#[derive(Debug, Serialize)]
+pub struct AsyncCheck {
+    /// Runs, seeds `seed..seed + runs`.
+    pub runs: usize,
+    /// The async executor (`--executor`).
+    pub executor: ExecutorArg,
+    /// How many rounds older than its own a summary a cell may use (`--staleness`).
+    pub staleness: u32,
+    /// Yields before each tick, at most (`--jitter`).
+    pub jitter: u32,
+    /// Training accuracy of the lockstep networks.
+    pub lockstep_train_acc: Stats,
+    /// Training accuracy of the async networks.
+    pub async_train_acc: Stats,
+    /// Validation accuracy of the lockstep networks.
+    pub lockstep_val_acc: Stats,
+    /// Validation accuracy of the async networks.
+    pub async_val_acc: Stats,
+    /// `|async val acc - lockstep val acc|` per run.
+    pub val_acc_diff: Stats,
+    /// Mean over the cells of `|w_async - w_lockstep|`, per run.
+    pub weight_diff_mean: Stats,
+    /// Largest `|w_async - w_lockstep|`, per run.
+    pub weight_diff_max: Stats,
+    /// Fraction of validation samples on which the two networks predict the same class, per run.
+    pub agreement: Stats,
+    /// Fraction of cell-steps fired in lockstep.
+    pub fired_lockstep: f64,
+    /// Fraction of cell-steps fired in async (updates over cell-steps).
+    pub fired_async: f64,
+    /// Mean `|dw|` of an async update.
+    pub mean_abs_dw: f64,
+    /// `staleness_share[k]`: the fraction of async cell-steps that used summaries `k` rounds old.
+    pub staleness_share: Vec<f64>,
+    /// The async rule service's counts, summed over the runs (`max_batch`: the largest).
+    pub rule: RuleStats,
+    /// Whether the mean async validation accuracy is within 2 points of lockstep's.
+    pub within_two_points: bool,
 }
 
 /// Runs `meta-nca check`.
@@ -51,43 +157,72 @@ pub fn run(args: Args) -> Result<()> {
     let loaded = Loaded::new(ckpt, &exp);
     let setup0 = setup(&loaded, &sizes, steps, p, seed)?;
     let reference = setup0.reference_states()?;
-    println!(
-        "lockstep vs reference: sizes {sizes:?}, {} cells, steps {steps}, p {p}, seed {seed}",
-        setup0.world.num_cells()
-    );
-    let groups: Vec<&str> = setup0.world.ctx.spec.groups().iter().map(|g| g.name()).collect();
-    let needs = setup0.world.ctx.needs;
-    let wave = if needs.messages() { " (a top-down message wave every step)" } else { "" };
-    println!("perception: {}{wave}", groups.join(", "));
-    let mut per_step = Vec::new();
-    let mut finals = Vec::new();
+    let mut executors = Vec::new();
     for executor in [ExecutorArg::Tasks, ExecutorArg::Shards] {
         let (spec, _) = args.sim.spec(executor, ModeArg::Lockstep, p, seed)?;
         let out = meta_nca_sim::run(&setup0, &spec)?;
-        let diffs: Vec<f64> =
+        let max_dw =
             (0..steps).map(|t| max_abs_diff(&out.weights[t], &weights(&setup0.world, &reference[t + 1]))).collect();
-        per_step.push(diffs);
-        finals.push((max_abs_diff(&out.state, &reference[steps]), scores(&setup0.world, &loaded, &out.state)));
-    }
-    println!("{:>6}{:>18}{:>18}", "step", "max |dw| tasks", "max |dw| shards");
-    for (t, (a, b)) in per_step[0].iter().zip(&per_step[1]).enumerate() {
-        println!("{:>6}{:>18.3e}{:>18.3e}", t + 1, a, b);
+        let (train, val) = scores(&setup0.world, &loaded, &out.state);
+        let final_diff = max_abs_diff(&out.state, &reference[steps]);
+        executors.push(LockstepRun { executor, max_dw, final_diff, train_acc: train.acc, val_acc: val.acc });
     }
     let (rtrain, rval) = scores(&setup0.world, &loaded, &reference[steps]);
-    println!("final state (w and h): max diff tasks {:.3e}, shards {:.3e}", finals[0].0, finals[1].0);
-    println!(
-        "accuracy train/val: reference {:.4}/{:.4}, tasks {:.4}/{:.4}, shards {:.4}/{:.4}",
-        rtrain.acc, rval.acc, finals[0].1.0.acc, finals[0].1.1.acc, finals[1].1.0.acc, finals[1].1.1.acc
-    );
-    let worst = per_step.iter().flatten().chain(finals.iter().map(|f| &f.0)).copied().fold(0.0, f64::max);
-    if worst.is_nan() || worst > args.tol {
+    let worst = executors.iter().flat_map(|e| e.max_dw.iter().chain([&e.final_diff])).copied().fold(0.0, f64::max);
+    let ok = !worst.is_nan() && worst <= args.tol;
+    let mut report = CheckReport {
+        sizes,
+        cells: setup0.world.num_cells(),
+        steps,
+        p,
+        seed,
+        perception: setup0.world.ctx.spec.groups().iter().map(|g| g.name().to_string()).collect(),
+        messages: setup0.world.ctx.needs.messages(),
+        tol: args.tol,
+        lockstep: LockstepCheck { reference_train_acc: rtrain.acc, reference_val_acc: rval.acc, executors, worst, ok },
+        async_runs: None,
+    };
+    if !args.json {
+        print_lockstep(&report);
+    }
+    if ok && args.runs > 0 {
+        report.async_runs = Some(check_async(&args, &loaded, &report.sizes, steps, p, seed)?);
+    }
+    if args.json {
+        println!("{}", serde_json::to_string(&report)?);
+    } else if let Some(a) = &report.async_runs {
+        print_async(&report, a);
+    }
+    if !ok {
         bail!("lockstep differs from the reference path by {worst:.3e} (> --tol {:.1e})", args.tol);
     }
-    println!("lockstep OK: within {:.1e}", args.tol);
-    if args.runs > 0 {
-        check_async(&args, &loaded, &sizes, steps, p, seed)?;
-    }
     Ok(())
+}
+
+/// Prints the lockstep comparison (and `lockstep OK` when it passed).
+fn print_lockstep(r: &CheckReport) {
+    println!(
+        "lockstep vs reference: sizes {:?}, {} cells, steps {}, p {}, seed {}",
+        r.sizes, r.cells, r.steps, r.p, r.seed
+    );
+    let wave = if r.messages { " (a top-down message wave every step)" } else { "" };
+    println!("perception: {}{wave}", r.perception.join(", "));
+    let l = &r.lockstep;
+    let [tasks, shards] = &l.executors[..] else {
+        return;
+    };
+    println!("{:>6}{:>18}{:>18}", "step", "max |dw| tasks", "max |dw| shards");
+    for (t, (a, b)) in tasks.max_dw.iter().zip(&shards.max_dw).enumerate() {
+        println!("{:>6}{:>18.3e}{:>18.3e}", t + 1, a, b);
+    }
+    println!("final state (w and h): max diff tasks {:.3e}, shards {:.3e}", tasks.final_diff, shards.final_diff);
+    println!(
+        "accuracy train/val: reference {:.4}/{:.4}, tasks {:.4}/{:.4}, shards {:.4}/{:.4}",
+        l.reference_train_acc, l.reference_val_acc, tasks.train_acc, tasks.val_acc, shards.train_acc, shards.val_acc
+    );
+    if l.ok {
+        println!("lockstep OK: within {:.1e}", r.tol);
+    }
 }
 
 #[derive(Default)]
@@ -103,11 +238,7 @@ struct Acc {
     fired_ref: u64,
 }
 
-fn mean(v: &[f64]) -> f64 {
-    v.iter().sum::<f64>() / v.len().max(1) as f64
-}
-
-fn check_async(args: &Args, loaded: &Loaded, sizes: &[usize], steps: usize, p: f64, seed: u64) -> Result<()> {
+fn check_async(args: &Args, loaded: &Loaded, sizes: &[usize], steps: usize, p: f64, seed: u64) -> Result<AsyncCheck> {
     let mut acc = Acc::default();
     for k in 0..args.runs as u64 {
         let s = setup(loaded, sizes, steps, p, seed + k)?;
@@ -128,56 +259,74 @@ fn check_async(args: &Args, loaded: &Loaded, sizes: &[usize], steps: usize, p: f
         acc.fired_ref += s.fires.iter().flatten().filter(|&&f| f).count() as u64;
         acc.stats.merge(&out.stats);
     }
-    let n = args.runs;
     let st = &acc.stats;
+    let per_run: Vec<f64> = acc.val.iter().zip(&acc.ref_val).map(|(a, b)| (a - b).abs()).collect();
+    let total: u64 = st.staleness.iter().sum();
+    let (lockstep_val_acc, async_val_acc) = (Stats::of(&acc.ref_val), Stats::of(&acc.val));
+    Ok(AsyncCheck {
+        runs: args.runs,
+        executor: args.sim.executor,
+        staleness: args.sim.staleness,
+        jitter: args.sim.jitter,
+        lockstep_train_acc: Stats::of(&acc.ref_train),
+        async_train_acc: Stats::of(&acc.train),
+        lockstep_val_acc,
+        async_val_acc,
+        val_acc_diff: Stats::of(&per_run),
+        weight_diff_mean: Stats::of(&acc.w_mean),
+        weight_diff_max: Stats::of(&acc.w_max),
+        agreement: Stats::of(&acc.agree),
+        fired_lockstep: acc.fired_ref as f64 / st.cell_steps.max(1) as f64,
+        fired_async: st.updates as f64 / st.cell_steps.max(1) as f64,
+        mean_abs_dw: st.sum_abs_dw / st.updates.max(1) as f64,
+        staleness_share: st.staleness.iter().map(|&c| c as f64 / total.max(1) as f64).collect(),
+        rule: st.rule,
+        within_two_points: (async_val_acc.mean - lockstep_val_acc.mean).abs() <= 0.02,
+    })
+}
+
+/// Prints the async comparison.
+fn print_async(r: &CheckReport, a: &AsyncCheck) {
     println!();
     println!(
-        "async vs lockstep over {n} runs (seeds {seed}..{}): executor {:?}, staleness <= {}, jitter {}, rate {p}",
-        seed + n as u64 - 1,
-        args.sim.executor,
-        args.sim.staleness,
-        args.sim.jitter
+        "async vs lockstep over {} runs (seeds {}..{}): executor {:?}, staleness <= {}, jitter {}, rate {}",
+        a.runs,
+        r.seed,
+        r.seed + a.runs as u64 - 1,
+        a.executor,
+        a.staleness,
+        a.jitter,
+        r.p
     );
     println!("{:<28}{:>10}{:>10}{:>10}", "", "lockstep", "async", "diff");
-    let row = |name: &str, a: &[f64], b: &[f64]| {
-        println!("{name:<28}{:>10.4}{:>10.4}{:>+10.4}", mean(a), mean(b), mean(b) - mean(a));
+    let row = |name: &str, a: &Stats, b: &Stats| {
+        println!("{name:<28}{:>10.4}{:>10.4}{:>+10.4}", a.mean, b.mean, b.mean - a.mean);
     };
-    row("train acc (mean)", &acc.ref_train, &acc.train);
-    row("val acc (mean)", &acc.ref_val, &acc.val);
-    let min = |v: &[f64]| v.iter().copied().fold(f64::INFINITY, f64::min);
-    println!("{:<28}{:>10.4}{:>10.4}", "val acc (min)", min(&acc.ref_val), min(&acc.val));
-    let per_run: Vec<f64> = acc.val.iter().zip(&acc.ref_val).map(|(a, b)| (a - b).abs()).collect();
-    println!(
-        "per-run |val acc diff|: mean {:.4}, max {:.4}",
-        mean(&per_run),
-        per_run.iter().copied().fold(0.0, f64::max)
-    );
+    row("train acc (mean)", &a.lockstep_train_acc, &a.async_train_acc);
+    row("val acc (mean)", &a.lockstep_val_acc, &a.async_val_acc);
+    println!("{:<28}{:>10.4}{:>10.4}", "val acc (min)", a.lockstep_val_acc.min, a.async_val_acc.min);
+    println!("per-run |val acc diff|: mean {:.4}, max {:.4}", a.val_acc_diff.mean, a.val_acc_diff.max);
     println!(
         "weight divergence |w_async - w_lockstep|: mean {:.4}, max-per-run mean {:.4}, max {:.4}",
-        mean(&acc.w_mean),
-        mean(&acc.w_max),
-        acc.w_max.iter().copied().fold(0.0, f64::max)
+        a.weight_diff_mean.mean, a.weight_diff_max.mean, a.weight_diff_max.max
     );
-    println!("validation predictions that agree: mean {:.4}, min {:.4}", mean(&acc.agree), min(&acc.agree));
+    println!("validation predictions that agree: mean {:.4}, min {:.4}", a.agreement.mean, a.agreement.min);
     println!(
         "fired: lockstep {:.3} of cell-steps, async {:.3}; mean |dw| per update {:.5}",
-        acc.fired_ref as f64 / st.cell_steps.max(1) as f64,
-        st.updates as f64 / st.cell_steps.max(1) as f64,
-        st.sum_abs_dw / st.updates.max(1) as f64
+        a.fired_lockstep, a.fired_async, a.mean_abs_dw
     );
-    let total: u64 = st.staleness.iter().sum();
-    let hist: Vec<String> =
-        st.staleness.iter().enumerate().map(|(k, c)| format!("{k}: {:.3}", *c as f64 / total.max(1) as f64)).collect();
+    let hist: Vec<String> = a.staleness_share.iter().enumerate().map(|(k, f)| format!("{k}: {f:.3}")).collect();
     println!("staleness (rounds old: fraction of cell-steps): {}", hist.join(", "));
     println!(
         "rule service: {} batches, mean {:.1} rows, max {}",
-        st.rule.batches,
-        st.rule.mean_batch(),
-        st.rule.max_batch
+        a.rule.batches,
+        a.rule.mean_batch(),
+        a.rule.max_batch
     );
-    let gap = (mean(&acc.val) - mean(&acc.ref_val)).abs();
-    println!("async within 2 points of lockstep (val, mean over runs): {}", if gap <= 0.02 { "yes" } else { "NO" });
-    Ok(())
+    println!(
+        "async within 2 points of lockstep (val, mean over runs): {}",
+        if a.within_two_points { "yes" } else { "NO" }
+    );
 }
 
 /// Fraction of validation samples on which the two networks predict the same class.

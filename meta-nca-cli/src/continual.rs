@@ -304,11 +304,11 @@ pub fn run(args: Args) -> Result<()> {
             if k < config.datasets.len() {
                 return Err(e).with_context(|| format!("the rule cannot grow networks for {}", task.name));
             }
-            println!(
-                "skipped {}: {e}
-",
-                task.name
-            );
+            if args.json {
+                eprintln!("skipped {}: {e}", task.name);
+            } else {
+                println!("skipped {}: {e}\n", task.name);
+            }
             continue;
         }
         let report = run_continual(&ckpt.rule, &ckpt.meta, engine.as_ref(), &task, &spec)

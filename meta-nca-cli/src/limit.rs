@@ -16,7 +16,7 @@ use rand::{Rng, SeedableRng};
 pub const CHUNK: usize = 1024;
 
 /// Rows per second of each way of running the rule's shapes, one thread, `CHUNK`-row chunks.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, serde::Serialize)]
 pub struct Rates {
     /// The bare product chain (the limit).
     pub limit: f64,

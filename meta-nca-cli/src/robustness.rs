@@ -9,9 +9,10 @@ use std::path::{Path, PathBuf};
 use anyhow::{Result, bail};
 use meta_nca_rule::checkpoint::write_atomic;
 use meta_nca_rule::robustness::{
-    Bench, ChurnSpec, NeuronSpec, PruneCurve, PruneMode, PruneSpec, add_neurons_experiment, churn_experiment,
-    prune_experiment,
+    Bench, ChurnCurve, ChurnSpec, NeuronCurve, NeuronSpec, PruneCurve, PruneMode, PruneSpec, add_neurons_experiment,
+    churn_experiment, prune_experiment,
 };
+use serde::Serialize;
 
 use crate::robustness_config::{Experiment, Mode, Plan, RobustnessConfig};
 use crate::run_dir::{Which, load_run};
@@ -38,6 +39,9 @@ pub struct Args {
     /// same experiment replaces them without it).
     #[arg(long)]
     force: bool,
+    /// Print one JSON object instead of the table (the files are written all the same).
+    #[arg(long)]
+    json: bool,
 }
 
 /// A `--name`: letters, digits, `-`, `_` and `.` (it becomes part of a file name).
@@ -91,6 +95,43 @@ fn write_curves<'a>(
     Ok(())
 }
 
+/// What `meta-nca robustness --json` prints: the resolved experiment, where its files went,
+/// and its accuracy curves, in full (the table shows points of them; see [`Curves`]).
+#[derive(Debug, Serialize)]
+pub struct RobustnessReport {
+    /// The resolved experiment: the keys of [`Plan`] that it uses, as in the `.toml` copy in
+    /// the run folder (kebab-case, as in the config file).
+    pub plan: toml::Table,
+    /// The engine the grows ran on (the table's first line).
+    pub engine: String,
+    /// The curves as CSV, in the run folder.
+    pub curves_file: PathBuf,
+    /// Prune: the backprop baseline as CSV, in the run folder (null for the other experiments).
+    pub baseline_file: Option<PathBuf>,
+    /// The resolved experiment as TOML, in the run folder (rerun it with `--config`).
+    pub config_file: PathBuf,
+    /// One curve per fraction, neuron count or rate, in the plan's order.
+    pub curves: Curves,
+}
+
+/// The curves of one experiment: one JSON array, whose entries are told apart by their first
+/// key (`fraction`, `added` or `rate`). Accuracies are means over the grown networks; the
+/// table's columns are points of `grown_val`.
+#[derive(Debug, Serialize)]
+#[serde(untagged)]
+pub enum Curves {
+    /// Prune: `grown_val` is before the damage, right after it, then after each recovery step
+    /// (the table's before = `[0]`, after = `[1]`, recovered = the last, (best) = the highest
+    /// from `[1]` on); `baseline_val` is backprop before, pruned alike, and fine-tuned.
+    Prune(Vec<PruneCurve>),
+    /// Neurons: `grown_val` is before, right after the neurons are added, then after each rule
+    /// step (the table's `+k steps` = `[1 + k]`).
+    Neurons(Vec<NeuronCurve>),
+    /// Churn: `grown_val` is before the churn, then after each churned step (the table's last
+    /// step = the last, lowest = the lowest of all).
+    Churn(Vec<ChurnCurve>),
+}
+
 /// Runs `meta-nca robustness`.
 pub fn run(args: Args) -> Result<()> {
     let file = match &args.config {
@@ -107,17 +148,61 @@ pub fn run(args: Args) -> Result<()> {
     check_outputs(&args.run, &stem, &plan_toml, args.force)?;
     crate::memory::check_actors_for(&task.archs, exp.config.task.bias, plan.engine, plan.executor)?;
     let engine = plan.engine_kind();
-    println!("engine: {}", engine.name());
-    let bench = Bench { rule: &ckpt.rule, meta: &ckpt.meta, task, engine: engine.as_ref() };
-    match plan.experiment {
-        Experiment::Prune => prune(&plan, &bench, &args.run, &stem)?,
-        Experiment::Neurons => neurons(&plan, &bench, &args.run, &stem)?,
-        Experiment::Churn => churn(&plan, &bench, &args.run, &stem)?,
+    if !args.json {
+        println!("engine: {}", engine.name());
     }
-    let copy = args.run.join(format!("{stem}.toml"));
-    write_atomic(&copy, plan_toml.as_bytes())?;
-    println!("experiment config (seed {}) in {}", plan.seed, copy.display());
+    let bench = Bench { rule: &ckpt.rule, meta: &ckpt.meta, task, engine: engine.as_ref() };
+    let curves_file = args.run.join(format!("{stem}.csv"));
+    let (curves, baseline_file) = match plan.experiment {
+        Experiment::Prune => {
+            let baseline = args.run.join(format!("{stem}-baseline.csv"));
+            (Curves::Prune(prune(&plan, &bench, &curves_file, &baseline)?), Some(baseline))
+        }
+        Experiment::Neurons => (Curves::Neurons(neurons(&plan, &bench, &curves_file)?), None),
+        Experiment::Churn => (Curves::Churn(churn(&plan, &bench, &curves_file)?), None),
+    };
+    let config_file = args.run.join(format!("{stem}.toml"));
+    write_atomic(&config_file, plan_toml.as_bytes())?;
+    let report =
+        RobustnessReport { plan: plan.keys()?, engine: engine.name(), curves_file, baseline_file, config_file, curves };
+    if args.json {
+        println!("{}", serde_json::to_string(&report)?);
+    } else {
+        print_report(&plan, &report);
+    }
     Ok(())
+}
+
+/// Prints a robustness experiment as a table.
+fn print_report(plan: &Plan, report: &RobustnessReport) {
+    let (at, p, seed, networks) = (plan.steps, plan.fire_fraction, plan.seed, plan.networks);
+    let path = report.curves_file.display();
+    match &report.curves {
+        Curves::Prune(curves) => {
+            let baseline = report.baseline_file.as_deref().unwrap_or(Path::new("-")).display();
+            println!(
+                "prune ({}) after {at} grow steps, {networks} networks, p {p}, seed {seed}; {} recovery steps; curves in \
+                 {path}, backprop in {baseline}",
+                plan.mode.name(),
+                plan.recover
+            );
+            print_prune(plan, curves);
+        }
+        Curves::Neurons(curves) => {
+            println!(
+                "hidden neurons added after {at} grow steps, {networks} networks, p {p}, seed {seed}; curves in {path}"
+            );
+            print_neurons(plan, curves);
+        }
+        Curves::Churn(curves) => {
+            println!(
+                "churn after {at} grow steps, {} steps, {networks} networks, p {p}, seed {seed}; curves in {path}",
+                plan.recover
+            );
+            print_churn(curves);
+        }
+    }
+    println!("experiment config (seed {seed}) in {}", report.config_file.display());
 }
 
 /// Writes the backprop baseline of a prune as CSV
@@ -132,40 +217,35 @@ fn write_baseline(path: &Path, curves: &[PruneCurve], fine_tune: usize) -> Resul
     Ok(())
 }
 
-fn prune(plan: &Plan, bench: &Bench<'_>, run: &Path, stem: &str) -> Result<()> {
-    let (at, p, seed) = (plan.steps, plan.fire_fraction, plan.seed);
+/// Runs a prune and writes its curves and backprop baseline.
+fn prune(plan: &Plan, bench: &Bench<'_>, path: &Path, baseline: &Path) -> Result<Vec<PruneCurve>> {
     let spec = PruneSpec {
         fractions: plan.fractions.clone(),
         mode: match plan.mode {
             Mode::Random => PruneMode::Random,
             Mode::Magnitude => PruneMode::Magnitude,
         },
-        at,
+        at: plan.steps,
         recover: plan.recover,
         networks: plan.networks,
-        fire_fraction: p,
-        seed,
+        fire_fraction: plan.fire_fraction,
+        seed: plan.seed,
         fine_tune_epochs: plan.fine_tune,
     };
     let curves = prune_experiment(bench, &spec)?;
-    let name = plan.mode.name();
-    let path = run.join(format!("{stem}.csv"));
     let rows = curves.iter().map(|c| (c.fraction, &c.grown_train[..], &c.grown_val[..]));
-    write_curves(&path, "fraction", rows, -1)?;
-    let baseline = run.join(format!("{stem}-baseline.csv"));
-    write_baseline(&baseline, &curves, plan.fine_tune)?;
-    println!(
-        "prune ({name}) after {at} grow steps, {} networks, p {p}, seed {seed}; {} recovery steps; curves in {}, backprop in {}",
-        plan.networks,
-        plan.recover,
-        path.display(),
-        baseline.display()
-    );
+    write_curves(path, "fraction", rows, -1)?;
+    write_baseline(baseline, &curves, plan.fine_tune)?;
+    Ok(curves)
+}
+
+/// Prints a prune's table (after its header line).
+fn print_prune(plan: &Plan, curves: &[PruneCurve]) {
     println!(
         "{:<9}{:>9}{:>9}{:>11}{:>10} {:>13}{:>12}{:>13}",
         "removed", "before", "after", "recovered", "(best)", "backprop", "pruned", "fine-tuned"
     );
-    for c in &curves {
+    for c in curves {
         let last = c.grown_val.last().copied().unwrap_or(f64::NAN);
         let best = c.grown_val[1..].iter().copied().fold(f64::NEG_INFINITY, f64::max);
         println!(
@@ -184,28 +264,26 @@ fn prune(plan: &Plan, bench: &Bench<'_>, run: &Path, stem: &str) -> Result<()> {
         "(validation accuracy; grown: mean over the networks; backprop: before, pruned alike, fine-tuned {} epochs)",
         plan.fine_tune
     );
-    Ok(())
 }
 
-fn neurons(plan: &Plan, bench: &Bench<'_>, run: &Path, stem: &str) -> Result<()> {
-    let (at, p, seed) = (plan.steps, plan.fire_fraction, plan.seed);
+/// Runs an added-neurons experiment and writes its curves.
+fn neurons(plan: &Plan, bench: &Bench<'_>, path: &Path) -> Result<Vec<NeuronCurve>> {
     let spec = NeuronSpec {
         counts: plan.neurons.clone(),
-        at,
+        at: plan.steps,
         recover: plan.recover,
         networks: plan.networks,
-        fire_fraction: p,
-        seed,
+        fire_fraction: plan.fire_fraction,
+        seed: plan.seed,
     };
     let curves = add_neurons_experiment(bench, &spec)?;
-    let path = run.join(format!("{stem}.csv"));
     let rows = curves.iter().map(|c| (c.added as f64, &c.grown_train[..], &c.grown_val[..]));
-    write_curves(&path, "added", rows, -1)?;
-    println!(
-        "hidden neurons added after {at} grow steps, {} networks, p {p}, seed {seed}; curves in {}",
-        plan.networks,
-        path.display()
-    );
+    write_curves(path, "added", rows, -1)?;
+    Ok(curves)
+}
+
+/// Prints an added-neurons experiment's table (after its header line).
+fn print_neurons(plan: &Plan, curves: &[NeuronCurve]) {
     let mut shown: Vec<usize> = [1, 5, plan.recover].into_iter().filter(|&k| k <= plan.recover).collect();
     shown.dedup();
     print!("{:<8}{:>9}{:>9}", "added", "before", "after");
@@ -213,7 +291,7 @@ fn neurons(plan: &Plan, bench: &Bench<'_>, run: &Path, stem: &str) -> Result<()>
         print!("{:>12}", format!("+{k} steps"));
     }
     println!();
-    for c in &curves {
+    for c in curves {
         print!("{:<8}{:>9.4}{:>9.4}", c.added, c.grown_val[0], c.grown_val[1]);
         for &k in &shown {
             print!("{:>12.4}", c.grown_val[1 + k]);
@@ -221,35 +299,31 @@ fn neurons(plan: &Plan, bench: &Bench<'_>, run: &Path, stem: &str) -> Result<()>
         println!();
     }
     println!("(validation accuracy, mean over the networks)");
-    Ok(())
 }
 
-fn churn(plan: &Plan, bench: &Bench<'_>, run: &Path, stem: &str) -> Result<()> {
-    let (at, p, seed) = (plan.steps, plan.fire_fraction, plan.seed);
+/// Runs a churn experiment and writes its curves.
+fn churn(plan: &Plan, bench: &Bench<'_>, path: &Path) -> Result<Vec<ChurnCurve>> {
     let spec = ChurnSpec {
         rates: plan.rates.clone(),
-        at,
+        at: plan.steps,
         steps: plan.recover,
         networks: plan.networks,
-        fire_fraction: p,
-        seed,
+        fire_fraction: plan.fire_fraction,
+        seed: plan.seed,
     };
     let curves = churn_experiment(bench, &spec)?;
-    let path = run.join(format!("{stem}.csv"));
     let rows = curves.iter().map(|c| (c.rate, &c.grown_train[..], &c.grown_val[..]));
-    write_curves(&path, "rate", rows, 0)?;
-    println!(
-        "churn after {at} grow steps, {} steps, {} networks, p {p}, seed {seed}; curves in {}",
-        plan.recover,
-        plan.networks,
-        path.display()
-    );
+    write_curves(path, "rate", rows, 0)?;
+    Ok(curves)
+}
+
+/// Prints a churn experiment's table (after its header line).
+fn print_churn(curves: &[ChurnCurve]) {
     println!("{:<8}{:>9}{:>12}{:>10}", "rate", "before", "last step", "lowest");
-    for c in &curves {
+    for c in curves {
         let lowest = c.grown_val.iter().copied().fold(f64::INFINITY, f64::min);
         let last = c.grown_val.last().copied().unwrap_or(f64::NAN);
         println!("{:<8}{:>9.4}{:>12.4}{:>10.4}", format!("{:.0}%", 100.0 * c.rate), c.grown_val[0], last, lowest);
     }
     println!("(validation accuracy, mean over the networks)");
-    Ok(())
 }

@@ -253,9 +253,10 @@ impl Plan {
         crate::actors::engine_kind(self.engine, self.executor, self.shards, self.seed)
     }
 
-    /// The plan as a TOML file for the run folder, headed by how it was made; the keys of the
-    /// other experiments are left out.
-    pub fn to_toml(&self, run: &Path) -> Result<String> {
+    /// The keys this experiment uses (those of the other experiments, and the actor keys of a
+    /// reference grow, left out): the body of [`Plan::to_toml`] and the `plan` of
+    /// `robustness --json`.
+    pub fn keys(&self) -> Result<toml::Table> {
         let mut table = toml::Table::try_from(self).context("writing the robustness config as TOML")?;
         let unused: &[&str] = match self.experiment {
             Experiment::Prune => &["neurons", "rates"],
@@ -269,7 +270,13 @@ impl Plan {
         for key in unused.iter().chain(reference_only) {
             table.remove(*key);
         }
-        let body = toml::to_string(&table).context("writing the robustness config as TOML")?;
+        Ok(table)
+    }
+
+    /// The plan as a TOML file for the run folder, headed by how it was made; the keys of the
+    /// other experiments are left out.
+    pub fn to_toml(&self, run: &Path) -> Result<String> {
+        let body = toml::to_string(&self.keys()?).context("writing the robustness config as TOML")?;
         Ok(format!(
             "# The resolved robustness experiment run on {}, written by `meta-nca robustness`.\n\
              # Rerun it with\n\

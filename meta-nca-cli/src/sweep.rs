@@ -1,4 +1,5 @@
-//! `meta-nca sweep`: train one config under many seeds and tabulate how reliably it learns.
+//! `meta-nca sweep`: train one config under many seeds and tabulate how reliably it learns
+//! (or print it as JSON: [`SweepReport`]).
 
 use std::fmt::Write as _;
 use std::path::PathBuf;
@@ -8,8 +9,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use anyhow::{Context, Result, bail};
 use indicatif::ProgressBar;
 use meta_nca_rule::checkpoint::write_atomic;
-use meta_nca_rule::eval::{EvalReport, EvalSpec, evaluate};
+use meta_nca_rule::eval::{EvalReport, EvalSpec, Stats, evaluate};
 use meta_nca_rule::experiment::{Experiment, Task};
+use serde::Serialize;
 
 use crate::run_dir::{Start, Which, check_new_folder, load_run};
 use crate::train::{ConfigFlags, train_run};
@@ -45,6 +47,9 @@ pub struct Args {
     /// Skip the estimate of the memory the seeds trained at once need.
     #[arg(long)]
     no_memory_check: bool,
+    /// Print one JSON object instead of the table (sweep.txt is written all the same).
+    #[arg(long)]
+    json: bool,
 }
 
 /// One evaluated column of the table: a dataset, as given or with labels permuted.
@@ -80,19 +85,79 @@ fn columns(exp: &Experiment, extra: &[String]) -> Result<Vec<Column>> {
     Ok(out)
 }
 
-struct SeedResult {
-    seed: u64,
-    seconds: f64,
-    reports: Vec<EvalReport>,
+/// One seed of a sweep.
+#[derive(Debug, Serialize)]
+pub struct SeedResult {
+    /// The seed (its run is `seed-N/` in the sweep folder).
+    pub seed: u64,
+    /// Seconds of training.
+    pub seconds: f64,
+    /// The evaluation of its best rule on each column, in [`SweepReport::columns`] order (the
+    /// table shows `val_acc`'s mean, min and max).
+    pub reports: Vec<EvalReport>,
 }
 
-fn spread(v: &[f64]) -> (f64, f64, f64, f64) {
-    let n = v.len().max(1) as f64;
-    let mean = v.iter().sum::<f64>() / n;
-    let std = (v.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / n).sqrt();
-    let min = v.iter().copied().fold(f64::INFINITY, f64::min);
-    let max = v.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-    (mean, min, max, std)
+/// Mean, min, max and standard deviation of a sample.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct Spread {
+    /// Mean, min and max.
+    #[serde(flatten)]
+    pub stats: Stats,
+    /// Standard deviation of the population (dividing by the sample size).
+    pub std: f64,
+}
+
+impl Spread {
+    /// The spread of `v` (not empty).
+    fn of(v: &[f64]) -> Self {
+        let stats = Stats::of(v);
+        let std = (v.iter().map(|x| (x - stats.mean).powi(2)).sum::<f64>() / v.len().max(1) as f64).sqrt();
+        Self { stats, std }
+    }
+
+    /// Mean, min, max and standard deviation: the table's rows.
+    fn row(&self) -> [f64; 4] {
+        [self.stats.mean, self.stats.min, self.stats.max, self.std]
+    }
+}
+
+/// The spread over the seeds of a sweep: the rows below the seeds in the table.
+#[derive(Debug, Serialize)]
+pub struct SweepSummary {
+    /// Seconds of training.
+    pub seconds: Spread,
+    /// Per column: the spread of the seeds' mean validation accuracy.
+    pub val_acc: Vec<Spread>,
+}
+
+/// What `meta-nca sweep` finds (`--json` prints it; the table, also in `sweep.txt`, shows
+/// it; the table's backprop row is the first seed's `reports[k].baseline.val_acc`).
+#[derive(Debug, Serialize)]
+pub struct SweepReport {
+    /// The sweep folder.
+    pub folder: PathBuf,
+    /// The table's columns, the datasets evaluated: the config's, the same with its labels
+    /// permuted, then each `--eval-dataset` alike.
+    pub columns: Vec<String>,
+    /// Every seed that finished, by seed.
+    pub seeds: Vec<SeedResult>,
+    /// Over the seeds that finished (null when none did).
+    pub summary: Option<SweepSummary>,
+    /// The seeds that failed, with their errors (the command fails after printing).
+    pub failures: Vec<String>,
+}
+
+impl SweepReport {
+    fn new(folder: PathBuf, cols: &[Column], seeds: Vec<SeedResult>, failures: Vec<String>) -> Self {
+        let summary = (!seeds.is_empty()).then(|| SweepSummary {
+            seconds: Spread::of(&seeds.iter().map(|r| r.seconds).collect::<Vec<_>>()),
+            val_acc: (0..cols.len())
+                .map(|k| Spread::of(&seeds.iter().map(|r| r.reports[k].val_acc.mean).collect::<Vec<_>>()))
+                .collect(),
+        });
+        let columns = cols.iter().map(|c| c.title.clone()).collect();
+        Self { folder, columns, seeds, summary, failures }
+    }
 }
 
 /// Runs `meta-nca sweep`.
@@ -111,14 +176,16 @@ pub fn run(args: Args) -> Result<()> {
     if !args.no_memory_check {
         crate::memory::check_training(&config, args.jobs.min(args.seeds as usize))?;
     }
-    println!(
-        "sweep of {} seeds from {} ({} jobs), {} networks per evaluation, folder {}",
-        args.seeds,
-        args.first_seed,
-        args.jobs,
-        args.networks,
-        out.display()
-    );
+    if !args.json {
+        println!(
+            "sweep of {} seeds from {} ({} jobs), {} networks per evaluation, folder {}",
+            args.seeds,
+            args.first_seed,
+            args.jobs,
+            args.networks,
+            out.display()
+        );
+    }
     let next = AtomicU64::new(args.first_seed);
     let results = Mutex::new(Vec::new());
     let failures = Mutex::new(Vec::new());
@@ -150,11 +217,16 @@ pub fn run(args: Args) -> Result<()> {
     let failures = failures.into_inner().unwrap_or_else(|p| p.into_inner());
     let mut results = results.into_inner().unwrap_or_else(|p| p.into_inner());
     results.sort_by_key(|r| r.seed);
-    let table = render(&results, &cols);
-    print!("{table}");
-    write_atomic(&out.join("sweep.txt"), table.as_bytes())?;
-    if !failures.is_empty() {
-        bail!("{} seed(s) failed:\n  {}", failures.len(), failures.join("\n  "));
+    let report = SweepReport::new(out, &cols, results, failures);
+    let table = render(&report);
+    if args.json {
+        println!("{}", serde_json::to_string(&report)?);
+    } else {
+        print!("{table}");
+    }
+    write_atomic(&report.folder.join("sweep.txt"), table.as_bytes())?;
+    if !report.failures.is_empty() {
+        bail!("{} seed(s) failed:\n  {}", report.failures.len(), report.failures.join("\n  "));
     }
     Ok(())
 }
@@ -183,19 +255,20 @@ fn seed_dir(out: &std::path::Path, seed: u64) -> PathBuf {
     out.join(format!("seed-{seed}"))
 }
 
-fn render(results: &[SeedResult], cols: &[Column]) -> String {
+/// The table of a sweep.
+fn render(report: &SweepReport) -> String {
     let mut s = String::new();
     let _ = write!(s, "\n{:<8}{:>10}", "seed", "train s");
-    for c in cols {
-        let _ = write!(s, "{:>22}", c.title);
+    for title in &report.columns {
+        let _ = write!(s, "{title:>22}");
     }
     let _ = writeln!(s);
     let _ = write!(s, "{:<8}{:>10}", "", "");
-    for _ in cols {
+    for _ in &report.columns {
         let _ = write!(s, "{:>22}", "val mean (min-max)");
     }
     let _ = writeln!(s);
-    for r in results {
+    for r in &report.seeds {
         let _ = write!(s, "{:<8}{:>10.1}", r.seed, r.seconds);
         for rep in &r.reports {
             let _ =
@@ -203,25 +276,20 @@ fn render(results: &[SeedResult], cols: &[Column]) -> String {
         }
         let _ = writeln!(s);
     }
-    if results.is_empty() {
+    let (Some(summary), Some(first)) = (&report.summary, report.seeds.first()) else {
         return s;
-    }
+    };
     let _ = writeln!(s);
-    let times: Vec<f64> = results.iter().map(|r| r.seconds).collect();
-    for (label, pick) in [("mean", 0), ("min", 1), ("max", 2), ("std", 3)] {
-        let t = spread(&times);
-        let tv = [t.0, t.1, t.2, t.3][pick];
-        let _ = write!(s, "{label:<8}{tv:>10.1}");
-        for k in 0..cols.len() {
-            let v: Vec<f64> = results.iter().map(|r| r.reports[k].val_acc.mean).collect();
-            let sp = spread(&v);
-            let _ = write!(s, "{:>22.4}", [sp.0, sp.1, sp.2, sp.3][pick]);
+    for (k, label) in ["mean", "min", "max", "std"].into_iter().enumerate() {
+        let _ = write!(s, "{label:<8}{:>10.1}", summary.seconds.row()[k]);
+        for spread in &summary.val_acc {
+            let _ = write!(s, "{:>22.4}", spread.row()[k]);
         }
         let _ = writeln!(s);
     }
     let _ = write!(s, "{:<8}{:>10}", "backprop", "");
-    for k in 0..cols.len() {
-        let _ = write!(s, "{:>22.4}", results[0].reports[k].baseline.val_acc);
+    for rep in &first.reports {
+        let _ = write!(s, "{:>22.4}", rep.baseline.val_acc);
     }
     let _ = writeln!(s);
     s
