@@ -6,7 +6,8 @@
 
 use std::path::Path;
 
-use anyhow::{Context, Result, bail};
+use super::table::Table;
+use anyhow::{Context, Result};
 use plotters::style::RGBColor;
 
 use super::canvas::Picture;
@@ -39,34 +40,19 @@ impl Metrics {
 
     /// Parses the text of `metrics.csv`.
     pub fn parse(text: &str) -> Result<Self> {
-        let mut lines = text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty());
-        let (_, header) = lines.next().context("the file is empty (no header)")?;
-        let names: Vec<&str> = header.split(',').map(str::trim).collect();
-        let col = |name: &str| {
-            names.iter().position(|n| *n == name).with_context(|| format!("the header has no column '{name}'"))
+        let table = Table::parse(text)?;
+        let col = |name: &str| -> Result<Vec<f64>> {
+            let c = table.column(name)?;
+            Ok(table.rows.iter().map(|(_, r)| r[c]).collect())
         };
-        let cols =
-            [col("epoch")?, col("loss")?, col("train_acc")?, col("val_acc")?, col("grad_norm")?, col("seconds")?];
-        let mut m = Self::default();
-        for (i, line) in lines {
-            let fields: Vec<&str> = line.split(',').map(str::trim).collect();
-            let mut row = [0.0; 6];
-            for (slot, &c) in row.iter_mut().zip(&cols) {
-                let field = fields.get(c).with_context(|| format!("line {}: only {} fields", i + 1, fields.len()))?;
-                *slot = field.parse().with_context(|| format!("line {}: '{field}' is not a number", i + 1))?;
-            }
-            let [epoch, loss, train_acc, val_acc, grad_norm, seconds] = row;
-            m.epoch.push(epoch);
-            m.loss.push(loss);
-            m.train_acc.push(train_acc);
-            m.val_acc.push(val_acc);
-            m.grad_norm.push(grad_norm);
-            m.seconds.push(seconds);
-        }
-        if m.epoch.is_empty() {
-            bail!("no rows after the header: nothing to plot");
-        }
-        Ok(m)
+        Ok(Self {
+            epoch: col("epoch")?,
+            loss: col("loss")?,
+            train_acc: col("train_acc")?,
+            val_acc: col("val_acc")?,
+            grad_norm: col("grad_norm")?,
+            seconds: col("seconds")?,
+        })
     }
 }
 

@@ -20,6 +20,7 @@
 //! - [`chart`]: a line-chart panel (axes, ticks, grid, solid/dashed lines, markers, legend).
 //! - [`colormap`]: the diverging colour map and the GIF palette built around it.
 //! - [`grow_file`]: reading a grow record and laying a layer's cells out as a matrix.
+//! - [`table`]: numeric CSV tables (`metrics.csv`, robustness curves), read with `csv`.
 //! - [`curves`]: training curves from `metrics.csv`.
 //! - [`weights`]: weight-matrix heatmaps and their animations.
 //! - [`hidden`]: hidden-state channels as small multiples.
@@ -48,6 +49,7 @@ pub mod grow_file;
 pub mod hidden;
 pub mod robustness;
 pub mod suite;
+pub mod table;
 pub mod text;
 pub mod weights;
 

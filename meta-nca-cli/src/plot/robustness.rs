@@ -7,6 +7,7 @@
 
 use std::path::Path;
 
+use super::table::Table;
 use anyhow::{Context, Result, bail};
 use plotters::style::RGBColor;
 
@@ -77,40 +78,6 @@ pub struct Curves {
     pub curves: Vec<Curve>,
 }
 
-/// A numeric CSV: the header's names, and every row with its line number.
-struct Table {
-    names: Vec<String>,
-    rows: Vec<(usize, Vec<f64>)>,
-}
-
-/// Splits CSV text into its header names and numeric rows.
-fn numeric_rows(text: &str) -> Result<Table> {
-    let mut lines = text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty());
-    let (_, header) = lines.next().context("the file is empty (no header)")?;
-    let names: Vec<String> = header.split(',').map(|n| n.trim().to_string()).collect();
-    let mut rows = Vec::new();
-    for (i, line) in lines {
-        let fields: Vec<&str> = line.split(',').map(str::trim).collect();
-        if fields.len() != names.len() {
-            bail!("line {}: {} fields, the header has {}", i + 1, fields.len(), names.len());
-        }
-        let row = fields
-            .iter()
-            .map(|f| f.parse::<f64>().with_context(|| format!("line {}: '{f}' is not a number", i + 1)))
-            .collect::<Result<Vec<f64>>>()?;
-        rows.push((i + 1, row));
-    }
-    if rows.is_empty() {
-        bail!("no rows after the header: nothing to plot");
-    }
-    Ok(Table { names, rows })
-}
-
-/// Position of column `name`.
-fn column(names: &[String], name: &str) -> Result<usize> {
-    names.iter().position(|n| n == name).with_context(|| format!("the header has no column '{name}'"))
-}
-
 impl Curves {
     /// Reads a curves CSV (`<key>,step,grown_train_acc,grown_val_acc`).
     pub fn load(path: &Path) -> Result<Self> {
@@ -120,10 +87,11 @@ impl Curves {
 
     /// Parses the text of a curves CSV; rows of one key are consecutive.
     pub fn parse(text: &str) -> Result<Self> {
-        let Table { names, rows } = numeric_rows(text)?;
+        let table = Table::parse(text)?;
+        let Table { names, rows } = &table;
         let kind = Kind::of_column(&names[0])?;
         let (step, train, val) =
-            (column(&names, "step")?, column(&names, "grown_train_acc")?, column(&names, "grown_val_acc")?);
+            (table.column("step")?, table.column("grown_train_acc")?, table.column("grown_val_acc")?);
         let mut curves: Vec<Curve> = Vec::new();
         for (line, row) in rows {
             let key = row[0];
@@ -171,9 +139,10 @@ impl Baseline {
 
     /// Parses the text of a baseline CSV.
     pub fn parse(text: &str) -> Result<Self> {
-        let Table { names, rows } = numeric_rows(text)?;
+        let table = Table::parse(text)?;
+        let rows = &table.rows;
         let col = |name: &str| -> Result<Vec<f64>> {
-            let c = column(&names, name)?;
+            let c = table.column(name)?;
             Ok(rows.iter().map(|(_, r)| r[c]).collect())
         };
         Ok(Self {
