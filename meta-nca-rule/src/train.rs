@@ -283,10 +283,10 @@ impl Trainer {
         values(&grower.unroll_on(&self.rule, grower.state_tensor(state0), &fires, &rows))
     }
 
-    /// One meta-epoch: on every task, `num-models` networks (fresh, or partly grown ones from
-    /// the pool, or after a head start) grow for the episode's steps; the meta-loss is the mean cross-entropy over
-    /// all networks. On a zero or non-finite meta-gradient the rule is left untouched and an
-    /// error says why.
+    /// One meta-epoch: on every task, `num-models` networks (fresh, partly grown ones from the
+    /// pool, or after a head start) grow for the episode's steps; the meta-loss is the mean
+    /// cross-entropy over all networks (on held-out training rows with `train.held-out`). On a
+    /// zero or non-finite meta-gradient the rule is left untouched and an error says why.
     pub fn meta_epoch(&mut self) -> Result<EpochMetrics> {
         let start = Instant::now();
         let cfg = self.exp.config.clone();
