@@ -91,9 +91,7 @@ impl Episode {
         let fires = draw_fires(rng, &topologies, spec.steps, spec.fire_fraction);
         Ok(Self { topologies, state0, fires })
     }
-}
 
-impl Episode {
     /// The episode cut into runs of consecutive networks whose summed `cost` stays within
     /// `budget` (a network costing more is alone in its run). Each part holds its networks'
     /// starting rows (`width` per cell) and firing flags, so growing the parts one after the

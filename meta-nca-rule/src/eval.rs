@@ -130,7 +130,7 @@ pub fn grow_nets(
     let rows = draw_rows(cfg.grow.batch_size, task.train.y.len(), spec.steps, &mut rng);
     let per_step = rows.first().map_or(task.train.y.len(), Vec::len);
     let mut nets = Vec::with_capacity(spec.networks);
-    for part in in_groups(&episode, rule, perception, per_step, GROW_FLOATS) {
+    for part in in_groups(&episode, rule, per_step, GROW_FLOATS) {
         let grower = Grower::new(&dev, Batch::new(part.topologies), perception.clone(), task.train.clone())?;
         let last = values(&grower.unroll_on(rule, grower.state_tensor(part.state0), &part.fires, &rows));
         nets.extend(grower.dense_nets(&last));
@@ -154,15 +154,10 @@ pub fn step_floats(topology: &Topology, rule: &RuleNet, rows: usize) -> usize {
 }
 
 /// `episode` cut into groups of networks that each stay within `budget` floats at a step
-/// ([`step_floats`]), to be grown one group after the other.
-pub fn in_groups(
-    episode: &Episode,
-    rule: &RuleNet,
-    perception: &PerceptionSpec,
-    rows: usize,
-    budget: usize,
-) -> Vec<Episode> {
-    episode.split(perception.state_width(), budget, |t| step_floats(t, rule, rows))
+/// ([`step_floats`]), to be grown one group after the other by `rule` (whose output is a
+/// cell's state row, so its width is the episode's state width).
+pub fn in_groups(episode: &Episode, rule: &RuleNet, rows: usize, budget: usize) -> Vec<Episode> {
+    episode.split(rule.shape.output, budget, |t| step_floats(t, rule, rows))
 }
 
 /// How alike a network's hidden units are: the mean pairwise cosine similarity of their
@@ -451,7 +446,7 @@ mod tests {
         };
         let episode = Episode::draw(&spec, &mut rng).expect("episode");
         let grow = |budget: usize| {
-            let groups = in_groups(&episode, &rule, &perception, task.train.y.len(), budget);
+            let groups = in_groups(&episode, &rule, task.train.y.len(), budget);
             let n = groups.len();
             let nets: Vec<DenseNet<f64>> = groups
                 .into_iter()

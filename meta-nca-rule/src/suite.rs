@@ -143,7 +143,7 @@ fn episode(meta: &RuleMeta, task: &Task, networks: usize, steps: usize, key: u64
 /// The networks grow in groups within [`GROW_FLOATS`] (the suite grows on every training row).
 fn grow_curve(rule: &RuleNet, meta: &RuleMeta, task: &Task, ep: &Episode, horizons: &[usize]) -> Result<Vec<Acc2>> {
     let mut acc: Vec<(Vec<f64>, Vec<f64>)> = vec![(Vec::new(), Vec::new()); horizons.len()];
-    for part in in_groups(ep, rule, &meta.perception, task.train.y.len(), GROW_FLOATS) {
+    for part in in_groups(ep, rule, task.train.y.len(), GROW_FLOATS) {
         let grower =
             Grower::new(&Cpu::default(), Batch::new(part.topologies), meta.perception.clone(), task.train.clone())?;
         let mut state = grower.state_tensor(part.state0);

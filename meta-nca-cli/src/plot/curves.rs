@@ -41,10 +41,7 @@ impl Metrics {
     /// Parses the text of `metrics.csv`.
     pub fn parse(text: &str) -> Result<Self> {
         let table = Table::parse(text)?;
-        let col = |name: &str| -> Result<Vec<f64>> {
-            let c = table.column(name)?;
-            Ok(table.rows.iter().map(|(_, r)| r[c]).collect())
-        };
+        let col = |name: &str| table.values(name);
         Ok(Self {
             epoch: col("epoch")?,
             loss: col("loss")?,

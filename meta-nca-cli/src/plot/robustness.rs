@@ -140,11 +140,7 @@ impl Baseline {
     /// Parses the text of a baseline CSV.
     pub fn parse(text: &str) -> Result<Self> {
         let table = Table::parse(text)?;
-        let rows = &table.rows;
-        let col = |name: &str| -> Result<Vec<f64>> {
-            let c = table.column(name)?;
-            Ok(rows.iter().map(|(_, r)| r[c]).collect())
-        };
+        let col = |name: &str| table.values(name);
         Ok(Self {
             fraction: col("fraction")?,
             fine_tune_epochs: col("fine_tune_epochs")?,

@@ -42,4 +42,10 @@ impl Table {
     pub fn column(&self, name: &str) -> Result<usize> {
         self.names.iter().position(|n| n == name).with_context(|| format!("the header has no column '{name}'"))
     }
+
+    /// The values of column `name`, row by row.
+    pub fn values(&self, name: &str) -> Result<Vec<f64>> {
+        let c = self.column(name)?;
+        Ok(self.rows.iter().map(|(_, r)| r[c]).collect())
+    }
 }
