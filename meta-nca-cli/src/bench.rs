@@ -49,6 +49,24 @@ pub struct BenchReport {
     /// The default config's rule passes next to the machine's limit (null when `--only`
     /// leaves them out).
     pub rule_passes: Option<RulePasses>,
+    /// The whole `train` loop on the prototype README config next to its bare meta-epoch
+    /// (null when `--only` leaves it out).
+    pub train_loop: Option<TrainLoop>,
+}
+
+/// What `train` costs beyond its meta-epochs: milliseconds per meta-epoch of the whole loop
+/// (probes, checkpoints, `metrics.csv`) on the prototype README config, 1000 meta-epochs into a
+/// scratch run folder, against the same config's bare meta-epoch timed in the same run.
+#[derive(Debug, Serialize)]
+pub struct TrainLoop {
+    /// Runs of 1000 meta-epochs (`median_ms` etc. are over runs, each its mean per meta-epoch).
+    pub runs: usize,
+    /// The loop's milliseconds per meta-epoch.
+    pub timing: Timing,
+    /// Median milliseconds of the bare meta-epoch (the first table's prototype row).
+    pub bare_ms: f64,
+    /// `timing.median_ms / bare_ms`.
+    pub ratio: f64,
 }
 
 /// Median, 10th and 90th percentile of the milliseconds one thing took, timed many times: one
@@ -155,6 +173,7 @@ pub fn run(args: Args) -> Result<()> {
         meta_epochs: Vec::new(),
         grow_steps: Vec::new(),
         rule_passes: None,
+        train_loop: None,
     };
     if show {
         println!("machine: {} ({} cores available), dfdx matmul threads: {}", report.cpu, report.cores, report.threads);
@@ -189,6 +208,10 @@ pub fn run(args: Args) -> Result<()> {
         }
         report.meta_epochs.push(row);
     }
+    let prototype = report.meta_epochs.first().filter(|r| r.name.starts_with("prototype")).map(|r| r.median_ms);
+    if args.only.as_deref().is_none_or(|o| "train loop".contains(o)) {
+        report.train_loop = Some(train_loop(&args.overrides, prototype, show)?);
+    }
     if args.only.as_deref().is_none_or(|o| "grow step rows".contains(o)) {
         report.grow_steps = grow_step_rows(args.epochs, show)?;
     }
@@ -199,6 +222,60 @@ pub fn run(args: Args) -> Result<()> {
         println!("{}", serde_json::to_string(&report)?);
     }
     Ok(())
+}
+
+/// Times the whole `train` loop ([`TrainLoop`]); `bare`: the prototype row's median, timed
+/// here when `--only` left that row out. Printed if `show`.
+fn train_loop(overrides: &[String], bare: Option<f64>, show: bool) -> Result<TrainLoop> {
+    use crate::run_dir::Start;
+    use crate::train::train_run;
+
+    let mut config = Config::default();
+    for o in overrides {
+        config = config.with_override(o)?;
+    }
+    let mut trainer = Trainer::new(Experiment::new(config.clone())?)?;
+    let cells = cells_of(&trainer);
+    let bare_ms = match bare {
+        Some(ms) => ms,
+        None => {
+            let mut times = Vec::new();
+            for k in 0..210 {
+                let t = Instant::now();
+                trainer.meta_epoch()?;
+                if k >= 10 {
+                    times.push(t.elapsed().as_secs_f64() * 1e3);
+                }
+            }
+            Timing::new(String::new(), None, times).median_ms
+        }
+    };
+    let runs = 5;
+    let mut times = Vec::with_capacity(runs);
+    for k in 0..runs {
+        let dir = std::env::temp_dir().join(format!("meta-nca-bench-train-{}-{k}", std::process::id()));
+        let t = Instant::now();
+        let summary = train_run(&config, &dir, Start::Replace, &indicatif::ProgressBar::hidden(), None);
+        let elapsed = t.elapsed().as_secs_f64();
+        let _ = std::fs::remove_dir_all(&dir);
+        let summary = summary?;
+        times.push(elapsed * 1e3 / summary.ran.max(1) as f64);
+    }
+    let timing = Timing::new("train loop: prototype README, 1000 meta-epochs".into(), cells, times);
+    let ratio = timing.median_ms / bare_ms;
+    if show {
+        println!();
+        println!(
+            "the whole train loop (probes of {} networks every {} meta-epochs, checkpoints every {}, metrics.csv), \
+             {runs} runs; ms per meta-epoch",
+            config.train.probe_networks, config.train.probe_every, config.train.checkpoint_every
+        );
+        println!("{:<44}{:>8}{:>10}{:>10}{:>10}", "what", "", "median ms", "p10 ms", "p90 ms");
+        timing.print();
+        println!("{:<44}{:>8}{bare_ms:>10.3}", "bare meta-epoch (the prototype row)", "");
+        println!("{:<44}{:>8}{ratio:>10.2}", "loop / bare", "");
+    }
+    Ok(TrainLoop { runs, timing, bare_ms, ratio })
 }
 
 /// Rows per second of the default configuration's rule (with the `--set` overrides) next to

@@ -9,7 +9,7 @@ use meta_nca_rule::checkpoint::{Checkpoint, write_atomic};
 use meta_nca_rule::config::Config;
 use meta_nca_rule::eval::{EvalSpec, evaluate};
 use meta_nca_rule::experiment::Experiment;
-use meta_nca_rule::train::{EpochMetrics, Trainer};
+use meta_nca_rule::train::{EpochMetrics, ProbeMeasure, Trainer};
 use tracing::info;
 
 use crate::eval::print_report;
@@ -172,12 +172,20 @@ pub fn train_run(
     if snapshot_every.is_some() && trainer.epoch == 0 {
         save_snapshot(&trainer.checkpoint(), out, 0)?;
     }
+    // The probe runs on a second thread while training goes on; at most one is in flight.
+    let mut probes = ProbeRunner::default();
     while trainer.epoch < total {
         let m = match trainer.meta_epoch() {
             Ok(m) => m,
             Err(e) => {
                 metrics.flush()?;
                 bar.abandon();
+                // A probe still running may yet save the best (and a last) checkpoint.
+                let collected = probes.collect(&mut trainer, out);
+                if let Ok(saved) = &collected {
+                    best_saved |= saved.best;
+                    last_saved = saved.last.or(last_saved);
+                }
                 let saved = match last_saved {
                     Some(epoch) => format!(
                         "last.safetensors in {} is from meta-epoch {epoch}{}",
@@ -190,6 +198,7 @@ pub fn train_run(
                     ),
                     None => "no checkpoint was written before the failure".to_string(),
                 };
+                collected.context("the probe running when training stopped")?;
                 return Err(e).context(format!("training stopped ({saved})"));
             }
         };
@@ -199,16 +208,21 @@ pub fn train_run(
         if recent.len() > 50 {
             recent.remove(0);
         }
-        if trainer.epoch % config.train.probe_every == 0 || trainer.epoch == total {
-            let probe = trainer.probe()?;
-            info!(epoch = probe.epoch, loss = probe.train_loss, val_acc = probe.val_acc, best = probe.best, "probe");
-            if probe.best {
-                trainer.checkpoint().save(&checkpoint_path(out, Which::Best))?;
-                best_saved = true;
-            }
-        }
-        if trainer.epoch % config.train.checkpoint_every == 0 || trainer.epoch == total {
+        let probe_now = trainer.epoch % config.train.probe_every == 0 || trainer.epoch == total;
+        let last_now = trainer.epoch % config.train.checkpoint_every == 0 || trainer.epoch == total;
+        if last_now {
             metrics.flush()?;
+        }
+        // Probes are recorded in the order they were taken, and a last checkpoint holds every
+        // probe up to its meta-epoch, exactly as if each probe ran in place.
+        if probes.finished() || probe_now || last_now {
+            let saved = probes.collect(&mut trainer, out)?;
+            best_saved |= saved.best;
+            last_saved = saved.last.or(last_saved);
+        }
+        if probe_now {
+            probes.start(&trainer, last_now);
+        } else if last_now {
             trainer.checkpoint().save(&checkpoint_path(out, Which::Last))?;
             last_saved = Some(trainer.epoch);
         }
@@ -226,6 +240,7 @@ pub fn train_run(
         bar.set_message(format!("loss {:.4} val {:.3} |g| {:.2e}", m.loss, m.val_acc, m.grad_norm));
         bar.inc(1);
     }
+    probes.collect(&mut trainer, out)?;
     metrics.flush()?;
     // A resumed run that was already complete still gets a last checkpoint.
     trainer.checkpoint().save(&checkpoint_path(out, Which::Last))?;
@@ -237,6 +252,64 @@ pub fn train_run(
         recent,
         best_probe_loss: trainer.best_probe_loss,
     })
+}
+
+/// The probe of the rule taken at one meta-epoch, running on its own thread, with that
+/// meta-epoch's checkpoint: saved as `best` if the probe is the best so far, and as `last` when
+/// a last checkpoint falls on the probe's meta-epoch (written once the probe's loss is known).
+struct Pending {
+    job: std::thread::JoinHandle<meta_nca_rule::Result<ProbeMeasure>>,
+    checkpoint: Checkpoint,
+    last: bool,
+}
+
+/// Runs training probes beside the meta-epochs, one at a time.
+#[derive(Default)]
+struct ProbeRunner {
+    pending: Option<Pending>,
+}
+
+/// Which checkpoints collecting a probe wrote.
+#[derive(Default)]
+struct Saved {
+    best: bool,
+    /// The meta-epoch of a last checkpoint written.
+    last: Option<usize>,
+}
+
+impl ProbeRunner {
+    /// Starts probing the trainer's current rule; `last`: also save it as the last checkpoint.
+    fn start(&mut self, trainer: &Trainer, last: bool) {
+        let probe = trainer.probe_job();
+        let job = std::thread::spawn(move || probe.run());
+        self.pending = Some(Pending { job, checkpoint: trainer.checkpoint(), last });
+    }
+
+    /// Whether a probe has finished and waits to be collected.
+    fn finished(&self) -> bool {
+        self.pending.as_ref().is_some_and(|p| p.job.is_finished())
+    }
+
+    /// Waits for the probe in flight (if any), records it and saves its checkpoints.
+    fn collect(&mut self, trainer: &mut Trainer, out: &Path) -> Result<Saved> {
+        let Some(Pending { job, mut checkpoint, last }) = self.pending.take() else {
+            return Ok(Saved::default());
+        };
+        let measured = job.join().map_err(|_| anyhow::anyhow!("the probe thread panicked"))??;
+        let probe = trainer.record_probe(measured);
+        info!(epoch = probe.epoch, loss = probe.train_loss, val_acc = probe.val_acc, best = probe.best, "probe");
+        checkpoint.meta.best_probe_loss = trainer.best_probe_loss;
+        let mut saved = Saved::default();
+        if probe.best {
+            checkpoint.save(&checkpoint_path(out, Which::Best))?;
+            saved.best = true;
+        }
+        if last {
+            checkpoint.save(&checkpoint_path(out, Which::Last))?;
+            saved.last = Some(checkpoint.meta.meta_epoch);
+        }
+        Ok(saved)
+    }
 }
 
 /// A progress bar on stderr (hidden when `quiet`).

@@ -318,3 +318,37 @@ fn resume_refuses_a_different_rule_and_allows_different_training() {
         .expect("training length and rate may change");
     assert_eq!(t.adam.lr, 3e-3, "the new learning rate is used");
 }
+
+/// `train` probes on a second thread while the meta-epochs go on: its `best` and `last`
+/// checkpoints must be exactly those of probing in place, one meta-epoch after another.
+#[test]
+fn probes_beside_training_save_the_checkpoints_of_probing_in_place() {
+    let tmp = Scratch::new("probes-beside");
+    let dir = tmp.arg("run");
+    // Probes every 3 meta-epochs, last checkpoints every 4 (some on a probe's meta-epoch, some
+    // not): the smoke rule's probe loss falls and rises, so `best` is not simply the last probe.
+    let sets = ["seed=1", "train.meta-epochs=20", "train.probe-every=3", "train.checkpoint-every=4"];
+    let mut args = vec!["train", "--config", "configs/smoke.toml", "--out", &dir, "--quiet", "--eval-networks", "0"];
+    for s in &sets {
+        args.extend(["--set", s]);
+    }
+    meta_nca_tests::ok(&args);
+    let config = Config::from_toml(&std::fs::read_to_string(tmp.path("run").join("config.toml")).expect("config"))
+        .expect("recorded config");
+    let mut t = trainer(&config);
+    let mut best = None;
+    let mut bests = 0;
+    while t.epoch < config.train.meta_epochs {
+        t.meta_epoch().expect("meta-epoch");
+        if t.epoch % config.train.probe_every == 0 || t.epoch == config.train.meta_epochs {
+            if t.probe().expect("probe").best {
+                best = Some(t.checkpoint());
+                bests += 1;
+            }
+        }
+    }
+    assert!(bests >= 2, "the test needs a best probe that is later beaten ({bests})");
+    let load = |name: &str| Checkpoint::load(&tmp.path("run").join(name)).expect(name);
+    assert_same(&load("best.safetensors"), &best.expect("a best probe"));
+    assert_same(&load("last.safetensors"), &t.checkpoint());
+}

@@ -208,6 +208,19 @@ fn bench_json_times_the_configuration_asked() {
     assert!(0.0 < p10 && p10 <= median && median <= p90, "{row}");
     assert!(arr(&report, &["grow_steps"]).is_empty(), "left out by --only");
     assert!(at(&report, &["rule_passes"]).is_null(), "left out by --only");
+    assert!(at(&report, &["train_loop"]).is_null(), "left out by --only");
+}
+
+#[test]
+fn bench_json_times_the_train_loop_against_the_bare_meta_epoch() {
+    let report = json_of(&["bench", "--only", "train loop", "--json"]);
+    assert!(arr(&report, &["meta_epochs"]).is_empty(), "left out by --only");
+    let t = at(&report, &["train_loop"]);
+    assert_eq!(num(t, &["runs"]), 5.0);
+    assert_eq!(num(t, &["timing", "cells"]), 15.0);
+    let (loop_ms, bare) = (num(t, &["timing", "median_ms"]), num(t, &["bare_ms"]));
+    assert!(loop_ms > 0.0 && bare > 0.0, "{t}");
+    assert!((num(t, &["ratio"]) - loop_ms / bare).abs() < 1e-12, "{t}");
 }
 
 #[test]
