@@ -132,7 +132,7 @@ fn print_row(r: &SuiteRow) {
     let shape = if r.features > 0 { format!("{}x{}", r.features, r.classes) } else { String::new() };
     let seen = if r.seen { "*" } else { "" };
     println!(
-        "{:<16}{:<9}{:>7}{:>7}{:>9.4}{:>8.4}{:>8.4}{:>9.4}{:>8.4}{:>9.4}{:>9.4}{:>9.4}",
+        "{:<16}{:<9}{:>7}{:>7}{:>9.4}{:>8.4}{:>8.4}{:>9.4}{:>8.4}{:>8.4}{:>9.4}{:>9.4}{:>9.4}",
         format!("{}{seen}", r.task),
         r.kind,
         shape,
@@ -142,6 +142,7 @@ fn print_row(r: &SuiteRow) {
         r.grown_val_min,
         r.permuted_val,
         r.adam_val,
+        r.adam_xavier_val,
         r.backprop_train,
         r.backprop_val,
         r.logistic_val
@@ -156,20 +157,21 @@ pub fn print_report(report: &SuiteReport, run: &Path) {
         return;
     };
     println!(
-        "learning suite of {}: {} tasks, {} grown networks each, rule trained for K = {} steps; Adam lr {} \
-         (chosen on training-stream tasks)",
+        "learning suite of {}: {} tasks, {} grown networks each, rule trained for K = {} steps; Adam lr {} from \
+         the grown networks' starts ('adam'), {} from Xavier weights ('adam xv'), both chosen on training-stream tasks",
         run.display(),
         report.tasks.len(),
         report.networks,
         report.trained_steps,
-        report.adam_lr
+        report.adam_lr,
+        report.adam_xavier_lr
     );
     println!(
         "accuracy after {k} steps: validation unless marked 'tr' or 'train' (* = a dataset the rule was \
          meta-trained on; min = the worst grown network)"
     );
     println!(
-        "{:<16}{:<9}{:>7}{:>7}{:>9}{:>8}{:>8}{:>9}{:>8}{:>9}{:>9}{:>9}",
+        "{:<16}{:<9}{:>7}{:>7}{:>9}{:>8}{:>8}{:>9}{:>8}{:>8}{:>9}{:>9}{:>9}",
         "task",
         "kind",
         "f x c",
@@ -179,6 +181,7 @@ pub fn print_report(report: &SuiteReport, run: &Path) {
         "min",
         "permuted",
         "adam",
+        "adam xv",
         "bp train",
         "backprop",
         "logistic"
@@ -188,13 +191,15 @@ pub fn print_report(report: &SuiteReport, run: &Path) {
     report.mean.iter().filter(|r| r.steps == k).for_each(print_row);
     if steps.len() > 1 {
         println!();
-        println!("growth past K: grown (adam) validation accuracy at each step count");
+        println!("growth past K: grown (adam, adam xv) validation accuracy at each step count");
         print!("{:<16}", "task");
-        steps.iter().for_each(|s| print!("{:>18}", s));
+        steps.iter().for_each(|s| print!("{:>26}", s));
         println!();
         for chunk in rows.chunk_by(|a, b| a.task == b.task).chain(std::iter::once(&report.mean[..])) {
             print!("{:<16}", chunk[0].task);
-            chunk.iter().for_each(|r| print!("{:>18}", format!("{:.4} ({:.4})", r.grown_val, r.adam_val)));
+            chunk.iter().for_each(|r| {
+                print!("{:>26}", format!("{:.4} ({:.4}, {:.4})", r.grown_val, r.adam_val, r.adam_xavier_val))
+            });
             println!();
         }
     }

@@ -5,14 +5,16 @@
 //! the trained `K`), next to (a) backprop on the same architecture and split trained to
 //! convergence, (b) full-batch Adam from the grown networks' own starting weights for the same
 //! number of steps, its learning rate chosen from a small grid on *training-stream* tasks only,
-//! and (c) logistic regression.
+//! (c) the same from Xavier-initialised weights (a start Adam can learn from when the grown
+//! networks start from zeros, where gradient descent through a hidden layer cannot move), and
+//! (d) logistic regression.
 
 use std::collections::BTreeMap;
 
 use dfdx::prelude::Cpu;
 
 use crate::Result;
-use crate::baseline::{BaselineSpec, adam_curve, train_baseline};
+use crate::baseline::{BaselineSpec, adam_curve, train_baseline, xavier_net};
 use crate::batch::Batch;
 use crate::checkpoint::RuleMeta;
 use crate::config::TasksConfig;
@@ -162,25 +164,47 @@ fn grow_curve(rule: &RuleNet, meta: &RuleMeta, task: &Task, ep: &Episode, horizo
 
 type Acc2 = (Stats, Stats);
 
-/// Adam from the starting weights of the first `spec.adam_networks` networks of `ep`, scored
-/// at every horizon (mean over the starts).
-fn adam_from_starts(meta: &RuleMeta, task: &Task, ep: &Episode, lr: f64, spec: &SuiteSpec) -> Vec<Acc> {
+/// Where the equal-step Adam baseline starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AdamStart {
+    /// The grown networks' own starting weights (`task.weight-init`).
+    Grown,
+    /// Xavier-initialised weights on the same architectures (seeded by the suite).
+    Xavier,
+}
+
+/// Adam from `start` for the first `spec.adam_networks` networks of `ep`, scored at every
+/// horizon (mean over the starts).
+fn adam_from(
+    meta: &RuleMeta,
+    task: &Task,
+    ep: &Episode,
+    start: AdamStart,
+    lr: f64,
+    spec: &SuiteSpec,
+) -> Result<Vec<Acc>> {
     let batch = Batch::new(ep.topologies.clone());
     let n = spec.adam_networks.clamp(1, batch.num_nets());
     let mut sum = vec![Acc { train: 0.0, val: 0.0 }; spec.horizons.len()];
     for k in 0..n {
-        let net = batch.dense_net(k, &ep.state0, meta.perception.state_width());
+        let net = match start {
+            AdamStart::Grown => batch.dense_net(k, &ep.state0, meta.perception.state_width()),
+            AdamStart::Xavier => {
+                let mut rng = rng_for(spec.seed, Stream::Eval, u64::MAX - k as u64);
+                xavier_net(ep.topologies[k].sizes(), meta.config.task.bias, &mut rng)?
+            }
+        };
         for (s, b) in sum.iter_mut().zip(adam_curve(net, &task.train, &task.val, lr, &spec.horizons)) {
             s.train += b.train.acc / n as f64;
             s.val += b.val.acc / n as f64;
         }
     }
-    sum
+    Ok(sum)
 }
 
-/// Chooses Adam's learning rate on training-stream tasks (never on a suite task): the rate
-/// with the highest mean validation accuracy after the first horizon's steps.
-pub fn choose_adam_lr(meta: &RuleMeta, spec: &SuiteSpec) -> Result<(f64, Vec<LrScore>)> {
+/// Chooses Adam's learning rate for `start` on training-stream tasks (never on a suite task):
+/// the rate with the highest mean validation accuracy after the first horizon's steps.
+pub fn choose_adam_lr(meta: &RuleMeta, spec: &SuiteSpec, start: AdamStart) -> Result<(f64, Vec<LrScore>)> {
     let k = spec.horizons.first().copied().unwrap_or(meta.config.grow.steps);
     let mut tasks = Vec::new();
     for i in 0..spec.lr_tasks as u64 {
@@ -190,15 +214,15 @@ pub fn choose_adam_lr(meta: &RuleMeta, spec: &SuiteSpec) -> Result<(f64, Vec<LrS
             tasks.push((task, ep));
         }
     }
-    let grid: Vec<LrScore> = spec
-        .lr_grid
-        .iter()
-        .map(|&lr| {
-            let one = SuiteSpec { horizons: vec![k], ..spec.clone() };
-            let accs: Vec<f64> = tasks.iter().map(|(t, ep)| adam_from_starts(meta, t, ep, lr, &one)[0].val).collect();
-            LrScore { lr, val_acc: accs.iter().sum::<f64>() / accs.len().max(1) as f64 }
-        })
-        .collect();
+    let one = SuiteSpec { horizons: vec![k], ..spec.clone() };
+    let mut grid = Vec::with_capacity(spec.lr_grid.len());
+    for &lr in &spec.lr_grid {
+        let mut total = 0.0;
+        for (t, ep) in &tasks {
+            total += adam_from(meta, t, ep, start, lr, &one)?[0].val;
+        }
+        grid.push(LrScore { lr, val_acc: total / tasks.len().max(1) as f64 });
+    }
     let best = grid.iter().copied().fold(None, |b: Option<LrScore>, s| match b {
         Some(b) if b.val_acc >= s.val_acc => Some(b),
         _ => Some(s),
@@ -207,7 +231,14 @@ pub fn choose_adam_lr(meta: &RuleMeta, spec: &SuiteSpec) -> Result<(f64, Vec<LrS
 }
 
 /// Runs one task: grows, baselines, everything at every horizon.
-fn run_task(rule: &RuleNet, meta: &RuleMeta, named: Named, key: u64, lr: f64, spec: &SuiteSpec) -> Result<TaskResult> {
+fn run_task(
+    rule: &RuleNet,
+    meta: &RuleMeta,
+    named: Named,
+    key: u64,
+    lr: [f64; 2],
+    spec: &SuiteSpec,
+) -> Result<TaskResult> {
     let cfg = &meta.config;
     let task = Task::from_dataset(cfg, named.data)?;
     let last = spec.horizons.last().copied().unwrap_or(cfg.grow.steps);
@@ -216,7 +247,8 @@ fn run_task(rule: &RuleNet, meta: &RuleMeta, named: Named, key: u64, lr: f64, sp
     let c = task.split.num_classes;
     let perm: Vec<usize> = (0..c).map(|k| (k + 1) % c).collect();
     let permuted = grow_curve(rule, meta, &task.permuted(cfg, &perm)?, &ep, &spec.horizons)?;
-    let adam = adam_from_starts(meta, &task, &ep, lr, spec);
+    let adam = adam_from(meta, &task, &ep, AdamStart::Grown, lr[0], spec)?;
+    let adam_xavier = adam_from(meta, &task, &ep, AdamStart::Xavier, lr[1], spec)?;
     let mut by_arch = BTreeMap::new();
     for t in &ep.topologies {
         let sizes = t.sizes().to_vec();
@@ -249,6 +281,7 @@ fn run_task(rule: &RuleNet, meta: &RuleMeta, named: Named, key: u64, lr: f64, sp
                 permuted_train: permuted[i].0,
                 permuted_val: permuted[i].1,
                 adam: adam[i],
+                adam_xavier: adam_xavier[i],
             })
             .collect(),
         backprop,
@@ -269,7 +302,8 @@ pub fn run_suite(
             message: format!("must be ascending step counts >= 1, got {:?}", spec.horizons),
         });
     }
-    let (adam_lr, adam_lr_grid) = choose_adam_lr(meta, spec)?;
+    let (adam_lr, adam_lr_grid) = choose_adam_lr(meta, spec, AdamStart::Grown)?;
+    let (adam_xavier_lr, adam_xavier_lr_grid) = choose_adam_lr(meta, spec, AdamStart::Xavier)?;
     let mut named = held_out(spec);
     for d in &spec.datasets {
         named.push(Named { kind: "dataset".into(), data: load_dataset(d, None)? });
@@ -277,7 +311,7 @@ pub fn run_suite(
     let (mut tasks, mut skipped) = (Vec::new(), Vec::new());
     for (i, n) in named.into_iter().enumerate() {
         let name = n.data.name.clone();
-        match run_task(rule, meta, n, spec.seed ^ ((i as u64 + 1) << 40), adam_lr, spec) {
+        match run_task(rule, meta, n, spec.seed ^ ((i as u64 + 1) << 40), [adam_lr, adam_xavier_lr], spec) {
             Ok(t) => {
                 progress(Ok(&t));
                 tasks.push(t);
@@ -296,6 +330,8 @@ pub fn run_suite(
         seed: spec.seed,
         adam_lr,
         adam_lr_grid,
+        adam_xavier_lr,
+        adam_xavier_lr_grid,
         tasks,
         skipped,
         mean: Vec::new(),

@@ -52,12 +52,15 @@ fn train_on_generated_tasks_then_quick_suite() {
                 acc(&h[key]["mean"]);
             }
             acc(&h["adam"]["val"]);
+            acc(&h["adam_xavier"]["val"]);
         }
         acc(&t["backprop"]["val"]);
         acc(&t["logistic"]["val"]);
     }
     assert!(report["adam_lr"].as_f64().is_some_and(|lr| lr > 0.0), "{report}");
     assert_eq!(report["adam_lr_grid"].as_array().expect("grid").len(), 2);
+    assert!(report["adam_xavier_lr"].as_f64().is_some_and(|lr| lr > 0.0), "{report}");
+    assert_eq!(report["adam_xavier_lr_grid"].as_array().expect("grid").len(), 2);
 
     let csv = std::fs::read_to_string(tmp.path("run").join("suite.csv")).expect("suite.csv");
     let mut lines = csv.lines();
@@ -69,6 +72,19 @@ fn train_on_generated_tasks_then_quick_suite() {
     let json_path = tmp.path("run").join("suite.json");
     let plotted = ok(&["plot", "--suite", &json_path.to_string_lossy()]);
     assert!(plotted.contains("suite.png") && tmp.path("run").join("suite.png").is_file(), "{plotted}");
+    // A suite.json written before the Xavier-start baseline existed still plots.
+    let mut older = report.clone();
+    older.as_object_mut().expect("report").remove("adam_xavier_lr");
+    for t in older["tasks"].as_array_mut().expect("tasks") {
+        for h in t["horizons"].as_array_mut().expect("horizons") {
+            h.as_object_mut().expect("horizon").remove("adam_xavier");
+        }
+    }
+    let older_path = tmp.path("older").join("suite.json");
+    std::fs::create_dir_all(tmp.path("older")).expect("folder");
+    std::fs::write(&older_path, serde_json::to_string(&older).expect("json")).expect("write");
+    let plotted = ok(&["plot", "--suite", &older_path.to_string_lossy()]);
+    assert!(tmp.path("older").join("suite.png").is_file(), "{plotted}");
 
     fails(&["suite", "--run", &run, "--quick", "--quiet"], &["suite.", "--force"]);
     let table = ok(&["suite", "--run", &run, "--quick", "--quiet", "--force", "--horizons", "K,3"]);

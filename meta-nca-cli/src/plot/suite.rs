@@ -38,6 +38,9 @@ pub struct Horizon {
     pub permuted_val: Mean,
     /// Adam at equal steps.
     pub adam: Acc,
+    /// Adam from Xavier weights at equal steps (absent from suites run before it was measured).
+    #[serde(default)]
+    pub adam_xavier: Option<Acc>,
 }
 
 /// One task.
@@ -60,11 +63,19 @@ pub struct Suite {
     pub networks: usize,
     /// Adam's learning rate.
     pub adam_lr: f64,
+    /// Adam's learning rate from Xavier weights (absent from older suites).
+    #[serde(default)]
+    pub adam_xavier_lr: Option<f64>,
     /// The tasks.
     pub tasks: Vec<Task>,
 }
 
 impl Suite {
+    /// Adam-from-Xavier's learning rate, when every task has that baseline.
+    fn xavier_lr(&self) -> Option<f64> {
+        self.adam_xavier_lr.filter(|_| self.tasks.iter().all(|t| t.horizons.iter().all(|h| h.adam_xavier.is_some())))
+    }
+
     /// Reads `suite.json`.
     pub fn load(path: &Path) -> Result<Self> {
         let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
@@ -82,6 +93,7 @@ const LIGHT_BLUE: RGBColor = RGBColor(0x9e, 0xc9, 0xe2);
 const ORANGE: RGBColor = RGBColor(0xff, 0x7f, 0x0e);
 const RED: RGBColor = RGBColor(0xd6, 0x27, 0x28);
 const GREY: RGBColor = RGBColor(0x60, 0x60, 0x60);
+const BROWN: RGBColor = RGBColor(0x8c, 0x56, 0x4b);
 
 fn dotted(s: Series) -> Series {
     Series { dots: true, width: 1, ..s }
@@ -95,19 +107,26 @@ fn dashed(s: Series) -> Series {
 fn tasks_chart(s: &Suite, order: &[usize]) -> Chart {
     let at = |f: fn(&Task) -> f64| order.iter().enumerate().map(|(i, &t)| ((i + 1) as f64, f(&s.tasks[t]))).collect();
     let k = s.tasks[0].horizons[0].steps;
+    let mut series = vec![
+        Series { width: 2, ..dashed(Series::new("backprop (converged)", RED, at(|t| t.backprop.val))) },
+        dashed(Series::new("logistic regression", GREY, at(|t| t.logistic.val))),
+        dashed(Series::new(&format!("Adam, {k} steps, lr {}", s.adam_lr), ORANGE, at(|t| t.horizons[0].adam.val))),
+    ];
+    if let Some(lr) = s.xavier_lr() {
+        let label = format!("Adam from Xavier, {k} steps, lr {lr}");
+        series.push(dashed(Series::new(&label, BROWN, at(|t| t.horizons[0].adam_xavier.map_or(f64::NAN, |a| a.val)))));
+    }
+    series.extend([
+        dotted(Series::new("grown, labels permuted", LIGHT_BLUE, at(|t| t.horizons[0].permuted_val.mean))),
+        Series { width: 2, ..dotted(Series::new("grown", BLUE, at(|t| t.horizons[0].grown_val.mean))) },
+    ]);
     Chart {
         title: format!("Validation accuracy per task after {k} steps"),
         x_title: "task, by backprop accuracy (key below)".into(),
         y_title: "validation accuracy".into(),
         x: Axis::linear(0.5, s.tasks.len() as f64 + 0.5),
         y: Axis::linear(0.0, 1.0),
-        series: vec![
-            Series { width: 2, ..dashed(Series::new("backprop (converged)", RED, at(|t| t.backprop.val))) },
-            dashed(Series::new("logistic regression", GREY, at(|t| t.logistic.val))),
-            dashed(Series::new(&format!("Adam, {k} steps, lr {}", s.adam_lr), ORANGE, at(|t| t.horizons[0].adam.val))),
-            dotted(Series::new("grown, labels permuted", LIGHT_BLUE, at(|t| t.horizons[0].permuted_val.mean))),
-            Series { width: 2, ..dotted(Series::new("grown", BLUE, at(|t| t.horizons[0].grown_val.mean))) },
-        ],
+        series,
         markers: Vec::new(),
         legend: Corner::LowerRight,
     }
@@ -124,16 +143,22 @@ fn steps_chart(s: &Suite) -> Chart {
         let v = s.tasks.iter().map(f).sum::<f64>() / n;
         steps.iter().map(|&st| (st as f64, v)).collect()
     };
-    let lines: Vec<Vec<(f64, f64)>> = vec![
-        flat(|t| t.backprop.val),
-        flat(|t| t.logistic.val),
-        curve(|h| h.adam.val),
-        curve(|h| h.permuted_val.mean),
-        curve(|h| h.grown_val.mean),
+    let mut series = vec![
+        Series { dashed: true, width: 3, ..Series::new("backprop (converged)", RED, flat(|t| t.backprop.val)) },
+        Series { dashed: true, ..Series::new("logistic regression", GREY, flat(|t| t.logistic.val)) },
+        Series { width: 2, ..dotted(Series::new("Adam, equal steps", ORANGE, curve(|h| h.adam.val))) },
     ];
-    let lo = lines.iter().flatten().map(|p| p.1).filter(|v| v.is_finite()).fold(1.0, f64::min);
-    let hi = lines.iter().flatten().map(|p| p.1).filter(|v| v.is_finite()).fold(0.0, f64::max);
-    let [backprop, logistic, adam, permuted, grown] = <[Vec<(f64, f64)>; 5]>::try_from(lines).unwrap_or_default();
+    if s.xavier_lr().is_some() {
+        let adam_xavier = curve(|h| h.adam_xavier.map_or(f64::NAN, |a| a.val));
+        series.push(Series { width: 2, ..dotted(Series::new("Adam from Xavier, equal steps", BROWN, adam_xavier)) });
+    }
+    series.extend([
+        dotted(Series::new("grown, labels permuted", LIGHT_BLUE, curve(|h| h.permuted_val.mean))),
+        Series { width: 3, ..dotted(Series::new("grown", BLUE, curve(|h| h.grown_val.mean))) },
+    ]);
+    let values = || series.iter().flat_map(|s| s.points.iter().map(|p| p.1)).filter(|v| v.is_finite());
+    let lo = values().fold(1.0, f64::min);
+    let hi = values().fold(0.0, f64::max);
     let (first, last) = (steps[0] as f64, steps[steps.len() - 1] as f64);
     Chart {
         title: "Mean over tasks: growth past K".into(),
@@ -141,13 +166,7 @@ fn steps_chart(s: &Suite) -> Chart {
         y_title: "validation accuracy, mean over tasks".into(),
         x: if last > first { Axis::Log(first, last) } else { Axis::linear(first - 1.0, last + 1.0) },
         y: Axis::linear(((lo - 0.02) * 20.0).floor() / 20.0, (((hi + 0.02) * 20.0).ceil() / 20.0).min(1.0)),
-        series: vec![
-            Series { dashed: true, width: 3, ..Series::new("backprop (converged)", RED, backprop) },
-            Series { dashed: true, ..Series::new("logistic regression", GREY, logistic) },
-            Series { width: 2, ..dotted(Series::new("Adam, equal steps", ORANGE, adam)) },
-            dotted(Series::new("grown, labels permuted", LIGHT_BLUE, permuted)),
-            Series { width: 3, ..dotted(Series::new("grown", BLUE, grown)) },
-        ],
+        series,
         markers: vec![(first, "K".into())],
         legend: Corner::LowerRight,
     }

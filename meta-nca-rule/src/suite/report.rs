@@ -29,6 +29,9 @@ pub struct HorizonResult {
     pub permuted_val: Stats,
     /// Full-batch Adam from the grown networks' starting weights for `steps` steps (mean).
     pub adam: Acc,
+    /// Full-batch Adam from Xavier-initialised weights on the same architectures for `steps`
+    /// steps (mean).
+    pub adam_xavier: Acc,
 }
 
 /// One task of the suite.
@@ -85,10 +88,14 @@ pub struct SuiteReport {
     pub trained_steps: usize,
     /// Seed of the suite.
     pub seed: u64,
-    /// Adam's learning rate (chosen on training-stream tasks).
+    /// Adam's learning rate from the grown networks' starts (chosen on training-stream tasks).
     pub adam_lr: f64,
     /// The grid it was chosen from.
     pub adam_lr_grid: Vec<LrScore>,
+    /// Adam's learning rate from Xavier starts (chosen alike).
+    pub adam_xavier_lr: f64,
+    /// The grid it was chosen from.
+    pub adam_xavier_lr_grid: Vec<LrScore>,
     /// Every task that ran.
     pub tasks: Vec<TaskResult>,
     /// Tasks that could not run.
@@ -131,6 +138,10 @@ pub struct SuiteRow {
     pub adam_train: f64,
     /// Adam at equal steps: validation accuracy.
     pub adam_val: f64,
+    /// Adam from Xavier weights at equal steps: training accuracy.
+    pub adam_xavier_train: f64,
+    /// Adam from Xavier weights at equal steps: validation accuracy.
+    pub adam_xavier_val: f64,
     /// Backprop to convergence: training accuracy.
     pub backprop_train: f64,
     /// Backprop to convergence: validation accuracy.
@@ -163,6 +174,8 @@ impl SuiteReport {
                     permuted_val: h.permuted_val.mean,
                     adam_train: h.adam.train,
                     adam_val: h.adam.val,
+                    adam_xavier_train: h.adam_xavier.train,
+                    adam_xavier_val: h.adam_xavier.val,
                     backprop_train: t.backprop.train,
                     backprop_val: t.backprop.val,
                     logistic_train: t.logistic.train,
@@ -200,6 +213,8 @@ impl SuiteReport {
                     permuted_val: mean(|r| r.permuted_val),
                     adam_train: mean(|r| r.adam_train),
                     adam_val: mean(|r| r.adam_val),
+                    adam_xavier_train: mean(|r| r.adam_xavier_train),
+                    adam_xavier_val: mean(|r| r.adam_xavier_val),
                     backprop_train: mean(|r| r.backprop_train),
                     backprop_val: mean(|r| r.backprop_val),
                     logistic_train: mean(|r| r.logistic_train),
