@@ -17,7 +17,7 @@ use meta_nca_rule::experiment::Task;
 use serde::{Deserialize, Serialize};
 
 use crate::actors::{Engine, ExecutorArg};
-use crate::run_dir::{Which, load_run};
+use crate::run_dir::{Which, load_run, write_csv};
 
 /// Arguments of `meta-nca continual`.
 #[derive(Debug, clap::Args)]
@@ -181,14 +181,6 @@ struct SummaryRow<'a> {
     forgetting: Option<f64>,
 }
 
-fn csv_bytes<T: Serialize>(rows: impl IntoIterator<Item = T>, name: &str) -> Result<Vec<u8>> {
-    let mut w = csv::Writer::from_writer(Vec::new());
-    for row in rows {
-        w.serialize(row).with_context(|| format!("writing {name}"))?;
-    }
-    w.into_inner().with_context(|| format!("writing {name}"))
-}
-
 fn write_files(dir: &Path, config: &ContinualConfig, reports: &[ContinualReport]) -> Result<()> {
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     let curves = reports.iter().flat_map(|r| {
@@ -202,7 +194,7 @@ fn write_files(dir: &Path, config: &ContinualConfig, reports: &[ContinualReport]
             first: c.first,
         })
     });
-    write_atomic(&dir.join("curves.csv"), &csv_bytes(curves, "curves.csv")?)?;
+    write_csv(&dir.join("curves.csv"), None, curves)?;
     let phases = reports.iter().flat_map(|r| {
         r.phases.iter().zip(&r.phase_ends).enumerate().map(|(p, (info, end))| PhaseRow {
             task: &r.task,
@@ -221,7 +213,7 @@ fn write_files(dir: &Path, config: &ContinualConfig, reports: &[ContinualReport]
             fine_tune_new: end.fine_tune.new,
         })
     });
-    write_atomic(&dir.join("phases.csv"), &csv_bytes(phases, "phases.csv")?)?;
+    write_csv(&dir.join("phases.csv"), None, phases)?;
     let summary = reports.iter().flat_map(|r| {
         [("grown", &r.grown), ("fine-tune", &r.fine_tune), ("joint", &r.joint)].map(|(method, s)| SummaryRow {
             task: &r.task,
@@ -231,7 +223,7 @@ fn write_files(dir: &Path, config: &ContinualConfig, reports: &[ContinualReport]
             forgetting: s.forgetting,
         })
     });
-    write_atomic(&dir.join("summary.csv"), &csv_bytes(summary, "summary.csv")?)?;
+    write_csv(&dir.join("summary.csv"), None, summary)?;
     write_atomic(&dir.join("report.json"), serde_json::to_string_pretty(reports)?.as_bytes())?;
     let body = toml::to_string(config).context("writing the continual config as TOML")?;
     let head = "# The resolved continual experiment, written by `meta-nca continual`; rerun it with\n\

@@ -15,7 +15,7 @@ use meta_nca_rule::robustness::{
 use serde::Serialize;
 
 use crate::robustness_config::{Experiment, Mode, Plan, RobustnessConfig};
-use crate::run_dir::{Which, load_run};
+use crate::run_dir::{Which, load_run, round_to, write_csv};
 
 /// Arguments of `meta-nca robustness`.
 #[derive(Debug, clap::Args)]
@@ -52,47 +52,68 @@ fn file_name_part(text: &str) -> Result<String, String> {
     if ok { Ok(text.to_string()) } else { Err("use letters, digits, '-', '_' and '.' only".into()) }
 }
 
-/// Refuses to overwrite the outputs of a different experiment: if any output of `stem` exists
-/// in `run`, its `.toml` must be `plan_toml` (the same experiment again), unless `force`.
-fn check_outputs(run: &Path, stem: &str, plan_toml: &str, force: bool) -> Result<()> {
-    let outputs = [format!("{stem}.csv"), format!("{stem}.toml"), format!("{stem}-baseline.csv")];
-    let Some(existing) = outputs.iter().find(|f| run.join(f).exists()) else {
-        return Ok(());
-    };
-    let recorded = std::fs::read_to_string(run.join(format!("{stem}.toml"))).ok();
-    // Compared as tables: the header comment names the run folder as it was spelled.
-    let table = |text: &str| toml::from_str::<toml::Table>(text).ok();
-    if force || recorded.as_deref().and_then(table).is_some_and(|t| Some(t) == table(plan_toml)) {
-        return Ok(());
+/// The files an experiment writes into its run folder, named once from its file stem.
+struct Outputs {
+    /// `<stem>.csv`: the accuracy curves.
+    curves: PathBuf,
+    /// `<stem>-baseline.csv`: prune's backprop baseline (only a prune writes it).
+    baseline: PathBuf,
+    /// `<stem>.toml`: the resolved experiment.
+    config: PathBuf,
+}
+
+impl Outputs {
+    fn new(run: &Path, stem: &str) -> Self {
+        Self {
+            curves: run.join(format!("{stem}.csv")),
+            baseline: run.join(format!("{stem}-baseline.csv")),
+            config: run.join(format!("{stem}.toml")),
+        }
     }
-    let what = if recorded.is_some() {
-        format!("a different experiment (see {stem}.toml)")
-    } else {
-        "an experiment without its .toml".to_string()
-    };
-    bail!(
-        "{existing} in {} holds the results of {what}; pass --name NAME to write robustness-NAME.* beside it, or \
-         --force to replace it",
-        run.display()
-    )
+
+    /// Refuses to overwrite the outputs of a different experiment: if any of them exists, the
+    /// `.toml` must be `plan_toml` (the same experiment again), unless `force`.
+    fn check(&self, run: &Path, plan_toml: &str, force: bool) -> Result<()> {
+        let Some(existing) = [&self.curves, &self.config, &self.baseline].into_iter().find(|f| f.exists()) else {
+            return Ok(());
+        };
+        let recorded = std::fs::read_to_string(&self.config).ok();
+        // Compared as tables: the header comment names the run folder as it was spelled.
+        let table = |text: &str| toml::from_str::<toml::Table>(text).ok();
+        if force || recorded.as_deref().and_then(table).is_some_and(|t| Some(t) == table(plan_toml)) {
+            return Ok(());
+        }
+        let file_name = |p: &Path| p.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let what = if recorded.is_some() {
+            format!("a different experiment (see {})", file_name(&self.config))
+        } else {
+            "an experiment without its .toml".to_string()
+        };
+        bail!(
+            "{} in {} holds the results of {what}; pass --name NAME to write robustness-NAME.* beside it, or \
+             --force to replace it",
+            file_name(existing),
+            run.display()
+        )
+    }
 }
 
 /// Writes accuracy curves as CSV (`<key>,step,grown_train_acc,grown_val_acc`); the first
 /// point of each curve is step `first_step` (-1: before the damage, 0: right after it).
 fn write_curves<'a>(
-    path: &std::path::Path,
+    path: &Path,
     key: &str,
     curves: impl Iterator<Item = (f64, &'a [f64], &'a [f64])>,
     first_step: i64,
 ) -> Result<()> {
-    let mut csv = format!("{key},step,grown_train_acc,grown_val_acc\n");
-    for (label, train, val) in curves {
-        for (k, (t, v)) in train.iter().zip(val).enumerate() {
-            csv.push_str(&format!("{label},{},{t:.4},{v:.4}\n", k as i64 + first_step));
-        }
-    }
-    write_atomic(path, csv.as_bytes())?;
-    Ok(())
+    let rows = curves.flat_map(|(label, train, val)| {
+        train
+            .iter()
+            .zip(val)
+            .enumerate()
+            .map(move |(k, (t, v))| (label, k as i64 + first_step, round_to(*t, 4), round_to(*v, 4)))
+    });
+    write_csv(path, Some(&[key, "step", "grown_train_acc", "grown_val_acc"]), rows)
 }
 
 /// What `meta-nca robustness --json` prints: the resolved experiment, where its files went,
@@ -145,23 +166,20 @@ pub fn run(args: Args) -> Result<()> {
     let task = exp.primary();
     let stem = args.name.as_ref().map_or_else(|| plan.file_stem(), |n| format!("robustness-{n}"));
     let plan_toml = plan.to_toml(&args.run)?;
-    check_outputs(&args.run, &stem, &plan_toml, args.force)?;
+    let outputs = Outputs::new(&args.run, &stem);
+    outputs.check(&args.run, &plan_toml, args.force)?;
     crate::memory::check_actors_for(&task.archs, exp.config.task.bias, plan.engine, plan.executor)?;
     let engine = plan.engine_kind();
     if !args.json {
         println!("engine: {}", engine.name());
     }
     let bench = Bench { rule: &ckpt.rule, meta: &ckpt.meta, task, engine: engine.as_ref() };
-    let curves_file = args.run.join(format!("{stem}.csv"));
+    let Outputs { curves: curves_file, baseline, config: config_file } = outputs;
     let (curves, baseline_file) = match plan.experiment {
-        Experiment::Prune => {
-            let baseline = args.run.join(format!("{stem}-baseline.csv"));
-            (Curves::Prune(prune(&plan, &bench, &curves_file, &baseline)?), Some(baseline))
-        }
+        Experiment::Prune => (Curves::Prune(prune(&plan, &bench, &curves_file, &baseline)?), Some(baseline)),
         Experiment::Neurons => (Curves::Neurons(neurons(&plan, &bench, &curves_file)?), None),
         Experiment::Churn => (Curves::Churn(churn(&plan, &bench, &curves_file)?), None),
     };
-    let config_file = args.run.join(format!("{stem}.toml"));
     write_atomic(&config_file, plan_toml.as_bytes())?;
     let report =
         RobustnessReport { plan: plan.keys()?, engine: engine.name(), curves_file, baseline_file, config_file, curves };
@@ -208,13 +226,12 @@ fn print_report(plan: &Plan, report: &RobustnessReport) {
 /// Writes the backprop baseline of a prune as CSV
 /// (`fraction,fine_tune_epochs,before_val_acc,pruned_val_acc,fine_tuned_val_acc`).
 fn write_baseline(path: &Path, curves: &[PruneCurve], fine_tune: usize) -> Result<()> {
-    let mut csv = String::from("fraction,fine_tune_epochs,before_val_acc,pruned_val_acc,fine_tuned_val_acc\n");
-    for c in curves {
-        let [before, pruned, tuned] = c.baseline_val;
-        csv.push_str(&format!("{},{fine_tune},{before:.4},{pruned:.4},{tuned:.4}\n", c.fraction));
-    }
-    write_atomic(path, csv.as_bytes())?;
-    Ok(())
+    let header = ["fraction", "fine_tune_epochs", "before_val_acc", "pruned_val_acc", "fine_tuned_val_acc"];
+    let rows = curves.iter().map(|c| {
+        let [before, pruned, tuned] = c.baseline_val.map(|a| round_to(a, 4));
+        (c.fraction, fine_tune, before, pruned, tuned)
+    });
+    write_csv(path, Some(&header), rows)
 }
 
 /// Runs a prune and writes its curves and backprop baseline.

@@ -1,7 +1,6 @@
 //! A run folder: `config.toml` (the resolved config), `metrics.csv` (one row per meta-epoch),
 //! `best.safetensors` and `last.safetensors` (checkpoints, written atomically).
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
@@ -168,17 +167,79 @@ pub fn load_run(dir: &Path, which: Which) -> Result<(Checkpoint, Experiment)> {
     Ok((ckpt, exp))
 }
 
-/// One CSV row of metrics.
-pub fn metrics_row(m: &EpochMetrics) -> String {
-    format!(
-        "{},{},{:.6},{:.4},{:.4},{:.6},{:.6}",
-        m.epoch, m.loss_step, m.loss, m.train_acc, m.val_acc, m.grad_norm, m.seconds
-    )
+/// One row of `metrics.csv`: a meta-epoch's [`EpochMetrics`], rounded to the digits kept
+/// (losses, gradient norms and seconds to 6 decimals, accuracies to 4).
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct MetricsRow {
+    /// Meta-epoch (0-based).
+    pub epoch: usize,
+    /// The step the meta-loss was taken at.
+    pub loss_step: usize,
+    /// Meta-loss.
+    pub loss: f64,
+    /// Mean training accuracy of the grown networks.
+    pub train_acc: f64,
+    /// Mean validation accuracy.
+    pub val_acc: f64,
+    /// Meta-gradient norm before clipping.
+    pub grad_norm: f64,
+    /// Wall-clock seconds of the meta-epoch.
+    pub seconds: f64,
 }
 
-/// Appends lines to `metrics.csv`, creating it with its header.
+impl From<&EpochMetrics> for MetricsRow {
+    fn from(m: &EpochMetrics) -> Self {
+        let round = round_to;
+        Self {
+            epoch: m.epoch,
+            loss_step: m.loss_step,
+            loss: round(m.loss, 6),
+            train_acc: round(m.train_acc, 4),
+            val_acc: round(m.val_acc, 4),
+            grad_norm: round(m.grad_norm, 6),
+            seconds: round(m.seconds, 6),
+        }
+    }
+}
+
+/// The rows of a `metrics.csv` (read with its header; `T` may take only some columns).
+pub fn read_metrics<T: serde::de::DeserializeOwned>(path: &Path) -> Result<Vec<T>> {
+    let mut reader = csv::Reader::from_path(path).with_context(|| format!("reading {}", path.display()))?;
+    reader
+        .deserialize()
+        .enumerate()
+        .map(|(k, row)| row.with_context(|| format!("{} row {}", path.display(), k + 1)))
+        .collect()
+}
+
+/// Writes `rows` as the CSV file `path`, atomically: with `header` as its first record when
+/// given (rows are then tuples or sequences), else with the rows' field names.
+pub fn write_csv<T: serde::Serialize>(
+    path: &Path,
+    header: Option<&[&str]>,
+    rows: impl IntoIterator<Item = T>,
+) -> Result<()> {
+    let name = || format!("writing {}", path.display());
+    let mut w = csv::WriterBuilder::new().has_headers(header.is_none()).from_writer(Vec::new());
+    if let Some(header) = header {
+        w.write_record(header).with_context(name)?;
+    }
+    for row in rows {
+        w.serialize(row).with_context(name)?;
+    }
+    write_atomic(path, &w.into_inner().with_context(name)?)?;
+    Ok(())
+}
+
+/// `x` rounded to `digits` decimals (what a CSV keeps of an accuracy or a loss).
+pub fn round_to(x: f64, digits: i32) -> f64 {
+    let scale = 10f64.powi(digits);
+    (x * scale).round() / scale
+}
+
+/// Appends rows to `metrics.csv`, creating it with its header.
 pub struct MetricsWriter {
-    file: std::io::BufWriter<std::fs::File>,
+    csv: csv::Writer<std::fs::File>,
 }
 
 impl MetricsWriter {
@@ -187,33 +248,34 @@ impl MetricsWriter {
     /// checkpoint it resumes from are dropped, so no epoch appears twice) and appends.
     pub fn open(dir: &Path, resume_from: Option<usize>) -> Result<Self> {
         let path = dir.join("metrics.csv");
-        let mut kept = format!("{METRICS_HEADER}\n");
-        if let (Some(first), Ok(text)) = (resume_from, std::fs::read_to_string(&path)) {
-            for line in text.lines().skip(1) {
-                let epoch = line.split(',').next().and_then(|e| e.parse::<usize>().ok());
-                if epoch.is_some_and(|e| e < first) {
-                    kept.push_str(line);
-                    kept.push('\n');
-                }
+        let kept: Vec<MetricsRow> = match resume_from {
+            Some(first) if path.exists() => {
+                read_metrics::<MetricsRow>(&path)?.into_iter().filter(|r| r.epoch < first).collect()
             }
+            _ => Vec::new(),
+        };
+        let mut fresh = csv::WriterBuilder::new().has_headers(false).from_writer(Vec::new());
+        fresh.write_record(METRICS_HEADER.split(','))?;
+        for row in &kept {
+            fresh.serialize(row)?;
         }
-        write_atomic(&path, kept.as_bytes())?;
+        write_atomic(&path, &fresh.into_inner().context("writing metrics.csv")?)?;
         let file = std::fs::OpenOptions::new()
             .append(true)
             .open(&path)
             .with_context(|| format!("opening {}", path.display()))?;
-        Ok(Self { file: std::io::BufWriter::new(file) })
+        Ok(Self { csv: csv::WriterBuilder::new().has_headers(false).from_writer(file) })
     }
 
     /// Writes one row.
     pub fn write(&mut self, m: &EpochMetrics) -> Result<()> {
-        writeln!(self.file, "{}", metrics_row(m))?;
+        self.csv.serialize(MetricsRow::from(m))?;
         Ok(())
     }
 
     /// Flushes to disk.
     pub fn flush(&mut self) -> Result<()> {
-        self.file.flush()?;
+        self.csv.flush()?;
         Ok(())
     }
 }

@@ -8,7 +8,7 @@ use anyhow::{Context, Result, bail};
 use meta_nca_rule::checkpoint::write_atomic;
 use meta_nca_rule::suite::{SuiteReport, SuiteRow, SuiteSpec, run_suite};
 
-use crate::run_dir::{Which, load_run};
+use crate::run_dir::{Which, load_run, write_csv};
 use crate::train::progress_bar;
 
 /// Arguments of `meta-nca suite`.
@@ -118,12 +118,7 @@ pub fn run(args: Args) -> Result<()> {
 }
 
 fn write_files(report: &SuiteReport, csv_path: &Path, json_path: &Path) -> Result<()> {
-    let mut w = csv::Writer::from_writer(Vec::new());
-    for row in report.rows().iter().chain(&report.mean) {
-        w.serialize(row).context("writing suite.csv")?;
-    }
-    let bytes = w.into_inner().context("writing suite.csv")?;
-    write_atomic(csv_path, &bytes)?;
+    write_csv(csv_path, None, report.rows().iter().chain(&report.mean))?;
     write_atomic(json_path, serde_json::to_string_pretty(report)?.as_bytes())?;
     Ok(())
 }

@@ -137,19 +137,10 @@ fn finished_run(run: &Path, seed: u64, sweep: &Config) -> Result<(Config, f64)> 
 
 /// The sum of the `seconds` column of a run's `metrics.csv`.
 fn metrics_seconds(run: &Path) -> Result<f64> {
-    let path = run.join("metrics.csv");
-    let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
-    let mut lines = text.lines();
-    let column = lines
-        .next()
-        .and_then(|header| header.split(',').position(|h| h == "seconds"))
-        .with_context(|| format!("{} has no seconds column", path.display()))?;
-    let mut sum = 0.0;
-    for (k, line) in lines.enumerate().filter(|(_, l)| !l.trim().is_empty()) {
-        let field = line.split(',').nth(column).unwrap_or_default();
-        sum += field
-            .parse::<f64>()
-            .with_context(|| format!("{} line {}: seconds '{field}' is not a number", path.display(), k + 2))?;
+    #[derive(serde::Deserialize)]
+    struct Seconds {
+        seconds: f64,
     }
-    Ok(sum)
+    let rows: Vec<Seconds> = crate::run_dir::read_metrics(&run.join("metrics.csv"))?;
+    Ok(rows.iter().map(|r| r.seconds).sum())
 }
