@@ -1,46 +1,95 @@
 //! The rule's forward pass without a tape, for owners that run many (the actors' rule service)
-//! and for the reference path's steps without tape: dfdx's gemm-backed product for each layer's
-//! weights, then the bias and the activation (or the bound) in one pass over the result, with
-//! the weights split from their bias once and the buffers kept between passes.
+//! and for the reference path's steps without tape: each layer is one fused kernel (bias,
+//! product and activation written once into a buffer kept between passes), with no tensor, no
+//! allocation and no copy per layer.
 //!
-//! Exactness: an output value is the product's value for its row plus the bias, then the
-//! activation: the same operations for a row wherever it sits in a pass, since every pass runs
-//! on a multiple of 16 rows (gemm takes other paths, with other rounding, for fewer rows; a
-//! test checks that rows one at a time, in pieces or all at once give the same bits), and the
-//! tape path's numbers to rounding (there the bias rides in the product as a row of the
-//! weights; ~1e-16).
+//! Exactness: an output value is its bias, plus the products of the row's inputs with the
+//! weights added in input order, then the activation: the same operations for a row wherever
+//! it sits in a pass (a test checks that rows one at a time, in pieces or all at once give the
+//! same bits), and the tape path's numbers to rounding (there dfdx's product sums in its own
+//! order, with the bias as a row of the weights; ~1e-16).
 
-use dfdx::prelude::*;
+use dfdx::shapes::HasShape;
 
 use super::{Activation, RuleNet, RuleShape, tanh};
 
-/// Passes run on a multiple of this many rows (zero rows added): gemm takes other paths for
-/// fewer rows, whose rounding differs.
-const PAD: usize = 16;
+/// Output columns a kernel computes together (padded with zero weights); with [`ROWS`], the
+/// block of sums that stays in registers.
+const LANES: usize = 8;
+/// Rows a kernel computes together (each weight is loaded once per block of rows).
+const ROWS: usize = 4;
 
-/// One layer: weights without the bias row, and the bias.
+/// One layer: weights and bias, with the output columns padded to a multiple of [`LANES`].
 #[derive(Debug, Clone)]
 struct Dense {
+    fan_in: usize,
     fan_out: usize,
-    /// `[fan_in, fan_out]`.
-    weights: Tensor<(usize, usize), f64, Cpu>,
-    /// `[fan_out]`.
+    /// `fan_out` rounded up to a multiple of [`LANES`].
+    padded: usize,
+    /// `[fan_in, padded]`, zero past `fan_out`.
+    weights: Vec<f64>,
+    /// `[padded]`, zero past `fan_out`.
     bias: Vec<f64>,
+}
+
+impl Dense {
+    /// `out[r] = f(bias + Σ_i x[r][i] · w[i])` for every row `r` of `x` (row stride
+    /// `x_stride`), into `out` (row stride `self.padded`): the sum starts at the bias and adds
+    /// the inputs in order, for every row alike.
+    fn run(&self, x: &[f64], x_stride: usize, rows: usize, out: &mut [f64], f: impl Fn(f64) -> f64 + Copy) {
+        let mut r = 0;
+        while r + ROWS <= rows {
+            self.block::<ROWS>(x, x_stride, r, out, f);
+            r += ROWS;
+        }
+        while r < rows {
+            self.block::<1>(x, x_stride, r, out, f);
+            r += 1;
+        }
+    }
+
+    /// Rows `first..first + R`.
+    #[inline(always)]
+    fn block<const R: usize>(&self, x: &[f64], x_stride: usize, first: usize, out: &mut [f64], f: impl Fn(f64) -> f64) {
+        let inputs: [&[f64]; R] = std::array::from_fn(|k| &x[(first + k) * x_stride..][..self.fan_in]);
+        for c in (0..self.padded).step_by(LANES) {
+            let mut sums = [[0.0; LANES]; R];
+            for row in &mut sums {
+                row.copy_from_slice(&self.bias[c..c + LANES]);
+            }
+            for (i, w) in self.weights.chunks_exact(self.padded).enumerate() {
+                let w = &w[c..c + LANES];
+                for (row, input) in sums.iter_mut().zip(&inputs) {
+                    let v = input[i];
+                    for (s, w) in row.iter_mut().zip(w) {
+                        *s += v * w;
+                    }
+                }
+            }
+            for (k, row) in sums.iter().enumerate() {
+                let o = &mut out[(first + k) * self.padded + c..][..LANES];
+                for (o, s) in o.iter_mut().zip(row) {
+                    *o = f(*s);
+                }
+            }
+        }
+    }
 }
 
 /// A rule network ready for forward passes without tape. Build one per owner
 /// ([`RuleNet::forward_pass`]) and call [`Self::run`] for every pass.
 #[derive(Debug, Clone)]
 pub struct ForwardPass {
-    dev: Cpu,
     layers: Vec<Dense>,
     activation: Activation,
     input_squash: bool,
     output_scale: f64,
     input: usize,
     output: usize,
-    /// A layer's output, between the product and the next layer's input.
-    buffer: Vec<f64>,
+    /// The input after the squash (when the rule squashes its inputs).
+    squashed: Vec<f64>,
+    /// Layer outputs, alternately.
+    buffers: [Vec<f64>; 2],
 }
 
 impl ForwardPass {
@@ -51,7 +100,6 @@ impl ForwardPass {
     pub fn new(rule: &RuleNet) -> Self {
         let dims = rule.shape.dims();
         assert_eq!(rule.layers.len() + 1, dims.len(), "the rule has the wrong number of layers");
-        let dev = Cpu::default();
         let layers = dims
             .windows(2)
             .zip(&rule.layers)
@@ -59,13 +107,28 @@ impl ForwardPass {
             .map(|(k, (d, w))| {
                 let (fan_in, fan_out) = (d[0], d[1]);
                 assert_eq!(*w.shape(), (fan_in + 1, fan_out), "rule layer {k} does not have its shape's size");
-                let mut values = w.as_vec();
-                let bias = values.split_off(fan_in * fan_out);
-                Dense { fan_out, weights: dev.tensor_from_vec(values, (fan_in, fan_out)), bias }
+                let values = w.as_vec();
+                let padded = fan_out.div_ceil(LANES) * LANES;
+                let mut weights = vec![0.0; fan_in * padded];
+                for (to, from) in weights.chunks_exact_mut(padded).zip(values.chunks_exact(fan_out)) {
+                    to[..fan_out].copy_from_slice(from);
+                }
+                let mut bias = vec![0.0; padded];
+                bias[..fan_out].copy_from_slice(&values[fan_in * fan_out..]);
+                Dense { fan_in, fan_out, padded, weights, bias }
             })
             .collect();
         let RuleShape { activation, input_squash, output_scale, input, output, .. } = rule.shape;
-        Self { dev, layers, activation, input_squash, output_scale, input, output, buffer: Vec::new() }
+        Self {
+            layers,
+            activation,
+            input_squash,
+            output_scale,
+            input,
+            output,
+            squashed: Vec::new(),
+            buffers: [Vec::new(), Vec::new()],
+        }
     }
 
     /// Perception width (input columns).
@@ -81,84 +144,68 @@ impl ForwardPass {
     /// The update of every row of `x` (`[rows, input]`) into `out` (`[rows, output]`):
     /// `scale · tanh(MLP(x))`, what [`RuleNet::forward`] gives.
     pub fn run(&mut self, x: &[f64], out: &mut [f64]) {
-        self.run_owned(x.to_vec(), out);
-    }
-
-    /// [`Self::run`] on rows the caller gives away (no copy of them).
-    pub fn run_owned(&mut self, x: Vec<f64>, out: &mut [f64]) {
-        let x = self.input_tensor(x, out.len());
         let scale = self.output_scale;
         self.pass(x, out, move |z| scale * tanh(z));
+    }
+
+    /// [`Self::run`] on rows the caller gives away.
+    pub fn run_owned(&mut self, x: Vec<f64>, out: &mut [f64]) {
+        self.run(&x, out);
     }
 
     /// The logits (the MLP before the bound) of every row of `x` into `out`, what
     /// [`RuleNet::logits`] gives.
     pub fn logits(&mut self, x: Vec<f64>, out: &mut [f64]) {
-        let x = self.input_tensor(x, out.len());
-        self.pass(x, out, |z| z);
+        self.pass(&x, out, |z| z);
     }
 
-    /// `x` as a tensor `[rows, input]`, `rows` from `out_len`.
-    fn input_tensor(&self, mut x: Vec<f64>, out_len: usize) -> Tensor<(usize, usize), f64, Cpu> {
-        let rows = out_len / self.output.max(1);
+    fn pass(&mut self, x: &[f64], out: &mut [f64], last: impl Fn(f64) -> f64 + Copy) {
+        let rows = out.len() / self.output.max(1);
         assert!(
-            x.len() == rows * self.input && out_len == rows * self.output,
+            x.len() == rows * self.input && out.len() == rows * self.output,
             "a rule pass of {rows} rows needs [{rows}, {}] in and [{rows}, {}] out",
             self.input,
             self.output
         );
-        if self.input_squash {
-            x.iter_mut().for_each(|v| *v = tanh(*v));
-        }
-        let padded = rows.div_ceil(PAD) * PAD;
-        x.resize(padded * self.input, 0.0);
-        self.dev.tensor_from_vec(x, (padded, self.input))
-    }
-
-    fn pass(&mut self, x: Tensor<(usize, usize), f64, Cpu>, out: &mut [f64], last: impl Fn(f64) -> f64 + Copy) {
         match self.activation {
-            Activation::Relu => self.pass_with(x, out, |z| if z > 0.0 { z } else { 0.0 }, last),
-            Activation::Tanh => self.pass_with(x, out, tanh, last),
+            Activation::Relu => self.pass_with(x, rows, out, |z| if z > 0.0 { z } else { 0.0 }, last),
+            Activation::Tanh => self.pass_with(x, rows, out, tanh, last),
         }
     }
 
     fn pass_with(
         &mut self,
-        mut h: Tensor<(usize, usize), f64, Cpu>,
+        x: &[f64],
+        rows: usize,
         out: &mut [f64],
         hidden: impl Fn(f64) -> f64 + Copy,
         last: impl Fn(f64) -> f64 + Copy,
     ) {
-        let rows = h.shape().0;
         if rows == 0 {
             return;
         }
-        let valid = out.len() / self.output.max(1);
+        let x = if self.input_squash {
+            self.squashed.clear();
+            self.squashed.extend(x.iter().map(|&v| tanh(v)));
+            &self.squashed[..]
+        } else {
+            x
+        };
+        let [a, b] = &mut self.buffers;
         let n = self.layers.len();
         for (k, layer) in self.layers.iter().enumerate() {
-            let mut z = h.matmul(layer.weights.clone());
-            self.buffer.resize(rows * layer.fan_out, 0.0);
+            // Layer k writes one buffer and reads the other, which layer k - 1 wrote.
+            let (done, target) = if k % 2 == 0 { (&*b, &mut *a) } else { (&*a, &mut *b) };
+            let (input, stride) = if k == 0 { (x, self.input) } else { (&done[..], self.layers[k - 1].padded) };
+            target.resize(rows * layer.padded, 0.0);
             if k + 1 == n {
-                z.copy_into(&mut self.buffer);
-                out.copy_from_slice(&self.buffer[..valid * self.output]);
-                bias_and(out, &layer.bias, last);
+                layer.run(input, stride, rows, target, last);
+                for (o, t) in out.chunks_exact_mut(self.output).zip(target.chunks_exact(layer.padded)) {
+                    o.copy_from_slice(&t[..layer.fan_out]);
+                }
                 return;
             }
-            z.copy_into(&mut self.buffer);
-            bias_and(&mut self.buffer, &layer.bias, hidden);
-            // The product's storage, now unshared, takes the next layer's input.
-            z.copy_from(&self.buffer);
-            h = z;
-        }
-    }
-}
-
-/// `v = f(v + b)` for every row `v` of `values`.
-#[inline(always)]
-fn bias_and(values: &mut [f64], bias: &[f64], f: impl Fn(f64) -> f64) {
-    for row in values.chunks_exact_mut(bias.len().max(1)) {
-        for (v, &b) in row.iter_mut().zip(bias) {
-            *v = f(*v + b);
+            layer.run(input, stride, rows, target, hidden);
         }
     }
 }
