@@ -13,7 +13,8 @@ use meta_nca_rule::rule::RuleNet;
 use meta_nca_rule::topology::Topology;
 use rand::rngs::StdRng;
 
-use crate::sim::{Mode, Setup, SimSpec, Simulation};
+use crate::setup::Setup;
+use crate::simulation::{Mode, SimSpec, Simulation};
 
 /// Starts actor simulations (lockstep; `spec` chooses the executor and workers).
 #[derive(Debug, Clone)]

@@ -1,23 +1,26 @@
-//! The public face of the simulation: what to run ([`Setup`], [`SimSpec`]), how to run it
-//! ([`Simulation`]: a tokio runtime with the chosen executor, stepped and reshaped between
-//! steps; [`run`]: a whole grow in one call), and what came out ([`Outcome`], [`Snapshot`]).
+//! The public face of the simulation: how to run it ([`SimSpec`], [`Mode`], [`Executor`]),
+//! the running simulation ([`Simulation`]: a tokio runtime with the chosen executor, stepped
+//! and reshaped between steps) and a whole grow in one call ([`run`]).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use meta_nca_rule::init::{HiddenCode, RowSource, WeightInit, carry_plan};
+use meta_nca_rule::init::{HiddenCode, WeightInit, carry_plan};
 use meta_nca_rule::reference::TaskData;
 use meta_nca_rule::topology::{CellId, Change, Topology};
 use rand::Rng;
-use tokio::task::JoinHandle;
-use tokio_util::sync::CancellationToken;
+use tokio::sync::oneshot;
 use tokio_util::task::TaskTracker;
-use tracing::instrument::WithSubscriber;
 
-use crate::coord::Collector;
-use crate::protocol::{CellDone, NeuronSummary};
+use crate::cell::Cell;
+use crate::executor::coord::Collector;
+use crate::executor::shards::ShardDriver;
+use crate::executor::tasks::TaskDriver;
+use crate::executor::{DriverHandle, DriverMsg, Parts, Reshape, Spawner};
+use crate::neuron::Neuron;
+use crate::outcome::{Outcome, Snapshot};
 use crate::rule_service::{Batching, RuleHandle, RuleStats};
-pub use crate::setup::Setup;
+use crate::setup::Setup;
 use crate::trace::CellFilter;
 use crate::world::World;
 use crate::{Error, Result};
@@ -104,109 +107,6 @@ impl Default for SimSpec {
     }
 }
 
-/// Counts of what the cells did.
-#[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
-pub struct RunStats {
-    /// Cell-rounds completed (cells × steps).
-    pub cell_steps: u64,
-    /// Rounds in which a cell fired.
-    pub updates: u64,
-    /// Sum of `|dw|` over updates.
-    pub sum_abs_dw: f64,
-    /// `staleness[k]`: updates (fired or not) that used summaries `k` rounds old.
-    pub staleness: Vec<u64>,
-    /// Wall-clock seconds of the simulation (runtime start-up excluded).
-    pub seconds: f64,
-    /// The rule service's counts.
-    pub rule: RuleStats,
-}
-
-impl RunStats {
-    /// Adds one finished round.
-    pub fn record(&mut self, d: &CellDone) {
-        self.cell_steps += 1;
-        if d.fired {
-            self.updates += 1;
-            self.sum_abs_dw += d.dw.abs();
-        }
-        let k = d.staleness as usize;
-        if self.staleness.len() <= k {
-            self.staleness.resize(k + 1, 0);
-        }
-        self.staleness[k] += 1;
-    }
-
-    /// Adds another run's (or another actor's) counts.
-    pub fn merge(&mut self, other: &RunStats) {
-        self.cell_steps += other.cell_steps;
-        self.updates += other.updates;
-        self.sum_abs_dw += other.sum_abs_dw;
-        if self.staleness.len() < other.staleness.len() {
-            self.staleness.resize(other.staleness.len(), 0);
-        }
-        self.staleness.iter_mut().zip(&other.staleness).for_each(|(a, b)| *a += b);
-        self.rule.batches += other.rule.batches;
-        self.rule.rows += other.rule.rows;
-        self.rule.max_batch = self.rule.max_batch.max(other.rule.max_batch);
-        self.rule.forward_seconds += other.rule.forward_seconds;
-    }
-
-    /// Cell-steps per second.
-    pub fn rate(&self) -> f64 {
-        self.cell_steps as f64 / self.seconds.max(1e-12)
-    }
-}
-
-/// What a simulation produced.
-#[derive(Debug, Clone)]
-pub struct Outcome {
-    /// The network at the end (topology changes included).
-    pub topology: Topology,
-    /// Final state rows `[cells, 1+d]`, in [`Topology::cells`] order.
-    pub state: Vec<f64>,
-    /// `weights[t][c]`: weight of cell `c` (the state-row order of step `t`) after step `t`,
-    /// when recorded.
-    pub weights: Vec<Vec<f64>>,
-    /// Counts.
-    pub stats: RunStats,
-}
-
-impl Outcome {
-    /// The cells' ids, in state-row order.
-    pub fn cells(&self) -> Vec<CellId> {
-        self.topology.cells().copied().collect()
-    }
-}
-
-/// The simulation between two steps, as its actors report it.
-#[derive(Debug, Clone)]
-pub struct Snapshot {
-    /// State rows `[cells, 1+d]`, in [`Topology::cells`] order.
-    pub state: Vec<f64>,
-    /// Every live cell's pre- and post-neuron as the cell itself knows them, in the same
-    /// order (checked against the network when gathered).
-    pub links: Vec<(u32, u32)>,
-    /// Every live cell's fixed feedback weight `B` as the cell itself carries it, in the same
-    /// order.
-    pub feedback: Vec<f64>,
-    /// Per neuron (the batch's neuron order): the summary of the last round it finished,
-    /// i.e. what its cells perceived at the last step (`None` before the first step, and for
-    /// a neuron that joined since).
-    pub summaries: Vec<Option<Arc<NeuronSummary>>>,
-}
-
-/// A topology change as the executors apply it: the new network, and for each of its cells
-/// and neurons where it comes from.
-pub(crate) struct Reshape {
-    pub(crate) world: Arc<World>,
-    /// Per cell of the new network: the old state row it continues, or a new cell's start.
-    pub(crate) cells: Vec<RowSource>,
-    /// Per neuron of the new network: the old neuron it continues, or `None`.
-    pub(crate) neurons: Vec<Option<u32>>,
-    /// The next round: the one new cells join at.
-    pub(crate) round: u32,
-}
-
 /// Default [`SimSpec::rule_chunk`]. Measured with `bench-actors` (10k cells, lockstep): 1024
 /// rows let the rule service start while cells still perceive, instead of one serial pass per
 /// step (8192 covered a whole step at 10k cells), and its passes are cheaper per row (no fresh
@@ -214,119 +114,14 @@ pub(crate) struct Reshape {
 /// At 1M cells (rule-bound either way) the rate stayed within the host's noise.
 pub const RULE_CHUNK: usize = 1024;
 
-/// Everything an executor needs to start.
-pub(crate) struct Parts {
-    pub(crate) world: Arc<World>,
-    pub(crate) cells: Vec<crate::cell::Cell>,
-    pub(crate) neurons: Vec<crate::neuron::Neuron>,
-    pub(crate) rule: RuleHandle,
-    /// Async scheduling jitter.
-    pub(crate) jitter: u32,
-    /// [`SimSpec::rule_chunk`].
-    pub(crate) chunk: usize,
-    pub(crate) spawner: Spawner,
-    pub(crate) collector: Collector,
-    /// Seed of the cells' async clocks (new cells too).
-    pub(crate) seed: u64,
-    /// Which cells (new ones too) are traced.
-    pub(crate) trace: CellFilter,
-}
-
-/// Spawns the actors of one run: every task is tracked, stops when the token is cancelled,
-/// and runs under the run's tracing dispatcher when it has one.
-#[derive(Clone)]
-pub(crate) struct Spawner {
-    pub(crate) tracker: TaskTracker,
-    pub(crate) token: CancellationToken,
-    dispatch: Option<tracing::Dispatch>,
-}
-
-impl Spawner {
-    /// Spawns a tracked task that ends when the run is cancelled (`None`) or on its own.
-    pub(crate) fn spawn<F>(&self, task: F) -> JoinHandle<Option<F::Output>>
-    where
-        F: Future + Send + 'static,
-        F::Output: Send + 'static,
-    {
-        let token = self.token.clone();
-        match &self.dispatch {
-            Some(d) => {
-                self.tracker.spawn(async move { token.run_until_cancelled(task).await }.with_subscriber(d.clone()))
-            }
-            None => self.tracker.spawn(async move { token.run_until_cancelled(task).await }),
-        }
-    }
-
-    /// Spawns a tracked task that stops on its own (on a stop message); it is not wrapped in
-    /// the cancellation token, which saves a lock per poll. It must watch the token itself
-    /// wherever it awaits anything but its inbox.
-    pub(crate) fn spawn_stoppable<F: Future<Output = ()> + Send + 'static>(&self, task: F) -> JoinHandle<()> {
-        match &self.dispatch {
-            Some(d) => self.tracker.spawn(task.with_subscriber(d.clone())),
-            None => self.tracker.spawn(task),
-        }
-    }
-
-    /// Cancels every actor and waits for all of them to stop.
-    pub(crate) async fn shutdown(&self) {
-        self.tracker.close();
-        self.token.cancel();
-        self.tracker.wait().await;
-    }
-}
-
-/// The coordinator of a run, for either executor.
-enum Driver {
-    Tasks(crate::tasks::Driver),
-    Shards(crate::shards::Driver),
-}
-
-impl Driver {
-    async fn run_async(&mut self) -> Result<()> {
-        match self {
-            Driver::Tasks(d) => d.run_async().await,
-            Driver::Shards(d) => d.run_async().await,
-        }
-    }
-    async fn step(&mut self, round: u32, fire: &[bool]) -> Result<()> {
-        match self {
-            Driver::Tasks(d) => d.step(round, fire).await,
-            Driver::Shards(d) => d.step(round, fire).await,
-        }
-    }
-    /// Every cell's row and every neuron's last summary; `last`: the run ends after it.
-    async fn snapshot(&mut self, last: bool) -> Result<Snapshot> {
-        match self {
-            Driver::Tasks(d) => d.snapshot(last).await,
-            Driver::Shards(d) => d.snapshot(last).await,
-        }
-    }
-    async fn reshape(&mut self, reshape: Reshape) -> Result<()> {
-        match self {
-            Driver::Tasks(d) => d.reshape(reshape).await,
-            Driver::Shards(d) => d.reshape(reshape).await,
-        }
-    }
-    async fn finish(self) -> Result<Collector> {
-        match self {
-            Driver::Tasks(d) => d.finish().await,
-            Driver::Shards(d) => d.finish().await,
-        }
-    }
-    fn live_tasks(&self) -> usize {
-        match self {
-            Driver::Tasks(d) => d.live_tasks(),
-            Driver::Shards(d) => d.live_tasks(),
-        }
-    }
-}
-
 /// A running actor simulation of one network: its actors live on a tokio runtime of its own
 /// between calls. In lockstep mode it advances one step at a time ([`Self::step`]) and its
 /// topology can change between steps ([`Self::reshape`]); [`run`] is the whole grow in one call.
 pub struct Simulation {
-    /// `None` once a call failed: the actors were stopped then.
-    driver: Option<Driver>,
+    /// The coordinator actor; `None` once stopped (a call failed, or the run finished).
+    driver: Option<DriverHandle>,
+    /// The actors' tasks (not the coordinator's).
+    tasks: TaskTracker,
     world: Arc<World>,
     round: u32,
     started: Instant,
@@ -371,8 +166,8 @@ impl Simulation {
         let world = Arc::new(world);
         let traced = |id: &CellId| spec.trace.matches(id);
         let cells = match &spec.dispatch {
-            Some(d) => tracing::dispatcher::with_default(d, || world.make_cells(&setup.state0, spec.seed, &traced))?,
-            None => world.make_cells(&setup.state0, spec.seed, &traced)?,
+            Some(d) => tracing::dispatcher::with_default(d, || Cell::all(&world, &setup.state0, spec.seed, &traced))?,
+            None => Cell::all(&world, &setup.state0, spec.seed, &traced)?,
         };
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(spec.workers.max(1))
@@ -381,10 +176,10 @@ impl Simulation {
             .map_err(Error::Runtime)?;
         let (rule, service) =
             RuleHandle::spawn(setup.rule.clone(), batching, runtime.handle().clone()).map_err(Error::Runtime)?;
-        let spawner =
-            Spawner { tracker: TaskTracker::new(), token: CancellationToken::new(), dispatch: spec.dispatch.clone() };
+        let spawner = Spawner::new(spec.dispatch.clone());
+        let tasks = spawner.tracker.clone();
         let parts = Parts {
-            neurons: world.make_neurons(),
+            neurons: Neuron::all(&world),
             collector: Collector::new(&world, spec.record_weights),
             world: world.clone(),
             cells,
@@ -402,12 +197,13 @@ impl Simulation {
         // Actors are spawned from inside the runtime (tokio::spawn needs one).
         let driver = runtime.block_on(async move {
             match executor {
-                Executor::Tasks => Driver::Tasks(crate::tasks::Driver::start(parts)),
-                Executor::Shards { shards } => Driver::Shards(crate::shards::Driver::start(parts, shards)),
+                Executor::Tasks => DriverHandle::spawn(TaskDriver::start(parts)),
+                Executor::Shards { shards } => DriverHandle::spawn(ShardDriver::start(parts, shards)),
             }
         });
         Ok(Self {
             driver: Some(driver),
+            tasks,
             world,
             round: 0,
             started: Instant::now(),
@@ -434,30 +230,24 @@ impl Simulation {
     /// Live tokio tasks of the simulation (cells and neurons with the task executor, shards
     /// with the shard executor).
     pub fn live_tasks(&self) -> usize {
-        self.driver.as_ref().map_or(0, Driver::live_tasks)
+        self.tasks.len()
     }
 
-    /// Runs `job` on the coordinator task inside the runtime (its many wake-ups then stay
-    /// inside the worker pool instead of unparking this thread each time). A failure stops
-    /// every actor; the simulation refuses further calls.
-    fn drive<T, Fut>(&mut self, job: impl FnOnce(Driver) -> Fut) -> Result<T>
-    where
-        T: Send + 'static,
-        Fut: Future<Output = (Driver, Result<T>)> + Send + 'static,
-    {
-        let runtime = self.runtime.as_ref().ok_or_else(stopped)?;
-        let driver = self.driver.take().ok_or_else(stopped)?;
-        match runtime.block_on(runtime.spawn(job(driver))) {
-            Ok((driver, Ok(value))) => {
-                self.driver = Some(driver);
-                Ok(value)
-            }
-            Ok((driver, Err(e))) => {
-                let _ = runtime.block_on(driver.finish());
-                Err(e)
-            }
-            Err(e) => Err(Error::ActorFailed { actor: "coordinator".into(), message: e.to_string() }),
+    /// Asks the coordinator actor (see [`DriverHandle`]). A failure stops every actor; the
+    /// simulation refuses further calls.
+    fn call<T>(&mut self, msg: impl FnOnce(oneshot::Sender<Result<T>>) -> DriverMsg) -> Result<T> {
+        let (Some(runtime), Some(driver)) = (&self.runtime, &self.driver) else { return Err(stopped()) };
+        let answer = runtime.block_on(driver.ask(msg));
+        if answer.is_err() {
+            let _ = self.halt();
         }
+        answer
+    }
+
+    /// Stops every actor through the coordinator, which then ends (`None`: it already had).
+    fn halt(&mut self) -> Option<Result<Collector>> {
+        let (driver, runtime) = (self.driver.take()?, self.runtime.as_ref()?);
+        Some(runtime.block_on(driver.ask(|respond_to| DriverMsg::Finish { respond_to })))
     }
 
     /// Lockstep: one step, firing the cells flagged in `fire` (in [`Topology::cells`] order).
@@ -470,10 +260,7 @@ impl Simulation {
             });
         }
         let (round, fire) = (self.round, fire.to_vec());
-        self.drive(move |mut d| async move {
-            let r = d.step(round, &fire).await;
-            (d, r)
-        })?;
+        self.call(|respond_to| DriverMsg::Step { round, fire, respond_to })?;
         self.round += 1;
         Ok(())
     }
@@ -493,10 +280,7 @@ impl Simulation {
     /// A snapshot; `last`: the run ends after it, so the cells hand their rows over.
     fn gather(&mut self, last: bool) -> Result<Snapshot> {
         self.lockstep("a snapshot")?;
-        self.drive(move |mut d| async move {
-            let r = d.snapshot(last).await;
-            (d, r)
-        })
+        self.call(|respond_to| DriverMsg::Snapshot { last, respond_to })
     }
 
     /// Lockstep, between steps: continues on `topology`. Surviving cells (matched by layer
@@ -531,10 +315,7 @@ impl Simulation {
         let world = Arc::new(self.world.reshaped(topology, data)?);
         let neurons = world.neuron_sources(&self.world);
         let reshape = Reshape { world: world.clone(), cells, neurons, round: self.round };
-        self.drive(move |mut d| async move {
-            let r = d.reshape(reshape).await;
-            (d, r)
-        })?;
+        self.call(|respond_to| DriverMsg::Reshape { reshape, respond_to })?;
         self.world = world;
         Ok(())
     }
@@ -562,14 +343,7 @@ impl Simulation {
     /// (whatever is left on it goes, so no rule handle outlives it), then the rule service,
     /// which ends with the last handle.
     fn stop(&mut self) -> (Option<Result<Collector>>, Result<RuleStats>) {
-        let collector = match (self.driver.take(), &self.runtime) {
-            (Some(driver), Some(runtime)) => {
-                Some(runtime.block_on(runtime.spawn(driver.finish())).unwrap_or_else(|e| {
-                    Err(Error::ActorFailed { actor: "coordinator".into(), message: e.to_string() })
-                }))
-            }
-            _ => None,
-        };
+        let collector = self.halt();
         drop(self.runtime.take());
         let rule = match self.service.take() {
             Some(service) => service
@@ -599,10 +373,7 @@ pub fn run(setup: &Setup, spec: &SimSpec) -> Result<Outcome> {
             }
         }
         Mode::Async(_) => {
-            sim.drive(|mut d| async move {
-                let r = d.run_async().await;
-                (d, r)
-            })?;
+            sim.call(|respond_to| DriverMsg::RunAsync { respond_to })?;
         }
     }
     sim.finish()
