@@ -31,6 +31,9 @@
 //!   simulation per network), which the robustness experiments run on.
 //! - [`synthetic`]: wide random networks for benchmarks, and the reference step's time on them.
 //! - [`error`]: the crate's error type.
+//! - `tests` (test builds only): the cell and neuron state machines driven through a
+//!   recording outbox without a runtime, and a hand-driven lockstep grow against the
+//!   reference path.
 
 pub mod cell;
 pub mod engine;
@@ -45,6 +48,9 @@ pub mod simulation;
 pub mod synthetic;
 pub mod trace;
 pub mod world;
+
+#[cfg(test)]
+mod tests;
 
 pub use error::{Error, Result};
 pub use outcome::{Outcome, RunStats, Snapshot};

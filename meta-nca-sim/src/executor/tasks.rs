@@ -1,8 +1,8 @@
 //! The task-per-cell executor: every cell and every neuron is its own tokio task with an
 //! unbounded inbox, and every message is one channel send, except reports, drives and
-//! backward parts, which are summed on the way into one message per neuron, kind and round. Unbounded sends never
-//! wait, so the cycles that neighbouring cells and neurons form can never deadlock; the
-//! protocol bounds how many messages a round can produce. The [`TaskDriver`] drives lockstep
+//! backward parts, which are summed on the way into one message per neuron, kind and round.
+//! Unbounded sends never wait, so the cycles that neighbouring cells and neurons form can
+//! never deadlock; the protocol bounds how many messages a round can produce. The [`TaskDriver`] drives lockstep
 //! rounds (the barrier), changes the topology between them, or just waits for every cell to
 //! finish (async). A querying cell awaits its rule answer on a oneshot (its inbox fills
 //! meanwhile and is drained in one go afterwards).
@@ -104,9 +104,8 @@ impl Outbox for TaskOut<'_> {
     }
     /// Reports, drives and backward parts are summed on the way, as the shards do: the cell
     /// adds its part to the neuron's running sum under a lock, and the last cell of the fan
-    /// sends the neuron one message with the whole sum. A neuron needs every report (and
-    /// drive, and backward part) of a round
-    /// before it can act, so this changes no outcome, and it saves ~3 channel messages and
+    /// sends the neuron one message with the whole sum. A neuron needs every part of a round
+    /// before it acts, so this changes no outcome, and it saves ~3 channel messages and
     /// ~1.1-1.7 neuron wake-ups per cell-step (counted at 10k cells).
     fn contribute(&mut self, neuron: u32, round: u32, part: Contribution<'_>) {
         let n = neuron as usize;
