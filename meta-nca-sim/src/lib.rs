@@ -24,11 +24,14 @@
 //!   pre-summed messages (`io.rs`: their routing, queues and rule link).
 //! - [`setup`]: what to grow (network, starting state, firing draws, rule) and the reference
 //!   path's states on it.
+//! - `host`: the tokio runtime and rule service a simulation runs on, its own or shared by a
+//!   batch of lockstep simulations.
 //! - [`simulation`]: how to run it ([`SimSpec`]), the running [`Simulation`], and [`run`].
 //! - [`outcome`]: what a run reports ([`Outcome`], [`RunStats`], [`Snapshot`]).
 //! - [`trace`]: which cells get a span and per-update events.
 //! - [`engine`]: the simulation as an engine of `meta_nca_rule::engine` (one lockstep
-//!   simulation per network), which the robustness experiments run on.
+//!   simulation per network, all on one runtime and rule service), which the robustness
+//!   experiments run on.
 //! - [`synthetic`]: wide random networks for benchmarks, and the reference step's time on them.
 //! - [`error`]: the crate's error type.
 //! - `tests` (test builds only): the cell and neuron state machines driven through a
@@ -39,6 +42,7 @@ pub mod cell;
 pub mod engine;
 pub mod error;
 mod executor;
+mod host;
 pub mod neuron;
 pub mod outcome;
 pub mod protocol;

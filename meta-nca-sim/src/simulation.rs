@@ -17,9 +17,10 @@ use crate::executor::coord::Collector;
 use crate::executor::shards::ShardDriver;
 use crate::executor::tasks::TaskDriver;
 use crate::executor::{DriverHandle, DriverMsg, Parts, Reshape, Spawner};
+use crate::host::Host;
 use crate::neuron::Neuron;
 use crate::outcome::{Outcome, Snapshot};
-use crate::rule_service::{Batching, RuleHandle, RuleStats};
+use crate::rule_service::{Batching, RuleStats};
 use crate::setup::Setup;
 use crate::trace::CellFilter;
 use crate::world::World;
@@ -92,6 +93,31 @@ pub struct SimSpec {
     pub rule_chunk: usize,
 }
 
+impl SimSpec {
+    /// Refuses impossible settings.
+    pub(crate) fn validate(&self) -> Result<()> {
+        if let Mode::Async(a) = self.mode
+            && !(a.fire_rate > 0.0 && a.fire_rate <= 1.0)
+        {
+            let message = format!("must be in (0, 1], got {}", a.fire_rate);
+            return Err(Error::Config { key: "fire-rate", message });
+        }
+        if let Executor::Shards { shards: 0 } = self.executor {
+            return Err(Error::Config { key: "shards", message: "at least one shard is needed".into() });
+        }
+        Ok(())
+    }
+
+    /// When the rule service runs a pass: lockstep rounds announce their rows (passes of at
+    /// most [`Self::rule_chunk`] rows); async cells are served by count or deadline.
+    pub(crate) fn batching(&self) -> Batching {
+        match self.mode {
+            Mode::Lockstep => Batching::Announced { chunk: self.rule_chunk.max(1) },
+            Mode::Async(a) => Batching::CountOrDeadline { max_rows: a.batch_rows.max(1), deadline: a.deadline },
+        }
+    }
+}
+
 impl Default for SimSpec {
     fn default() -> Self {
         Self {
@@ -114,8 +140,8 @@ impl Default for SimSpec {
 /// At 1M cells (rule-bound either way) the rate stayed within the host's noise.
 pub const RULE_CHUNK: usize = 1024;
 
-/// A running actor simulation of one network: its actors live on a tokio runtime of its own
-/// between calls. In lockstep mode it advances one step at a time ([`Self::step`]) and its
+/// A running actor simulation of one network: its actors live on a tokio runtime between
+/// calls (its own; the engine's simulations share one). In lockstep mode it advances one step at a time ([`Self::step`]) and its
 /// topology can change between steps ([`Self::reshape`]); [`run`] is the whole grow in one call.
 pub struct Simulation {
     /// The coordinator actor; `None` once stopped (a call failed, or the run finished).
@@ -125,9 +151,8 @@ pub struct Simulation {
     world: Arc<World>,
     round: u32,
     started: Instant,
-    service: Option<std::thread::JoinHandle<RuleStats>>,
-    /// `None` once stopped.
-    runtime: Option<tokio::runtime::Runtime>,
+    /// Its runtime and rule service, its own or shared.
+    host: Host,
 }
 
 /// The error of a call after the simulation stopped.
@@ -138,28 +163,23 @@ fn stopped() -> Error {
 impl Simulation {
     /// Starts the actors of `setup` (its starting state; its firing draws are [`run`]'s).
     pub fn start(setup: &Setup, spec: &SimSpec) -> Result<Self> {
+        spec.validate()?;
+        Self::start_on(setup, spec, Host::new(&setup.rule, spec.workers, spec.batching())?)
+    }
+
+    /// [`Self::start`] on `host`, whose rule service must batch as [`SimSpec::batching`] says
+    /// and run `setup`'s rule.
+    pub(crate) fn start_on(setup: &Setup, spec: &SimSpec, host: Host) -> Result<Self> {
+        spec.validate()?;
         let mut ctx = setup.world.ctx.clone();
-        let batching = match spec.mode {
-            Mode::Lockstep => {
-                // Open-ended: the cells run until they are stopped.
-                ctx.rounds = u32::MAX;
-                Batching::Announced { chunk: spec.rule_chunk.max(1) }
-            }
+        match spec.mode {
+            // Open-ended: the cells run until they are stopped.
+            Mode::Lockstep => ctx.rounds = u32::MAX,
             Mode::Async(a) => {
-                if !(a.fire_rate > 0.0 && a.fire_rate <= 1.0) {
-                    return Err(Error::Config {
-                        key: "fire-rate",
-                        message: format!("must be in (0, 1], got {}", a.fire_rate),
-                    });
-                }
                 ctx.async_mode = true;
                 ctx.fire_rate = a.fire_rate;
                 ctx.max_staleness = a.max_staleness;
-                Batching::CountOrDeadline { max_rows: a.batch_rows.max(1), deadline: a.deadline }
             }
-        };
-        if let Executor::Shards { shards: 0 } = spec.executor {
-            return Err(Error::Config { key: "shards", message: "at least one shard is needed".into() });
         }
         let mut world = (*setup.world).clone();
         world.ctx = ctx;
@@ -169,13 +189,7 @@ impl Simulation {
             Some(d) => tracing::dispatcher::with_default(d, || Cell::all(&world, &setup.state0, spec.seed, &traced))?,
             None => Cell::all(&world, &setup.state0, spec.seed, &traced)?,
         };
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(spec.workers.max(1))
-            .enable_time()
-            .build()
-            .map_err(Error::Runtime)?;
-        let (rule, service) =
-            RuleHandle::spawn(setup.rule.clone(), batching, runtime.handle().clone()).map_err(Error::Runtime)?;
+        let (Some(runtime), Some(rule)) = (host.runtime(), host.rule()) else { return Err(stopped()) };
         let spawner = Spawner::new(spec.dispatch.clone());
         let tasks = spawner.tracker.clone();
         let parts = Parts {
@@ -183,7 +197,7 @@ impl Simulation {
             collector: Collector::new(&world, spec.record_weights),
             world: world.clone(),
             cells,
-            rule,
+            rule: rule.clone(),
             jitter: match spec.mode {
                 Mode::Async(a) => a.jitter,
                 Mode::Lockstep => 0,
@@ -201,15 +215,7 @@ impl Simulation {
                 Executor::Shards { shards } => DriverHandle::spawn(ShardDriver::start(parts, shards)),
             }
         });
-        Ok(Self {
-            driver: Some(driver),
-            tasks,
-            world,
-            round: 0,
-            started: Instant::now(),
-            service: Some(service),
-            runtime: Some(runtime),
-        })
+        Ok(Self { driver: Some(driver), tasks, world, round: 0, started: Instant::now(), host })
     }
 
     /// The network as it is now.
@@ -236,7 +242,7 @@ impl Simulation {
     /// Asks the coordinator actor (see [`DriverHandle`]). A failure stops every actor; the
     /// simulation refuses further calls.
     fn call<T>(&mut self, msg: impl FnOnce(oneshot::Sender<Result<T>>) -> DriverMsg) -> Result<T> {
-        let (Some(runtime), Some(driver)) = (&self.runtime, &self.driver) else { return Err(stopped()) };
+        let (Some(runtime), Some(driver)) = (self.host.runtime(), &self.driver) else { return Err(stopped()) };
         let answer = runtime.block_on(driver.ask(msg));
         if answer.is_err() {
             let _ = self.halt();
@@ -246,7 +252,7 @@ impl Simulation {
 
     /// Stops every actor through the coordinator, which then ends (`None`: it already had).
     fn halt(&mut self) -> Option<Result<Collector>> {
-        let (driver, runtime) = (self.driver.take()?, self.runtime.as_ref()?);
+        let (driver, runtime) = (self.driver.take()?, self.host.runtime()?);
         Some(runtime.block_on(driver.ask(|respond_to| DriverMsg::Finish { respond_to })))
     }
 
@@ -339,19 +345,11 @@ impl Simulation {
         Ok(collector.finish(state, (*self.world.topology).clone(), seconds, rule?))
     }
 
-    /// Stops every actor (`None`: they were stopped by an earlier failure), then the runtime
-    /// (whatever is left on it goes, so no rule handle outlives it), then the rule service,
-    /// which ends with the last handle.
+    /// Stops every actor (`None`: they were stopped by an earlier failure), then lets go of
+    /// the runtime and the rule service (see [`Host::stop`]).
     fn stop(&mut self) -> (Option<Result<Collector>>, Result<RuleStats>) {
         let collector = self.halt();
-        drop(self.runtime.take());
-        let rule = match self.service.take() {
-            Some(service) => service
-                .join()
-                .map_err(|_| Error::ActorFailed { actor: "rule service".into(), message: "panicked".into() }),
-            None => Ok(RuleStats::default()),
-        };
-        (collector, rule)
+        (collector, self.host.stop())
     }
 }
 
