@@ -29,8 +29,8 @@ pub enum Engine {
 }
 
 /// Where the grows of an engine-agnostic experiment (robustness, continual) run: the reference
-/// path, or one lockstep simulation per network with `executor` (`shards` shard tasks) and one
-/// worker each (the networks run one after another).
+/// path, or one lockstep simulation per network with `executor` (`shards` shard tasks), all on
+/// one runtime of one worker and one rule service (the networks run one after another).
 pub fn engine_kind(engine: Engine, executor: ExecutorArg, shards: usize, seed: u64) -> Box<dyn EngineKind> {
     match engine {
         Engine::Reference => Box::new(meta_nca_rule::engine::Reference),

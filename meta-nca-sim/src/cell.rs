@@ -10,7 +10,8 @@ use meta_nca_rule::perception::{CellView, NeuronView, perceive};
 use meta_nca_rule::topology::CellId;
 
 use crate::protocol::{CellDone, CellMsg, Contribution, Fan, NeuronSummary, Outbox, Side};
-use crate::world::Ctx;
+use crate::world::{Ctx, World};
+use crate::{Error, Result};
 
 /// Where a cell is within its current round.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -40,14 +41,23 @@ enum Later {
 
 /// A cell's two neurons, and whether its pre-neuron takes backward messages.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Links {
+struct Links {
     /// The pre-synaptic neuron (global index).
-    pub pre: u32,
+    pre: u32,
     /// The post-synaptic neuron (global index).
-    pub post: u32,
+    post: u32,
     /// Whether the pre-neuron is a hidden neuron: only those take backward messages (input
     /// and bias neurons send none further down).
-    pub pre_hidden: bool,
+    pre_hidden: bool,
+}
+
+impl Links {
+    /// Cell `c`'s place in `world`: its id and neurons.
+    fn of(world: &World, c: u32) -> (CellId, Self) {
+        let slot = &world.batch.cells()[c as usize];
+        let (pre, post) = (slot.pre as u32, slot.post as u32);
+        (slot.id, Self { pre, post, pre_hidden: world.is_hidden(pre) })
+    }
 }
 
 /// A traced cell's span and connection (boxed: a million untraced cells pay one pointer),
@@ -126,17 +136,18 @@ fn messages(pre: &NeuronSummary, post: &NeuronSummary, ctx: &Ctx) -> Messages {
 }
 
 impl Cell {
-    /// A cell with starting state `state` and fixed feedback weight `feedback`; `seed` seeds
-    /// its async clock; `traced` gives it a span and an event per update.
-    pub fn new(index: u32, id: CellId, links: Links, feedback: f64, state: Vec<f64>, seed: u64, traced: bool) -> Self {
-        let mut clock = seed ^ (u64::from(index) << 17) ^ 0x5EED;
+    /// Cell `c` of `world`, starting from state row `state` (its feedback weight is the
+    /// network's); `seed` seeds its async clock; `traced` gives it a span and an event per update.
+    pub fn new(world: &World, c: u32, state: Vec<f64>, seed: u64, traced: bool) -> Self {
+        let (id, links) = Links::of(world, c);
+        let mut clock = seed ^ (u64::from(c) << 17) ^ 0x5EED;
         splitmix(&mut clock);
         let traced = traced.then(|| {
             let span = tracing::info_span!("cell", layer = id.layer, i = id.pre, j = id.post);
             Box::new(Traced { span, id, back: None, align: None })
         });
         Self {
-            index,
+            index: c,
             pre: links.pre,
             post: links.post,
             round: 0,
@@ -144,7 +155,7 @@ impl Cell {
             drive_sent: false,
             back_sent: false,
             pre_hidden: links.pre_hidden,
-            feedback,
+            feedback: world.feedback(c),
             state: state.into_boxed_slice(),
             pre_view: None,
             post_view: None,
@@ -152,6 +163,23 @@ impl Cell {
             clock,
             traced,
         }
+    }
+
+    /// Every cell of `world`, with their starting state rows `state0` (`[cells, 1+d]`, topology
+    /// order); `traced` says which get a span.
+    pub fn all(world: &World, state0: &[f64], seed: u64, traced: &dyn Fn(&CellId) -> bool) -> Result<Vec<Cell>> {
+        let s = world.ctx.spec.state_width();
+        if state0.len() != world.num_cells() * s {
+            return Err(Error::Config {
+                key: "state0",
+                message: format!("{} values for {} cells of width {s}", state0.len(), world.num_cells()),
+            });
+        }
+        let cell = |(c, row): (usize, &[f64])| {
+            let c = c as u32;
+            Cell::new(world, c, row.to_vec(), seed, traced(&world.cell_id(c)))
+        };
+        Ok(state0.chunks_exact(s).enumerate().map(cell).collect())
     }
 
     /// The cell starting at round `round` instead of 0 (it joins a running simulation).
@@ -192,13 +220,15 @@ impl Cell {
         self.feedback
     }
 
-    /// The cell's place after a topology change between rounds: its new state-row index,
-    /// id (neuron indices shift when neurons come and go) and neurons. It keeps its state,
-    /// round, clock and feedback weight; the summaries it held describe the old neighbourhood
-    /// and are dropped.
-    pub fn rewire(&mut self, index: u32, id: CellId, links: Links) {
+    /// Moves the cell to state row `c` of `world` after a topology change between rounds: its
+    /// new state-row index, id (neuron indices shift when neurons come and go) and neurons.
+    /// It keeps its state, round, clock and feedback weight (the network carries the same one,
+    /// see [`meta_nca_rule::topology::Topology::apply`]); the summaries it held describe the
+    /// old neighbourhood and are dropped.
+    pub fn place(&mut self, world: &World, c: u32) {
+        let (id, links) = Links::of(world, c);
         debug_assert!(self.settled(), "cell {id} rewired in the middle of a round");
-        self.index = index;
+        self.index = c;
         if let Some(traced) = &mut self.traced {
             traced.id = id;
         }

@@ -1,5 +1,6 @@
 //! The actor simulation as a [`meta_nca_rule::engine::Engine`]: one lockstep [`Simulation`]
-//! per network, so that an experiment written against the engine trait (the robustness
+//! per network, all on one tokio runtime and one rule service (the networks are stepped one
+//! after another), so that an experiment written against the engine trait (the robustness
 //! experiments) runs on the actors exactly as on the reference path.
 
 use std::sync::Arc;
@@ -13,7 +14,9 @@ use meta_nca_rule::rule::RuleNet;
 use meta_nca_rule::topology::Topology;
 use rand::rngs::StdRng;
 
-use crate::sim::{Mode, Setup, SimSpec, Simulation};
+use crate::host::Host;
+use crate::setup::Setup;
+use crate::simulation::{Mode, SimSpec, Simulation};
 
 /// Starts actor simulations (lockstep; `spec` chooses the executor and workers).
 #[derive(Debug, Clone)]
@@ -22,9 +25,12 @@ pub struct Actors {
     pub spec: SimSpec,
 }
 
-/// Networks grown by actor simulations, one per network.
+/// Networks grown by actor simulations, one per network, on one runtime and rule service.
 pub struct ActorEngine {
+    /// Declared before `_host`: the simulations stop before the host that started the runtime
+    /// and the rule service lets go of them (and joins the service).
     sims: Vec<Simulation>,
+    _host: Host,
     topologies: Vec<Topology>,
     data: Arc<TaskData>,
 }
@@ -65,16 +71,19 @@ impl EngineKind for Actors {
                 message: format!("{} values for {} cells of width {width}", state.len(), total),
             });
         }
+        let lift = |e| lift(&self.name(), e);
+        self.spec.validate().map_err(lift)?;
+        let host = Host::new(rule, self.spec.workers, self.spec.batching()).map_err(lift)?;
         let mut sims = Vec::with_capacity(topologies.len());
         let mut rows = state.chunks_exact(width.max(1));
         for t in &topologies {
             let state0: Vec<f64> = rows.by_ref().take(t.num_cells()).flatten().copied().collect();
             let episode = Episode { topologies: vec![t.clone()], state0, fires: Vec::new() };
-            let setup = Setup::from_episode(rule.clone(), spec.clone(), t.clone(), data.clone(), episode)
-                .map_err(|e| lift(&self.name(), e))?;
-            sims.push(Simulation::start(&setup, &self.spec).map_err(|e| lift(&self.name(), e))?);
+            let setup =
+                Setup::from_episode(rule.clone(), spec.clone(), t.clone(), data.clone(), episode).map_err(lift)?;
+            sims.push(Simulation::start_on(&setup, &self.spec, host.share()).map_err(lift)?);
         }
-        Ok(Box::new(ActorEngine { sims, topologies, data: data.clone() }))
+        Ok(Box::new(ActorEngine { sims, _host: host, topologies, data: data.clone() }))
     }
 }
 

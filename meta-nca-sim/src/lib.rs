@@ -13,37 +13,50 @@
 //!
 //! # Layout
 //! - [`protocol`]: the messages, summaries and the [`protocol::Outbox`] executors implement.
-//! - [`cell`]: the cell agent (one connection `(l, i, j)`).
+//! - [`world`]: the static description of one network and the context every actor reads.
+//! - [`cell`]: the cell agent (one connection `(l, i, j)`), built and moved from the network.
 //! - [`neuron`]: the neuron aggregator (sums, forward pass, softmax error, backward messages).
-//! - `coord`: the coordinator's inbox, what it collects, and its waits (both executors).
-//! - [`world`]: the static description of one network and the shared context.
 //! - [`rule_service`]: the rule network's owner, on its own thread, with explicit batching.
-//! - `tasks`: the task-per-cell executor.
-//! - `shards`: the shard executor with batched, pre-summed messages (`shards/io.rs`: its
-//!   routing, queues and rule link).
+//! - `executor`: the two executors and what they share (start-up parts, topology changes,
+//!   task spawning, the `Driver` trait and the coordinator actor that runs one);
+//!   `executor/coord.rs`: the coordinator's inbox, what it collects and its waits;
+//!   `executor/tasks.rs`: a task per cell and neuron; `executor/shards/`: shards with batched,
+//!   pre-summed messages (`io.rs`: their routing, queues and rule link).
 //! - [`setup`]: what to grow (network, starting state, firing draws, rule) and the reference
 //!   path's states on it.
-//! - [`sim`]: how to run it ([`sim::run`]) and what came out.
+//! - `host`: the tokio runtime and rule service a simulation runs on, its own or shared by a
+//!   batch of lockstep simulations.
+//! - [`simulation`]: how to run it ([`SimSpec`]), the running [`Simulation`], and [`run`].
+//! - [`outcome`]: what a run reports ([`Outcome`], [`RunStats`], [`Snapshot`]).
 //! - [`trace`]: which cells get a span and per-update events.
 //! - [`engine`]: the simulation as an engine of `meta_nca_rule::engine` (one lockstep
-//!   simulation per network), which the robustness experiments run on.
+//!   simulation per network, all on one runtime and rule service), which the robustness
+//!   experiments run on.
 //! - [`synthetic`]: wide random networks for benchmarks, and the reference step's time on them.
 //! - [`error`]: the crate's error type.
+//! - `tests` (test builds only): the cell and neuron state machines driven through a
+//!   recording outbox without a runtime, and a hand-driven lockstep grow against the
+//!   reference path.
 
 pub mod cell;
-mod coord;
 pub mod engine;
 pub mod error;
+mod executor;
+mod host;
 pub mod neuron;
+pub mod outcome;
 pub mod protocol;
 pub mod rule_service;
 pub mod setup;
-mod shards;
-pub mod sim;
+pub mod simulation;
 pub mod synthetic;
-mod tasks;
 pub mod trace;
 pub mod world;
 
+#[cfg(test)]
+mod tests;
+
 pub use error::{Error, Result};
-pub use sim::{AsyncSpec, Executor, Mode, Outcome, RunStats, Setup, SimSpec, Simulation, Snapshot, run};
+pub use outcome::{Outcome, RunStats, Snapshot};
+pub use setup::Setup;
+pub use simulation::{AsyncSpec, Executor, Mode, RULE_CHUNK, SimSpec, Simulation, run};

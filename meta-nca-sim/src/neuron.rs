@@ -9,7 +9,7 @@
 use std::sync::Arc;
 
 use crate::protocol::{CellMsg, Fan, NeuronMsg, NeuronSummary, Outbox, Partial};
-use crate::world::Ctx;
+use crate::world::{Ctx, World};
 
 /// What kind of neuron, with what it knows that no message tells it.
 #[derive(Debug, Clone)]
@@ -34,6 +34,32 @@ pub enum NeuronKind {
         /// sends none (nothing ever wakes it); peers count them as known.
         silent: Arc<[bool]>,
     },
+}
+
+impl NeuronKind {
+    /// What neuron `g` of `world` is.
+    pub fn of(world: &World, g: u32) -> Self {
+        let sizes = world.topology.sizes();
+        let last = sizes.len() - 1;
+        let (k, idx) = world.neuron_place(g);
+        let b = world.ctx.samples;
+        if idx == sizes[k] {
+            NeuronKind::Bias(vec![1.0; b].into())
+        } else if k == 0 {
+            let col: Vec<f64> = (0..b).map(|s| world.data.x[s * sizes[0] + idx]).collect();
+            NeuronKind::Input(col.into())
+        } else if k == last {
+            NeuronKind::Output {
+                class: idx as u32,
+                classes: sizes[last] as u32,
+                first: world.batch.neuron(0, last, 0) as u32,
+                labels: world.data.y.clone().into(),
+                silent: (0..sizes[last]).map(|j| world.in_cells[world.batch.neuron(0, last, j)].is_empty()).collect(),
+            }
+        } else {
+            NeuronKind::Hidden
+        }
+    }
 }
 
 /// What a neuron has gathered of one round so far.
@@ -81,9 +107,16 @@ fn mean(v: &[f64]) -> f64 {
 }
 
 impl Neuron {
-    /// A neuron with `in_count` incoming and `out_count` outgoing cells of state width `width`.
-    pub fn new(index: u32, kind: NeuronKind, in_count: usize, out_count: usize, width: usize) -> Self {
-        Self { index, kind, in_count, out_count, width, rounds: Vec::new(), last: None }
+    /// Neuron `g` of `world`.
+    pub fn new(world: &World, g: u32) -> Self {
+        let (in_count, out_count) = (world.in_cells[g as usize].len(), world.out_cells[g as usize].len());
+        let (kind, width) = (NeuronKind::of(world, g), world.ctx.spec.state_width());
+        Self { index: g, kind, in_count, out_count, width, rounds: Vec::new(), last: None }
+    }
+
+    /// Every neuron of `world`, in the batch's neuron order.
+    pub fn all(world: &World) -> Vec<Neuron> {
+        (0..world.num_neurons() as u32).map(|g| Neuron::new(world, g)).collect()
     }
 
     /// The summary of the last round it finished (what its cells perceived).
@@ -91,15 +124,15 @@ impl Neuron {
         self.last.as_ref()
     }
 
-    /// The neuron's place after a topology change between rounds: its new index, kind (an
-    /// output neuron's peers move when hidden neurons come and go) and fan sizes. Nothing of
-    /// a round may be open.
-    pub fn rewire(&mut self, index: u32, kind: NeuronKind, in_count: usize, out_count: usize) {
+    /// Moves the neuron to index `g` of `world` after a topology change between rounds: its
+    /// new index, kind (an output neuron's peers move when hidden neurons come and go) and
+    /// fan sizes. Nothing of a round may be open.
+    pub fn place(&mut self, world: &World, g: u32) {
         debug_assert!(self.rounds.is_empty(), "neuron {} rewired in the middle of a round", self.index);
-        self.index = index;
-        self.kind = kind;
-        self.in_count = in_count;
-        self.out_count = out_count;
+        self.index = g;
+        self.kind = NeuronKind::of(world, g);
+        self.in_count = world.in_cells[g as usize].len();
+        self.out_count = world.out_cells[g as usize].len();
     }
 
     fn acc(&mut self, round: u32, samples: usize) -> usize {

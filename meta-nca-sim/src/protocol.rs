@@ -288,7 +288,7 @@ pub struct CellDone {
 
 /// Where cells and neurons put the messages they send. Executors implement it.
 pub trait Outbox {
-    /// Sends `msg` to neuron `neuron` (a global neuron index of the [`crate::world::World`]).
+    /// Sends `msg` to neuron `neuron` (a global neuron index of the network).
     fn to_neuron(&mut self, neuron: u32, msg: NeuronMsg);
     /// Adds a cell's `part` to `neuron`'s sum of round `round`; the executor delivers the
     /// sum (every aggregate is a sum, so it may add on the way).

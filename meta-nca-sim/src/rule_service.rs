@@ -45,6 +45,40 @@ pub enum Batching {
     },
 }
 
+impl Batching {
+    /// Most rows of one pass (`chunk`, `max_rows`): a pass takes at most this many, but always
+    /// at least one query.
+    fn limit(self) -> usize {
+        match self {
+            Batching::Announced { chunk } => chunk,
+            Batching::CountOrDeadline { max_rows, .. } => max_rows,
+        }
+    }
+
+    /// When a pass is due for `inbox`: `Some(ZERO)` now (every announced row came, or a full
+    /// pass waits), `Some(left)` once the oldest waiting query's deadline passes, `None` not
+    /// before more rows come.
+    fn due_in(self, inbox: &Inbox) -> Option<Duration> {
+        let announced =
+            matches!(self, Batching::Announced { .. }) && inbox.expected > 0 && inbox.rows >= inbox.expected;
+        match self {
+            _ if announced || inbox.rows >= self.limit() => Some(Duration::ZERO),
+            Batching::CountOrDeadline { deadline, .. } => inbox.oldest.map(|t| deadline.saturating_sub(t.elapsed())),
+            Batching::Announced { .. } => None,
+        }
+    }
+
+    /// Whether a service thread should wake for `inbox`: a pass is due, or the first query
+    /// came and the deadline clock starts.
+    fn wake(self, inbox: &Inbox) -> bool {
+        match self.due_in(inbox) {
+            Some(Duration::ZERO) => true,
+            Some(_) => inbox.waiting.len() == 1,
+            None => false,
+        }
+    }
+}
+
 /// What the service did, reported when it stops.
 #[derive(Debug, Clone, Copy, Default, PartialEq, serde::Serialize)]
 pub struct RuleStats {
@@ -152,16 +186,6 @@ impl Shared {
         self.ready.notify_all();
         drop(dropped); // outside the lock: the replies run now
     }
-
-    /// Whether the thread should wake for `inbox`.
-    fn wake(&self, inbox: &Inbox) -> bool {
-        match self.batching {
-            Batching::Announced { chunk } => {
-                (inbox.expected > 0 && inbox.rows >= inbox.expected) || inbox.rows >= chunk
-            }
-            Batching::CountOrDeadline { max_rows, .. } => inbox.rows >= max_rows || inbox.waiting.len() == 1,
-        }
-    }
 }
 
 /// The cloneable handle to the rule service; the service stops when every handle is dropped.
@@ -255,7 +279,7 @@ impl RuleHandle {
     pub fn expect(&self, rows: usize) {
         let mut inbox = self.shared.lock();
         inbox.expected += rows;
-        if self.shared.wake(&inbox) {
+        if self.shared.batching.wake(&inbox) {
             self.shared.ready.notify_one();
         }
     }
@@ -276,7 +300,7 @@ impl RuleHandle {
         }
         inbox.rows += n;
         inbox.waiting.push(Waiting { rows, n, respond_to });
-        if self.shared.wake(&inbox) {
+        if self.shared.batching.wake(&inbox) {
             self.shared.ready.notify_one();
         }
     }
@@ -301,32 +325,16 @@ fn serve(mut pass: ForwardPass, shared: &Shared, runtime: tokio::runtime::Handle
         let (mut batch, rows, last) = {
             let mut inbox = shared.lock();
             loop {
-                let closed = inbox.handles == 0 || inbox.closed;
-                let due = match shared.batching {
-                    Batching::Announced { chunk } => {
-                        (inbox.expected > 0 && inbox.rows >= inbox.expected) || inbox.rows >= chunk
-                    }
-                    Batching::CountOrDeadline { max_rows, deadline } => {
-                        inbox.rows >= max_rows || inbox.oldest.is_some_and(|t| t.elapsed() >= deadline)
-                    }
-                };
-                if due || closed {
+                if inbox.handles == 0 || inbox.closed {
                     break;
                 }
-                inbox = match (shared.batching, inbox.oldest) {
-                    (Batching::CountOrDeadline { deadline, .. }, Some(t)) if inbox.rows > 0 => {
-                        let left = deadline.saturating_sub(t.elapsed());
-                        shared.ready.wait_timeout(inbox, left).unwrap_or_else(|e| e.into_inner()).0
-                    }
-                    _ => shared.ready.wait(inbox).unwrap_or_else(|e| e.into_inner()),
+                inbox = match shared.batching.due_in(&inbox) {
+                    Some(Duration::ZERO) => break,
+                    Some(left) => shared.ready.wait_timeout(inbox, left).unwrap_or_else(|e| e.into_inner()).0,
+                    None => shared.ready.wait(inbox).unwrap_or_else(|e| e.into_inner()),
                 };
             }
-            // One pass takes at most `chunk` (`max_rows`) rows, but always at least one query:
-            // bigger passes only cost memory.
-            let limit = match shared.batching {
-                Batching::Announced { chunk } => chunk,
-                Batching::CountOrDeadline { max_rows, .. } => max_rows,
-            };
+            let limit = shared.batching.limit();
             let (mut take, mut rows) = (0, 0);
             for w in &inbox.waiting {
                 if take > 0 && rows + w.n > limit {
@@ -340,7 +348,7 @@ fn serve(mut pass: ForwardPass, shared: &Shared, runtime: tokio::runtime::Handle
             inbox.rows -= rows;
             if inbox.waiting.is_empty() {
                 inbox.oldest = None;
-            } else if shared.wake(&inbox) {
+            } else if shared.batching.wake(&inbox) {
                 shared.ready.notify_one(); // another thread may take the next pass
             }
             (batch, rows, (inbox.handles == 0 || inbox.closed) && inbox.waiting.is_empty())

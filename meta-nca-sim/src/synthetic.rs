@@ -16,7 +16,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
 use crate::Result;
-use crate::sim::Setup;
+use crate::setup::Setup;
 
 /// Layer sizes `[k, k, 10]` with bias cells whose cell count is closest to `cells`.
 pub fn wide_sizes(cells: usize) -> Vec<usize> {

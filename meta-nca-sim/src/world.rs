@@ -10,8 +10,7 @@ use meta_nca_rule::perception::{Needs, PerceptionSpec};
 use meta_nca_rule::reference::TaskData;
 use meta_nca_rule::topology::{CellId, Topology};
 
-use crate::cell::Cell;
-use crate::neuron::{Neuron, NeuronKind};
+use crate::protocol::Fan;
 use crate::{Error, Result};
 
 /// Read-only context shared by every cell and neuron.
@@ -109,10 +108,10 @@ impl World {
     }
 
     /// The cells on the `fan` side of `neuron`.
-    pub fn fan(&self, neuron: u32, fan: crate::protocol::Fan) -> &[u32] {
+    pub fn fan(&self, neuron: u32, fan: Fan) -> &[u32] {
         match fan {
-            crate::protocol::Fan::In => &self.in_cells[neuron as usize],
-            crate::protocol::Fan::Out => &self.out_cells[neuron as usize],
+            Fan::In => &self.in_cells[neuron as usize],
+            Fan::Out => &self.out_cells[neuron as usize],
         }
     }
 
@@ -148,87 +147,6 @@ impl World {
     /// neurons, grown on `data` from now on.
     pub fn reshaped(&self, topology: Topology, data: Arc<TaskData>) -> Result<Self> {
         Self::new(topology, data, self.ctx.spec.clone(), self.ctx.clone())
-    }
-
-    /// Cell `c` starting from `row` at round `round` (a cell added mid-run joins at the
-    /// simulation's round); `seed` seeds its async clock, `traced` gives it a span.
-    pub fn make_cell(&self, c: u32, row: Vec<f64>, round: u32, seed: u64, traced: bool) -> Cell {
-        let slot = &self.batch.cells()[c as usize];
-        let links = crate::cell::Links {
-            pre: slot.pre as u32,
-            post: slot.post as u32,
-            pre_hidden: self.is_hidden(slot.pre as u32),
-        };
-        Cell::new(c, slot.id, links, self.feedback(c), row, seed, traced).joining_at(round)
-    }
-
-    /// The cells, with their starting state rows `state0` (`[cells, 1+d]`, topology order).
-    pub fn make_cells(&self, state0: &[f64], seed: u64, traced: &dyn Fn(&CellId) -> bool) -> Result<Vec<Cell>> {
-        let s = self.ctx.spec.state_width();
-        if state0.len() != self.num_cells() * s {
-            return Err(Error::Config {
-                key: "state0",
-                message: format!("{} values for {} cells of width {s}", state0.len(), self.num_cells()),
-            });
-        }
-        Ok(state0
-            .chunks_exact(s)
-            .enumerate()
-            .map(|(c, row)| self.make_cell(c as u32, row.to_vec(), 0, seed, traced(&self.cell_id(c as u32))))
-            .collect())
-    }
-
-    /// What neuron `g` is, with what it knows that no message tells it.
-    pub fn neuron_kind(&self, g: u32) -> NeuronKind {
-        let sizes = self.topology.sizes();
-        let last = sizes.len() - 1;
-        let (k, idx) = self.neuron_place(g);
-        let b = self.ctx.samples;
-        if idx == sizes[k] {
-            NeuronKind::Bias(vec![1.0; b].into())
-        } else if k == 0 {
-            let col: Vec<f64> = (0..b).map(|s| self.data.x[s * sizes[0] + idx]).collect();
-            NeuronKind::Input(col.into())
-        } else if k == last {
-            NeuronKind::Output {
-                class: idx as u32,
-                classes: sizes[last] as u32,
-                first: self.batch.neuron(0, last, 0) as u32,
-                labels: self.data.y.clone().into(),
-                silent: (0..sizes[last]).map(|j| self.in_cells[self.batch.neuron(0, last, j)].is_empty()).collect(),
-            }
-        } else {
-            NeuronKind::Hidden
-        }
-    }
-
-    /// Moves `cell` to state row `c` of this network (after a topology change). The cell
-    /// keeps its feedback weight: the network carries the same one ([`Topology::apply`]).
-    pub fn place_cell(&self, cell: &mut Cell, c: u32) {
-        let slot = &self.batch.cells()[c as usize];
-        let links = crate::cell::Links {
-            pre: slot.pre as u32,
-            post: slot.post as u32,
-            pre_hidden: self.is_hidden(slot.pre as u32),
-        };
-        cell.rewire(c, slot.id, links);
-    }
-
-    /// Moves `neuron` to index `g` of this network (after a topology change).
-    pub fn place_neuron(&self, neuron: &mut Neuron, g: u32) {
-        let (fan_in, fan_out) = (self.in_cells[g as usize].len(), self.out_cells[g as usize].len());
-        neuron.rewire(g, self.neuron_kind(g), fan_in, fan_out);
-    }
-
-    /// Neuron `g`.
-    pub fn make_neuron(&self, g: u32) -> Neuron {
-        let (fan_in, fan_out) = (self.in_cells[g as usize].len(), self.out_cells[g as usize].len());
-        Neuron::new(g, self.neuron_kind(g), fan_in, fan_out, self.ctx.spec.state_width())
-    }
-
-    /// The neurons, in the batch's neuron order.
-    pub fn make_neurons(&self) -> Vec<Neuron> {
-        (0..self.num_neurons() as u32).map(|g| self.make_neuron(g)).collect()
     }
 
     /// For every neuron of `self`, the neuron of `old` it continues (`None`: a new neuron).

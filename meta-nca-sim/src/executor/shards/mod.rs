@@ -9,7 +9,7 @@
 //! answers come (see `io.rs`).
 //!
 //! Topology changes: between lockstep rounds every shard hands its cells and neurons back
-//! to the [`Driver`] and its task ends; removed cells and neurons are dropped (their slots
+//! to the [`ShardDriver`] and its task ends; removed cells and neurons are dropped (their slots
 //! end with them), survivors are moved to their new places, new ones are made, and fresh
 //! shard tasks take the blocks of the new network. Cells and neurons are the agents and live
 //! on; a shard is only where they run.
@@ -24,12 +24,14 @@ use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender, unbounded_channel};
 use tokio::task::JoinHandle;
 
 use crate::cell::Cell;
-use crate::coord::{Collector, CoordMsg, Coordinator, FailGuard};
+use crate::executor::coord::{Collector, CoordMsg, Coordinator, FailGuard};
+use crate::executor::{Driver, Parts, Reshape, Spawner, missing};
 use crate::neuron::Neuron;
+use crate::outcome::{RunStats, Snapshot};
 use crate::protocol::{CellMsg, Fan};
 use crate::rule_service::{Answer, RuleHandle};
-use crate::sim::{Parts, Reshape, RunStats, Snapshot, Spawner};
-use crate::world::World;
+use crate::trace::CellFilter;
+use crate::world::{Ctx, World};
 use crate::{Error, Result};
 use io::{Envelope, Io, Layout, Local, RuleLink, fan_slot, may_query};
 
@@ -125,7 +127,7 @@ impl Shard {
         self.io.queue.pop_front()
     }
 
-    fn handle(&mut self, item: Local, ctx: &crate::world::Ctx) {
+    fn handle(&mut self, item: Local, ctx: &Ctx) {
         match item {
             Local::Cell(c, msg) => {
                 if may_query(&msg) && self.io.saturated() {
@@ -204,7 +206,7 @@ async fn shard_task(
 }
 
 /// The coordinator's side of a shard simulation: the shard tasks and their inboxes.
-pub(crate) struct Driver {
+pub(crate) struct ShardDriver {
     world: Arc<World>,
     shards: usize,
     peers: Arc<Vec<UnboundedSender<ShardMsg>>>,
@@ -217,10 +219,10 @@ pub(crate) struct Driver {
     spawner: Spawner,
     /// Seed of new cells' clocks, and which of them are traced.
     seed: u64,
-    trace: crate::trace::CellFilter,
+    trace: CellFilter,
 }
 
-impl Driver {
+impl ShardDriver {
     /// Spreads the cells and neurons over `shards` shard tasks.
     pub(crate) fn start(parts: Parts, shards: usize) -> Self {
         let Parts { world, cells, neurons, rule, jitter, chunk, spawner, collector, seed, trace } = parts;
@@ -321,41 +323,6 @@ impl Driver {
         }
     }
 
-    /// Tasks alive (one per shard).
-    pub(crate) fn live_tasks(&self) -> usize {
-        self.spawner.tracker.len()
-    }
-
-    /// Async mode: starts every cell's clock and waits until every cell has finished.
-    pub(crate) async fn run_async(&mut self) -> Result<()> {
-        for tx in self.peers.iter() {
-            let _ = tx.send(ShardMsg::Tick);
-        }
-        self.coord.until_finished(self.world.num_cells()).await
-    }
-
-    /// Lockstep: runs round `round`, firing the cells flagged in `fire`.
-    pub(crate) async fn step(&mut self, round: u32, fire: &[bool]) -> Result<()> {
-        let n = self.world.num_cells();
-        if !self.coord.begin_round(n, fire, &self.rule) {
-            return Ok(());
-        }
-        let fire: Arc<[bool]> = fire.into();
-        for tx in self.peers.iter() {
-            let _ = tx.send(ShardMsg::Begin { round, fire: fire.clone() });
-        }
-        self.coord.until_reported(n).await
-    }
-
-    /// Between rounds: every cell's state row and every neuron's last summary.
-    pub(crate) async fn snapshot(&mut self, last: bool) -> Result<Snapshot> {
-        self.coord.expect_snapshot(&self.world);
-        for tx in self.peers.iter() {
-            let _ = tx.send(ShardMsg::Snapshot { last });
-        }
-        self.coord.snapshot().await
-    }
-
     /// Every shard's cells and neurons, its task ended.
     async fn collect(&mut self) -> Result<(Vec<Option<Cell>>, Vec<Option<Neuron>>)> {
         for tx in self.peers.iter() {
@@ -381,11 +348,39 @@ impl Driver {
         }
         Ok((cells, neurons))
     }
+}
 
-    /// Between rounds: moves to `reshape.world`. The shards hand their cells and neurons
-    /// back and end; removed ones are dropped, survivors moved, new ones made, and new shard
-    /// tasks host the new network.
-    pub(crate) async fn reshape(&mut self, reshape: Reshape) -> Result<()> {
+impl Driver for ShardDriver {
+    async fn run_async(&mut self) -> Result<()> {
+        for tx in self.peers.iter() {
+            let _ = tx.send(ShardMsg::Tick);
+        }
+        self.coord.until_finished(self.world.num_cells()).await
+    }
+
+    async fn step(&mut self, round: u32, fire: &[bool]) -> Result<()> {
+        let n = self.world.num_cells();
+        if !self.coord.begin_round(n, fire, &self.rule) {
+            return Ok(());
+        }
+        let fire: Arc<[bool]> = fire.into();
+        for tx in self.peers.iter() {
+            let _ = tx.send(ShardMsg::Begin { round, fire: fire.clone() });
+        }
+        self.coord.until_reported(n).await
+    }
+
+    async fn snapshot(&mut self, last: bool) -> Result<Snapshot> {
+        self.coord.expect_snapshot(&self.world);
+        for tx in self.peers.iter() {
+            let _ = tx.send(ShardMsg::Snapshot { last });
+        }
+        self.coord.snapshot().await
+    }
+
+    /// The shards hand their cells and neurons back and end; removed ones are dropped,
+    /// survivors moved, new ones made, and new shard tasks host the new network.
+    async fn reshape(&mut self, reshape: Reshape) -> Result<()> {
         let Reshape { world, cells: sources, neurons: neuron_sources, round } = reshape;
         let (mut old_cells, mut old_neurons) = self.collect().await?;
         let mut cells = Vec::with_capacity(sources.len());
@@ -394,10 +389,13 @@ impl Driver {
             cells.push(match source {
                 RowSource::Old(r) => {
                     let mut cell = old_cells.get_mut(r).and_then(Option::take).ok_or_else(|| missing("cell", r))?;
-                    world.place_cell(&mut cell, c);
+                    cell.place(&world, c);
                     cell
                 }
-                RowSource::New(row) => world.make_cell(c, row, round, self.seed, self.trace.matches(&world.cell_id(c))),
+                RowSource::New(row) => {
+                    let traced = self.trace.matches(&world.cell_id(c));
+                    Cell::new(&world, c, row, self.seed, traced).joining_at(round)
+                }
             });
         }
         let mut neurons = Vec::with_capacity(neuron_sources.len());
@@ -408,10 +406,10 @@ impl Driver {
                     let prev = prev as usize;
                     let mut neuron =
                         old_neurons.get_mut(prev).and_then(Option::take).ok_or_else(|| missing("neuron", prev))?;
-                    world.place_neuron(&mut neuron, g);
+                    neuron.place(&world, g);
                     neuron
                 }
-                None => world.make_neuron(g),
+                None => Neuron::new(&world, g),
             });
         }
         // What is left of the old network was removed: it ends here.
@@ -421,18 +419,10 @@ impl Driver {
         Ok(())
     }
 
-    /// Stops every shard and hands over what was collected.
-    pub(crate) async fn finish(mut self) -> Result<Collector> {
+    async fn finish(mut self) -> Result<Collector> {
         self.peers = Arc::new(Vec::new());
         self.spawner.shutdown().await;
         self.coord.drain()?;
         Ok(self.coord.collector)
-    }
-}
-
-fn missing(what: &str, index: usize) -> Error {
-    Error::ActorFailed {
-        actor: format!("{what} {index}"),
-        message: "a topology change names a cell that is not there".into(),
     }
 }

@@ -8,10 +8,10 @@ use std::sync::Arc;
 use tokio::sync::mpsc::UnboundedSender;
 
 use super::ShardMsg;
-use crate::coord::CoordMsg;
+use crate::executor::coord::CoordMsg;
+use crate::outcome::RunStats;
 use crate::protocol::{CellDone, CellMsg, Contribution, Fan, NeuronMsg, Outbox, Partial};
 use crate::rule_service::{Reply, RuleHandle};
-use crate::sim::RunStats;
 use crate::world::World;
 
 #[derive(Debug)]

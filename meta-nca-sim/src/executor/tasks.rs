@@ -1,8 +1,8 @@
 //! The task-per-cell executor: every cell and every neuron is its own tokio task with an
 //! unbounded inbox, and every message is one channel send, except reports, drives and
-//! backward parts, which are summed on the way into one message per neuron, kind and round. Unbounded sends never
-//! wait, so the cycles that neighbouring cells and neurons form can never deadlock; the
-//! protocol bounds how many messages a round can produce. The [`Driver`] drives lockstep
+//! backward parts, which are summed on the way into one message per neuron, kind and round.
+//! Unbounded sends never wait, so the cycles that neighbouring cells and neurons form can
+//! never deadlock; the protocol bounds how many messages a round can produce. The [`TaskDriver`] drives lockstep
 //! rounds (the barrier), changes the topology between them, or just waits for every cell to
 //! finish (async). A querying cell awaits its rule answer on a oneshot (its inbox fills
 //! meanwhile and is drained in one go afterwards).
@@ -25,14 +25,16 @@ use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender, unbounded_channel};
 use tokio::sync::{Notify, oneshot};
 use tokio::task::JoinHandle;
 
+use crate::Result;
 use crate::cell::Cell;
-use crate::coord::{Collector, CoordMsg, Coordinator, FailGuard};
+use crate::executor::coord::{Collector, CoordMsg, Coordinator, FailGuard};
+use crate::executor::{Driver, Parts, Reshape, Spawner, missing};
 use crate::neuron::Neuron;
+use crate::outcome::{RunStats, Snapshot};
 use crate::protocol::{CellDone, CellMsg, Contribution, Fan, NeuronMsg, Outbox, Partial};
 use crate::rule_service::{Answer, Reply, RuleHandle};
-use crate::sim::{Parts, Reshape, RunStats, Snapshot, Spawner};
+use crate::trace::CellFilter;
 use crate::world::World;
-use crate::{Error, Result};
 
 /// What a task's inbox carries: a protocol message, or a word from the coordinator (which
 /// only speaks between lockstep rounds, when no protocol message is in flight).
@@ -102,9 +104,8 @@ impl Outbox for TaskOut<'_> {
     }
     /// Reports, drives and backward parts are summed on the way, as the shards do: the cell
     /// adds its part to the neuron's running sum under a lock, and the last cell of the fan
-    /// sends the neuron one message with the whole sum. A neuron needs every report (and
-    /// drive, and backward part) of a round
-    /// before it can act, so this changes no outcome, and it saves ~3 channel messages and
+    /// sends the neuron one message with the whole sum. A neuron needs every part of a round
+    /// before it acts, so this changes no outcome, and it saves ~3 channel messages and
     /// ~1.1-1.7 neuron wake-ups per cell-step (counted at 10k cells).
     fn contribute(&mut self, neuron: u32, round: u32, part: Contribution<'_>) {
         let n = neuron as usize;
@@ -183,7 +184,7 @@ async fn cell_task(
         let mut msg = match item {
             Inbox::Msg(msg) => msg,
             Inbox::Rewire { index, world: w, routes: r } => {
-                w.place_cell(&mut cell, index);
+                cell.place(&w, index);
                 (world, routes) = (w, r);
                 continue;
             }
@@ -250,7 +251,7 @@ async fn neuron_task(
                 neuron.handle(msg, &world.ctx, &mut out);
             }
             Inbox::Rewire { index, world: w, routes: r } => {
-                w.place_neuron(&mut neuron, index);
+                neuron.place(&w, index);
                 (world, routes) = (w, r);
             }
             Inbox::Snapshot { .. } => {
@@ -265,7 +266,7 @@ async fn neuron_task(
 
 /// The coordinator's side of a task-per-cell simulation: the routes, the tasks, and the
 /// coordinator's inbox.
-pub(crate) struct Driver {
+pub(crate) struct TaskDriver {
     world: Arc<World>,
     routes: Arc<Routes>,
     /// The task of every cell and neuron, indexed like the world's.
@@ -276,10 +277,10 @@ pub(crate) struct Driver {
     spawner: Spawner,
     /// Seed of new cells' clocks, and which of them are traced.
     seed: u64,
-    trace: crate::trace::CellFilter,
+    trace: CellFilter,
 }
 
-impl Driver {
+impl TaskDriver {
     /// Spawns one task per cell and per neuron.
     pub(crate) fn start(parts: Parts) -> Self {
         let Parts { world, cells, neurons, rule, jitter, spawner, collector, seed, trace, .. } = parts;
@@ -326,22 +327,17 @@ impl Driver {
         let guard = self.guard(format!("neuron {}", neuron.index));
         self.spawner.spawn_stoppable(neuron_task(neuron, rx, self.world.clone(), self.routes.clone(), guard))
     }
+}
 
-    /// Tasks alive (cells, neurons).
-    pub(crate) fn live_tasks(&self) -> usize {
-        self.spawner.tracker.len()
-    }
-
-    /// Async mode: starts every cell's clock and waits until every cell has finished.
-    pub(crate) async fn run_async(&mut self) -> Result<()> {
+impl Driver for TaskDriver {
+    async fn run_async(&mut self) -> Result<()> {
         for tx in &self.routes.cells {
             let _ = tx.send(Inbox::Msg(CellMsg::Tick));
         }
         self.coord.until_finished(self.world.num_cells()).await
     }
 
-    /// Lockstep: runs round `round`, firing the cells flagged in `fire`.
-    pub(crate) async fn step(&mut self, round: u32, fire: &[bool]) -> Result<()> {
+    async fn step(&mut self, round: u32, fire: &[bool]) -> Result<()> {
         let n = self.world.num_cells();
         if !self.coord.begin_round(n, fire, &self.env.rule) {
             return Ok(());
@@ -364,8 +360,7 @@ impl Driver {
         Ok(())
     }
 
-    /// Between rounds: every cell's state row and every neuron's last summary.
-    pub(crate) async fn snapshot(&mut self, last: bool) -> Result<Snapshot> {
+    async fn snapshot(&mut self, last: bool) -> Result<Snapshot> {
         self.coord.expect_snapshot(&self.world);
         for tx in &self.routes.cells {
             let _ = tx.send(Inbox::Snapshot { last });
@@ -376,9 +371,9 @@ impl Driver {
         self.coord.snapshot().await
     }
 
-    /// Between rounds: moves to `reshape.world`. Survivors are rewired, removed actors stop
-    /// (their tasks have ended when this returns), new ones are spawned.
-    pub(crate) async fn reshape(&mut self, reshape: Reshape) -> Result<()> {
+    /// Survivors are rewired, removed actors stop (their tasks have ended when this
+    /// returns), new ones are spawned.
+    async fn reshape(&mut self, reshape: Reshape) -> Result<()> {
         let Reshape { world, cells, neurons, round } = reshape;
         let old = self.routes.clone();
         let mut old_cells: Vec<Option<JoinHandle<()>>> =
@@ -403,7 +398,8 @@ impl Driver {
                     let (tx, rx) = unbounded_channel();
                     let traced = self.trace.matches(&world.cell_id(c as u32));
                     cell_tx.push(tx);
-                    cell_places.push(Place::New(world.make_cell(c as u32, row, round, self.seed, traced), rx));
+                    let cell = Cell::new(&world, c as u32, row, self.seed, traced).joining_at(round);
+                    cell_places.push(Place::New(cell, rx));
                 }
             }
         }
@@ -421,7 +417,7 @@ impl Driver {
                 None => {
                     let (tx, rx) = unbounded_channel();
                     neuron_tx.push(tx);
-                    neuron_places.push(Place::New(world.make_neuron(g as u32), rx));
+                    neuron_places.push(Place::New(Neuron::new(&world, g as u32), rx));
                 }
             }
         }
@@ -485,7 +481,7 @@ impl Driver {
     /// Stops every actor and hands over what was collected. The rule service is closed first
     /// (a cell still awaiting an answer after a failure gets none and stops); idle actors
     /// take their stop message (cells send their counts first).
-    pub(crate) async fn finish(mut self) -> Result<Collector> {
+    async fn finish(mut self) -> Result<Collector> {
         self.env.rule.close();
         self.routes.closing.store(true, Ordering::Release);
         for tx in &self.routes.cells {
@@ -497,12 +493,5 @@ impl Driver {
         self.spawner.shutdown().await;
         self.coord.drain()?;
         Ok(self.coord.collector)
-    }
-}
-
-fn missing(what: &str, index: usize) -> Error {
-    Error::ActorFailed {
-        actor: format!("{what} {index}"),
-        message: "a topology change names a task that is not there".into(),
     }
 }

@@ -9,9 +9,9 @@ use meta_nca_rule::topology::Topology;
 use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender, unbounded_channel};
 use tokio_util::sync::CancellationToken;
 
+use crate::outcome::{Outcome, RunStats, Snapshot};
 use crate::protocol::{CellDone, NeuronSummary};
 use crate::rule_service::{RuleHandle, RuleStats};
-use crate::sim::{Outcome, RunStats, Snapshot};
 use crate::world::World;
 use crate::{Error, Result};
 
