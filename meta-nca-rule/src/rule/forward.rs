@@ -1,7 +1,9 @@
 //! The rule's forward pass without a tape, for owners that run many (the actors' rule service)
 //! and for the reference path's steps without tape: each layer is one fused kernel (bias,
 //! product and activation written once into a buffer kept between passes), with no tensor, no
-//! allocation and no copy per layer.
+//! allocation and no copy per layer. The kernels run under the widest SIMD the CPU has (chosen
+//! at run time, `pulp`): the compiler vectorises them across columns and rows, never changing
+//! the order of one sum, so every CPU gives the same bits.
 //!
 //! Exactness: an output value is its bias, plus the products of the row's inputs with the
 //! weights added in input order, then the activation: the same operations for a row wherever
@@ -23,8 +25,7 @@ const ROWS: usize = 4;
 #[derive(Debug, Clone)]
 struct Dense {
     fan_in: usize,
-    fan_out: usize,
-    /// `fan_out` rounded up to a multiple of [`LANES`].
+    /// The layer's output width rounded up to a multiple of [`LANES`].
     padded: usize,
     /// `[fan_in, padded]`, zero past `fan_out`.
     weights: Vec<f64>,
@@ -36,21 +37,27 @@ impl Dense {
     /// `out[r] = f(bias + Σ_i x[r][i] · w[i])` for every row `r` of `x` (row stride
     /// `x_stride`), into `out` (row stride `self.padded`): the sum starts at the bias and adds
     /// the inputs in order, for every row alike.
-    fn run(&self, x: &[f64], x_stride: usize, rows: usize, out: &mut [f64], f: impl Fn(f64) -> f64 + Copy) {
+    #[inline(always)]
+    fn run(&self, x: &[f64], x_stride: usize, rows: usize, out: &mut [f64], f: impl Fn(f64) -> f64) {
         let mut r = 0;
         while r + ROWS <= rows {
-            self.block::<ROWS>(x, x_stride, r, out, f);
+            self.block::<ROWS>(x, x_stride, r, out);
             r += ROWS;
         }
         while r < rows {
-            self.block::<1>(x, x_stride, r, out, f);
+            self.block::<1>(x, x_stride, r, out);
             r += 1;
+        }
+        // The activation in its own pass over the buffer, which vectorises (inside the
+        // blocks it would not).
+        for v in &mut out[..rows * self.padded] {
+            *v = f(*v);
         }
     }
 
-    /// Rows `first..first + R`.
+    /// The sums of rows `first..first + R`.
     #[inline(always)]
-    fn block<const R: usize>(&self, x: &[f64], x_stride: usize, first: usize, out: &mut [f64], f: impl Fn(f64) -> f64) {
+    fn block<const R: usize>(&self, x: &[f64], x_stride: usize, first: usize, out: &mut [f64]) {
         let inputs: [&[f64]; R] = std::array::from_fn(|k| &x[(first + k) * x_stride..][..self.fan_in]);
         for c in (0..self.padded).step_by(LANES) {
             let mut sums = [[0.0; LANES]; R];
@@ -67,10 +74,7 @@ impl Dense {
                 }
             }
             for (k, row) in sums.iter().enumerate() {
-                let o = &mut out[(first + k) * self.padded + c..][..LANES];
-                for (o, s) in o.iter_mut().zip(row) {
-                    *o = f(*s);
-                }
+                out[(first + k) * self.padded + c..][..LANES].copy_from_slice(row);
             }
         }
     }
@@ -90,6 +94,8 @@ pub struct ForwardPass {
     squashed: Vec<f64>,
     /// Layer outputs, alternately.
     buffers: [Vec<f64>; 2],
+    /// The SIMD the kernels run under.
+    arch: pulp::Arch,
 }
 
 impl ForwardPass {
@@ -115,7 +121,7 @@ impl ForwardPass {
                 }
                 let mut bias = vec![0.0; padded];
                 bias[..fan_out].copy_from_slice(&values[fan_in * fan_out..]);
-                Dense { fan_in, fan_out, padded, weights, bias }
+                Dense { fan_in, padded, weights, bias }
             })
             .collect();
         let RuleShape { activation, input_squash, output_scale, input, output, .. } = rule.shape;
@@ -128,6 +134,7 @@ impl ForwardPass {
             output,
             squashed: Vec::new(),
             buffers: [Vec::new(), Vec::new()],
+            arch: pulp::Arch::new(),
         }
     }
 
@@ -191,22 +198,46 @@ impl ForwardPass {
         } else {
             x
         };
-        let [a, b] = &mut self.buffers;
+        let layers =
+            Layers { layers: &self.layers, x, input: self.input, rows, buffers: &mut self.buffers, hidden, last };
+        let result = self.arch.dispatch(layers);
+        for (o, r) in out.chunks_exact_mut(self.output).zip(result.chunks_exact(result.len() / rows)) {
+            o.copy_from_slice(&r[..self.output]);
+        }
+    }
+}
+
+/// Every layer of one pass, as one kernel for [`pulp::Arch::dispatch`]: its output is the
+/// last layer's buffer (`[rows, padded]`).
+struct Layers<'a, H, L> {
+    layers: &'a [Dense],
+    x: &'a [f64],
+    input: usize,
+    rows: usize,
+    buffers: &'a mut [Vec<f64>; 2],
+    hidden: H,
+    last: L,
+}
+
+impl<'a, H: Fn(f64) -> f64 + Copy, L: Fn(f64) -> f64 + Copy> pulp::WithSimd for Layers<'a, H, L> {
+    type Output = &'a [f64];
+
+    #[inline(always)]
+    fn with_simd<S: pulp::Simd>(self, _simd: S) -> &'a [f64] {
+        let [a, b] = self.buffers;
         let n = self.layers.len();
         for (k, layer) in self.layers.iter().enumerate() {
             // Layer k writes one buffer and reads the other, which layer k - 1 wrote.
             let (done, target) = if k % 2 == 0 { (&*b, &mut *a) } else { (&*a, &mut *b) };
-            let (input, stride) = if k == 0 { (x, self.input) } else { (&done[..], self.layers[k - 1].padded) };
-            target.resize(rows * layer.padded, 0.0);
+            let (input, stride) = if k == 0 { (self.x, self.input) } else { (&done[..], self.layers[k - 1].padded) };
+            target.resize(self.rows * layer.padded, 0.0);
             if k + 1 == n {
-                layer.run(input, stride, rows, target, last);
-                for (o, t) in out.chunks_exact_mut(self.output).zip(target.chunks_exact(layer.padded)) {
-                    o.copy_from_slice(&t[..layer.fan_out]);
-                }
-                return;
+                layer.run(input, stride, self.rows, target, self.last);
+            } else {
+                layer.run(input, stride, self.rows, target, self.hidden);
             }
-            layer.run(input, stride, rows, target, hidden);
         }
+        if n % 2 == 1 { a } else { b }
     }
 }
 
