@@ -12,8 +12,8 @@ use meta_nca_rule::baseline::BaselineSpec;
 use meta_nca_rule::checkpoint::write_atomic;
 use meta_nca_rule::continual::{ContinualReport, ContinualSpec, ScheduleSpec, run as run_continual};
 use meta_nca_rule::engine::EngineKind;
-use meta_nca_rule::episode::Stream;
 use meta_nca_rule::experiment::Task;
+use meta_nca_rule::random::Stream;
 use serde::{Deserialize, Serialize};
 
 use crate::actors::{Engine, ExecutorArg};

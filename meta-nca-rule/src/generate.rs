@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::TasksConfig;
 use crate::data::Dataset;
-use crate::episode::{Stream, rng_for};
+use crate::random::{Stream, normal, rng_for};
 
 /// How a generated task makes its rows and labels.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -59,13 +59,6 @@ pub struct Generated {
     pub shape: Shape,
     /// Its table (named after the kind and the draw).
     pub dataset: Dataset,
-}
-
-/// A standard normal draw (Box-Muller; `rand` alone has no normal distribution).
-pub fn normal<R: Rng>(rng: &mut R) -> f64 {
-    let u1: f64 = 1.0 - rng.r#gen::<f64>();
-    let u2: f64 = rng.r#gen::<f64>();
-    (-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos()
 }
 
 fn uniform<R: Rng>(rng: &mut R, r: [f64; 2]) -> f64 {

@@ -56,6 +56,7 @@ pub mod mixture;
 pub mod optim;
 pub mod perception;
 pub mod pool;
+pub mod random;
 pub mod reference;
 pub mod robustness;
 pub mod rule;

@@ -10,9 +10,9 @@ use rand::seq::index::sample;
 
 use crate::Result;
 use crate::data::Split;
-use crate::episode::Stream;
 use crate::experiment::{Experiment, Task};
 use crate::generate;
+use crate::random::Stream;
 
 /// The tasks meta-epoch `epoch` grows on. Reshaping the datasets draws from `rng` (the
 /// meta-epoch's generator); generated task `j` of meta-epoch `e` is task
@@ -72,7 +72,7 @@ pub fn select_features(split: &Split, columns: &[usize]) -> Split {
 mod tests {
     use super::*;
     use crate::config::Config;
-    use crate::episode::rng_for;
+    use crate::random::rng_for;
 
     #[test]
     fn defaults_are_the_datasets_and_draw_nothing() {

@@ -17,11 +17,12 @@ use crate::batch::Batch;
 use crate::checkpoint::RuleMeta;
 use crate::config::TasksConfig;
 use crate::data::Dataset;
-use crate::episode::{Episode, EpisodeSpec, Stream, rng_for};
+use crate::episode::{Episode, EpisodeSpec};
 use crate::eval::{GROW_FLOATS, Stats, in_groups};
 use crate::experiment::{Task, load_dataset};
 use crate::fused::values;
 use crate::generate::{self, Kind, Shape};
+use crate::random::{Stream, rng_for};
 use crate::reference::{Grower, score};
 use crate::rule::RuleNet;
 

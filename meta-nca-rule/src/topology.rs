@@ -125,7 +125,7 @@ impl Topology {
         let Some(seed) = self.feedback_seed else { return 0.0 };
         let s = (6.0 / (self.rows(cell.layer) + self.cols(cell.layer)) as f64).sqrt();
         let bits =
-            crate::episode::splitmix(seed ^ crate::episode::splitmix(((cell.layer as u64) << 40) ^ cell.index as u64));
+            crate::random::splitmix(seed ^ crate::random::splitmix(((cell.layer as u64) << 40) ^ cell.index as u64));
         let u = (bits >> 11) as f64 / (1u64 << 53) as f64;
         s * (2.0 * u - 1.0)
     }

@@ -4,9 +4,10 @@
 
 use std::sync::Arc;
 
-use meta_nca_rule::episode::{Episode, EpisodeSpec, Stream, rng_for};
+use meta_nca_rule::episode::{Episode, EpisodeSpec};
 use meta_nca_rule::init::{HiddenCode, WeightInit};
 use meta_nca_rule::perception::PerceptionSpec;
+use meta_nca_rule::random::{Stream, rng_for};
 use meta_nca_rule::reference::{Grower, TaskData};
 use meta_nca_rule::rule::RuleNet;
 use meta_nca_rule::topology::Topology;
