@@ -9,7 +9,7 @@ use anyhow::{Context, Result, bail};
 use meta_nca_rule::checkpoint::{Checkpoint, write_atomic};
 use meta_nca_rule::engine::EngineKind;
 use meta_nca_rule::experiment::Experiment;
-use meta_nca_rule::reference::{Score, TaskData, score};
+use meta_nca_rule::task_data::{Score, TaskData, score};
 use meta_nca_rule::topology::{CellId, Scheduled, Topology};
 use meta_nca_sim::trace::CellFilter;
 use meta_nca_sim::world::World;

@@ -249,8 +249,9 @@ fn grow_step_rows(epochs: usize, show: bool) -> Result<Vec<Timing>> {
     use meta_nca_rule::generate::{Kind, Shape, generate};
     use meta_nca_rule::init::{WeightInit, initial_state};
     use meta_nca_rule::random::{Stream, rng_for};
-    use meta_nca_rule::reference::{Grower, TaskData};
+    use meta_nca_rule::reference::Grower;
     use meta_nca_rule::rule::RuleNet;
+    use meta_nca_rule::task_data::TaskData;
     use meta_nca_rule::topology::Topology;
 
     if show {

@@ -30,9 +30,9 @@ use crate::experiment::Task;
 use crate::firing::choose_firing;
 use crate::random::normal;
 use crate::random::{Stream, rng_for};
-use crate::reference::TaskData;
 use crate::rule::RuleNet;
 use crate::task::{self, DenseNet};
+use crate::task_data::TaskData;
 use crate::topology::Topology;
 use crate::{Error, Result};
 

@@ -20,9 +20,10 @@ use crate::init::HiddenCode;
 use crate::init::{carry_plan, initial_state};
 use crate::perception::PerceptionSpec;
 use crate::random::{Stream, rng_for};
-use crate::reference::{Grower, Score, score};
+use crate::reference::Grower;
 use crate::rule::RuleNet;
 use crate::task::DenseNet;
+use crate::task_data::{Score, score};
 use crate::topology::{CellId, Scheduled, Topology};
 
 /// Mean, min and max of a sample.

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use crate::config::{Architectures, Config};
 use crate::data::{Dataset, Split};
-use crate::reference::TaskData;
+use crate::task_data::TaskData;
 use crate::{Error, Result};
 
 /// One dataset of an experiment.

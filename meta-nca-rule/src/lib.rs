@@ -62,6 +62,7 @@ pub mod robustness;
 pub mod rule;
 pub mod suite;
 pub mod task;
+pub mod task_data;
 pub mod topology;
 pub mod train;
 

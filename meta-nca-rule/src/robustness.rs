@@ -17,9 +17,9 @@ use crate::episode::{Episode, EpisodeSpec};
 use crate::experiment::Task;
 use crate::firing::choose_firing;
 use crate::random::{Stream, rng_for};
-use crate::reference::score;
 use crate::rule::RuleNet;
 use crate::task::DenseNet;
+use crate::task_data::score;
 use crate::topology::Topology;
 use crate::{Error, Result};
 

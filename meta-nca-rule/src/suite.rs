@@ -23,8 +23,9 @@ use crate::experiment::{Task, load_dataset};
 use crate::fused::values;
 use crate::generate::{self, Kind, Shape};
 use crate::random::{Stream, rng_for};
-use crate::reference::{Grower, score};
+use crate::reference::Grower;
 use crate::rule::RuleNet;
+use crate::task_data::score;
 
 mod report;
 pub use report::{Acc, HorizonResult, LrScore, Skipped, SuiteReport, SuiteRow, TaskResult};

@@ -322,8 +322,8 @@ impl Topology {
 }
 
 /// One topology operation between grow steps: the same in meaning for the reference path
-/// and the actor simulation (both apply it with [`Topology::apply`] and carry the state over
-/// with [`crate::init::carry_plan`]). Written `remove:L:I:J`, `add:L:I:J` (connection
+/// and the actor simulation (both apply it with [`Topology::apply`]; a cell keeps its state row
+/// when it keeps its layer and stable index, see [`Topology::rows_in`]). Written `remove:L:I:J`, `add:L:I:J` (connection
 /// `I -> J` of weight matrix `L`), `remove-neuron:L:I`, `add-neuron:L` (hidden or output layer `L`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(into = "String", try_from = "String")]
@@ -444,6 +444,15 @@ impl std::str::FromStr for Scheduled {
 }
 
 impl Topology {
+    /// For every cell of this network, in [`Self::cells`] order: its row in `old`'s cell order
+    /// (the cell with the same layer and stable index), or `None` for a cell `old` did not have.
+    /// What a change between grow steps keeps of the state; new cells start afresh.
+    pub fn rows_in(&self, old: &Topology) -> Vec<Option<usize>> {
+        let rows: std::collections::HashMap<(usize, usize), usize> =
+            old.cells().enumerate().map(|(r, c)| ((c.layer, c.index), r)).collect();
+        self.cells().map(|cell| rows.get(&(cell.layer, cell.index)).copied()).collect()
+    }
+
     /// Applies `change`; an error, and nothing changed, if it names something that does
     /// not exist (or a connection that is already live).
     pub fn apply(&mut self, change: &Change) -> Result<()> {

@@ -24,9 +24,10 @@ use crate::optim::{Adam, clip_global_norm, global_norm, normalise_per_tensor};
 use crate::perception::PerceptionSpec;
 use crate::pool::Pool;
 use crate::random::{Stream, rng_for};
-use crate::reference::{Grower, TaskData, score};
+use crate::reference::Grower;
 use crate::robustness::{PruneMode, prune_batch};
 use crate::rule::RuleNet;
+use crate::task_data::{TaskData, score};
 use crate::topology::Topology;
 use crate::{Error, Result};
 

@@ -8,8 +8,9 @@ use meta_nca_rule::episode::{Episode, EpisodeSpec};
 use meta_nca_rule::init::{HiddenCode, WeightInit};
 use meta_nca_rule::perception::PerceptionSpec;
 use meta_nca_rule::random::{Stream, rng_for};
-use meta_nca_rule::reference::{Grower, TaskData};
+use meta_nca_rule::reference::Grower;
 use meta_nca_rule::rule::RuleNet;
+use meta_nca_rule::task_data::TaskData;
 use meta_nca_rule::topology::Topology;
 
 use crate::world::{Ctx, World};

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use meta_nca_rule::init::{HiddenCode, RowSource, WeightInit, carry_plan};
-use meta_nca_rule::reference::TaskData;
+use meta_nca_rule::task_data::TaskData;
 use meta_nca_rule::topology::{CellId, Change, Topology};
 use rand::Rng;
 use tokio::task::JoinHandle;

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use meta_nca_rule::batch::Batch;
 use meta_nca_rule::perception::{Needs, PerceptionSpec};
-use meta_nca_rule::reference::TaskData;
+use meta_nca_rule::task_data::TaskData;
 use meta_nca_rule::topology::{CellId, Topology};
 
 use crate::cell::Cell;

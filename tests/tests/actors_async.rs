@@ -14,7 +14,7 @@ use std::sync::Arc;
 
 use meta_nca_rule::config::Config;
 use meta_nca_rule::experiment::Experiment;
-use meta_nca_rule::reference::{TaskData, score};
+use meta_nca_rule::task_data::{TaskData, score};
 use meta_nca_rule::topology::Topology;
 use meta_nca_rule::train::Trainer;
 use meta_nca_sim::{AsyncSpec, Executor, Mode, Setup, SimSpec};
