@@ -9,7 +9,7 @@
 //! first phase's data; at phase ends, every class's (or every input domain's) accuracy, from
 //! which forgetting follows. Next to it: backprop fine-tuned phase by phase on the same data
 //! (which forgets) and backprop trained on all of it at once (the upper bound). Meta-training
-//! grows through the same schedules (`train.continual`, see [`crate::train`]).
+//! grows through the same schedules (`train.continual`, see the `train` module).
 
 pub mod report;
 

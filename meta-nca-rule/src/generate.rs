@@ -12,32 +12,9 @@ use rand::seq::SliceRandom;
 use serde::{Deserialize, Serialize};
 
 use crate::config::TasksConfig;
+use crate::config::tasks::Kind;
 use crate::data::Dataset;
 use crate::random::{Stream, normal, rng_for};
-
-/// How a generated task makes its rows and labels.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Kind {
-    /// Gaussian mixture: each class is one or more unit-variance clusters at random centres.
-    Mixture,
-    /// Gaussian inputs labelled by a random teacher network (one ReLU hidden layer, argmax,
-    /// output biases balanced so that every class is common).
-    Teacher,
-    /// XOR-like: each class is a pair of opposite clusters `±c`, so all classes share their
-    /// mean and a linear classifier is near chance while an MLP is not.
-    Xor,
-}
-
-impl std::fmt::Display for Kind {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            Kind::Mixture => "mixture",
-            Kind::Teacher => "teacher",
-            Kind::Xor => "xor",
-        })
-    }
-}
 
 /// The size of a generated task.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

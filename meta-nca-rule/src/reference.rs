@@ -160,7 +160,7 @@ impl Grower {
     }
 
     /// [`Self::reshape`] onto new data: the grow goes on on `data` (a new phase of a changing
-    /// task, [`crate::continual`]), which must fit the changed networks (an output neuron
+    /// task, as in the `continual` module), which must fit the changed networks (an output neuron
     /// added with a class arriving, for instance).
     pub fn reshape_on<T: Tape<f64, Cpu>>(
         &self,
