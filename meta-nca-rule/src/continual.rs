@@ -23,6 +23,7 @@ use rand::seq::SliceRandom;
 use crate::baseline::{BaselineSpec, fine_tune, xavier_net};
 use crate::batch::Batch;
 use crate::checkpoint::RuleMeta;
+use crate::config::schedule::{PhaseRows, ScheduleKind, ScheduleSpec};
 use crate::data::Split;
 use crate::engine::EngineKind;
 use crate::episode::{Episode, EpisodeSpec};
@@ -36,7 +37,6 @@ use crate::task_data::TaskData;
 use crate::topology::Topology;
 use crate::{Error, Result};
 
-pub use crate::config::schedule::{PhaseRows, ScheduleKind, ScheduleSpec};
 pub use report::{ContinualReport, Groups, PhaseEnd, PhaseInfo, Recovery, Summary};
 
 /// A fixed input drift: each random pair of features rotated by an angle, then every feature

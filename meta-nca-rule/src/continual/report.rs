@@ -5,7 +5,8 @@ use std::fmt::Write as _;
 
 use serde::{Deserialize, Serialize};
 
-use super::{ContinualSpec, PhaseRows, Run, Schedule, ScheduleKind, forgetting, mean_groups};
+use super::{ContinualSpec, Run, Schedule, forgetting, mean_groups};
+use crate::config::schedule::{PhaseRows, ScheduleKind};
 use crate::experiment::Task;
 
 /// Accuracies of one moment of a continual grow.
