@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, bail};
 use meta_nca_rule::checkpoint::{Checkpoint, write_atomic};
 use meta_nca_rule::config::Config;
-use meta_nca_rule::experiment::{Experiment, Task};
+use meta_nca_rule::experiment::{Experiment, TaskSource};
 use meta_nca_rule::train::EpochMetrics;
 
 /// Header of `metrics.csv`.
@@ -72,7 +72,7 @@ pub fn resolve_grow(
 
 /// Layer sizes of a network on `task` with the hidden widths of `--hidden` (comma-separated;
 /// "" = none; absent: the config's first architecture).
-pub fn layer_sizes(hidden: Option<&str>, cfg: &Config, task: &Task) -> Result<Vec<usize>> {
+pub fn layer_sizes(hidden: Option<&str>, cfg: &Config, task: &TaskSource) -> Result<Vec<usize>> {
     let hidden: Vec<usize> = match hidden {
         Some(text) if text.trim().is_empty() => Vec::new(),
         Some(text) => text

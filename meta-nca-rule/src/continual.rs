@@ -27,7 +27,7 @@ use crate::config::schedule::{PhaseRows, ScheduleKind, ScheduleSpec};
 use crate::data::Split;
 use crate::engine::EngineKind;
 use crate::episode::{Episode, EpisodeSpec};
-use crate::experiment::Task;
+use crate::experiment::TaskSource;
 use crate::firing::choose_firing;
 use crate::random::normal;
 use crate::random::{Stream, rng_for};
@@ -389,7 +389,7 @@ pub fn run(
     rule: &RuleNet,
     meta: &RuleMeta,
     engine: &dyn EngineKind,
-    task: &Task,
+    task: &TaskSource,
     spec: &ContinualSpec,
 ) -> Result<ContinualReport> {
     if spec.networks == 0 {

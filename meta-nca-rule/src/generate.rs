@@ -237,13 +237,13 @@ mod difficulty {
     use super::*;
     use crate::baseline::{BaselineSpec, train_baseline};
     use crate::config::Config;
-    use crate::experiment::Task;
+    use crate::experiment::TaskSource;
 
     /// Validation accuracy of logistic regression and of an MLP (hidden 32), both backprop.
     fn lr_and_mlp(kind: Kind, shape: Shape, index: u64) -> (f64, f64) {
         let cfg = TasksConfig { per_epoch: 1, ..TasksConfig::default() };
         let g = generate(kind, shape, &cfg, "t", &mut rng_for(9, Stream::EvalTasks, index));
-        let task = Task::from_dataset(&Config::default(), g.dataset).expect("splits");
+        let task = TaskSource::from_dataset(&Config::default(), g.dataset).expect("splits");
         let (f, c) = (shape.features, shape.classes);
         let spec = BaselineSpec::default();
         let lr = train_baseline(&[f, c], true, &task.train, &task.val, spec).expect("lr");

@@ -20,7 +20,7 @@ use crate::config::tasks::Kind;
 use crate::data::Dataset;
 use crate::episode::{Episode, EpisodeSpec};
 use crate::eval::{GROW_FLOATS, Stats, in_groups};
-use crate::experiment::{Task, load_dataset};
+use crate::experiment::{TaskSource, load_dataset};
 use crate::fused::values;
 use crate::generate::{self, Shape};
 use crate::random::{Stream, rng_for};
@@ -126,7 +126,7 @@ fn held_out(spec: &SuiteSpec) -> Vec<Named> {
 
 /// Draws `networks` networks on `task` as a grow would, for `steps` steps; `None` when the
 /// rule's hidden-state code cannot number their cells.
-fn episode(meta: &RuleMeta, task: &Task, networks: usize, steps: usize, key: u64) -> Result<Episode> {
+fn episode(meta: &RuleMeta, task: &TaskSource, networks: usize, steps: usize, key: u64) -> Result<Episode> {
     let cfg = &meta.config;
     let (layers, cells) = task.archs.extent(cfg.task.bias);
     meta.code.check_fits(layers, cells)?;
@@ -144,7 +144,13 @@ fn episode(meta: &RuleMeta, task: &Task, networks: usize, steps: usize, key: u64
 
 /// Grows `episode` on `task`, scoring every network at each horizon: `(train, val)` accuracy.
 /// The networks grow in groups within [`GROW_FLOATS`] (the suite grows on every training row).
-fn grow_curve(rule: &RuleNet, meta: &RuleMeta, task: &Task, ep: &Episode, horizons: &[usize]) -> Result<Vec<Acc2>> {
+fn grow_curve(
+    rule: &RuleNet,
+    meta: &RuleMeta,
+    task: &TaskSource,
+    ep: &Episode,
+    horizons: &[usize],
+) -> Result<Vec<Acc2>> {
     let mut acc: Vec<(Vec<f64>, Vec<f64>)> = vec![(Vec::new(), Vec::new()); horizons.len()];
     for part in in_groups(ep, rule, task.train.y.len(), GROW_FLOATS) {
         let grower =
@@ -167,7 +173,7 @@ type Acc2 = (Stats, Stats);
 
 /// Adam from the starting weights of the first `spec.adam_networks` networks of `ep`, scored
 /// at every horizon (mean over the starts).
-fn adam_from_starts(meta: &RuleMeta, task: &Task, ep: &Episode, lr: f64, spec: &SuiteSpec) -> Vec<Acc> {
+fn adam_from_starts(meta: &RuleMeta, task: &TaskSource, ep: &Episode, lr: f64, spec: &SuiteSpec) -> Vec<Acc> {
     let batch = Batch::new(ep.topologies.clone());
     let n = spec.adam_networks.clamp(1, batch.num_nets());
     let mut sum = vec![Acc { train: 0.0, val: 0.0 }; spec.horizons.len()];
@@ -188,7 +194,7 @@ pub fn choose_adam_lr(meta: &RuleMeta, spec: &SuiteSpec) -> Result<(f64, Vec<LrS
     let mut tasks = Vec::new();
     for i in 0..spec.lr_tasks as u64 {
         let g = generate::draw(&TasksConfig { per_epoch: 1, ..spec.ranges.clone() }, spec.seed, Stream::TrainTasks, i);
-        let task = Task::from_dataset(&meta.config, g.dataset)?;
+        let task = TaskSource::from_dataset(&meta.config, g.dataset)?;
         if let Ok(ep) = episode(meta, &task, spec.adam_networks.max(1), 0, spec.seed ^ (i << 32)) {
             tasks.push((task, ep));
         }
@@ -212,7 +218,7 @@ pub fn choose_adam_lr(meta: &RuleMeta, spec: &SuiteSpec) -> Result<(f64, Vec<LrS
 /// Runs one task: grows, baselines, everything at every horizon.
 fn run_task(rule: &RuleNet, meta: &RuleMeta, named: Named, key: u64, lr: f64, spec: &SuiteSpec) -> Result<TaskResult> {
     let cfg = &meta.config;
-    let task = Task::from_dataset(cfg, named.data)?;
+    let task = TaskSource::from_dataset(cfg, named.data)?;
     let last = spec.horizons.last().copied().unwrap_or(cfg.grow.steps);
     let ep = episode(meta, &task, spec.networks, last, key)?;
     let grown = grow_curve(rule, meta, &task, &ep, &spec.horizons)?;

@@ -16,7 +16,7 @@ use crate::config::{Config, GradNormalisation, HeadStart};
 use crate::continual::Schedule;
 use crate::episode::{Episode, EpisodeSpec, draw_rows};
 use crate::eval::{EvalSpec, grow_nets, score_nets};
-use crate::experiment::{Experiment, Task};
+use crate::experiment::{Experiment, TaskSource};
 use crate::firing::draw_fires;
 use crate::fused::values;
 use crate::init::HiddenCode;
@@ -96,7 +96,7 @@ struct Grown {
 }
 
 impl Grown {
-    fn of(t: usize, task: &Task, grower: Grower, values: Vec<f64>) -> Self {
+    fn of(t: usize, task: &TaskSource, grower: Grower, values: Vec<f64>) -> Self {
         Self { task: Some(t), train: task.train.clone(), val: task.val.clone(), grower, values }
     }
 }
@@ -223,7 +223,7 @@ impl Trainer {
     /// values, and the schedule.
     fn continual_episode(
         &self,
-        task: &Task,
+        task: &TaskSource,
         spec: &ScheduleSpec,
         rng: &mut StdRng,
     ) -> Result<(Loss, Grower, Vec<f64>, Schedule)> {
