@@ -14,7 +14,7 @@ use meta_nca_rule::robustness::{
 };
 use serde::Serialize;
 
-use crate::robustness_config::{Experiment, Mode, Plan, RobustnessConfig};
+use crate::robustness_config::{Damage, Mode, Plan, RobustnessConfig};
 use crate::run_dir::{Which, load_run};
 
 /// Arguments of `meta-nca robustness`.
@@ -154,12 +154,12 @@ pub fn run(args: Args) -> Result<()> {
     let bench = Bench { rule: &ckpt.rule, meta: &ckpt.meta, task, engine: engine.as_ref() };
     let curves_file = args.run.join(format!("{stem}.csv"));
     let (curves, baseline_file) = match plan.experiment {
-        Experiment::Prune => {
+        Damage::Prune => {
             let baseline = args.run.join(format!("{stem}-baseline.csv"));
             (Curves::Prune(prune(&plan, &bench, &curves_file, &baseline)?), Some(baseline))
         }
-        Experiment::Neurons => (Curves::Neurons(neurons(&plan, &bench, &curves_file)?), None),
-        Experiment::Churn => (Curves::Churn(churn(&plan, &bench, &curves_file)?), None),
+        Damage::Neurons => (Curves::Neurons(neurons(&plan, &bench, &curves_file)?), None),
+        Damage::Churn => (Curves::Churn(churn(&plan, &bench, &curves_file)?), None),
     };
     let config_file = args.run.join(format!("{stem}.toml"));
     write_atomic(&config_file, plan_toml.as_bytes())?;
