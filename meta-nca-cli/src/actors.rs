@@ -2,7 +2,7 @@
 //! `bench-actors`, loading a run's rule and data, and a grow with the actor simulation.
 
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
@@ -16,7 +16,7 @@ use meta_nca_sim::world::World;
 use meta_nca_sim::{AsyncSpec, Executor, Mode, Outcome, Setup, SimSpec};
 use serde::Serialize;
 
-use crate::inspect::JsonLines;
+use crate::trace::{JsonLines, TraceFile};
 
 /// Which engine grows the network.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize, serde::Deserialize)]
@@ -220,9 +220,6 @@ fn same_file(a: &Path, b: &Path) -> bool {
     };
     resolve(a) == resolve(b)
 }
-
-/// An open JSON-lines trace file, flushed on demand.
-pub type TraceFile = Arc<Mutex<std::io::BufWriter<std::fs::File>>>;
 
 /// A run's rule with its grow (training) and validation data.
 pub struct Loaded {

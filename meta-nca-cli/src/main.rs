@@ -30,6 +30,7 @@ mod robustness_config;
 mod run_dir;
 mod suite;
 mod sweep;
+mod trace;
 mod train;
 
 /// Meta-learn a local rule network that grows a working neural network weight by weight.
