@@ -125,7 +125,7 @@ impl SimArgs {
         match which {
             ModeArg::Lockstep => Mode::Lockstep,
             ModeArg::Async => Mode::Async(AsyncSpec {
-                fire_rate: p,
+                fire_fraction: p,
                 max_staleness: self.staleness,
                 jitter: self.jitter,
                 batch_rows: self.batch_rows,
@@ -292,7 +292,7 @@ pub struct Plan {
     /// Grow steps.
     pub steps: usize,
     /// Firing fraction (lockstep) or rate (async).
-    pub p: f64,
+    pub fire_fraction: f64,
     /// Seed of the episode.
     pub seed: u64,
 }
@@ -300,7 +300,7 @@ pub struct Plan {
 /// `meta-nca grow --engine actors --mode async`: grows one network with cells on their own clocks
 /// (lockstep grows go through `eval::grow_one` like the reference path's).
 pub fn grow(args: &EngineArgs, loaded: &Loaded, plan: Plan, save: &Path) -> Result<()> {
-    let Plan { sizes, steps, p, seed } = plan;
+    let Plan { sizes, steps, fire_fraction: p, seed } = plan;
     let sizes = &sizes[..];
     let setup = setup(loaded, sizes, steps, p, seed)?;
     let (spec, trace) = args.sim.spec(args.sim.executor, args.sim.mode, p, seed)?;

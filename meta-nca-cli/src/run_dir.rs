@@ -38,8 +38,8 @@ pub struct GrowFlags {
     pub steps: Option<usize>,
     /// Firing fraction; in async actor runs, each cell's firing rate (default: the run's
     /// grow.fire-fraction).
-    #[arg(long)]
-    pub p: Option<f64>,
+    #[arg(long = "p", value_name = "P")]
+    pub fire_fraction: Option<f64>,
     /// Seed of the grows (default: the run's seed).
     #[arg(long)]
     pub seed: Option<u64>,
@@ -48,7 +48,7 @@ pub struct GrowFlags {
 impl GrowFlags {
     /// Steps, firing fraction and seed: the flags, or the run's config where a flag is absent.
     pub fn resolve(&self, cfg: &Config) -> Result<(usize, f64, u64)> {
-        resolve_grow(self.steps, self.p, self.seed, cfg)
+        resolve_grow(self.steps, self.fire_fraction, self.seed, cfg)
     }
 }
 

@@ -90,7 +90,7 @@ impl Setup {
             rounds: episode.fires.len() as u32,
             max_staleness: 0,
             async_mode: false,
-            fire_rate: 0.0,
+            fire_fraction: 0.0,
         };
         let world = World::new(topology, data, spec, ctx)?;
         Ok(Self { world: Arc::new(world), state0: episode.state0, fires: episode.fires, rule })

@@ -38,7 +38,7 @@ pub enum Executor {
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct AsyncSpec {
     /// Probability that a cell fires at a tick of its clock.
-    pub fire_rate: f64,
+    pub fire_fraction: f64,
     /// How many rounds older than its own a summary a cell may use.
     pub max_staleness: u32,
     /// Scheduling jitter: before each tick a cell yields to the scheduler up to this many
@@ -52,7 +52,7 @@ pub struct AsyncSpec {
 
 impl Default for AsyncSpec {
     fn default() -> Self {
-        Self { fire_rate: 0.8, max_staleness: 1, jitter: 4, batch_rows: 256, deadline: Duration::from_micros(200) }
+        Self { fire_fraction: 0.8, max_staleness: 1, jitter: 4, batch_rows: 256, deadline: Duration::from_micros(200) }
     }
 }
 
@@ -351,14 +351,14 @@ impl Simulation {
                 Batching::Announced { chunk: spec.rule_chunk.max(1) }
             }
             Mode::Async(a) => {
-                if !(a.fire_rate > 0.0 && a.fire_rate <= 1.0) {
+                if !(a.fire_fraction > 0.0 && a.fire_fraction <= 1.0) {
                     return Err(Error::Config {
                         key: "fire-rate",
-                        message: format!("must be in (0, 1], got {}", a.fire_rate),
+                        message: format!("must be in (0, 1], got {}", a.fire_fraction),
                     });
                 }
                 ctx.async_mode = true;
-                ctx.fire_rate = a.fire_rate;
+                ctx.fire_fraction = a.fire_fraction;
                 ctx.max_staleness = a.max_staleness;
                 Batching::CountOrDeadline { max_rows: a.batch_rows.max(1), deadline: a.deadline }
             }

@@ -32,7 +32,7 @@ pub struct Ctx {
     /// Async mode: cells tick on their own clocks and draw their own firing.
     pub async_mode: bool,
     /// Async mode: firing probability per tick.
-    pub fire_rate: f64,
+    pub fire_fraction: f64,
 }
 
 /// One simulated network: its topology, neuron fans and shared context. Cloning shares the
