@@ -2,21 +2,21 @@
 //! `bench-actors`, loading a run's rule and data, and a grow with the actor simulation.
 
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use meta_nca_rule::checkpoint::{Checkpoint, write_atomic};
 use meta_nca_rule::engine::EngineKind;
 use meta_nca_rule::experiment::Experiment;
-use meta_nca_rule::reference::{Score, TaskData, score};
+use meta_nca_rule::task_data::{Score, TaskData, score};
 use meta_nca_rule::topology::{CellId, Scheduled, Topology};
 use meta_nca_sim::trace::CellFilter;
 use meta_nca_sim::world::World;
 use meta_nca_sim::{AsyncSpec, Executor, Mode, Outcome, Setup, SimSpec};
 use serde::Serialize;
 
-use crate::inspect::JsonLines;
+use crate::trace::{JsonLines, TraceFile};
 
 /// Which engine grows the network.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize, serde::Deserialize)]
@@ -125,7 +125,7 @@ impl SimArgs {
         match which {
             ModeArg::Lockstep => Mode::Lockstep,
             ModeArg::Async => Mode::Async(AsyncSpec {
-                fire_rate: p,
+                fire_fraction: p,
                 max_staleness: self.staleness,
                 jitter: self.jitter,
                 batch_rows: self.batch_rows,
@@ -221,9 +221,6 @@ fn same_file(a: &Path, b: &Path) -> bool {
     resolve(a) == resolve(b)
 }
 
-/// An open JSON-lines trace file, flushed on demand.
-pub type TraceFile = Arc<Mutex<std::io::BufWriter<std::fs::File>>>;
-
 /// A run's rule with its grow (training) and validation data.
 pub struct Loaded {
     /// The checkpoint.
@@ -295,7 +292,7 @@ pub struct Plan {
     /// Grow steps.
     pub steps: usize,
     /// Firing fraction (lockstep) or rate (async).
-    pub p: f64,
+    pub fire_fraction: f64,
     /// Seed of the episode.
     pub seed: u64,
 }
@@ -303,7 +300,7 @@ pub struct Plan {
 /// `meta-nca grow --engine actors --mode async`: grows one network with cells on their own clocks
 /// (lockstep grows go through `eval::grow_one` like the reference path's).
 pub fn grow(args: &EngineArgs, loaded: &Loaded, plan: Plan, save: &Path) -> Result<()> {
-    let Plan { sizes, steps, p, seed } = plan;
+    let Plan { sizes, steps, fire_fraction: p, seed } = plan;
     let sizes = &sizes[..];
     let setup = setup(loaded, sizes, steps, p, seed)?;
     let (spec, trace) = args.sim.spec(args.sim.executor, args.sim.mode, p, seed)?;

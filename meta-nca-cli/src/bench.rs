@@ -321,12 +321,15 @@ fn rule_passes(overrides: &[String], show: bool) -> Result<RulePasses> {
 fn grow_step_rows(epochs: usize, show: bool) -> Result<Vec<Timing>> {
     use meta_nca_rule::batch::Batch;
     use meta_nca_rule::config::TasksConfig;
+    use meta_nca_rule::config::tasks::Kind;
     use meta_nca_rule::data::Split;
-    use meta_nca_rule::episode::{Stream, draw_rows, rng_for};
-    use meta_nca_rule::generate::{Kind, Shape, generate};
+    use meta_nca_rule::episode::draw_rows;
+    use meta_nca_rule::generate::{Shape, generate};
     use meta_nca_rule::init::{WeightInit, initial_state};
-    use meta_nca_rule::reference::{Grower, TaskData};
+    use meta_nca_rule::random::{Stream, rng_for};
+    use meta_nca_rule::reference::Grower;
     use meta_nca_rule::rule::RuleNet;
+    use meta_nca_rule::task_data::TaskData;
     use meta_nca_rule::topology::Topology;
 
     if show {

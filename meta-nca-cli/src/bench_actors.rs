@@ -26,8 +26,8 @@ pub struct Args {
     #[arg(long, default_value_t = 8)]
     samples: usize,
     /// Firing fraction (lockstep) and rate (async).
-    #[arg(long, default_value_t = 0.8)]
-    p: f64,
+    #[arg(long = "p", value_name = "P", default_value_t = 0.8)]
+    fire_fraction: f64,
     /// tokio worker threads.
     #[arg(long, default_value_t = 2, value_parser = crate::at_least_one)]
     workers: usize,
@@ -95,7 +95,8 @@ pub struct BenchActorsReport {
     /// Samples in the random grow batch.
     pub samples: usize,
     /// Firing fraction (lockstep) and rate (async).
-    pub p: f64,
+    #[serde(rename = "p")]
+    pub fire_fraction: f64,
     /// tokio worker threads.
     pub workers: usize,
     /// Shards of the shard executor.
@@ -140,7 +141,7 @@ fn synthetic_spec(args: &Args) -> Result<SyntheticSpec> {
     Ok(SyntheticSpec {
         samples: args.samples,
         steps: args.steps,
-        fire_fraction: args.p,
+        fire_fraction: args.fire_fraction,
         rule_hidden,
         seed: 1,
         messages: args.messages,
@@ -165,7 +166,7 @@ fn run_one(args: &Args, case: &str, cells: usize) -> Result<CaseResult> {
             if case.starts_with("tasks") { Executor::Tasks } else { Executor::Shards { shards: args.shards } };
         let mode = if case.ends_with("async") {
             Mode::Async(AsyncSpec {
-                fire_rate: args.p,
+                fire_fraction: args.fire_fraction,
                 max_staleness: 1,
                 jitter: 0,
                 batch_rows: args.batch_rows,
@@ -211,7 +212,7 @@ pub fn run(args: Args) -> Result<()> {
     let mut report = BenchActorsReport {
         steps: args.steps,
         samples: args.samples,
-        p: args.p,
+        fire_fraction: args.fire_fraction,
         workers: args.workers,
         shards: args.shards,
         batch_rows: args.batch_rows,
@@ -234,7 +235,7 @@ pub fn run(args: Args) -> Result<()> {
             let out = Command::new(&exe)
                 .args(["bench-actors", "--one", &format!("{case}:{cells}")])
                 .args(["--steps", &args.steps.to_string(), "--samples", &args.samples.to_string()])
-                .args(["--p", &args.p.to_string(), "--workers", &args.workers.to_string()])
+                .args(["--p", &args.fire_fraction.to_string(), "--workers", &args.workers.to_string()])
                 .args(["--shards", &args.shards.to_string(), "--rule-hidden", &args.rule_hidden])
                 .args(["--batch-rows", &args.batch_rows.to_string(), "--deadline-us", &args.deadline_us.to_string()])
                 .args(args.messages.then_some("--messages"))
@@ -263,7 +264,7 @@ pub fn run(args: Args) -> Result<()> {
 fn print_header(args: &Args, r: &BenchActorsReport) {
     println!(
         "networks [k, k, 10] with bias cells; {} steps, p {}, {} random samples; rule hidden [{}]; {} tokio workers, {} shards; rule forward on its own thread",
-        r.steps, r.p, r.samples, args.rule_hidden, r.workers, r.shards
+        r.steps, r.fire_fraction, r.samples, args.rule_hidden, r.workers, r.shards
     );
     println!("resident state of one cell: {} B (struct) + its state row on the heap", r.cell_struct_bytes);
     if r.messages {

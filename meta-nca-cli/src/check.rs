@@ -58,7 +58,8 @@ pub struct CheckReport {
     /// Grow steps.
     pub steps: usize,
     /// Firing fraction (lockstep) and rate (async).
-    pub p: f64,
+    #[serde(rename = "p")]
+    pub fire_fraction: f64,
     /// Seed of the lockstep grow and of the first async run.
     pub seed: u64,
     /// The rule's perception groups.
@@ -174,7 +175,7 @@ pub fn run(args: Args) -> Result<()> {
         sizes,
         cells: setup0.world.num_cells(),
         steps,
-        p,
+        fire_fraction: p,
         seed,
         perception: setup0.world.ctx.spec.groups().iter().map(|g| g.name().to_string()).collect(),
         messages: setup0.world.ctx.needs.messages(),
@@ -203,7 +204,7 @@ pub fn run(args: Args) -> Result<()> {
 fn print_lockstep(r: &CheckReport) {
     println!(
         "lockstep vs reference: sizes {:?}, {} cells, steps {}, p {}, seed {}",
-        r.sizes, r.cells, r.steps, r.p, r.seed
+        r.sizes, r.cells, r.steps, r.fire_fraction, r.seed
     );
     let wave = if r.messages { " (a top-down message wave every step)" } else { "" };
     println!("perception: {}{wave}", r.perception.join(", "));
@@ -296,7 +297,7 @@ fn print_async(r: &CheckReport, a: &AsyncCheck) {
         a.executor,
         a.staleness,
         a.jitter,
-        r.p
+        r.fire_fraction
     );
     println!("{:<28}{:>10}{:>10}{:>10}", "", "lockstep", "async", "diff");
     let row = |name: &str, a: &Stats, b: &Stats| {

@@ -10,10 +10,11 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, bail};
 use meta_nca_rule::baseline::BaselineSpec;
 use meta_nca_rule::checkpoint::write_atomic;
-use meta_nca_rule::continual::{ContinualReport, ContinualSpec, ScheduleSpec, run as run_continual};
+use meta_nca_rule::config::schedule::ScheduleSpec;
+use meta_nca_rule::continual::{ContinualReport, ContinualSpec, run as run_continual};
 use meta_nca_rule::engine::EngineKind;
-use meta_nca_rule::episode::Stream;
-use meta_nca_rule::experiment::Task;
+use meta_nca_rule::experiment::TaskSource;
+use meta_nca_rule::random::Stream;
 use serde::{Deserialize, Serialize};
 
 use crate::actors::{Engine, ExecutorArg};
@@ -233,14 +234,14 @@ fn write_files(dir: &Path, config: &ContinualConfig, reports: &[ContinualReport]
 }
 
 /// The tasks of the experiment: its datasets, then its generated tasks.
-fn tasks(config: &ContinualConfig, run: &meta_nca_rule::config::Config) -> Result<Vec<Task>> {
+fn tasks(config: &ContinualConfig, run: &meta_nca_rule::config::Config) -> Result<Vec<TaskSource>> {
     let mut out = Vec::new();
     for name in &config.datasets {
-        out.push(Task::load(run, name, None).with_context(|| format!("loading dataset {name}"))?);
+        out.push(TaskSource::load(run, name, None).with_context(|| format!("loading dataset {name}"))?);
     }
     for i in 0..config.generated {
         let g = meta_nca_rule::generate::draw(&run.tasks, config.seed, Stream::EvalTasks, 10_000 + i as u64);
-        out.push(Task::from_dataset(run, g.dataset).context("splitting a generated task")?);
+        out.push(TaskSource::from_dataset(run, g.dataset).context("splitting a generated task")?);
     }
     Ok(out)
 }

@@ -77,7 +77,7 @@ pub fn run(args: Args) -> Result<()> {
             if let Some(c) = args.changes.first() {
                 bail!("--change {c}: topology changes need lockstep mode (async cells have no common step)");
             }
-            let plan = crate::actors::Plan { sizes, steps, p, seed };
+            let plan = crate::actors::Plan { sizes, steps, fire_fraction: p, seed };
             return crate::actors::grow(&args.engine, &Loaded::new(ckpt, &exp), plan, &args.save);
         }
     };

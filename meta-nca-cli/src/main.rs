@@ -3,12 +3,19 @@
 //! A thin layer over `meta-nca-rule`: argument parsing, progress, files and tables.
 //!
 //! # Layout
+//! Listed bottom-up: a module uses only modules listed before it (there are no import cycles).
 //! - `main.rs`: the command line and logging set-up.
-//! - [`run_dir`]: a run folder (resolved config, metrics, checkpoints).
-//! - [`robustness_config`]: a robustness experiment from a TOML file and flags.
-//! - [`memory`]: the memory a training config needs, checked before it starts.
+//! - [`run_dir`]: a run folder (resolved config, metrics, checkpoints) and the grow flags.
 //! - [`limit`]: the machine's limit for rule passes (a bare chain of matrix products), for the benches.
-//! - [`train`], [`eval`], [`grow`], [`bench`], [`suite`], [`continual`]: one module per subcommand.
+//! - [`trace`]: the JSON-lines cell trace that `--trace-json` writes.
+//! - [`actors`]: the actor engine's flags, a run's rule and data, and a grow with the actor simulation.
+//! - [`inspect`]: `meta-nca inspect`, a summary of a cell trace.
+//! - [`memory`]: the memory a config needs, checked before it starts.
+//! - [`robustness_config`]: a robustness experiment (its [`robustness_config::Damage`]) from a
+//!   TOML file and flags.
+//! - [`plot`]: `meta-nca plot`, pictures of runs, grows, robustness curves and the suite.
+//! - [`eval`], [`grow`], [`bench`], [`bench_actors`], [`check`], [`robustness`], [`continual`],
+//!   [`train`], [`suite`], [`sweep`]: one module per subcommand of that name.
 
 use std::process::ExitCode;
 
@@ -30,6 +37,7 @@ mod robustness_config;
 mod run_dir;
 mod suite;
 mod sweep;
+mod trace;
 mod train;
 
 /// Meta-learn a local rule network that grows a working neural network weight by weight.
@@ -77,8 +85,6 @@ enum Command {
     Plot(plot::Args),
 }
 
-/// Logs to stderr: `-v`/`-vv` pick the default filter, `RUST_LOG` overrides it (an invalid
-/// `RUST_LOG` is reported, not silently ignored); colours only on a terminal.
 /// A flag value that must be a whole number >= 1 (clap `value_parser`).
 fn at_least_one(text: &str) -> Result<usize, String> {
     match text.parse::<usize>() {
@@ -97,6 +103,8 @@ fn positive(text: &str) -> Result<f64, String> {
     }
 }
 
+/// Logs to stderr: `-v`/`-vv` pick the default filter, `RUST_LOG` overrides it (an invalid
+/// `RUST_LOG` is reported, not silently ignored); colours only on a terminal.
 fn init_logging(verbose: u8) {
     use std::io::IsTerminal;
     let default = match verbose {

@@ -14,7 +14,7 @@ use meta_nca_rule::robustness::{
 };
 use serde::Serialize;
 
-use crate::robustness_config::{Experiment, Mode, Plan, RobustnessConfig};
+use crate::robustness_config::{Damage, Mode, Plan, RobustnessConfig};
 use crate::run_dir::{Which, load_run, round_to, write_csv};
 
 /// Arguments of `meta-nca robustness`.
@@ -176,9 +176,9 @@ pub fn run(args: Args) -> Result<()> {
     let bench = Bench { rule: &ckpt.rule, meta: &ckpt.meta, task, engine: engine.as_ref() };
     let Outputs { curves: curves_file, baseline, config: config_file } = outputs;
     let (curves, baseline_file) = match plan.experiment {
-        Experiment::Prune => (Curves::Prune(prune(&plan, &bench, &curves_file, &baseline)?), Some(baseline)),
-        Experiment::Neurons => (Curves::Neurons(neurons(&plan, &bench, &curves_file)?), None),
-        Experiment::Churn => (Curves::Churn(churn(&plan, &bench, &curves_file)?), None),
+        Damage::Prune => (Curves::Prune(prune(&plan, &bench, &curves_file, &baseline)?), Some(baseline)),
+        Damage::Neurons => (Curves::Neurons(neurons(&plan, &bench, &curves_file)?), None),
+        Damage::Churn => (Curves::Churn(churn(&plan, &bench, &curves_file)?), None),
     };
     write_atomic(&config_file, plan_toml.as_bytes())?;
     let report =

@@ -22,7 +22,7 @@ use crate::run_dir::Which;
 /// What is done to the grown networks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
-pub enum Experiment {
+pub enum Damage {
     /// Remove a fraction of the connections (`fractions`, `mode`).
     Prune,
     /// Add hidden neurons to the first hidden layer (`neurons`).
@@ -58,7 +58,7 @@ impl Mode {
 pub struct RobustnessConfig {
     /// The experiment [default: prune].
     #[arg(long, value_enum)]
-    pub experiment: Option<Experiment>,
+    pub experiment: Option<Damage>,
     /// Prune: fractions of each network's connections to remove, comma-separated
     /// [default: 0.1,0.2,0.3,0.5].
     #[arg(long, value_delimiter = ',', value_name = "Q1,Q2,..")]
@@ -112,7 +112,7 @@ pub struct RobustnessConfig {
 #[serde(rename_all = "kebab-case")]
 pub struct Plan {
     /// The experiment.
-    pub experiment: Experiment,
+    pub experiment: Damage,
     /// Prune: fractions of the connections removed, each in [0, 1].
     pub fractions: Vec<f64>,
     /// Prune: which connections.
@@ -213,7 +213,7 @@ impl RobustnessConfig {
     pub fn resolve(self, run: &Config) -> Result<Plan> {
         self.check()?;
         Ok(Plan {
-            experiment: self.experiment.unwrap_or(Experiment::Prune),
+            experiment: self.experiment.unwrap_or(Damage::Prune),
             fractions: self.fractions.unwrap_or_else(|| vec![0.1, 0.2, 0.3, 0.5]),
             mode: self.mode.unwrap_or(Mode::Random),
             neurons: self.neurons.unwrap_or_else(|| vec![1, 2]),
@@ -238,9 +238,9 @@ impl Plan {
     /// curves; `.toml`: this plan; prune also `-baseline.csv`).
     pub fn file_stem(&self) -> String {
         let stem = match self.experiment {
-            Experiment::Prune => format!("robustness-prune-{}", self.mode.name()),
-            Experiment::Neurons => "robustness-neurons".into(),
-            Experiment::Churn => "robustness-churn".into(),
+            Damage::Prune => format!("robustness-prune-{}", self.mode.name()),
+            Damage::Neurons => "robustness-neurons".into(),
+            Damage::Churn => "robustness-churn".into(),
         };
         match self.engine {
             Engine::Reference => stem,
@@ -259,9 +259,9 @@ impl Plan {
     pub fn keys(&self) -> Result<toml::Table> {
         let mut table = toml::Table::try_from(self).context("writing the robustness config as TOML")?;
         let unused: &[&str] = match self.experiment {
-            Experiment::Prune => &["neurons", "rates"],
-            Experiment::Neurons => &["fractions", "mode", "rates", "fine-tune"],
-            Experiment::Churn => &["fractions", "mode", "neurons", "fine-tune"],
+            Damage::Prune => &["neurons", "rates"],
+            Damage::Neurons => &["fractions", "mode", "rates", "fine-tune"],
+            Damage::Churn => &["fractions", "mode", "neurons", "fine-tune"],
         };
         let reference_only: &[&str] = match self.engine {
             Engine::Reference => &["executor", "shards"],

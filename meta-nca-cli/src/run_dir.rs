@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, bail};
 use meta_nca_rule::checkpoint::{Checkpoint, write_atomic};
 use meta_nca_rule::config::Config;
-use meta_nca_rule::experiment::{Experiment, Task};
+use meta_nca_rule::experiment::{Experiment, TaskSource};
 use meta_nca_rule::train::EpochMetrics;
 
 /// Header of `metrics.csv`.
@@ -37,8 +37,8 @@ pub struct GrowFlags {
     pub steps: Option<usize>,
     /// Firing fraction; in async actor runs, each cell's firing rate (default: the run's
     /// grow.fire-fraction).
-    #[arg(long)]
-    pub p: Option<f64>,
+    #[arg(long = "p", value_name = "P")]
+    pub fire_fraction: Option<f64>,
     /// Seed of the grows (default: the run's seed).
     #[arg(long)]
     pub seed: Option<u64>,
@@ -47,7 +47,7 @@ pub struct GrowFlags {
 impl GrowFlags {
     /// Steps, firing fraction and seed: the flags, or the run's config where a flag is absent.
     pub fn resolve(&self, cfg: &Config) -> Result<(usize, f64, u64)> {
-        resolve_grow(self.steps, self.p, self.seed, cfg)
+        resolve_grow(self.steps, self.fire_fraction, self.seed, cfg)
     }
 }
 
@@ -71,7 +71,7 @@ pub fn resolve_grow(
 
 /// Layer sizes of a network on `task` with the hidden widths of `--hidden` (comma-separated;
 /// "" = none; absent: the config's first architecture).
-pub fn layer_sizes(hidden: Option<&str>, cfg: &Config, task: &Task) -> Result<Vec<usize>> {
+pub fn layer_sizes(hidden: Option<&str>, cfg: &Config, task: &TaskSource) -> Result<Vec<usize>> {
     let hidden: Vec<usize> = match hidden {
         Some(text) if text.trim().is_empty() => Vec::new(),
         Some(text) => text

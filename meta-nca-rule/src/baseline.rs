@@ -6,8 +6,8 @@ use rand::rngs::StdRng;
 
 use crate::init::{WeightInit, initial_weight};
 use crate::optim::Adam;
-use crate::reference::{Score, TaskData, score};
 use crate::task::{self, ActivityGrad, DenseNet};
+use crate::task_data::{Score, TaskData, score};
 use crate::topology::Topology;
 
 /// How the baseline is trained.

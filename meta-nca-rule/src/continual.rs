@@ -9,7 +9,7 @@
 //! first phase's data; at phase ends, every class's (or every input domain's) accuracy, from
 //! which forgetting follows. Next to it: backprop fine-tuned phase by phase on the same data
 //! (which forgets) and backprop trained on all of it at once (the upper bound). Meta-training
-//! grows through the same schedules (`train.continual`, see [`crate::train`]).
+//! grows through the same schedules (`train.continual`, see the `train` module).
 
 pub mod report;
 
@@ -23,19 +23,20 @@ use rand::seq::SliceRandom;
 use crate::baseline::{BaselineSpec, fine_tune, xavier_net};
 use crate::batch::Batch;
 use crate::checkpoint::RuleMeta;
+use crate::config::schedule::{PhaseRows, ScheduleKind, ScheduleSpec};
 use crate::data::Split;
 use crate::engine::EngineKind;
-use crate::episode::{Episode, EpisodeSpec, Stream, rng_for};
-use crate::experiment::Task;
+use crate::episode::{Episode, EpisodeSpec};
+use crate::experiment::TaskSource;
 use crate::firing::choose_firing;
-use crate::generate::normal;
-use crate::reference::TaskData;
+use crate::random::normal;
+use crate::random::{Stream, rng_for};
 use crate::rule::RuleNet;
 use crate::task::{self, DenseNet};
+use crate::task_data::TaskData;
 use crate::topology::Topology;
 use crate::{Error, Result};
 
-pub use crate::config::schedule::{PhaseRows, ScheduleKind, ScheduleSpec};
 pub use report::{ContinualReport, Groups, PhaseEnd, PhaseInfo, Recovery, Summary};
 
 /// A fixed input drift: each random pair of features rotated by an angle, then every feature
@@ -388,7 +389,7 @@ pub fn run(
     rule: &RuleNet,
     meta: &RuleMeta,
     engine: &dyn EngineKind,
-    task: &Task,
+    task: &TaskSource,
     spec: &ContinualSpec,
 ) -> Result<ContinualReport> {
     if spec.networks == 0 {

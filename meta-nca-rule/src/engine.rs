@@ -14,8 +14,9 @@ use crate::batch::Batch;
 use crate::fused::values;
 use crate::init::{HiddenCode, WeightInit};
 use crate::perception::PerceptionSpec;
-use crate::reference::{Grower, TaskData};
+use crate::reference::Grower;
 use crate::rule::RuleNet;
+use crate::task_data::TaskData;
 use crate::topology::Topology;
 
 /// Networks being grown by a rule, one step at a time.

@@ -2,45 +2,12 @@
 //! of every step), made from a seed so that any grow can be replayed exactly, by the
 //! reference path or by anything that must match it.
 
-use rand::SeedableRng;
 use rand::rngs::StdRng;
 
 use crate::config::Architectures;
 use crate::firing::draw_fires;
 use crate::init::{HiddenCode, WeightInit, initial_state};
 use crate::topology::Topology;
-
-/// Independent random streams derived from one seed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Stream {
-    /// Meta-training episodes.
-    Train = 1,
-    /// Evaluation episodes.
-    Eval = 2,
-    /// Single grows (`meta-nca grow`).
-    Grow = 3,
-    /// The fixed probe networks that pick the best checkpoint during training.
-    Probe = 4,
-    /// Generated tasks of meta-training ([`crate::generate`]).
-    TrainTasks = 5,
-    /// Generated held-out tasks of evaluation (the learning suite); disjoint from `TrainTasks`.
-    EvalTasks = 6,
-    /// Continual experiments ([`crate::continual`]): their grows, drifts and baselines.
-    Continual = 7,
-}
-
-/// SplitMix64's output function: a well-mixed 64-bit hash of `z`.
-pub(crate) fn splitmix(mut z: u64) -> u64 {
-    z = z.wrapping_add(0x9E37_79B9_7F4A_7C15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
-}
-
-/// The generator of item `index` of `stream` under `seed`.
-pub fn rng_for(seed: u64, stream: Stream, index: u64) -> StdRng {
-    StdRng::seed_from_u64(splitmix(splitmix(seed) ^ splitmix(stream as u64 ^ (index << 8))))
-}
 
 /// What a grow needs besides the rule.
 #[derive(Debug, Clone, PartialEq)]
@@ -144,6 +111,7 @@ pub fn draw_rows(batch: Option<usize>, n: usize, steps: usize, rng: &mut StdRng)
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::random::{Stream, rng_for};
 
     #[test]
     fn minibatch_rows_are_distinct_seeded_and_only_drawn_when_asked() {

@@ -12,16 +12,18 @@ use crate::batch::Batch;
 use crate::checkpoint::RuleMeta;
 use crate::config::Config;
 use crate::engine::EngineKind;
-use crate::episode::{Episode, EpisodeSpec, Stream, draw_rows, rng_for};
-use crate::experiment::Task;
+use crate::episode::{Episode, EpisodeSpec, draw_rows};
+use crate::experiment::TaskSource;
 use crate::firing::choose_firing;
 use crate::fused::values;
 use crate::init::HiddenCode;
 use crate::init::{carry_plan, initial_state};
 use crate::perception::PerceptionSpec;
-use crate::reference::{Grower, Score, score};
+use crate::random::{Stream, rng_for};
+use crate::reference::Grower;
 use crate::rule::RuleNet;
 use crate::task::DenseNet;
+use crate::task_data::{Score, score};
 use crate::topology::{CellId, Scheduled, Topology};
 
 /// Mean, min and max of a sample.
@@ -100,7 +102,7 @@ pub struct EvalSpec {
 pub type Grown = Vec<(Vec<usize>, Score, Score)>;
 
 /// The layer sizes and scores (train, validation) of grown networks `nets` on `task`.
-pub fn score_nets(nets: &[DenseNet<f64>], task: &Task) -> Grown {
+pub fn score_nets(nets: &[DenseNet<f64>], task: &TaskSource) -> Grown {
     nets.iter().map(|n| (n.sizes.clone(), score(n, &task.train), score(n, &task.val))).collect()
 }
 
@@ -111,7 +113,7 @@ pub fn grow_nets(
     perception: &PerceptionSpec,
     code: HiddenCode,
     cfg: &Config,
-    task: &Task,
+    task: &TaskSource,
     spec: EvalSpec,
     stream: Stream,
 ) -> Result<Vec<DenseNet<f64>>> {
@@ -189,7 +191,7 @@ pub fn hidden_redundancy(net: &DenseNet<f64>) -> Option<f64> {
 
 /// Grows `spec.networks` fresh networks on `task` and scores them next to the backprop
 /// baseline. The task need not be one the rule was trained on.
-pub fn evaluate(rule: &RuleNet, meta: &RuleMeta, task: &Task, spec: EvalSpec) -> Result<EvalReport> {
+pub fn evaluate(rule: &RuleNet, meta: &RuleMeta, task: &TaskSource, spec: EvalSpec) -> Result<EvalReport> {
     let cfg = &meta.config;
     let nets = grow_nets(rule, &meta.perception, meta.code, cfg, task, spec, Stream::Eval)?;
     let redundancy: Vec<f64> = nets.iter().filter_map(hidden_redundancy).collect();
@@ -346,7 +348,7 @@ pub fn grow_one(
     engine: &dyn EngineKind,
     rule: &RuleNet,
     meta: &RuleMeta,
-    task: &Task,
+    task: &TaskSource,
     sizes: &[usize],
     steps: usize,
     fire_fraction: f64,

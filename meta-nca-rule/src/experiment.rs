@@ -7,12 +7,14 @@ use std::sync::Arc;
 
 use crate::config::{Architectures, Config};
 use crate::data::{Dataset, Split};
-use crate::reference::TaskData;
+use crate::task_data::TaskData;
 use crate::{Error, Result};
 
-/// One dataset of an experiment.
+/// One task of an experiment, made from a dataset (loaded, or generated): its split into grow
+/// and validation sets, standardised, and the architectures grown on it. The networks grown
+/// on it are the task networks of [`crate::task`].
 #[derive(Debug, Clone)]
-pub struct Task {
+pub struct TaskSource {
     /// Dataset name (embedded name or file stem).
     pub name: String,
     /// The split (with standardisation statistics).
@@ -32,7 +34,7 @@ pub struct Experiment {
     /// The config.
     pub config: Config,
     /// Every dataset the rule is trained on.
-    pub tasks: Vec<Task>,
+    pub tasks: Vec<TaskSource>,
 }
 
 /// Loads a dataset by name: an embedded one (`iris`, `wine`, `breast-cancer`) or a CSV path.
@@ -47,7 +49,7 @@ fn task_data(x: &[f64], y: &[usize], split: &Split) -> Arc<TaskData> {
     Arc::new(TaskData { x: x.to_vec(), y: y.to_vec(), features: split.num_features, classes: split.num_classes })
 }
 
-impl Task {
+impl TaskSource {
     /// Loads, splits and standardises `dataset` as `config` says.
     pub fn load(config: &Config, dataset: &str, label_column: Option<&str>) -> Result<Self> {
         let data = load_dataset(dataset, label_column)?;
@@ -84,15 +86,15 @@ impl Experiment {
     /// Checks `config`, loads and splits its datasets.
     pub fn new(config: Config) -> Result<Self> {
         config.check()?;
-        let mut tasks = vec![Task::load(&config, &config.data.dataset, config.data.label_column.as_deref())?];
+        let mut tasks = vec![TaskSource::load(&config, &config.data.dataset, config.data.label_column.as_deref())?];
         for extra in &config.data.extra_datasets {
-            tasks.push(Task::load(&config, extra, None)?);
+            tasks.push(TaskSource::load(&config, extra, None)?);
         }
         Ok(Self { config, tasks })
     }
 
     /// The first dataset (`data.dataset`): what evaluation and single grows use.
-    pub fn primary(&self) -> &Task {
+    pub fn primary(&self) -> &TaskSource {
         &self.tasks[0]
     }
 

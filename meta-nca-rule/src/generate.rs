@@ -12,32 +12,9 @@ use rand::seq::SliceRandom;
 use serde::{Deserialize, Serialize};
 
 use crate::config::TasksConfig;
+use crate::config::tasks::Kind;
 use crate::data::Dataset;
-use crate::episode::{Stream, rng_for};
-
-/// How a generated task makes its rows and labels.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Kind {
-    /// Gaussian mixture: each class is one or more unit-variance clusters at random centres.
-    Mixture,
-    /// Gaussian inputs labelled by a random teacher network (one ReLU hidden layer, argmax,
-    /// output biases balanced so that every class is common).
-    Teacher,
-    /// XOR-like: each class is a pair of opposite clusters `±c`, so all classes share their
-    /// mean and a linear classifier is near chance while an MLP is not.
-    Xor,
-}
-
-impl std::fmt::Display for Kind {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            Kind::Mixture => "mixture",
-            Kind::Teacher => "teacher",
-            Kind::Xor => "xor",
-        })
-    }
-}
+use crate::random::{Stream, normal, rng_for};
 
 /// The size of a generated task.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -59,13 +36,6 @@ pub struct Generated {
     pub shape: Shape,
     /// Its table (named after the kind and the draw).
     pub dataset: Dataset,
-}
-
-/// A standard normal draw (Box-Muller; `rand` alone has no normal distribution).
-pub fn normal<R: Rng>(rng: &mut R) -> f64 {
-    let u1: f64 = 1.0 - rng.r#gen::<f64>();
-    let u2: f64 = rng.r#gen::<f64>();
-    (-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos()
 }
 
 fn uniform<R: Rng>(rng: &mut R, r: [f64; 2]) -> f64 {
@@ -267,13 +237,13 @@ mod difficulty {
     use super::*;
     use crate::baseline::{BaselineSpec, train_baseline};
     use crate::config::Config;
-    use crate::experiment::Task;
+    use crate::experiment::TaskSource;
 
     /// Validation accuracy of logistic regression and of an MLP (hidden 32), both backprop.
     fn lr_and_mlp(kind: Kind, shape: Shape, index: u64) -> (f64, f64) {
         let cfg = TasksConfig { per_epoch: 1, ..TasksConfig::default() };
         let g = generate(kind, shape, &cfg, "t", &mut rng_for(9, Stream::EvalTasks, index));
-        let task = Task::from_dataset(&Config::default(), g.dataset).expect("splits");
+        let task = TaskSource::from_dataset(&Config::default(), g.dataset).expect("splits");
         let (f, c) = (shape.features, shape.classes);
         let spec = BaselineSpec::default();
         let lr = train_baseline(&[f, c], true, &task.train, &task.val, spec).expect("lr");

@@ -137,7 +137,7 @@ pub enum RowSource {
 }
 
 /// For every cell of `new`, in [`Topology::cells`] order: its row in `old`'s state (matched by
-/// layer and stable index), or the starting row of a cell `old` did not have. What a topology
+/// layer and stable index, [`Topology::rows_in`]), or the starting row of a cell `old` did not have. What a topology
 /// change between grow steps does to the state; an index that does not fit `code` is an error.
 pub fn carry_plan<R: Rng>(
     code: &HiddenCode,
@@ -146,11 +146,10 @@ pub fn carry_plan<R: Rng>(
     new: &Topology,
     rng: &mut R,
 ) -> Result<Vec<RowSource>> {
-    let rows: std::collections::HashMap<(usize, usize), usize> =
-        old.cells().enumerate().map(|(r, c)| ((c.layer, c.index), r)).collect();
     new.cells()
-        .map(|cell| match rows.get(&(cell.layer, cell.index)) {
-            Some(&r) => Ok(RowSource::Old(r)),
+        .zip(new.rows_in(old))
+        .map(|(cell, row)| match row {
+            Some(r) => Ok(RowSource::Old(r)),
             None => {
                 let mut row = vec![0.0; 1 + code.dim()];
                 row[0] = initial_weight(init, new, cell, rng);

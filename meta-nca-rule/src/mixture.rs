@@ -10,14 +10,14 @@ use rand::seq::index::sample;
 
 use crate::Result;
 use crate::data::Split;
-use crate::episode::Stream;
-use crate::experiment::{Experiment, Task};
+use crate::experiment::{Experiment, TaskSource};
 use crate::generate;
+use crate::random::Stream;
 
 /// The tasks meta-epoch `epoch` grows on. Reshaping the datasets draws from `rng` (the
 /// meta-epoch's generator); generated task `j` of meta-epoch `e` is task
 /// `e · per-epoch + j` of [`Stream::TrainTasks`] under the config's seed.
-pub fn epoch_tasks(exp: &Experiment, epoch: usize, rng: &mut StdRng) -> Result<Vec<Task>> {
+pub fn epoch_tasks(exp: &Experiment, epoch: usize, rng: &mut StdRng) -> Result<Vec<TaskSource>> {
     let cfg = &exp.config;
     let ts = &cfg.tasks;
     let mut tasks = Vec::new();
@@ -25,7 +25,7 @@ pub fn epoch_tasks(exp: &Experiment, epoch: usize, rng: &mut StdRng) -> Result<V
         for task in &exp.tasks {
             if ts.reshapes_datasets() {
                 let columns = reshape_columns(task.split.num_features, ts.permute_features, ts.subsample_features, rng);
-                tasks.push(Task::from_split(cfg, task.name.clone(), select_features(&task.split, &columns)));
+                tasks.push(TaskSource::from_split(cfg, task.name.clone(), select_features(&task.split, &columns)));
             } else {
                 tasks.push(task.clone());
             }
@@ -34,7 +34,7 @@ pub fn epoch_tasks(exp: &Experiment, epoch: usize, rng: &mut StdRng) -> Result<V
     for j in 0..ts.per_epoch {
         let index = (epoch * ts.per_epoch + j) as u64;
         let generated = generate::draw(ts, cfg.seed, Stream::TrainTasks, index);
-        tasks.push(Task::from_dataset(cfg, generated.dataset)?);
+        tasks.push(TaskSource::from_dataset(cfg, generated.dataset)?);
     }
     Ok(tasks)
 }
@@ -72,7 +72,7 @@ pub fn select_features(split: &Split, columns: &[usize]) -> Split {
 mod tests {
     use super::*;
     use crate::config::Config;
-    use crate::episode::rng_for;
+    use crate::random::rng_for;
 
     #[test]
     fn defaults_are_the_datasets_and_draw_nothing() {

@@ -13,12 +13,13 @@ use crate::baseline::{BaselineSpec, fine_tune, train_baseline_net};
 use crate::batch::Batch;
 use crate::checkpoint::RuleMeta;
 use crate::engine::{Engine, EngineKind};
-use crate::episode::{Episode, EpisodeSpec, Stream, rng_for};
-use crate::experiment::Task;
+use crate::episode::{Episode, EpisodeSpec};
+use crate::experiment::TaskSource;
 use crate::firing::choose_firing;
-use crate::reference::score;
+use crate::random::{Stream, rng_for};
 use crate::rule::RuleNet;
 use crate::task::DenseNet;
+use crate::task_data::score;
 use crate::topology::Topology;
 use crate::{Error, Result};
 
@@ -83,7 +84,7 @@ pub fn choose_pruned(weights: &[f64], fraction: f64, mode: PruneMode, rng: &mut 
 }
 
 /// Mean train and validation accuracy of `topologies` in state `state`.
-fn mean_scores(topologies: &[Topology], state: &[f64], width: usize, task: &Task) -> (f64, f64) {
+fn mean_scores(topologies: &[Topology], state: &[f64], width: usize, task: &TaskSource) -> (f64, f64) {
     let batch = Batch::new(topologies.to_vec());
     let nets: Vec<_> = (0..batch.num_nets()).map(|n| batch.dense_net(n, state, width)).collect();
     let n = nets.len().max(1) as f64;
@@ -131,7 +132,7 @@ pub struct Bench<'a> {
     /// Its run's metadata (perception, encoding, config).
     pub meta: &'a RuleMeta,
     /// The task grown on (train) and scored on (train and validation).
-    pub task: &'a Task,
+    pub task: &'a TaskSource,
     /// The engine the grows run on.
     pub engine: &'a dyn EngineKind,
 }
@@ -269,7 +270,7 @@ pub fn add_neurons_experiment(bench: &Bench<'_>, spec: &NeuronSpec) -> Result<Ve
 }
 
 /// One backprop-trained network per distinct architecture in the batch.
-fn baselines(topologies: &[Topology], task: &Task, bias: bool) -> Result<BTreeMap<Vec<usize>, DenseNet<f64>>> {
+fn baselines(topologies: &[Topology], task: &TaskSource, bias: bool) -> Result<BTreeMap<Vec<usize>, DenseNet<f64>>> {
     let mut out = BTreeMap::new();
     for t in topologies {
         if !out.contains_key(t.sizes()) {
@@ -284,7 +285,7 @@ fn baselines(topologies: &[Topology], task: &Task, bias: bool) -> Result<BTreeMa
 fn baseline_curve(
     nets: &BTreeMap<Vec<usize>, DenseNet<f64>>,
     topologies: &[Topology],
-    task: &Task,
+    task: &TaskSource,
     q: f64,
     spec: &PruneSpec,
     key: u64,

@@ -18,14 +18,17 @@ use crate::baseline::{BaselineSpec, adam_curve, train_baseline, xavier_net};
 use crate::batch::Batch;
 use crate::checkpoint::RuleMeta;
 use crate::config::TasksConfig;
+use crate::config::tasks::Kind;
 use crate::data::Dataset;
-use crate::episode::{Episode, EpisodeSpec, Stream, rng_for};
+use crate::episode::{Episode, EpisodeSpec};
 use crate::eval::{GROW_FLOATS, Stats, in_groups};
-use crate::experiment::{Task, load_dataset};
+use crate::experiment::{TaskSource, load_dataset};
 use crate::fused::values;
-use crate::generate::{self, Kind, Shape};
-use crate::reference::{Grower, score};
+use crate::generate::{self, Shape};
+use crate::random::{Stream, rng_for};
+use crate::reference::Grower;
 use crate::rule::RuleNet;
+use crate::task_data::score;
 
 mod report;
 pub use report::{Acc, HorizonResult, LrScore, Skipped, SuiteReport, SuiteRow, TaskResult};
@@ -125,7 +128,7 @@ fn held_out(spec: &SuiteSpec) -> Vec<Named> {
 
 /// Draws `networks` networks on `task` as a grow would, for `steps` steps; `None` when the
 /// rule's hidden-state code cannot number their cells.
-fn episode(meta: &RuleMeta, task: &Task, networks: usize, steps: usize, key: u64) -> Result<Episode> {
+fn episode(meta: &RuleMeta, task: &TaskSource, networks: usize, steps: usize, key: u64) -> Result<Episode> {
     let cfg = &meta.config;
     let (layers, cells) = task.archs.extent(cfg.task.bias);
     meta.code.check_fits(layers, cells)?;
@@ -143,7 +146,13 @@ fn episode(meta: &RuleMeta, task: &Task, networks: usize, steps: usize, key: u64
 
 /// Grows `episode` on `task`, scoring every network at each horizon: `(train, val)` accuracy.
 /// The networks grow in groups within [`GROW_FLOATS`] (the suite grows on every training row).
-fn grow_curve(rule: &RuleNet, meta: &RuleMeta, task: &Task, ep: &Episode, horizons: &[usize]) -> Result<Vec<Acc2>> {
+fn grow_curve(
+    rule: &RuleNet,
+    meta: &RuleMeta,
+    task: &TaskSource,
+    ep: &Episode,
+    horizons: &[usize],
+) -> Result<Vec<Acc2>> {
     let mut acc: Vec<(Vec<f64>, Vec<f64>)> = vec![(Vec::new(), Vec::new()); horizons.len()];
     for part in in_groups(ep, rule, task.train.y.len(), GROW_FLOATS) {
         let grower =
@@ -177,7 +186,7 @@ pub enum AdamStart {
 /// horizon (mean over the starts).
 fn adam_from(
     meta: &RuleMeta,
-    task: &Task,
+    task: &TaskSource,
     ep: &Episode,
     start: AdamStart,
     lr: f64,
@@ -209,7 +218,7 @@ pub fn choose_adam_lr(meta: &RuleMeta, spec: &SuiteSpec, start: AdamStart) -> Re
     let mut tasks = Vec::new();
     for i in 0..spec.lr_tasks as u64 {
         let g = generate::draw(&TasksConfig { per_epoch: 1, ..spec.ranges.clone() }, spec.seed, Stream::TrainTasks, i);
-        let task = Task::from_dataset(&meta.config, g.dataset)?;
+        let task = TaskSource::from_dataset(&meta.config, g.dataset)?;
         if let Ok(ep) = episode(meta, &task, spec.adam_networks.max(1), 0, spec.seed ^ (i << 32)) {
             tasks.push((task, ep));
         }
@@ -240,7 +249,7 @@ fn run_task(
     spec: &SuiteSpec,
 ) -> Result<TaskResult> {
     let cfg = &meta.config;
-    let task = Task::from_dataset(cfg, named.data)?;
+    let task = TaskSource::from_dataset(cfg, named.data)?;
     let last = spec.horizons.last().copied().unwrap_or(cfg.grow.steps);
     let ep = episode(meta, &task, spec.networks, last, key)?;
     let grown = grow_curve(rule, meta, &task, &ep, &spec.horizons)?;

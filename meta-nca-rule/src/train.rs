@@ -14,18 +14,20 @@ use crate::checkpoint::{Checkpoint, FORMAT, RuleMeta, config_mismatches};
 use crate::config::schedule::ScheduleSpec;
 use crate::config::{Config, GradNormalisation, HeadStart};
 use crate::continual::Schedule;
-use crate::episode::{Episode, EpisodeSpec, Stream, draw_rows, rng_for};
+use crate::episode::{Episode, EpisodeSpec, draw_rows};
 use crate::eval::{EvalSpec, grow_nets, score_nets};
-use crate::experiment::{Experiment, Task};
+use crate::experiment::{Experiment, TaskSource};
 use crate::firing::draw_fires;
 use crate::fused::values;
 use crate::init::HiddenCode;
 use crate::optim::{Adam, clip_global_norm, global_norm, normalise_per_tensor};
 use crate::perception::PerceptionSpec;
 use crate::pool::Pool;
-use crate::reference::{Grower, TaskData, score};
+use crate::random::{Stream, rng_for};
+use crate::reference::Grower;
 use crate::robustness::{PruneMode, prune_batch};
 use crate::rule::RuleNet;
+use crate::task_data::{TaskData, score};
 use crate::topology::Topology;
 use crate::{Error, Result};
 
@@ -88,7 +90,7 @@ pub struct ProbeJob {
     spec: PerceptionSpec,
     code: HiddenCode,
     config: Config,
-    task: Task,
+    task: TaskSource,
 }
 
 /// What a probe measured, before it is compared with the probes before it.
@@ -146,7 +148,7 @@ struct Grown {
 }
 
 impl Grown {
-    fn of(t: usize, task: &Task, grower: Grower, values: Vec<f64>) -> Self {
+    fn of(t: usize, task: &TaskSource, grower: Grower, values: Vec<f64>) -> Self {
         Self { task: Some(t), train: task.train.clone(), val: task.val.clone(), grower, values }
     }
 }
@@ -283,7 +285,7 @@ impl Trainer {
     /// values, and the schedule.
     fn continual_episode(
         &self,
-        task: &Task,
+        task: &TaskSource,
         spec: &ScheduleSpec,
         rng: &mut StdRng,
     ) -> Result<(Loss, Grower, Vec<f64>, Schedule)> {

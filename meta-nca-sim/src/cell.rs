@@ -245,7 +245,7 @@ impl Cell {
             CellMsg::Begin { round, fire } => self.begin(round, fire, ctx, out),
             CellMsg::Tick => {
                 let draw = (splitmix(&mut self.clock) >> 11) as f64 / (1u64 << 53) as f64;
-                self.begin(self.round, draw < ctx.fire_rate, ctx, out);
+                self.begin(self.round, draw < ctx.fire_fraction, ctx, out);
             }
             CellMsg::Act { round, a } => self.on_act(round, a, out),
             CellMsg::Summary { side, view } => {

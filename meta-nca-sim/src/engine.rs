@@ -9,8 +9,8 @@ use meta_nca_rule::engine::{Engine, EngineKind};
 use meta_nca_rule::episode::Episode;
 use meta_nca_rule::init::{HiddenCode, WeightInit};
 use meta_nca_rule::perception::PerceptionSpec;
-use meta_nca_rule::reference::TaskData;
 use meta_nca_rule::rule::RuleNet;
+use meta_nca_rule::task_data::TaskData;
 use meta_nca_rule::topology::Topology;
 use rand::rngs::StdRng;
 

@@ -4,11 +4,13 @@
 
 use std::sync::Arc;
 
-use meta_nca_rule::episode::{Episode, EpisodeSpec, Stream, rng_for};
+use meta_nca_rule::episode::{Episode, EpisodeSpec};
 use meta_nca_rule::init::{HiddenCode, WeightInit};
 use meta_nca_rule::perception::PerceptionSpec;
-use meta_nca_rule::reference::{Grower, TaskData};
+use meta_nca_rule::random::{Stream, rng_for};
+use meta_nca_rule::reference::Grower;
 use meta_nca_rule::rule::RuleNet;
+use meta_nca_rule::task_data::TaskData;
 use meta_nca_rule::topology::Topology;
 
 use crate::world::{Ctx, World};
@@ -88,7 +90,7 @@ impl Setup {
             rounds: episode.fires.len() as u32,
             max_staleness: 0,
             async_mode: false,
-            fire_rate: 0.0,
+            fire_fraction: 0.0,
         };
         let world = World::new(topology, data, spec, ctx)?;
         Ok(Self { world: Arc::new(world), state0: episode.state0, fires: episode.fires, rule })

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use meta_nca_rule::init::{HiddenCode, WeightInit, carry_plan};
-use meta_nca_rule::reference::TaskData;
+use meta_nca_rule::task_data::TaskData;
 use meta_nca_rule::topology::{CellId, Change, Topology};
 use rand::Rng;
 use tokio::sync::oneshot;
@@ -42,7 +42,7 @@ pub enum Executor {
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct AsyncSpec {
     /// Probability that a cell fires at a tick of its clock.
-    pub fire_rate: f64,
+    pub fire_fraction: f64,
     /// How many rounds older than its own a summary a cell may use.
     pub max_staleness: u32,
     /// Scheduling jitter: before each tick a cell yields to the scheduler up to this many
@@ -56,7 +56,7 @@ pub struct AsyncSpec {
 
 impl Default for AsyncSpec {
     fn default() -> Self {
-        Self { fire_rate: 0.8, max_staleness: 1, jitter: 4, batch_rows: 256, deadline: Duration::from_micros(200) }
+        Self { fire_fraction: 0.8, max_staleness: 1, jitter: 4, batch_rows: 256, deadline: Duration::from_micros(200) }
     }
 }
 
@@ -97,9 +97,9 @@ impl SimSpec {
     /// Refuses impossible settings.
     pub(crate) fn validate(&self) -> Result<()> {
         if let Mode::Async(a) = self.mode
-            && !(a.fire_rate > 0.0 && a.fire_rate <= 1.0)
+            && !(a.fire_fraction > 0.0 && a.fire_fraction <= 1.0)
         {
-            let message = format!("must be in (0, 1], got {}", a.fire_rate);
+            let message = format!("must be in (0, 1], got {}", a.fire_fraction);
             return Err(Error::Config { key: "fire-rate", message });
         }
         if let Executor::Shards { shards: 0 } = self.executor {
@@ -177,7 +177,7 @@ impl Simulation {
             Mode::Lockstep => ctx.rounds = u32::MAX,
             Mode::Async(a) => {
                 ctx.async_mode = true;
-                ctx.fire_rate = a.fire_rate;
+                ctx.fire_fraction = a.fire_fraction;
                 ctx.max_staleness = a.max_staleness;
             }
         }

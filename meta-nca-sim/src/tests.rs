@@ -8,8 +8,8 @@ use std::sync::Arc;
 use meta_nca_rule::config::Config;
 use meta_nca_rule::init::{HiddenCode, WeightInit};
 use meta_nca_rule::perception::{CellView, Group, NeuronView, PerceptionSpec, perceive};
-use meta_nca_rule::reference::TaskData;
 use meta_nca_rule::rule::RuleNet;
+use meta_nca_rule::task_data::TaskData;
 use meta_nca_rule::topology::Topology;
 use rand::SeedableRng;
 use rand::rngs::StdRng;
@@ -88,7 +88,7 @@ fn world(sizes: &[usize], groups: &[Group], samples: usize) -> World {
         rounds: u32::MAX,
         max_staleness: 0,
         async_mode: false,
-        fire_rate: 0.0,
+        fire_fraction: 0.0,
     };
     World::new(Topology::dense(sizes, false).expect("valid sizes"), data, spec, ctx).expect("world")
 }

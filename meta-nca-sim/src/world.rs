@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use meta_nca_rule::batch::Batch;
 use meta_nca_rule::perception::{Needs, PerceptionSpec};
-use meta_nca_rule::reference::TaskData;
+use meta_nca_rule::task_data::TaskData;
 use meta_nca_rule::topology::{CellId, Topology};
 
 use crate::protocol::Fan;
@@ -31,7 +31,7 @@ pub struct Ctx {
     /// Async mode: cells tick on their own clocks and draw their own firing.
     pub async_mode: bool,
     /// Async mode: firing probability per tick.
-    pub fire_rate: f64,
+    pub fire_fraction: f64,
 }
 
 /// One simulated network: its topology, neuron fans and shared context. Cloning shares the

@@ -14,7 +14,7 @@ use std::sync::Arc;
 
 use meta_nca_rule::config::Config;
 use meta_nca_rule::experiment::Experiment;
-use meta_nca_rule::reference::{TaskData, score};
+use meta_nca_rule::task_data::{TaskData, score};
 use meta_nca_rule::topology::Topology;
 use meta_nca_rule::train::Trainer;
 use meta_nca_sim::{AsyncSpec, Executor, Mode, Setup, SimSpec};
@@ -67,7 +67,7 @@ fn grow_many(trainer: &Trainer, executor: Executor, runs: u64) -> Accuracy {
         .expect("setup");
         let spec = |mode| SimSpec { executor, mode, workers: 2, seed, ..SimSpec::default() };
         let locked = meta_nca_sim::run(&setup, &spec(Mode::Lockstep)).expect("lockstep run");
-        let mode = Mode::Async(AsyncSpec { fire_rate: p, max_staleness: 1, jitter: 8, ..AsyncSpec::default() });
+        let mode = Mode::Async(AsyncSpec { fire_fraction: p, max_staleness: 1, jitter: 8, ..AsyncSpec::default() });
         let free = meta_nca_sim::run(&setup, &spec(mode)).expect("async run");
         assert!(free.stats.staleness.get(1).copied().unwrap_or(0) > 0, "async used no stale summary");
         lockstep += val_acc(&setup, &locked.state, &task.val);

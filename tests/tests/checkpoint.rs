@@ -340,11 +340,10 @@ fn probes_beside_training_save_the_checkpoints_of_probing_in_place() {
     let mut bests = 0;
     while t.epoch < config.train.meta_epochs {
         t.meta_epoch().expect("meta-epoch");
-        if t.epoch % config.train.probe_every == 0 || t.epoch == config.train.meta_epochs {
-            if t.probe().expect("probe").best {
-                best = Some(t.checkpoint());
-                bests += 1;
-            }
+        let probe_now = t.epoch.is_multiple_of(config.train.probe_every) || t.epoch == config.train.meta_epochs;
+        if probe_now && t.probe().expect("probe").best {
+            best = Some(t.checkpoint());
+            bests += 1;
         }
     }
     assert!(bests >= 2, "the test needs a best probe that is later beaten ({bests})");

@@ -4,13 +4,12 @@
 
 use meta_nca_rule::baseline::BaselineSpec;
 use meta_nca_rule::config::Config;
-use meta_nca_rule::continual::{
-    ContinualReport, ContinualSpec, PhaseRows, Schedule, ScheduleKind, ScheduleSpec, forgetting, run,
-};
+use meta_nca_rule::config::schedule::{PhaseRows, ScheduleKind, ScheduleSpec};
+use meta_nca_rule::continual::{ContinualReport, ContinualSpec, Schedule, forgetting, run};
 use meta_nca_rule::engine::{EngineKind, Reference};
-use meta_nca_rule::episode::{Stream, rng_for};
 use meta_nca_rule::experiment::Experiment;
 use meta_nca_rule::perception::Group;
+use meta_nca_rule::random::{Stream, rng_for};
 use meta_nca_rule::train::Trainer;
 use meta_nca_sim::engine::Actors;
 use meta_nca_sim::{Executor, SimSpec};

@@ -10,8 +10,9 @@ use meta_nca_rule::batch::Batch;
 use meta_nca_rule::firing::choose_firing;
 use meta_nca_rule::init::{HiddenCode, WeightInit, initial_state};
 use meta_nca_rule::perception::{Group, PerceptionSpec};
-use meta_nca_rule::reference::{Grower, TaskData, Tensor2};
+use meta_nca_rule::reference::{Grower, Tensor2};
 use meta_nca_rule::rule::{Activation, RuleNet, RuleShape};
+use meta_nca_rule::task_data::TaskData;
 use meta_nca_rule::topology::Topology;
 use rand::{Rng, SeedableRng, rngs::StdRng};
 

@@ -7,8 +7,9 @@
 use std::path::Path;
 
 use anyhow::{Context, Result, bail};
+use meta_nca_rule::config::schedule::ScheduleKind;
+use meta_nca_rule::continual::ContinualReport;
 use meta_nca_rule::continual::report::CurvePoint;
-use meta_nca_rule::continual::{ContinualReport, ScheduleKind};
 use plotters::style::RGBColor;
 
 use super::canvas::Picture;

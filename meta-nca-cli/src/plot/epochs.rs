@@ -51,7 +51,7 @@ pub struct GrowArgs {
     /// Rule steps.
     pub steps: Option<usize>,
     /// Firing fraction.
-    pub p: Option<f64>,
+    pub fire_fraction: Option<f64>,
     /// Seed (the same network for every snapshot).
     pub seed: Option<u64>,
     /// Hidden widths, comma-separated.
@@ -66,7 +66,7 @@ pub fn gifs(snapshots: &[(usize, PathBuf)], args: &GrowArgs, opts: &GifOptions, 
     let cfg = &exp.config;
     let task = exp.primary();
     let sizes = layer_sizes(args.hidden.as_deref(), cfg, task)?;
-    let (steps, p, seed) = resolve_grow(args.steps, args.p, args.seed, cfg)?;
+    let (steps, p, seed) = resolve_grow(args.steps, args.fire_fraction, args.seed, cfg)?;
     let mut grown: Vec<(usize, Grow)> = Vec::with_capacity(snapshots.len());
     for (epoch, path) in snapshots {
         let ckpt = Checkpoint::load(path).with_context(|| format!("loading snapshot {}", path.display()))?;

@@ -97,8 +97,8 @@ pub struct Args {
     #[arg(long)]
     steps: Option<usize>,
     /// Meta-epoch GIFs: firing fraction (default: the run's grow.fire-fraction).
-    #[arg(long)]
-    p: Option<f64>,
+    #[arg(long = "p", value_name = "P")]
+    fire_fraction: Option<f64>,
     /// Meta-epoch GIFs: seed of the grown network, the same for every snapshot (default: the run's seed).
     #[arg(long)]
     seed: Option<u64>,
@@ -138,7 +138,12 @@ pub fn run(args: Args) -> Result<()> {
         written.push(path);
         let snapshots = epochs::snapshots(dir)?;
         if !snapshots.is_empty() {
-            let grow = epochs::GrowArgs { steps: args.steps, p: args.p, seed: args.seed, hidden: args.hidden.clone() };
+            let grow = epochs::GrowArgs {
+                steps: args.steps,
+                fire_fraction: args.fire_fraction,
+                seed: args.seed,
+                hidden: args.hidden.clone(),
+            };
             written.extend(epochs::gifs(&snapshots, &grow, &gif, &out)?);
         }
     }

@@ -14,19 +14,12 @@ use plotters::style::RGBColor;
 use super::canvas::Picture;
 use super::chart::{self, Axis, Chart, Corner, Series};
 use super::text::{self, H, Style, V};
+use crate::robustness_config::Damage;
 
-/// Which experiment wrote the curves (told by the CSV's first column).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Kind {
-    /// `fraction`: connections removed once.
-    Prune,
-    /// `added`: hidden neurons added once.
-    Neurons,
-    /// `rate`: connections replaced at every step.
-    Churn,
-}
-
-impl Kind {
+/// The damage a curves file records is told by the CSV's first column: `fraction` (prune,
+/// connections removed once), `added` (neurons, hidden neurons added once) or `rate` (churn,
+/// connections replaced at every step).
+impl Damage {
     fn of_column(name: &str) -> Result<Self> {
         Ok(match name {
             "fraction" => Self::Prune,
@@ -72,8 +65,8 @@ pub struct Curve {
 /// The curves of one robustness CSV.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Curves {
-    /// The experiment.
-    pub kind: Kind,
+    /// The damage the curves follow.
+    pub kind: Damage,
     /// One per fraction / count / rate, in file order.
     pub curves: Vec<Curve>,
 }
@@ -89,7 +82,7 @@ impl Curves {
     pub fn parse(text: &str) -> Result<Self> {
         let table = Table::parse(text)?;
         let Table { names, rows } = &table;
-        let kind = Kind::of_column(&names[0])?;
+        let kind = Damage::of_column(&names[0])?;
         let (step, train, val) =
             (table.column("step")?, table.column("grown_train_acc")?, table.column("grown_val_acc")?);
         let mut curves: Vec<Curve> = Vec::new();
@@ -196,13 +189,13 @@ fn steps_chart(c: &Curves, y: Axis) -> Chart {
     series.push(Series::new("validation", GREY, Vec::new()));
     series.push(Series { dashed: true, width: 1, ..Series::new("train", GREY, Vec::new()) });
     let (title, x_title, marker) = match c.kind {
-        Kind::Prune => {
+        Damage::Prune => {
             ("Connections removed, then rule steps", "rule steps after the damage (-1: before it)", "damage")
         }
-        Kind::Neurons => {
+        Damage::Neurons => {
             ("Hidden neurons added, then rule steps", "rule steps after adding neurons (-1: before)", "neurons added")
         }
-        Kind::Churn => {
+        Damage::Churn => {
             ("Connections replaced at every rule step", "churned rule steps (0: before the churn)", "churn from here")
         }
     };
@@ -267,7 +260,7 @@ pub fn draw(curves: &Curves, baseline: Option<&Baseline>, name: &str) -> Result<
     }
     let y = accuracy_axis(values.iter());
     let mut panels = vec![steps_chart(curves, y)];
-    if let Some(b) = baseline.filter(|_| curves.kind == Kind::Prune) {
+    if let Some(b) = baseline.filter(|_| curves.kind == Damage::Prune) {
         panels.push(baseline_chart(curves, b, y));
     }
     let (pw, h) = (820, 600);
@@ -290,7 +283,7 @@ mod tests {
     fn parses_curves_by_key_and_rejects_other_files() {
         let c = Curves::parse("rate,step,grown_train_acc,grown_val_acc\n0.1,0,0.9,0.8\n0.1,1,0.7,0.6\n0.2,0,0.9,0.8\n")
             .expect("parses");
-        assert_eq!(c.kind, Kind::Churn);
+        assert_eq!(c.kind, Damage::Churn);
         assert_eq!(c.curves.len(), 2);
         assert_eq!(c.curves[0].val, vec![0.8, 0.6]);
         let err = Curves::parse("epoch,step,grown_train_acc,grown_val_acc\n1,0,0,0\n").expect_err("not robustness");
@@ -302,9 +295,9 @@ mod tests {
 
     #[test]
     fn labels() {
-        assert_eq!(Kind::Prune.label(0.3), "30% removed");
-        assert_eq!(Kind::Churn.label(0.025), "2.5% per step");
-        assert_eq!(Kind::Neurons.label(1.0), "+1 neuron");
-        assert_eq!(Kind::Neurons.label(2.0), "+2 neurons");
+        assert_eq!(Damage::Prune.label(0.3), "30% removed");
+        assert_eq!(Damage::Churn.label(0.025), "2.5% per step");
+        assert_eq!(Damage::Neurons.label(1.0), "+1 neuron");
+        assert_eq!(Damage::Neurons.label(2.0), "+2 neurons");
     }
 }

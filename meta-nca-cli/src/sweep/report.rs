@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 use meta_nca_rule::eval::{EvalReport, Stats};
-use meta_nca_rule::experiment::{Experiment, Task};
+use meta_nca_rule::experiment::{Experiment, TaskSource};
 use serde::Serialize;
 
 /// One evaluated column of the table: a dataset, as given or with labels permuted.
@@ -14,7 +14,7 @@ pub struct Column {
     /// The column's title (the dataset's name, `… perm` when permuted).
     pub title: String,
     /// What each seed's best rule grows networks on.
-    pub task: Task,
+    pub task: TaskSource,
 }
 
 /// The columns of the table; fails before any training when a rule of this config could not

@@ -1,5 +1,5 @@
 //! `[schedule]` of a continual config and `[[train.continual]]` of a training config: how a
-//! grow is cut into phases whose data changes ([`crate::continual`] runs them).
+//! grow is cut into phases whose data changes (the `continual` module runs them).
 
 use serde::{Deserialize, Serialize};
 

@@ -1,11 +1,10 @@
 //! The `[tasks]` section: the task distribution meta-training draws from. Each meta-epoch
 //! grows networks on the datasets of `[data]` (optionally with their features permuted or
 //! subsampled) and on `per-epoch` freshly generated classification tasks
-//! ([`crate::generate`]). Off by default: `per-epoch = 0` and the datasets as they are.
+//! (the `generate` module). Off by default: `per-epoch = 0` and the datasets as they are.
 
 use serde::{Deserialize, Serialize};
 
-use crate::generate::Kind;
 use crate::init::bits_for;
 use crate::{Error, Result};
 
@@ -41,6 +40,30 @@ pub struct TasksConfig {
     /// Keep a random subset of the `[data]` datasets' features every meta-epoch: between
     /// this fraction (rounded up, at least 1) and all of them (1 = keep all).
     pub subsample_features: f64,
+}
+
+/// How a generated task makes its rows and labels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Kind {
+    /// Gaussian mixture: each class is one or more unit-variance clusters at random centres.
+    Mixture,
+    /// Gaussian inputs labelled by a random teacher network (one ReLU hidden layer, argmax,
+    /// output biases balanced so that every class is common).
+    Teacher,
+    /// XOR-like: each class is a pair of opposite clusters `±c`, so all classes share their
+    /// mean and a linear classifier is near chance while an MLP is not.
+    Xor,
+}
+
+impl std::fmt::Display for Kind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Kind::Mixture => "mixture",
+            Kind::Teacher => "teacher",
+            Kind::Xor => "xor",
+        })
+    }
 }
 
 /// Relative weights of the kinds of generated task.

@@ -5,8 +5,9 @@ use std::fmt::Write as _;
 
 use serde::{Deserialize, Serialize};
 
-use super::{ContinualSpec, PhaseRows, Run, Schedule, ScheduleKind, forgetting, mean_groups};
-use crate::experiment::Task;
+use super::{ContinualSpec, Run, Schedule, forgetting, mean_groups};
+use crate::config::schedule::{PhaseRows, ScheduleKind};
+use crate::experiment::TaskSource;
 
 /// Accuracies of one moment of a continual grow.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -159,7 +160,7 @@ pub(super) struct Measured {
 /// Puts the measurements together.
 pub(super) fn build(
     schedule: &Schedule,
-    task: &Task,
+    task: &TaskSource,
     engine: &str,
     spec: &ContinualSpec,
     measured: Measured,
