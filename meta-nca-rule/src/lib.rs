@@ -40,7 +40,8 @@
 //! - [`robustness`]: damage a grown network and watch the rule repair it.
 //! - [`continual`]: grows whose data changes (classes arrive, inputs drift), forgetting, and
 //!   backprop on the same schedule (its `report` submodule: what was measured, the table).
-//! - [`train`]: the meta-training loop (one meta-epoch at a time, probes).
+//! - [`train`]: the meta-training loop (one meta-epoch at a time; `train/probe.rs`: the probes
+//!   that pick the best rule, runnable on another thread).
 //! - [`suite`]: the learning suite: held-out generated tasks and the embedded datasets, grown
 //!   and compared with backprop, equal-step Adam and logistic regression.
 
