@@ -6,8 +6,9 @@
 //!
 //! Each group declares what it needs computed ([`Group::needs`]): the batched path's
 //! statistics, the neurons' summaries and the cells' context follow from that declaration.
-//! Adding a group is one variant here, its width, its needs, and its line in [`perceive`]
-//! (plus its adjoint in the reference path).
+//! Adding a group is one variant here (its width, needs and name), its arm in [`perceive`] and
+//! its arm in [`perceive_adjoint`], next to each other in this file; a group that reads a new
+//! statistic also adds it to [`NeuronView`] or [`CellView`], [`Input`] and [`Needs`].
 
 use serde::{Deserialize, Serialize};
 
@@ -279,6 +280,109 @@ pub fn perceive<E: num_traits::Float>(
         }
     }
     debug_assert_eq!(at, out.len());
+}
+
+/// One input of [`perceive`], for its adjoint: a component `k` of the cell's state or of one
+/// of its neurons' state sums, or one statistic.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Input {
+    /// `cell.state[k]`.
+    State(usize),
+    /// `pre.in_sum[k]`.
+    PreInSum(usize),
+    /// `pre.out_sum[k]`.
+    PreOutSum(usize),
+    /// `post.in_sum[k]`.
+    PostInSum(usize),
+    /// `post.out_sum[k]`.
+    PostOutSum(usize),
+    /// `pre.act`.
+    PreAct,
+    /// `post.pre_act`.
+    PostPreAct,
+    /// `post.err`.
+    PostErr,
+    /// `post.delta`.
+    PostDelta,
+    /// `post.delta_fa`.
+    PostDeltaFa,
+    /// `cell.hebb_z`.
+    HebbZ,
+    /// `cell.hebb_e`.
+    HebbE,
+    /// `cell.back`.
+    Back,
+    /// `cell.align`.
+    Align,
+}
+
+/// The live-cell counts [`perceive`] divides by (they carry no gradient).
+#[derive(Debug, Clone, Copy)]
+pub struct Counts {
+    /// `pre.in_count`.
+    pub pre_in: usize,
+    /// `pre.out_count`.
+    pub pre_out: usize,
+    /// `post.in_count`.
+    pub post_in: usize,
+    /// `post.out_count`.
+    pub post_out: usize,
+}
+
+/// The adjoint of [`perceive`]: given `d` = d loss / d perception of one cell (length
+/// [`PerceptionSpec::width`]), calls `add(input, g)` with d loss / d `input` for every input
+/// the perception reads (an input may be reported more than once: the caller sums). Written
+/// next to [`perceive`], group by group, so a group's formula and its adjoint live together.
+pub fn perceive_adjoint(spec: &PerceptionSpec, counts: Counts, d: &[f64], mut add: impl FnMut(Input, f64)) {
+    let s = spec.state_width;
+    let inv = |count: usize| if count == 0 { 0.0 } else { 1.0 / count as f64 };
+    let mut at = 0;
+    for g in &spec.groups {
+        let d = &d[at..at + g.width(s)];
+        match g {
+            Group::SelfState => d.iter().enumerate().for_each(|(k, d)| add(Input::State(k), *d)),
+            Group::Column => {
+                let w = inv(counts.post_in.saturating_sub(1));
+                for (k, d) in d.iter().enumerate() {
+                    add(Input::PostInSum(k), d * w);
+                    add(Input::State(k), -(d * w));
+                }
+            }
+            Group::Row => {
+                let w = inv(counts.pre_out.saturating_sub(1));
+                for (k, d) in d.iter().enumerate() {
+                    add(Input::PreOutSum(k), d * w);
+                    add(Input::State(k), -(d * w));
+                }
+            }
+            Group::Upstream => {
+                let w = inv(counts.pre_in);
+                d.iter().enumerate().for_each(|(k, d)| add(Input::PreInSum(k), d * w));
+            }
+            Group::Downstream => {
+                let w = inv(counts.post_out);
+                d.iter().enumerate().for_each(|(k, d)| add(Input::PostOutSum(k), d * w));
+            }
+            Group::Activations => {
+                add(Input::PreAct, d[0]);
+                add(Input::PostPreAct, d[1]);
+            }
+            Group::Feedback => add(Input::PostErr, d[0]),
+            Group::Hebbian => {
+                add(Input::HebbZ, d[0]);
+                add(Input::HebbE, d[1]);
+            }
+            Group::Backward => {
+                add(Input::Back, d[0]);
+                add(Input::PostDelta, d[1]);
+            }
+            Group::Alignment => {
+                add(Input::Align, d[0]);
+                add(Input::PostDeltaFa, d[1]);
+            }
+        }
+        at += g.width(s);
+    }
 }
 
 #[cfg(test)]

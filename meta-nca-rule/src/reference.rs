@@ -16,7 +16,7 @@ use dfdx::prelude::*;
 
 use crate::batch::{ActivityStats, Batch, perceive_batch};
 use crate::init::{HiddenCode, RowSource, WeightInit, apply_plan, carry_plan};
-use crate::perception::{Group, PerceptionSpec};
+use crate::perception::{Counts, Input, PerceptionSpec, perceive_adjoint};
 use crate::rule::{RuleNet, bound};
 use crate::task::{self, Activity, ActivityGrad, DenseNet};
 use crate::task_data::TaskData;

@@ -169,57 +169,31 @@ impl Grower {
         let mut gin = vec![0.0; nn * s];
         let mut gout = vec![0.0; nn * s];
         let mut g = ActivityStats::zeros(&self.batch);
-        let inv = |count: usize| if count == 0 { 0.0 } else { 1.0 / count as f64 };
         for (c, slot) in self.batch.cells().iter().enumerate() {
-            let d = &dp[c * f..(c + 1) * f];
-            let own = c * s;
-            let mut at = 0;
-            for group in self.spec.groups() {
-                match group {
-                    Group::SelfState => (0..s).for_each(|k| ds[own + k] += d[at + k]),
-                    Group::Column => {
-                        let w = inv(in_count[slot.post].saturating_sub(1));
-                        for k in 0..s {
-                            gin[slot.post * s + k] += d[at + k] * w;
-                            ds[own + k] -= d[at + k] * w;
-                        }
-                    }
-                    Group::Row => {
-                        let w = inv(out_count[slot.pre].saturating_sub(1));
-                        for k in 0..s {
-                            gout[slot.pre * s + k] += d[at + k] * w;
-                            ds[own + k] -= d[at + k] * w;
-                        }
-                    }
-                    Group::Upstream => {
-                        let w = inv(in_count[slot.pre]);
-                        (0..s).for_each(|k| gin[slot.pre * s + k] += d[at + k] * w);
-                    }
-                    Group::Downstream => {
-                        let w = inv(out_count[slot.post]);
-                        (0..s).for_each(|k| gout[slot.post * s + k] += d[at + k] * w);
-                    }
-                    Group::Activations => {
-                        g.act[slot.pre] += d[at];
-                        g.pre_act[slot.post] += d[at + 1];
-                    }
-                    Group::Feedback => g.err[slot.post] += d[at],
-                    Group::Hebbian => {
-                        g.hebb_z[c] += d[at];
-                        g.hebb_e[c] += d[at + 1];
-                    }
-                    Group::Backward => {
-                        g.back[c] += d[at];
-                        g.delta[slot.post] += d[at + 1];
-                    }
-                    Group::Alignment => {
-                        g.align[c] += d[at];
-                        g.delta_fa[slot.post] += d[at + 1];
-                    }
-                }
-                at += group.width(s);
-            }
+            let counts = Counts {
+                pre_in: in_count[slot.pre],
+                pre_out: out_count[slot.pre],
+                post_in: in_count[slot.post],
+                post_out: out_count[slot.post],
+            };
+            perceive_adjoint(&self.spec, counts, &dp[c * f..(c + 1) * f], |input, v| match input {
+                Input::State(k) => ds[c * s + k] += v,
+                Input::PreInSum(k) => gin[slot.pre * s + k] += v,
+                Input::PreOutSum(k) => gout[slot.pre * s + k] += v,
+                Input::PostInSum(k) => gin[slot.post * s + k] += v,
+                Input::PostOutSum(k) => gout[slot.post * s + k] += v,
+                Input::PreAct => g.act[slot.pre] += v,
+                Input::PostPreAct => g.pre_act[slot.post] += v,
+                Input::PostErr => g.err[slot.post] += v,
+                Input::PostDelta => g.delta[slot.post] += v,
+                Input::PostDeltaFa => g.delta_fa[slot.post] += v,
+                Input::HebbZ => g.hebb_z[c] += v,
+                Input::HebbE => g.hebb_e[c] += v,
+                Input::Back => g.back[c] += v,
+                Input::Align => g.align[c] += v,
+            });
         }
+        // A neuron's state sums are sums over its cells: their gradient reaches each of them.
         for (c, slot) in self.batch.cells().iter().enumerate() {
             for k in 0..s {
                 ds[c * s + k] += gin[slot.post * s + k] + gout[slot.pre * s + k];
