@@ -167,38 +167,16 @@ pub fn load_run(dir: &Path, which: Which) -> Result<(Checkpoint, Experiment)> {
     Ok((ckpt, exp))
 }
 
-/// One row of `metrics.csv`: a meta-epoch's [`EpochMetrics`], rounded to the digits kept
-/// (losses, gradient norms and seconds to 6 decimals, accuracies to 4).
-#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
-pub struct MetricsRow {
-    /// Meta-epoch (0-based).
-    pub epoch: usize,
-    /// The step the meta-loss was taken at.
-    pub loss_step: usize,
-    /// Meta-loss.
-    pub loss: f64,
-    /// Mean training accuracy of the grown networks.
-    pub train_acc: f64,
-    /// Mean validation accuracy.
-    pub val_acc: f64,
-    /// Meta-gradient norm before clipping.
-    pub grad_norm: f64,
-    /// Wall-clock seconds of the meta-epoch.
-    pub seconds: f64,
-}
-
-impl From<&EpochMetrics> for MetricsRow {
-    fn from(m: &EpochMetrics) -> Self {
-        let round = round_to;
-        Self {
-            epoch: m.epoch,
-            loss_step: m.loss_step,
-            loss: round(m.loss, 6),
-            train_acc: round(m.train_acc, 4),
-            val_acc: round(m.val_acc, 4),
-            grad_norm: round(m.grad_norm, 6),
-            seconds: round(m.seconds, 6),
-        }
+/// A meta-epoch's metrics as `metrics.csv` keeps them: losses, gradient norms and seconds to 6
+/// decimals, accuracies to 4.
+fn rounded(m: &EpochMetrics) -> EpochMetrics {
+    EpochMetrics {
+        loss: round_to(m.loss, 6),
+        train_acc: round_to(m.train_acc, 4),
+        val_acc: round_to(m.val_acc, 4),
+        grad_norm: round_to(m.grad_norm, 6),
+        seconds: round_to(m.seconds, 6),
+        ..*m
     }
 }
 
@@ -248,9 +226,9 @@ impl MetricsWriter {
     /// checkpoint it resumes from are dropped, so no epoch appears twice) and appends.
     pub fn open(dir: &Path, resume_from: Option<usize>) -> Result<Self> {
         let path = dir.join("metrics.csv");
-        let kept: Vec<MetricsRow> = match resume_from {
+        let kept: Vec<EpochMetrics> = match resume_from {
             Some(first) if path.exists() => {
-                read_metrics::<MetricsRow>(&path)?.into_iter().filter(|r| r.epoch < first).collect()
+                read_metrics::<EpochMetrics>(&path)?.into_iter().filter(|r| r.epoch < first).collect()
             }
             _ => Vec::new(),
         };
@@ -269,7 +247,7 @@ impl MetricsWriter {
 
     /// Writes one row.
     pub fn write(&mut self, m: &EpochMetrics) -> Result<()> {
-        self.csv.serialize(MetricsRow::from(m))?;
+        self.csv.serialize(rounded(m))?;
         Ok(())
     }
 

@@ -49,8 +49,8 @@ fn saddle_hint(cfg: &Config) -> String {
     if fixes.is_empty() { String::new() } else { format!("; use {}", fixes.join(", ")) }
 }
 
-/// What one meta-epoch measured.
-#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
+/// What one meta-epoch measured (a row of a run's `metrics.csv`).
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct EpochMetrics {
     /// Meta-epoch number (0-based).
     pub epoch: usize,

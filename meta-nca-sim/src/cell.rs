@@ -6,7 +6,7 @@
 
 use std::sync::Arc;
 
-use meta_nca_rule::perception::{CellView, NeuronView, perceive};
+use meta_nca_rule::perception::{CellView, perceive};
 use meta_nca_rule::topology::CellId;
 
 use crate::protocol::{CellDone, CellMsg, Contribution, Fan, NeuronSummary, Outbox, Side};
@@ -337,19 +337,6 @@ impl Cell {
             self.complete(w0, false, staleness, ctx, out);
             return;
         }
-        fn view(v: &NeuronSummary) -> NeuronView<'_, f64> {
-            NeuronView {
-                in_sum: &v.in_sum,
-                in_count: v.in_count,
-                out_sum: &v.out_sum,
-                out_count: v.out_count,
-                act: v.act,
-                pre_act: v.pre_act,
-                err: v.err,
-                delta: v.delta,
-                delta_fa: v.delta_fa,
-            }
-        }
         let (mut hebb_z, mut hebb_e) = (0.0, 0.0);
         if ctx.needs.hebbian {
             let inv = 1.0 / ctx.samples.max(1) as f64;
@@ -360,7 +347,7 @@ impl Cell {
         let (back, align) = (back.map_or(0.0, |b| b.0), align.map_or(0.0, |a| a.0));
         self.phase = Phase::Querying { staleness };
         let cell = CellView { state: &self.state, hebb_z, hebb_e, back, align };
-        out.query(self.index, ctx.spec.width(), |p| perceive(&ctx.spec, cell, view(pre), view(post), p));
+        out.query(self.index, ctx.spec.width(), |p| perceive(&ctx.spec, cell, pre.view(), post.view(), p));
     }
 
     /// Ends the round: `w0` is the weight the round started with.

@@ -193,6 +193,23 @@ pub struct NeuronSummary {
     pub d_fa: Option<Arc<[f64]>>,
 }
 
+impl NeuronSummary {
+    /// The summary as the perception reads it.
+    pub fn view(&self) -> meta_nca_rule::perception::NeuronView<'_, f64> {
+        meta_nca_rule::perception::NeuronView {
+            in_sum: &self.in_sum,
+            in_count: self.in_count,
+            out_sum: &self.out_sum,
+            out_count: self.out_count,
+            act: self.act,
+            pre_act: self.pre_act,
+            err: self.err,
+            delta: self.delta,
+            delta_fa: self.delta_fa,
+        }
+    }
+}
+
 /// A message to a cell.
 #[derive(Debug, Clone)]
 pub enum CellMsg {

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use meta_nca_rule::config::Config;
 use meta_nca_rule::init::{HiddenCode, WeightInit};
-use meta_nca_rule::perception::{CellView, Group, NeuronView, PerceptionSpec, perceive};
+use meta_nca_rule::perception::{CellView, Group, PerceptionSpec, perceive};
 use meta_nca_rule::rule::RuleNet;
 use meta_nca_rule::task_data::TaskData;
 use meta_nca_rule::topology::Topology;
@@ -115,20 +115,6 @@ fn summary(round: u32, seed: f64, samples: usize) -> Arc<NeuronSummary> {
     })
 }
 
-fn view(v: &NeuronSummary) -> NeuronView<'_, f64> {
-    NeuronView {
-        in_sum: &v.in_sum,
-        in_count: v.in_count,
-        out_sum: &v.out_sum,
-        out_count: v.out_count,
-        act: v.act,
-        pre_act: v.pre_act,
-        err: v.err,
-        delta: v.delta,
-        delta_fa: v.delta_fa,
-    }
-}
-
 fn mean_product(a: &[f64], b: &[f64]) -> f64 {
     a.iter().zip(b).map(|(a, b)| a * b).sum::<f64>() / a.len() as f64
 }
@@ -192,7 +178,7 @@ fn a_firing_cell_reports_queries_once_and_applies_the_rules_answer() {
         align: 0.0,
     };
     let mut expected = vec![0.0; ctx.spec.width()];
-    perceive(&ctx.spec, me, view(&pre_view), view(&post_view), &mut expected);
+    perceive(&ctx.spec, me, pre_view.view(), post_view.view(), &mut expected);
     assert_eq!(*perception, expected);
 
     // The rule's answer (row 1 of a two-row pass): state + Δ, reported done.
