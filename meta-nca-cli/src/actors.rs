@@ -16,7 +16,7 @@ use meta_nca_sim::world::World;
 use meta_nca_sim::{AsyncSpec, Executor, Mode, Outcome, Setup, SimSpec};
 use serde::Serialize;
 
-use crate::trace::{JsonLines, TraceFile};
+use crate::trace::TraceFile;
 
 /// Which engine grows the network.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize, serde::Deserialize)]
@@ -189,7 +189,7 @@ impl SimArgs {
         };
         let (dispatch, file) = match &self.trace_json {
             Some(path) => {
-                let (dispatch, file) = JsonLines::dispatch(path)?;
+                let (dispatch, file) = crate::trace::dispatch(path)?;
                 (Some(dispatch), Some(file))
             }
             None => (None, None),
