@@ -12,7 +12,7 @@ use meta_nca_sim::world::World;
 use serde::Serialize;
 
 use crate::actors::{ExecutorArg, Loaded, ModeArg, SimArgs, scores, setup};
-use crate::run_dir::{GrowFlags, layer_sizes, load_run};
+use crate::run_dir::{GrowFlags, Widths, layer_sizes, load_run};
 
 /// Arguments of `meta-nca check`.
 #[derive(Debug, clap::Args)]
@@ -21,9 +21,10 @@ pub struct Args {
     /// async run's).
     #[command(flatten)]
     grow: GrowFlags,
-    /// Hidden-layer widths, comma-separated (default: the run's first architecture; "" = none).
-    #[arg(long)]
-    hidden: Option<String>,
+    /// Hidden-layer widths, comma-separated, e.g. `5,5` (default: the run's first architecture;
+    /// `""` = no hidden layer).
+    #[arg(long, value_name = "W1,W2,..")]
+    hidden: Option<Widths>,
     /// Largest allowed lockstep weight difference.
     #[arg(long, default_value_t = 1e-5, value_parser = crate::positive, allow_negative_numbers = true)]
     tol: f64,
@@ -152,7 +153,7 @@ pub struct AsyncCheck {
 pub fn run(args: Args) -> Result<()> {
     let (ckpt, exp) = load_run(&args.grow.run, args.grow.checkpoint)?;
     let (steps, p, seed) = args.grow.resolve(&exp.config)?;
-    let sizes = layer_sizes(args.hidden.as_deref(), &exp.config, exp.primary())?;
+    let sizes = layer_sizes(args.hidden.as_ref(), &exp.config, exp.primary());
     let topology = meta_nca_rule::topology::Topology::dense(&sizes, exp.config.task.bias)?;
     args.sim.check_trace(&topology, &[], None)?;
     let loaded = Loaded::new(ckpt, &exp);

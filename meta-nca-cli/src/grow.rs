@@ -12,7 +12,7 @@ use meta_nca_sim::SimSpec;
 use meta_nca_sim::engine::Actors;
 
 use crate::actors::{Engine, Loaded, ModeArg};
-use crate::run_dir::{GrowFlags, layer_sizes, load_run};
+use crate::run_dir::{GrowFlags, Widths, layer_sizes, load_run};
 
 /// Arguments of `meta-nca grow`.
 #[derive(Debug, clap::Args)]
@@ -20,9 +20,10 @@ pub struct Args {
     /// The run, and how to grow with its rule.
     #[command(flatten)]
     grow: GrowFlags,
-    /// Hidden-layer widths, comma-separated (default: the run's first architecture; "" = none).
-    #[arg(long)]
-    hidden: Option<String>,
+    /// Hidden-layer widths, comma-separated, e.g. `5,5` (default: the run's first architecture;
+    /// `""` = no hidden layer).
+    #[arg(long, value_name = "W1,W2,..")]
+    hidden: Option<Widths>,
     /// JSON file to write: every step's weights, hidden states, firing flags and accuracy.
     #[arg(long)]
     save: PathBuf,
@@ -42,7 +43,7 @@ pub fn run(args: Args) -> Result<()> {
     let (ckpt, exp) = load_run(&args.grow.run, args.grow.checkpoint)?;
     let (steps, p, seed) = args.grow.resolve(&exp.config)?;
     let task = exp.primary();
-    let sizes = layer_sizes(args.hidden.as_deref(), &exp.config, task)?;
+    let sizes = layer_sizes(args.hidden.as_ref(), &exp.config, task);
     let output = sizes.len() - 1;
     if let Some(c) = args.changes.iter().find(
         |c| matches!(c.change, Change::AddNeuron { layer } | Change::RemoveNeuron { layer, .. } if layer == output),

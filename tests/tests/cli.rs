@@ -296,6 +296,11 @@ fn grow_rejects_zero_width_and_bad_p() {
     fails(&["grow", "--run", &dir, "--hidden", "3,3,3", "--save", &save], &["does not fit", "layer bits"]);
     fails(&["eval", "--run", &dir, "--networks", "0"], &["--networks"]);
     assert!(!tmp.path("g.json").exists());
+    // `--hidden ""` asks for no hidden layer: one weight matrix, features -> classes.
+    let flat = tmp.arg("flat.json");
+    ok(&["grow", "--run", &dir, "--hidden", "", "--steps", "1", "--save", &flat]);
+    let grow: serde_json::Value = serde_json::from_slice(&read(&tmp.path("flat.json"))).expect("grow JSON");
+    assert_eq!(grow["sizes"].as_array().map(Vec::len), Some(2), "{}", grow["sizes"]);
 }
 
 #[test]

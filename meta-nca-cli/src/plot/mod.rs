@@ -102,9 +102,10 @@ pub struct Args {
     /// Meta-epoch GIFs: seed of the grown network, the same for every snapshot (default: the run's seed).
     #[arg(long)]
     seed: Option<u64>,
-    /// Meta-epoch GIFs: hidden-layer widths, comma-separated (default: the run's first architecture; "" = none).
+    /// Meta-epoch GIFs: hidden-layer widths, comma-separated, e.g. `5,5` (default: the run's first
+    /// architecture; `""` = no hidden layer).
     #[arg(long, value_name = "W1,W2,..")]
-    hidden: Option<String>,
+    hidden: Option<crate::run_dir::Widths>,
 }
 
 /// What the GIF writers need to know.
