@@ -1,5 +1,6 @@
 //! `meta-nca grow`: grow one network with a trained rule and save every step.
 
+use std::io::Write;
 use std::path::PathBuf;
 
 use anyhow::{Context, Result, bail};
@@ -84,28 +85,29 @@ pub fn run(args: Args) -> Result<()> {
     };
     let record = grow_one(engine.as_ref(), &ckpt.rule, &ckpt.meta, task, &sizes, steps, p, seed, &args.changes)?;
     if let Some(t) = trace {
-        use std::io::Write;
         t.lock().map_err(|_| anyhow::anyhow!("trace writer poisoned"))?.flush()?;
     }
     let json = serde_json::to_vec(&record)?;
     write_atomic(&args.save, &json).with_context(|| format!("saving {}", args.save.display()))?;
     let last = record.steps.last().context("a grow has at least its starting state")?;
-    println!(
+    writeln!(
+        std::io::stdout(),
         "{}  seed {seed}  sizes {sizes:?}  steps {steps}  p {p}  final train acc {:.4}  val acc {:.4}  saved {}",
         record.engine,
         last.train_acc,
         last.val_acc,
         args.save.display()
-    );
+    )?;
     for c in &record.changes {
         let (before, next) = (&record.steps[c.after], &record.steps[c.after + 1]);
-        println!(
+        writeln!(
+            std::io::stdout(),
             "  {:<24} val acc {:.4} before, {:.4} one step later, {:.4} at the end",
             c.to_string(),
             before.val_acc,
             next.val_acc,
             last.val_acc
-        );
+        )?;
     }
     Ok(())
 }

@@ -35,6 +35,7 @@
 //! matrices: `weights::draw_matrix` and `draw_colorbar`), and a branch in [`run`] that saves it
 //! next to its data.
 
+use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
@@ -171,7 +172,7 @@ pub fn run(args: Args) -> Result<()> {
         written.push(continual_png(file, args.out.as_deref())?);
     }
     for path in &written {
-        println!("wrote {}", path.display());
+        writeln!(std::io::stdout(), "wrote {}", path.display())?;
     }
     Ok(())
 }
