@@ -1,6 +1,7 @@
 //! The actor engine in the CLI: the flags shared by `grow --engine actors`, `check` and
 //! `bench-actors`, loading a run's rule and data, and a grow with the actor simulation.
 
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -16,7 +17,7 @@ use meta_nca_sim::world::World;
 use meta_nca_sim::{AsyncSpec, Executor, Mode, Outcome, Setup, SimSpec};
 use serde::Serialize;
 
-use crate::trace::{JsonLines, TraceFile};
+use crate::trace::TraceFile;
 
 /// Which engine grows the network.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize, serde::Deserialize)]
@@ -189,7 +190,7 @@ impl SimArgs {
         };
         let (dispatch, file) = match &self.trace_json {
             Some(path) => {
-                let (dispatch, file) = JsonLines::dispatch(path)?;
+                let (dispatch, file) = crate::trace::dispatch(path)?;
                 (Some(dispatch), Some(file))
             }
             None => (None, None),
@@ -306,7 +307,6 @@ pub fn grow(args: &EngineArgs, loaded: &Loaded, plan: Plan, save: &Path) -> Resu
     let (spec, trace) = args.sim.spec(args.sim.executor, args.sim.mode, p, seed)?;
     let out: Outcome = meta_nca_sim::run(&setup, &spec)?;
     if let Some(t) = trace {
-        use std::io::Write;
         t.lock().map_err(|_| anyhow::anyhow!("trace writer poisoned"))?.flush()?;
     }
     let (train, val) = scores(&setup.world, loaded, &out.state);
@@ -330,15 +330,17 @@ pub fn grow(args: &EngineArgs, loaded: &Loaded, plan: Plan, save: &Path) -> Resu
     };
     write_atomic(save, &serde_json::to_vec(&record)?).with_context(|| format!("saving {}", save.display()))?;
     let s = &out.stats;
-    println!(
+    writeln!(
+        std::io::stdout(),
         "actors ({:?}, {:?})  seed {seed}  sizes {sizes:?}  steps {steps}  p {p}  final train acc {:.4}  val acc {:.4}  saved {}",
         args.sim.executor,
         args.sim.mode,
         train.acc,
         val.acc,
         save.display()
-    );
-    println!(
+    )?;
+    writeln!(
+        std::io::stdout(),
         "cell-steps {}  updates {}  mean |dw| {:.5}  staleness {:?}  rule batches {} (mean {:.1} rows)  {:.3} s",
         s.cell_steps,
         s.updates,
@@ -347,6 +349,6 @@ pub fn grow(args: &EngineArgs, loaded: &Loaded, plan: Plan, save: &Path) -> Resu
         s.rule.batches,
         s.rule.mean_batch(),
         s.seconds
-    );
+    )?;
     Ok(())
 }

@@ -3,6 +3,7 @@
 //! same network (the floor), with the memory each run adds per cell. Every case runs in its
 //! own process so that its peak memory is its own. `--json` prints a [`BenchActorsReport`].
 
+use std::io::Write;
 use std::process::Command;
 
 use crate::actors::ExecutorArg;
@@ -199,7 +200,7 @@ pub fn run(args: Args) -> Result<()> {
     if let Some(one) = &args.one {
         let (case, cells) = one.split_once(':').context("--one CASE:CELLS")?;
         let cells: usize = cells.parse().context("--one CASE:CELLS")?;
-        println!("{}", serde_json::to_string(&run_one(&args, case, cells)?)?);
+        writeln!(std::io::stdout(), "{}", serde_json::to_string(&run_one(&args, case, cells)?)?)?;
         return Ok(());
     }
     for &cells in &args.cells {
@@ -224,7 +225,7 @@ pub fn run(args: Args) -> Result<()> {
         rows: Vec::new(),
     };
     if !args.json {
-        print_header(&args, &report);
+        write_header(&mut std::io::stdout(), &args, &report)?;
     }
     for &cells in &args.cells {
         let mut floor = f64::NAN;
@@ -249,36 +250,42 @@ pub fn run(args: Args) -> Result<()> {
                 floor = r.rate;
             }
             if !args.json {
-                print_row(&r, floor, &rates);
+                write_row(&mut std::io::stdout(), &r, floor, &rates)?;
             }
             report.rows.push(r);
         }
     }
     if args.json {
-        println!("{}", serde_json::to_string(&report)?);
+        writeln!(std::io::stdout(), "{}", serde_json::to_string(&report)?)?;
     }
     Ok(())
 }
 
-/// Prints the settings, the limit and the table's header.
-fn print_header(args: &Args, r: &BenchActorsReport) {
-    println!(
+/// Writes the settings, the limit and the table's header.
+fn write_header(out: &mut impl Write, args: &Args, r: &BenchActorsReport) -> std::io::Result<()> {
+    writeln!(
+        out,
         "networks [k, k, 10] with bias cells; {} steps, p {}, {} random samples; rule hidden [{}]; {} tokio workers, {} shards; rule forward on its own thread",
         r.steps, r.fire_fraction, r.samples, args.rule_hidden, r.workers, r.shards
-    );
-    println!("resident state of one cell: {} B (struct) + its state row on the heap", r.cell_struct_bytes);
+    )?;
+    writeln!(out, "resident state of one cell: {} B (struct) + its state row on the heap", r.cell_struct_bytes)?;
     if r.messages {
-        println!("perception: self, column, row, activations, feedback, hebbian, backward, alignment");
+        writeln!(out, "perception: self, column, row, activations, feedback, hebbian, backward, alignment")?;
     } else {
-        println!("perception: self, column, row, activations, feedback, hebbian (--messages adds backward, alignment)");
+        writeln!(
+            out,
+            "perception: self, column, row, activations, feedback, hebbian (--messages adds backward, alignment)"
+        )?;
     }
-    println!("async: staleness <= 1, no jitter, rule passes at {} rows or {} us", r.batch_rows, r.deadline_us);
-    println!("floor = the batched reference step (perception + rule for every cell, no tape), 1 thread");
-    println!(
+    writeln!(out, "async: staleness <= 1, no jitter, rule passes at {} rows or {} us", r.batch_rows, r.deadline_us)?;
+    writeln!(out, "floor = the batched reference step (perception + rule for every cell, no tape), 1 thread")?;
+    writeln!(
+        out,
         "memory = peak RSS growth during the run / cells; rule time = share of the run in the rule's forward passes"
-    );
+    )?;
     let rates = &r.limit;
-    println!(
+    writeln!(
+        out,
         "rule shapes {:?}, {}-row chunks, 1 thread, rows/s: bare matrix-product chain (the limit) {}; rule forward pass without tape {} ({:.2} of the limit); the same MLP through dfdx's ops on a tape {} ({:.2})",
         r.rule_shapes,
         limit::CHUNK,
@@ -287,21 +294,25 @@ fn print_header(args: &Args, r: &BenchActorsReport) {
         rates.forward / rates.limit,
         limit::millions(rates.taped),
         rates.taped / rates.limit,
-    );
-    println!(
+    )?;
+    writeln!(
+        out,
         "vs limit = cell-steps/s over the limit's rows/s (a cell-step asks at most one rule row); rule/limit = rule service rows per second of forward pass over the limit"
-    );
-    println!();
-    println!(
+    )?;
+    writeln!(out)?;
+    writeln!(
+        out,
         "{:>9}  {:<16}{:>14}{:>10}{:>10}{:>9}{:>12}{:>12}{:>12}",
         "cells", "engine", "cell-steps/s", "vs floor", "vs limit", "B/cell", "rule batch", "rule time", "rule/limit"
-    );
+    )?;
+    Ok(())
 }
 
-/// Prints one row of the table; `floor` is the floor's rate at the same size.
-fn print_row(r: &CaseResult, floor: f64, rates: &limit::Rates) {
+/// Writes one row of the table; `floor` is the floor's rate at the same size.
+fn write_row(out: &mut impl Write, r: &CaseResult, floor: f64, rates: &limit::Rates) -> std::io::Result<()> {
     let service = r.rule_seconds >= 0.0;
-    println!(
+    writeln!(
+        out,
         "{:>9}  {:<16}{:>14.0}{:>10.2}{:>10.3}{:>9.0}{:>12.1}{:>12}{:>12}",
         r.cells,
         r.case,
@@ -316,5 +327,6 @@ fn print_row(r: &CaseResult, floor: f64, rates: &limit::Rates) {
         } else {
             "-".to_string()
         }
-    );
+    )?;
+    Ok(())
 }

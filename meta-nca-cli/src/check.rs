@@ -3,6 +3,8 @@
 //! (it must stay within `--tol`). Async, under `--executor`: accuracy next to lockstep and
 //! how far the grown networks diverge, over `--runs` seeds. `--json` prints a [`CheckReport`].
 
+use std::io::Write;
+
 use anyhow::{Result, bail};
 use meta_nca_rule::eval::Stats;
 use meta_nca_rule::task::argmax;
@@ -12,7 +14,7 @@ use meta_nca_sim::world::World;
 use serde::Serialize;
 
 use crate::actors::{ExecutorArg, Loaded, ModeArg, SimArgs, scores, setup};
-use crate::run_dir::{GrowFlags, layer_sizes, load_run};
+use crate::run_dir::{GrowFlags, Widths, layer_sizes, load_run};
 
 /// Arguments of `meta-nca check`.
 #[derive(Debug, clap::Args)]
@@ -21,9 +23,10 @@ pub struct Args {
     /// async run's).
     #[command(flatten)]
     grow: GrowFlags,
-    /// Hidden-layer widths, comma-separated (default: the run's first architecture; "" = none).
-    #[arg(long)]
-    hidden: Option<String>,
+    /// Hidden-layer widths, comma-separated, e.g. `5,5` (default: the run's first architecture;
+    /// `""` = no hidden layer).
+    #[arg(long, value_name = "W1,W2,..")]
+    hidden: Option<Widths>,
     /// Largest allowed lockstep weight difference.
     #[arg(long, default_value_t = 1e-5, value_parser = crate::positive, allow_negative_numbers = true)]
     tol: f64,
@@ -152,7 +155,7 @@ pub struct AsyncCheck {
 pub fn run(args: Args) -> Result<()> {
     let (ckpt, exp) = load_run(&args.grow.run, args.grow.checkpoint)?;
     let (steps, p, seed) = args.grow.resolve(&exp.config)?;
-    let sizes = layer_sizes(args.hidden.as_deref(), &exp.config, exp.primary())?;
+    let sizes = layer_sizes(args.hidden.as_ref(), &exp.config, exp.primary());
     let topology = meta_nca_rule::topology::Topology::dense(&sizes, exp.config.task.bias)?;
     args.sim.check_trace(&topology, &[], None)?;
     let loaded = Loaded::new(ckpt, &exp);
@@ -183,16 +186,18 @@ pub fn run(args: Args) -> Result<()> {
         lockstep: LockstepCheck { reference_train_acc: rtrain.acc, reference_val_acc: rval.acc, executors, worst, ok },
         async_runs: None,
     };
+    // Unlocked: the async runs happen between the writes.
+    let mut stdout = std::io::stdout();
     if !args.json {
-        print_lockstep(&report);
+        write_lockstep(&mut stdout, &report)?;
     }
     if ok && args.runs > 0 {
         report.async_runs = Some(check_async(&args, &loaded, &report.sizes, steps, p, seed)?);
     }
     if args.json {
-        println!("{}", serde_json::to_string(&report)?);
+        writeln!(stdout, "{}", serde_json::to_string(&report)?)?;
     } else if let Some(a) = &report.async_runs {
-        print_async(&report, a);
+        write_async(&mut stdout, &report, a)?;
     }
     if !ok {
         bail!("lockstep differs from the reference path by {worst:.3e} (> --tol {:.1e})", args.tol);
@@ -200,30 +205,33 @@ pub fn run(args: Args) -> Result<()> {
     Ok(())
 }
 
-/// Prints the lockstep comparison (and `lockstep OK` when it passed).
-fn print_lockstep(r: &CheckReport) {
-    println!(
+/// Writes the lockstep comparison (and `lockstep OK` when it passed).
+fn write_lockstep(out: &mut impl Write, r: &CheckReport) -> std::io::Result<()> {
+    writeln!(
+        out,
         "lockstep vs reference: sizes {:?}, {} cells, steps {}, p {}, seed {}",
         r.sizes, r.cells, r.steps, r.fire_fraction, r.seed
-    );
+    )?;
     let wave = if r.messages { " (a top-down message wave every step)" } else { "" };
-    println!("perception: {}{wave}", r.perception.join(", "));
+    writeln!(out, "perception: {}{wave}", r.perception.join(", "))?;
     let l = &r.lockstep;
     let [tasks, shards] = &l.executors[..] else {
-        return;
+        return Ok(());
     };
-    println!("{:>6}{:>18}{:>18}", "step", "max |dw| tasks", "max |dw| shards");
+    writeln!(out, "{:>6}{:>18}{:>18}", "step", "max |dw| tasks", "max |dw| shards")?;
     for (t, (a, b)) in tasks.max_dw.iter().zip(&shards.max_dw).enumerate() {
-        println!("{:>6}{:>18.3e}{:>18.3e}", t + 1, a, b);
+        writeln!(out, "{:>6}{:>18.3e}{:>18.3e}", t + 1, a, b)?;
     }
-    println!("final state (w and h): max diff tasks {:.3e}, shards {:.3e}", tasks.final_diff, shards.final_diff);
-    println!(
+    writeln!(out, "final state (w and h): max diff tasks {:.3e}, shards {:.3e}", tasks.final_diff, shards.final_diff)?;
+    writeln!(
+        out,
         "accuracy train/val: reference {:.4}/{:.4}, tasks {:.4}/{:.4}, shards {:.4}/{:.4}",
         l.reference_train_acc, l.reference_val_acc, tasks.train_acc, tasks.val_acc, shards.train_acc, shards.val_acc
-    );
+    )?;
     if l.ok {
-        println!("lockstep OK: within {:.1e}", r.tol);
+        writeln!(out, "lockstep OK: within {:.1e}", r.tol)?;
     }
+    Ok(())
 }
 
 #[derive(Default)]
@@ -286,10 +294,11 @@ fn check_async(args: &Args, loaded: &Loaded, sizes: &[usize], steps: usize, p: f
     })
 }
 
-/// Prints the async comparison.
-fn print_async(r: &CheckReport, a: &AsyncCheck) {
-    println!();
-    println!(
+/// Writes the async comparison.
+fn write_async(out: &mut impl Write, r: &CheckReport, a: &AsyncCheck) -> std::io::Result<()> {
+    writeln!(out)?;
+    writeln!(
+        out,
         "async vs lockstep over {} runs (seeds {}..{}): executor {:?}, staleness <= {}, jitter {}, rate {}",
         a.runs,
         r.seed,
@@ -298,36 +307,43 @@ fn print_async(r: &CheckReport, a: &AsyncCheck) {
         a.staleness,
         a.jitter,
         r.fire_fraction
-    );
-    println!("{:<28}{:>10}{:>10}{:>10}", "", "lockstep", "async", "diff");
-    let row = |name: &str, a: &Stats, b: &Stats| {
-        println!("{name:<28}{:>10.4}{:>10.4}{:>+10.4}", a.mean, b.mean, b.mean - a.mean);
-    };
-    row("train acc (mean)", &a.lockstep_train_acc, &a.async_train_acc);
-    row("val acc (mean)", &a.lockstep_val_acc, &a.async_val_acc);
-    println!("{:<28}{:>10.4}{:>10.4}", "val acc (min)", a.lockstep_val_acc.min, a.async_val_acc.min);
-    println!("per-run |val acc diff|: mean {:.4}, max {:.4}", a.val_acc_diff.mean, a.val_acc_diff.max);
-    println!(
+    )?;
+    writeln!(out, "{:<28}{:>10}{:>10}{:>10}", "", "lockstep", "async", "diff")?;
+    for (name, lockstep, asynchronous) in [
+        ("train acc (mean)", &a.lockstep_train_acc, &a.async_train_acc),
+        ("val acc (mean)", &a.lockstep_val_acc, &a.async_val_acc),
+    ] {
+        let (l, s) = (lockstep.mean, asynchronous.mean);
+        writeln!(out, "{name:<28}{l:>10.4}{s:>10.4}{:>+10.4}", s - l)?;
+    }
+    writeln!(out, "{:<28}{:>10.4}{:>10.4}", "val acc (min)", a.lockstep_val_acc.min, a.async_val_acc.min)?;
+    writeln!(out, "per-run |val acc diff|: mean {:.4}, max {:.4}", a.val_acc_diff.mean, a.val_acc_diff.max)?;
+    writeln!(
+        out,
         "weight divergence |w_async - w_lockstep|: mean {:.4}, max-per-run mean {:.4}, max {:.4}",
         a.weight_diff_mean.mean, a.weight_diff_max.mean, a.weight_diff_max.max
-    );
-    println!("validation predictions that agree: mean {:.4}, min {:.4}", a.agreement.mean, a.agreement.min);
-    println!(
+    )?;
+    writeln!(out, "validation predictions that agree: mean {:.4}, min {:.4}", a.agreement.mean, a.agreement.min)?;
+    writeln!(
+        out,
         "fired: lockstep {:.3} of cell-steps, async {:.3}; mean |dw| per update {:.5}",
         a.fired_lockstep, a.fired_async, a.mean_abs_dw
-    );
+    )?;
     let hist: Vec<String> = a.staleness_share.iter().enumerate().map(|(k, f)| format!("{k}: {f:.3}")).collect();
-    println!("staleness (rounds old: fraction of cell-steps): {}", hist.join(", "));
-    println!(
+    writeln!(out, "staleness (rounds old: fraction of cell-steps): {}", hist.join(", "))?;
+    writeln!(
+        out,
         "rule service: {} batches, mean {:.1} rows, max {}",
         a.rule.batches,
         a.rule.mean_batch(),
         a.rule.max_batch
-    );
-    println!(
+    )?;
+    writeln!(
+        out,
         "async within 2 points of lockstep (val, mean over runs): {}",
         if a.within_two_points { "yes" } else { "NO" }
-    );
+    )?;
+    Ok(())
 }
 
 /// Fraction of validation samples on which the two networks predict the same class.

@@ -5,6 +5,7 @@
 //! flags; tables are printed and `report.json`, `curves.csv`, `phases.csv`, `summary.csv` and
 //! the resolved `config.toml` are written into a folder of the run.
 
+use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
@@ -300,34 +301,35 @@ pub fn run(args: Args) -> Result<()> {
             if args.json {
                 eprintln!("skipped {}: {e}", task.name);
             } else {
-                println!("skipped {}: {e}\n", task.name);
+                writeln!(std::io::stdout(), "skipped {}: {e}\n", task.name)?;
             }
             continue;
         }
         let report = run_continual(&ckpt.rule, &ckpt.meta, engine.as_ref(), &task, &spec)
             .with_context(|| format!("continual experiment on {}", task.name))?;
         if !args.json {
-            println!("{}", report.table());
+            writeln!(std::io::stdout(), "{}", report.table())?;
         }
         reports.push(report);
     }
     write_files(&out, &config, &reports)?;
     if args.json {
-        println!("{}", serde_json::to_string(&reports)?);
+        writeln!(std::io::stdout(), "{}", serde_json::to_string(&reports)?)?;
     } else {
-        print_mean(&reports);
-        println!("seed {}; files in {}", config.seed, out.display());
+        let mut stdout = std::io::stdout().lock();
+        write_mean(&mut stdout, &reports)?;
+        writeln!(stdout, "seed {}; files in {}", config.seed, out.display())?;
     }
     Ok(())
 }
 
-/// The mean over tasks of where each method ended.
-fn print_mean(reports: &[ContinualReport]) {
+/// Writes the mean over tasks of where each method ended.
+fn write_mean(out: &mut impl Write, reports: &[ContinualReport]) -> std::io::Result<()> {
     if reports.len() < 2 {
-        return;
+        return Ok(());
     }
     let n = reports.len() as f64;
-    println!("mean over {} tasks          all seen  first phase  forgetting", reports.len());
+    writeln!(out, "mean over {} tasks          all seen  first phase  forgetting", reports.len())?;
     for (name, pick) in [
         ("grown", (|r: &ContinualReport| r.grown) as fn(&ContinualReport) -> _),
         ("backprop fine-tuned", |r: &ContinualReport| r.fine_tune),
@@ -341,6 +343,7 @@ fn print_mean(reports: &[ContinualReport]) {
         } else {
             format!("{:.3}", forgetting.iter().sum::<f64>() / forgetting.len() as f64)
         };
-        println!("{name:<28} {seen:>8.3} {first:>12.3} {forgetting:>11}");
+        writeln!(out, "{name:<28} {seen:>8.3} {first:>12.3} {forgetting:>11}")?;
     }
+    Ok(())
 }

@@ -1,5 +1,7 @@
 //! `meta-nca eval`: grow many fresh networks with a trained rule, next to backprop.
 
+use std::io::Write;
+
 use anyhow::{Context, Result, bail};
 use meta_nca_rule::eval::{EvalReport, EvalSpec, evaluate};
 use meta_nca_rule::experiment::Experiment;
@@ -28,20 +30,34 @@ pub struct Args {
     json: bool,
 }
 
-/// Prints an evaluation as a table.
+/// [`write_report`] on stdout, failing as `println!` does (a panic, which `main`'s hook ends
+/// quietly when stdout is a closed pipe): for callers that return no error.
 pub fn print_report(r: &EvalReport) {
-    println!(
+    if let Err(e) = write_report(&mut std::io::stdout().lock(), r) {
+        panic!("failed printing to stdout: {e}");
+    }
+}
+
+/// Writes an evaluation as a table.
+pub fn write_report(out: &mut impl Write, r: &EvalReport) -> std::io::Result<()> {
+    writeln!(
+        out,
         "dataset {}  grown networks {}  steps {}  p {}  seed {}",
         r.dataset, r.networks, r.steps, r.fire_fraction, r.seed
-    );
-    println!("{:<22}{:>8}{:>8}{:>8}", "", "mean", "min", "max");
-    println!("{:<22}{:>8.4}{:>8.4}{:>8.4}", "grown train acc", r.train_acc.mean, r.train_acc.min, r.train_acc.max);
-    println!("{:<22}{:>8.4}{:>8.4}{:>8.4}", "grown val acc", r.val_acc.mean, r.val_acc.min, r.val_acc.max);
-    println!("{:<22}{:>8.4}", "backprop train acc", r.baseline.train_acc);
-    println!("{:<22}{:>8.4}", "backprop val acc", r.baseline.val_acc);
+    )?;
+    writeln!(out, "{:<22}{:>8}{:>8}{:>8}", "", "mean", "min", "max")?;
+    writeln!(
+        out,
+        "{:<22}{:>8.4}{:>8.4}{:>8.4}",
+        "grown train acc", r.train_acc.mean, r.train_acc.min, r.train_acc.max
+    )?;
+    writeln!(out, "{:<22}{:>8.4}{:>8.4}{:>8.4}", "grown val acc", r.val_acc.mean, r.val_acc.min, r.val_acc.max)?;
+    writeln!(out, "{:<22}{:>8.4}", "backprop train acc", r.baseline.train_acc)?;
+    writeln!(out, "{:<22}{:>8.4}", "backprop val acc", r.baseline.val_acc)?;
     if let Some(h) = r.hidden_redundancy {
-        println!("{:<22}{:>8.4}  (mean pairwise cosine of hidden units' input weights)", "hidden redundancy", h);
+        writeln!(out, "{:<22}{:>8.4}  (mean pairwise cosine of hidden units' input weights)", "hidden redundancy", h)?;
     }
+    Ok(())
 }
 
 /// Runs `meta-nca eval`.
@@ -63,10 +79,11 @@ pub fn run(args: Args) -> Result<()> {
         task = task.permuted(&exp.config, &perm)?;
     }
     let report = evaluate(&ckpt.rule, &ckpt.meta, &task, spec)?;
+    let mut out = std::io::stdout().lock();
     if args.json {
-        println!("{}", serde_json::to_string(&report)?);
+        writeln!(out, "{}", serde_json::to_string(&report)?)?;
     } else {
-        print_report(&report);
+        write_report(&mut out, &report)?;
     }
     Ok(())
 }

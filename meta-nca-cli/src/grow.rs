@@ -1,5 +1,6 @@
 //! `meta-nca grow`: grow one network with a trained rule and save every step.
 
+use std::io::Write;
 use std::path::PathBuf;
 
 use anyhow::{Context, Result, bail};
@@ -12,7 +13,7 @@ use meta_nca_sim::SimSpec;
 use meta_nca_sim::engine::Actors;
 
 use crate::actors::{Engine, Loaded, ModeArg};
-use crate::run_dir::{GrowFlags, layer_sizes, load_run};
+use crate::run_dir::{GrowFlags, Widths, layer_sizes, load_run};
 
 /// Arguments of `meta-nca grow`.
 #[derive(Debug, clap::Args)]
@@ -20,9 +21,10 @@ pub struct Args {
     /// The run, and how to grow with its rule.
     #[command(flatten)]
     grow: GrowFlags,
-    /// Hidden-layer widths, comma-separated (default: the run's first architecture; "" = none).
-    #[arg(long)]
-    hidden: Option<String>,
+    /// Hidden-layer widths, comma-separated, e.g. `5,5` (default: the run's first architecture;
+    /// `""` = no hidden layer).
+    #[arg(long, value_name = "W1,W2,..")]
+    hidden: Option<Widths>,
     /// JSON file to write: every step's weights, hidden states, firing flags and accuracy.
     #[arg(long)]
     save: PathBuf,
@@ -42,7 +44,7 @@ pub fn run(args: Args) -> Result<()> {
     let (ckpt, exp) = load_run(&args.grow.run, args.grow.checkpoint)?;
     let (steps, p, seed) = args.grow.resolve(&exp.config)?;
     let task = exp.primary();
-    let sizes = layer_sizes(args.hidden.as_deref(), &exp.config, task)?;
+    let sizes = layer_sizes(args.hidden.as_ref(), &exp.config, task);
     let output = sizes.len() - 1;
     if let Some(c) = args.changes.iter().find(
         |c| matches!(c.change, Change::AddNeuron { layer } | Change::RemoveNeuron { layer, .. } if layer == output),
@@ -83,28 +85,29 @@ pub fn run(args: Args) -> Result<()> {
     };
     let record = grow_one(engine.as_ref(), &ckpt.rule, &ckpt.meta, task, &sizes, steps, p, seed, &args.changes)?;
     if let Some(t) = trace {
-        use std::io::Write;
         t.lock().map_err(|_| anyhow::anyhow!("trace writer poisoned"))?.flush()?;
     }
     let json = serde_json::to_vec(&record)?;
     write_atomic(&args.save, &json).with_context(|| format!("saving {}", args.save.display()))?;
     let last = record.steps.last().context("a grow has at least its starting state")?;
-    println!(
+    writeln!(
+        std::io::stdout(),
         "{}  seed {seed}  sizes {sizes:?}  steps {steps}  p {p}  final train acc {:.4}  val acc {:.4}  saved {}",
         record.engine,
         last.train_acc,
         last.val_acc,
         args.save.display()
-    );
+    )?;
     for c in &record.changes {
         let (before, next) = (&record.steps[c.after], &record.steps[c.after + 1]);
-        println!(
+        writeln!(
+            std::io::stdout(),
             "  {:<24} val acc {:.4} before, {:.4} one step later, {:.4} at the end",
             c.to_string(),
             before.val_acc,
             next.val_acc,
             last.val_acc
-        );
+        )?;
     }
     Ok(())
 }

@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 use std::fs::File;
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Write};
 use std::path::PathBuf;
 
 use anyhow::{Context, Result, bail};
@@ -139,18 +139,25 @@ pub fn run(args: Args) -> Result<()> {
     let events: u64 = cells.values().map(|c| c.rounds).sum();
     let updates: u64 = cells.values().map(|c| c.updates).sum();
     let dw: f64 = cells.values().map(|c| c.sum_abs_dw).sum();
-    println!("{}: {} events, {} cells, {} steps", args.file.display(), events, cells.len(), steps);
-    println!();
+    // Written, not printed: a reader that stops early (`| head`) is an error `main` ends quietly.
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "{}: {} events, {} cells, {} steps", args.file.display(), events, cells.len(), steps)?;
+    writeln!(out)?;
     let messages = cells.values().any(|c| c.messages.back_rounds + c.messages.align_rounds > 0);
-    print!("{:<12}{:>8}{:>9}{:>13}{:>12}{:>11}", "cell", "rounds", "updates", "mean |dw|", "final w", "max stale");
+    write!(
+        out,
+        "{:<12}{:>8}{:>9}{:>13}{:>12}{:>11}",
+        "cell", "rounds", "updates", "mean |dw|", "final w", "max stale"
+    )?;
     if messages {
-        print!("{:>22}{:>22}", "backward a·δ/δ", "alignment a·δ/δ");
+        write!(out, "{:>22}{:>22}", "backward a·δ/δ", "alignment a·δ/δ")?;
     }
-    println!();
+    writeln!(out)?;
     for ((l, _), c) in cells.iter().take(args.max_cells) {
         let mean = if c.updates == 0 { 0.0 } else { c.sum_abs_dw / c.updates as f64 };
         let (i, j) = c.place;
-        print!(
+        write!(
+            out,
             "{:<12}{:>8}{:>9}{:>13.6}{:>12.5}{:>11}",
             format!("{l}:{i}:{j}{}", if c.moved { "*" } else { "" }),
             c.rounds,
@@ -158,34 +165,35 @@ pub fn run(args: Args) -> Result<()> {
             mean,
             c.last_w,
             c.max_staleness
-        );
+        )?;
         if messages {
             let [back, align] = c.messages.means();
-            print!("{:>22}{:>22}", column(back), column(align));
+            write!(out, "{:>22}{:>22}", column(back), column(align))?;
         }
-        println!();
+        writeln!(out)?;
     }
     if cells.len() > args.max_cells {
-        println!("... {} more cells", cells.len() - args.max_cells);
+        writeln!(out, "... {} more cells", cells.len() - args.max_cells)?;
     }
     if cells.values().any(|c| c.moved) {
-        println!("* moved when neurons were removed or added (shown at its last place)");
+        writeln!(out, "* moved when neurons were removed or added (shown at its last place)")?;
     }
     if messages {
-        println!("a·δ/δ: the local error messages the cell received, mean over its rounds of the batch means");
-        println!("of a_pre·δ_post and of δ_post (through the weights: backward; through B: alignment)");
+        writeln!(out, "a·δ/δ: the local error messages the cell received, mean over its rounds of the batch means")?;
+        writeln!(out, "of a_pre·δ_post and of δ_post (through the weights: backward; through B: alignment)")?;
     }
-    println!();
-    println!(
+    writeln!(out)?;
+    writeln!(
+        out,
         "all cells: {updates} updates in {events} rounds ({:.1}% fired), mean |dw| {:.6}",
         100.0 * updates as f64 / events as f64,
         dw / updates.max(1) as f64
-    );
-    println!("staleness histogram (rounds old: rounds)");
+    )?;
+    writeln!(out, "staleness histogram (rounds old: rounds)")?;
     let widest = staleness.values().copied().max().unwrap_or(1);
     for (k, count) in &staleness {
         let bar = "#".repeat(((40 * count).div_ceil(widest)) as usize);
-        println!("  {k:>3}: {count:>8}  {bar}");
+        writeln!(out, "  {k:>3}: {count:>8}  {bar}")?;
     }
     Ok(())
 }

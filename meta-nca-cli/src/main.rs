@@ -126,8 +126,22 @@ fn init_logging(verbose: u8) {
         .init();
 }
 
-/// A closed pipe on stdout (`meta-nca inspect trace.jsonl | head`) ends the program quietly
-/// with the status of a program killed by SIGPIPE, instead of a panic report.
+/// The status of a program killed by SIGPIPE (128 + 13), what a shell reports for a writer
+/// whose reader stopped early.
+const BROKEN_PIPE_STATUS: u8 = 141;
+
+/// Whether `e` comes from writing to a closed pipe (`meta-nca inspect trace.jsonl | head`):
+/// the commands write their results with `writeln!`, so a reader that stopped early reaches
+/// `main` as an [`std::io::ErrorKind::BrokenPipe`] somewhere in the error chain.
+fn is_broken_pipe(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| c.downcast_ref::<std::io::Error>().is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe))
+}
+
+/// Fallback for output still printed with `println!` (`train` and `bench`, and
+/// [`eval::print_report`] for `train`): it panics on a closed stdout, and this hook ends the
+/// program quietly with [`BROKEN_PIPE_STATUS`] instead of a panic report. Everything else
+/// returns the write error to `main` ([`is_broken_pipe`]); resetting SIGPIPE to its default
+/// would need `unsafe`, which the workspace forbids.
 fn quiet_on_broken_pipe() {
     let default = std::panic::take_hook();
     std::panic::set_hook(Box::new(move |info| {
@@ -135,7 +149,7 @@ fn quiet_on_broken_pipe() {
         let message =
             payload.downcast_ref::<String>().map(String::as_str).or_else(|| payload.downcast_ref::<&str>().copied());
         if message.is_some_and(|m| m.starts_with("failed printing to stdout") && m.contains("Broken pipe")) {
-            std::process::exit(141);
+            std::process::exit(BROKEN_PIPE_STATUS.into());
         }
         default(info);
     }));
@@ -163,6 +177,7 @@ fn main() -> ExitCode {
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
+        Err(e) if is_broken_pipe(&e) => ExitCode::from(BROKEN_PIPE_STATUS),
         Err(e) => {
             eprintln!("error: {e:#}");
             ExitCode::FAILURE

@@ -4,6 +4,7 @@
 //! flags ([`crate::robustness_config`]); the curves, a prune's backprop baseline and the
 //! resolved experiment are written into the run folder.
 
+use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Result, bail};
@@ -170,8 +171,10 @@ pub fn run(args: Args) -> Result<()> {
     outputs.check(&args.run, &plan_toml, args.force)?;
     crate::memory::check_actors_for(&task.archs, exp.config.task.bias, plan.engine, plan.executor)?;
     let engine = plan.engine_kind();
+    // Unlocked: the experiment runs between the writes.
+    let mut out = std::io::stdout();
     if !args.json {
-        println!("engine: {}", engine.name());
+        writeln!(out, "engine: {}", engine.name())?;
     }
     let bench = Bench { rule: &ckpt.rule, meta: &ckpt.meta, task, engine: engine.as_ref() };
     let Outputs { curves: curves_file, baseline, config: config_file } = outputs;
@@ -184,43 +187,47 @@ pub fn run(args: Args) -> Result<()> {
     let report =
         RobustnessReport { plan: plan.keys()?, engine: engine.name(), curves_file, baseline_file, config_file, curves };
     if args.json {
-        println!("{}", serde_json::to_string(&report)?);
+        writeln!(out, "{}", serde_json::to_string(&report)?)?;
     } else {
-        print_report(&plan, &report);
+        write_report(&mut out, &plan, &report)?;
     }
     Ok(())
 }
 
-/// Prints a robustness experiment as a table.
-fn print_report(plan: &Plan, report: &RobustnessReport) {
+/// Writes a robustness experiment as a table.
+fn write_report(out: &mut impl Write, plan: &Plan, report: &RobustnessReport) -> std::io::Result<()> {
     let (at, p, seed, networks) = (plan.steps, plan.fire_fraction, plan.seed, plan.networks);
     let path = report.curves_file.display();
     match &report.curves {
         Curves::Prune(curves) => {
             let baseline = report.baseline_file.as_deref().unwrap_or(Path::new("-")).display();
-            println!(
+            writeln!(
+                out,
                 "prune ({}) after {at} grow steps, {networks} networks, p {p}, seed {seed}; {} recovery steps; curves in \
                  {path}, backprop in {baseline}",
                 plan.mode.name(),
                 plan.recover
-            );
-            print_prune(plan, curves);
+            )?;
+            write_prune(out, plan, curves)?;
         }
         Curves::Neurons(curves) => {
-            println!(
+            writeln!(
+                out,
                 "hidden neurons added after {at} grow steps, {networks} networks, p {p}, seed {seed}; curves in {path}"
-            );
-            print_neurons(plan, curves);
+            )?;
+            write_neurons(out, plan, curves)?;
         }
         Curves::Churn(curves) => {
-            println!(
+            writeln!(
+                out,
                 "churn after {at} grow steps, {} steps, {networks} networks, p {p}, seed {seed}; curves in {path}",
                 plan.recover
-            );
-            print_churn(curves);
+            )?;
+            write_churn(out, curves)?;
         }
     }
-    println!("experiment config (seed {seed}) in {}", report.config_file.display());
+    writeln!(out, "experiment config (seed {seed}) in {}", report.config_file.display())?;
+    Ok(())
 }
 
 /// Writes the backprop baseline of a prune as CSV
@@ -256,16 +263,18 @@ fn prune(plan: &Plan, bench: &Bench<'_>, path: &Path, baseline: &Path) -> Result
     Ok(curves)
 }
 
-/// Prints a prune's table (after its header line).
-fn print_prune(plan: &Plan, curves: &[PruneCurve]) {
-    println!(
+/// Writes a prune's table (after its header line).
+fn write_prune(out: &mut impl Write, plan: &Plan, curves: &[PruneCurve]) -> std::io::Result<()> {
+    writeln!(
+        out,
         "{:<9}{:>9}{:>9}{:>11}{:>10} {:>13}{:>12}{:>13}",
         "removed", "before", "after", "recovered", "(best)", "backprop", "pruned", "fine-tuned"
-    );
+    )?;
     for c in curves {
         let last = c.grown_val.last().copied().unwrap_or(f64::NAN);
         let best = c.grown_val[1..].iter().copied().fold(f64::NEG_INFINITY, f64::max);
-        println!(
+        writeln!(
+            out,
             "{:<9}{:>9.4}{:>9.4}{:>11.4}{:>10.4} {:>13.4}{:>12.4}{:>13.4}",
             format!("{:.0}%", 100.0 * c.fraction),
             c.grown_val[0],
@@ -275,12 +284,14 @@ fn print_prune(plan: &Plan, curves: &[PruneCurve]) {
             c.baseline_val[0],
             c.baseline_val[1],
             c.baseline_val[2]
-        );
+        )?;
     }
-    println!(
+    writeln!(
+        out,
         "(validation accuracy; grown: mean over the networks; backprop: before, pruned alike, fine-tuned {} epochs)",
         plan.fine_tune
-    );
+    )?;
+    Ok(())
 }
 
 /// Runs an added-neurons experiment and writes its curves.
@@ -299,23 +310,24 @@ fn neurons(plan: &Plan, bench: &Bench<'_>, path: &Path) -> Result<Vec<NeuronCurv
     Ok(curves)
 }
 
-/// Prints an added-neurons experiment's table (after its header line).
-fn print_neurons(plan: &Plan, curves: &[NeuronCurve]) {
+/// Writes an added-neurons experiment's table (after its header line).
+fn write_neurons(out: &mut impl Write, plan: &Plan, curves: &[NeuronCurve]) -> std::io::Result<()> {
     let mut shown: Vec<usize> = [1, 5, plan.recover].into_iter().filter(|&k| k <= plan.recover).collect();
     shown.dedup();
-    print!("{:<8}{:>9}{:>9}", "added", "before", "after");
+    write!(out, "{:<8}{:>9}{:>9}", "added", "before", "after")?;
     for k in &shown {
-        print!("{:>12}", format!("+{k} steps"));
+        write!(out, "{:>12}", format!("+{k} steps"))?;
     }
-    println!();
+    writeln!(out)?;
     for c in curves {
-        print!("{:<8}{:>9.4}{:>9.4}", c.added, c.grown_val[0], c.grown_val[1]);
+        write!(out, "{:<8}{:>9.4}{:>9.4}", c.added, c.grown_val[0], c.grown_val[1])?;
         for &k in &shown {
-            print!("{:>12.4}", c.grown_val[1 + k]);
+            write!(out, "{:>12.4}", c.grown_val[1 + k])?;
         }
-        println!();
+        writeln!(out)?;
     }
-    println!("(validation accuracy, mean over the networks)");
+    writeln!(out, "(validation accuracy, mean over the networks)")?;
+    Ok(())
 }
 
 /// Runs a churn experiment and writes its curves.
@@ -334,13 +346,14 @@ fn churn(plan: &Plan, bench: &Bench<'_>, path: &Path) -> Result<Vec<ChurnCurve>>
     Ok(curves)
 }
 
-/// Prints a churn experiment's table (after its header line).
-fn print_churn(curves: &[ChurnCurve]) {
-    println!("{:<8}{:>9}{:>12}{:>10}", "rate", "before", "last step", "lowest");
+/// Writes a churn experiment's table (after its header line).
+fn write_churn(out: &mut impl Write, curves: &[ChurnCurve]) -> std::io::Result<()> {
+    writeln!(out, "{:<8}{:>9}{:>12}{:>10}", "rate", "before", "last step", "lowest")?;
     for c in curves {
         let lowest = c.grown_val.iter().copied().fold(f64::INFINITY, f64::min);
         let last = c.grown_val.last().copied().unwrap_or(f64::NAN);
-        println!("{:<8}{:>9.4}{:>12.4}{:>10.4}", format!("{:.0}%", 100.0 * c.rate), c.grown_val[0], last, lowest);
+        writeln!(out, "{:<8}{:>9.4}{:>12.4}{:>10.4}", format!("{:.0}%", 100.0 * c.rate), c.grown_val[0], last, lowest)?;
     }
-    println!("(validation accuracy, mean over the networks)");
+    writeln!(out, "(validation accuracy, mean over the networks)")?;
+    Ok(())
 }

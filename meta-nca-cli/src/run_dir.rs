@@ -69,24 +69,38 @@ pub fn resolve_grow(
     Ok((steps, p, seed.unwrap_or(cfg.seed)))
 }
 
-/// Layer sizes of a network on `task` with the hidden widths of `--hidden` (comma-separated;
-/// "" = none; absent: the config's first architecture).
-pub fn layer_sizes(hidden: Option<&str>, cfg: &Config, task: &TaskSource) -> Result<Vec<usize>> {
-    let hidden: Vec<usize> = match hidden {
-        Some(text) if text.trim().is_empty() => Vec::new(),
-        Some(text) => text
+/// Hidden-layer widths as `--hidden` spells them: comma-separated positive numbers (`5,5`),
+/// or `""` for no hidden layer at all.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Widths(pub Vec<usize>);
+
+impl std::str::FromStr for Widths {
+    type Err = String;
+
+    fn from_str(text: &str) -> std::result::Result<Self, String> {
+        if text.trim().is_empty() {
+            return Ok(Self(Vec::new()));
+        }
+        let widths = text
             .split(',')
-            .map(|w| w.trim().parse::<usize>().with_context(|| format!("--hidden: '{w}' is not a width")))
-            .collect::<Result<_>>()?,
-        None => cfg.task.hidden.first().cloned().unwrap_or_default(),
-    };
-    if hidden.contains(&0) {
-        bail!("--hidden: a hidden layer has width 0");
+            .map(|w| match w.trim().parse::<usize>() {
+                Ok(0) => Err("a hidden layer has width 0".to_string()),
+                Ok(w) => Ok(w),
+                Err(_) => Err(format!("'{w}' is not a width")),
+            })
+            .collect::<std::result::Result<_, _>>()?;
+        Ok(Self(widths))
     }
+}
+
+/// Layer sizes of a network on `task` with the hidden widths of `--hidden` (absent: the
+/// config's first architecture).
+pub fn layer_sizes(hidden: Option<&Widths>, cfg: &Config, task: &TaskSource) -> Vec<usize> {
+    let hidden = hidden.map_or_else(|| cfg.task.hidden.first().cloned().unwrap_or_default(), |w| w.0.clone());
     let mut sizes = vec![task.train.features];
     sizes.extend(hidden);
     sizes.push(task.train.classes);
-    Ok(sizes)
+    sizes
 }
 
 /// Path of a run's checkpoint.
@@ -255,5 +269,20 @@ impl MetricsWriter {
     pub fn flush(&mut self) -> Result<()> {
         self.csv.flush()?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn widths_parse_lists_and_the_empty_string() {
+        assert_eq!("5,5".parse(), Ok(Widths(vec![5, 5])));
+        assert_eq!(" 3 , 4 ".parse(), Ok(Widths(vec![3, 4])));
+        assert_eq!("".parse(), Ok(Widths(Vec::new())));
+        assert_eq!("3,0".parse::<Widths>(), Err("a hidden layer has width 0".to_string()));
+        assert_eq!("3,x".parse::<Widths>(), Err("'x' is not a width".to_string()));
+        assert_eq!("3,".parse::<Widths>(), Err("'' is not a width".to_string()));
     }
 }

@@ -2,6 +2,7 @@
 //! embedded datasets, next to backprop, equal-step Adam and logistic regression); prints a
 //! table (or JSON) and writes `suite.csv` and `suite.json` into the run folder.
 
+use std::io::Write;
 use std::path::Path;
 
 use anyhow::{Context, Result, bail};
@@ -109,10 +110,11 @@ pub fn run(args: Args) -> Result<()> {
     .with_context(|| format!("running the suite on the rule of {}", args.run.display()))?;
     bar.finish_and_clear();
     write_files(&report, &csv_path, &json_path)?;
+    let mut out = std::io::stdout().lock();
     if args.json {
-        println!("{}", serde_json::to_string(&report)?);
+        writeln!(out, "{}", serde_json::to_string(&report)?)?;
     } else {
-        print_report(&report, &args.run);
+        write_report(&mut out, &report, &args.run)?;
     }
     Ok(())
 }
@@ -123,10 +125,11 @@ fn write_files(report: &SuiteReport, csv_path: &Path, json_path: &Path) -> Resul
     Ok(())
 }
 
-fn print_row(r: &SuiteRow) {
+fn write_row(out: &mut impl Write, r: &SuiteRow) -> std::io::Result<()> {
     let shape = if r.features > 0 { format!("{}x{}", r.features, r.classes) } else { String::new() };
     let seen = if r.seen { "*" } else { "" };
-    println!(
+    writeln!(
+        out,
         "{:<16}{:<9}{:>7}{:>7}{:>9.4}{:>8.4}{:>8.4}{:>9.4}{:>8.4}{:>8.4}{:>9.4}{:>9.4}{:>9.4}",
         format!("{}{seen}", r.task),
         r.kind,
@@ -141,17 +144,17 @@ fn print_row(r: &SuiteRow) {
         r.backprop_train,
         r.backprop_val,
         r.logistic_val
-    );
+    )
 }
 
-/// Prints the report: validation accuracy of every task at K, then growth past K.
-pub fn print_report(report: &SuiteReport, run: &Path) {
+/// Writes the report: validation accuracy of every task at K, then growth past K.
+pub fn write_report(out: &mut impl Write, report: &SuiteReport, run: &Path) -> std::io::Result<()> {
     let steps: Vec<usize> = report.mean.iter().map(|m| m.steps).collect();
     let Some(&k) = steps.first() else {
-        println!("no task ran");
-        return;
+        return writeln!(out, "no task ran");
     };
-    println!(
+    writeln!(
+        out,
         "learning suite of {}: {} tasks, {} grown networks each, rule trained for K = {} steps; Adam lr {} from \
          the grown networks' starts ('adam'), {} from Xavier weights ('adam xv'), both chosen on training-stream tasks",
         run.display(),
@@ -160,12 +163,14 @@ pub fn print_report(report: &SuiteReport, run: &Path) {
         report.trained_steps,
         report.adam_lr,
         report.adam_xavier_lr
-    );
-    println!(
+    )?;
+    writeln!(
+        out,
         "accuracy after {k} steps: validation unless marked 'tr' or 'train' (* = a dataset the rule was \
          meta-trained on; min = the worst grown network)"
-    );
-    println!(
+    )?;
+    writeln!(
+        out,
         "{:<16}{:<9}{:>7}{:>7}{:>9}{:>8}{:>8}{:>9}{:>8}{:>8}{:>9}{:>9}{:>9}",
         "task",
         "kind",
@@ -180,27 +185,31 @@ pub fn print_report(report: &SuiteReport, run: &Path) {
         "bp train",
         "backprop",
         "logistic"
-    );
+    )?;
     let rows = report.rows();
-    rows.iter().filter(|r| r.steps == k).for_each(print_row);
-    report.mean.iter().filter(|r| r.steps == k).for_each(print_row);
+    for r in rows.iter().chain(&report.mean).filter(|r| r.steps == k) {
+        write_row(out, r)?;
+    }
     if steps.len() > 1 {
-        println!();
-        println!("growth past K: grown (adam, adam xv) validation accuracy at each step count");
-        print!("{:<16}", "task");
-        steps.iter().for_each(|s| print!("{:>26}", s));
-        println!();
+        writeln!(out)?;
+        writeln!(out, "growth past K: grown (adam, adam xv) validation accuracy at each step count")?;
+        write!(out, "{:<16}", "task")?;
+        for s in &steps {
+            write!(out, "{s:>26}")?;
+        }
+        writeln!(out)?;
         for chunk in rows.chunk_by(|a, b| a.task == b.task).chain(std::iter::once(&report.mean[..])) {
-            print!("{:<16}", chunk[0].task);
-            chunk.iter().for_each(|r| {
-                print!("{:>26}", format!("{:.4} ({:.4}, {:.4})", r.grown_val, r.adam_val, r.adam_xavier_val))
-            });
-            println!();
+            write!(out, "{:<16}", chunk[0].task)?;
+            for r in chunk {
+                write!(out, "{:>26}", format!("{:.4} ({:.4}, {:.4})", r.grown_val, r.adam_val, r.adam_xavier_val))?;
+            }
+            writeln!(out)?;
         }
     }
     for s in &report.skipped {
-        println!("skipped {}: {}", s.name, s.reason);
+        writeln!(out, "skipped {}: {}", s.name, s.reason)?;
     }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -7,6 +7,7 @@
 use std::sync::Arc;
 
 use meta_nca_rule::perception::{CellView, perceive};
+use meta_nca_rule::random::splitmix_next;
 use meta_nca_rule::topology::CellId;
 
 use crate::protocol::{CellDone, CellMsg, Contribution, Fan, NeuronSummary, Outbox, Side};
@@ -103,14 +104,6 @@ pub struct Cell {
     traced: Option<Box<Traced>>,
 }
 
-fn splitmix(state: &mut u64) -> u64 {
-    *state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
-    let mut z = *state;
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
-}
-
 fn dot(a: &[f64], b: &[f64]) -> f64 {
     a.iter().zip(b).map(|(a, b)| a * b).sum()
 }
@@ -141,7 +134,7 @@ impl Cell {
     pub fn new(world: &World, c: u32, state: Vec<f64>, seed: u64, traced: bool) -> Self {
         let (id, links) = Links::of(world, c);
         let mut clock = seed ^ (u64::from(c) << 17) ^ 0x5EED;
-        splitmix(&mut clock);
+        splitmix_next(&mut clock);
         let traced = traced.then(|| {
             let span = tracing::info_span!("cell", layer = id.layer, i = id.pre, j = id.post);
             Box::new(Traced { span, id, back: None, align: None })
@@ -244,7 +237,7 @@ impl Cell {
         match msg {
             CellMsg::Begin { round, fire } => self.begin(round, fire, ctx, out),
             CellMsg::Tick => {
-                let draw = (splitmix(&mut self.clock) >> 11) as f64 / (1u64 << 53) as f64;
+                let draw = (splitmix_next(&mut self.clock) >> 11) as f64 / (1u64 << 53) as f64;
                 self.begin(self.round, draw < ctx.fire_fraction, ctx, out);
             }
             CellMsg::Act { round, a } => self.on_act(round, a, out),

@@ -13,7 +13,7 @@ use meta_nca_rule::experiment::Experiment;
 use super::GifOptions;
 use super::grow_file::{Grow, LayerGrid};
 use super::weights::{Shot, animate};
-use crate::run_dir::{layer_sizes, resolve_grow};
+use crate::run_dir::{Widths, layer_sizes, resolve_grow};
 
 /// Folder of a run's snapshots.
 pub const SNAPSHOTS: &str = "snapshots";
@@ -54,8 +54,8 @@ pub struct GrowArgs {
     pub fire_fraction: Option<f64>,
     /// Seed (the same network for every snapshot).
     pub seed: Option<u64>,
-    /// Hidden widths, comma-separated.
-    pub hidden: Option<String>,
+    /// Hidden widths (`None`: the run's first architecture).
+    pub hidden: Option<Widths>,
 }
 
 /// Grows one network per snapshot and writes `<out>/epochs-layer<l>.gif`. Returns the files.
@@ -65,7 +65,7 @@ pub fn gifs(snapshots: &[(usize, PathBuf)], args: &GrowArgs, opts: &GifOptions, 
     let exp = Experiment::new(ckpt.meta.config.clone()).context("loading the run's data")?;
     let cfg = &exp.config;
     let task = exp.primary();
-    let sizes = layer_sizes(args.hidden.as_deref(), cfg, task)?;
+    let sizes = layer_sizes(args.hidden.as_ref(), cfg, task);
     let (steps, p, seed) = resolve_grow(args.steps, args.fire_fraction, args.seed, cfg)?;
     let mut grown: Vec<(usize, Grow)> = Vec::with_capacity(snapshots.len());
     for (epoch, path) in snapshots {

@@ -35,6 +35,7 @@
 //! matrices: `weights::draw_matrix` and `draw_colorbar`), and a branch in [`run`] that saves it
 //! next to its data.
 
+use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
@@ -102,9 +103,10 @@ pub struct Args {
     /// Meta-epoch GIFs: seed of the grown network, the same for every snapshot (default: the run's seed).
     #[arg(long)]
     seed: Option<u64>,
-    /// Meta-epoch GIFs: hidden-layer widths, comma-separated (default: the run's first architecture; "" = none).
+    /// Meta-epoch GIFs: hidden-layer widths, comma-separated, e.g. `5,5` (default: the run's first
+    /// architecture; `""` = no hidden layer).
     #[arg(long, value_name = "W1,W2,..")]
-    hidden: Option<String>,
+    hidden: Option<crate::run_dir::Widths>,
 }
 
 /// What the GIF writers need to know.
@@ -170,7 +172,7 @@ pub fn run(args: Args) -> Result<()> {
         written.push(continual_png(file, args.out.as_deref())?);
     }
     for path in &written {
-        println!("wrote {}", path.display());
+        writeln!(std::io::stdout(), "wrote {}", path.display())?;
     }
     Ok(())
 }

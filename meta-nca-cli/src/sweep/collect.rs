@@ -6,6 +6,7 @@
 //! evaluated with its own run's `config.toml`, exactly as a sweep on one machine evaluates it.
 
 use std::collections::BTreeSet;
+use std::io::Write;
 use std::path::Path;
 
 use anyhow::{Context, Result, bail};
@@ -40,13 +41,14 @@ pub fn run(dir: &Path, args: &Args) -> Result<()> {
     let exp = Experiment::new(config.clone()).context("preparing the experiment")?;
     let cols = columns(&exp, &args.eval_datasets)?;
     if !args.json {
-        println!(
+        writeln!(
+            std::io::stdout(),
             "collecting {} seeds ({} jobs), {} networks per evaluation, folder {}",
             seeds.len(),
             args.jobs,
             args.networks,
             dir.display()
-        );
+        )?;
     }
     let (results, failures) = for_each_seed(&seeds, args.jobs, |seed| {
         let run = seed_dir(dir, seed);

@@ -14,6 +14,7 @@ mod collect;
 mod plan;
 mod report;
 
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -112,14 +113,15 @@ pub fn run(args: Args) -> Result<()> {
         crate::memory::check_training(&config, args.jobs.min(seeds.len()))?;
     }
     if !args.json {
-        println!(
+        writeln!(
+            std::io::stdout(),
             "sweep of {} seeds from {} ({} jobs), {} networks per evaluation, folder {}",
             args.seeds,
             args.first_seed,
             args.jobs,
             args.networks,
             out.display()
-        );
+        )?;
     }
     let (results, failures) = for_each_seed(&seeds, args.jobs, |seed| {
         let r = train_seed(&config, &out, seed, &cols, args.networks, start)?;
@@ -189,16 +191,17 @@ fn evaluate_seed(dir: &Path, config: &Config, cols: &[Column], networks: usize, 
     Ok(SeedResult { seed, seconds, reports })
 }
 
-/// Prints the report (the table, or one JSON object with `json`) and writes the table to
-/// `sweep.txt` in the sweep folder.
+/// Writes the table to `sweep.txt` in the sweep folder, then prints the report (the table, or
+/// one JSON object with `json`).
 fn finish(report: &SweepReport, json: bool) -> Result<()> {
     let table = render(report);
-    if json {
-        println!("{}", serde_json::to_string(report)?);
-    } else {
-        print!("{table}");
-    }
+    // The file first: a reader of stdout that stops early does not cost it.
     write_atomic(&report.folder.join("sweep.txt"), table.as_bytes())?;
+    if json {
+        writeln!(std::io::stdout(), "{}", serde_json::to_string(report)?)?;
+    } else {
+        write!(std::io::stdout(), "{table}")?;
+    }
     Ok(())
 }
 

@@ -13,6 +13,7 @@
 
 use std::collections::BTreeSet;
 use std::fmt::Write as _;
+use std::io::Write;
 use std::path::Path;
 
 use anyhow::{Context, Result, bail};
@@ -106,7 +107,8 @@ pub fn write(file: &Path, config: &Config, out: &Path, seeds: &[u64], args: &Arg
     for d in &args.eval_datasets {
         let _ = write!(collect, " --eval-dataset {}", quote(d));
     }
-    println!(
+    writeln!(
+        std::io::stdout(),
         "wrote {} commands to {} (seeds {}-{}, config {}); run them in any order on machines that share {}, then:",
         seeds.len(),
         file.display(),
@@ -114,8 +116,8 @@ pub fn write(file: &Path, config: &Config, out: &Path, seeds: &[u64], args: &Arg
         seeds.last().copied().unwrap_or_default(),
         config_path.display(),
         out.display()
-    );
-    println!("{collect}");
+    )?;
+    writeln!(std::io::stdout(), "{collect}")?;
     Ok(())
 }
 

@@ -21,6 +21,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use meta_nca_rule::init::RowSource;
+use meta_nca_rule::random::xorshift;
 use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender, unbounded_channel};
 use tokio::sync::{Notify, oneshot};
 use tokio::task::JoinHandle;
@@ -211,10 +212,7 @@ async fn cell_task(
                 }
             } else if out.tick {
                 if env.jitter > 0 {
-                    rng ^= rng << 13;
-                    rng ^= rng >> 7;
-                    rng ^= rng << 17;
-                    for _ in 0..rng % u64::from(env.jitter + 1) {
+                    for _ in 0..xorshift(&mut rng) % u64::from(env.jitter + 1) {
                         tokio::task::yield_now().await;
                     }
                 }

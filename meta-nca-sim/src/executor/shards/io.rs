@@ -5,6 +5,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 
+use meta_nca_rule::random::xorshift;
 use tokio::sync::mpsc::UnboundedSender;
 
 use super::ShardMsg;
@@ -149,14 +150,7 @@ impl Outbox for Io {
         }
     }
     fn tick_later(&mut self, cell: u32) {
-        let wait = if self.jitter == 0 {
-            0
-        } else {
-            self.rng ^= self.rng << 13;
-            self.rng ^= self.rng >> 7;
-            self.rng ^= self.rng << 17;
-            (self.rng % u64::from(self.jitter + 1)) as u32
-        };
+        let wait = if self.jitter == 0 { 0 } else { (xorshift(&mut self.rng) % u64::from(self.jitter + 1)) as u32 };
         if wait == 0 {
             self.queue.push_back(Local::Cell(cell, CellMsg::Tick));
         } else {
