@@ -1,6 +1,7 @@
 //! `meta-nca bench`: median milliseconds per meta-epoch (forward, backward and Adam) of
 //! standard configurations, measured side by side in one run; `--json` prints a [`BenchReport`].
 
+use std::io::Write;
 use std::time::Instant;
 
 use anyhow::Result;
@@ -93,9 +94,10 @@ impl Timing {
         Self { name, cells, median_ms: q(0.5), p10_ms: q(0.1), p90_ms: q(0.9) }
     }
 
-    fn print(&self) {
+    fn print(&self) -> std::io::Result<()> {
         let cells = self.cells.map_or_else(|| "varies".to_string(), |c| c.to_string());
-        println!("{:<44}{cells:>8}{:>10.3}{:>10.3}{:>10.3}", self.name, self.median_ms, self.p10_ms, self.p90_ms);
+        let (name, median, p10, p90) = (&self.name, self.median_ms, self.p10_ms, self.p90_ms);
+        writeln!(std::io::stdout(), "{name:<44}{cells:>8}{median:>10.3}{p10:>10.3}{p90:>10.3}")
     }
 }
 
@@ -176,17 +178,32 @@ pub fn run(args: Args) -> Result<()> {
         train_loop: None,
     };
     if show {
-        println!("machine: {} ({} cores available), dfdx matmul threads: {}", report.cpu, report.cores, report.threads);
-        println!(
+        writeln!(
+            std::io::stdout(),
+            "machine: {} ({} cores available), dfdx matmul threads: {}",
+            report.cpu,
+            report.cores,
+            report.threads
+        )?;
+        writeln!(
+            std::io::stdout(),
             "each row: 10 untimed meta-epochs, then {} timed; K = 10, p = 0.8, full Iris train set (120 rows)",
             args.epochs
-        );
+        )?;
     }
     let cases: Vec<_> =
         cases().into_iter().filter(|(name, _)| args.only.as_deref().is_none_or(|o| name.contains(o))).collect();
     if show && !cases.is_empty() {
-        println!();
-        println!("{:<44}{:>8}{:>10}{:>10}{:>10}", "configuration", "cells", "median ms", "p10 ms", "p90 ms");
+        writeln!(std::io::stdout())?;
+        writeln!(
+            std::io::stdout(),
+            "{:<44}{:>8}{:>10}{:>10}{:>10}",
+            "configuration",
+            "cells",
+            "median ms",
+            "p10 ms",
+            "p90 ms"
+        )?;
     }
     for (name, mut config) in cases {
         for o in &args.overrides {
@@ -204,7 +221,7 @@ pub fn run(args: Args) -> Result<()> {
         }
         let row = Timing::new(name.to_string(), cells_of(&trainer), times);
         if show {
-            row.print();
+            row.print()?;
         }
         report.meta_epochs.push(row);
     }
@@ -219,7 +236,7 @@ pub fn run(args: Args) -> Result<()> {
         report.rule_passes = Some(rule_passes(&args.overrides, show)?);
     }
     if args.json {
-        println!("{}", serde_json::to_string(&report)?);
+        writeln!(std::io::stdout(), "{}", serde_json::to_string(&report)?)?;
     }
     Ok(())
 }
@@ -264,16 +281,19 @@ fn train_loop(overrides: &[String], bare: Option<f64>, show: bool) -> Result<Tra
     let timing = Timing::new("train loop: prototype README, 1000 meta-epochs".into(), cells, times);
     let ratio = timing.median_ms / bare_ms;
     if show {
-        println!();
-        println!(
+        writeln!(std::io::stdout())?;
+        writeln!(
+            std::io::stdout(),
             "the whole train loop (probes of {} networks every {} meta-epochs, checkpoints every {}, metrics.csv), \
              {runs} runs; ms per meta-epoch",
-            config.train.probe_networks, config.train.probe_every, config.train.checkpoint_every
-        );
-        println!("{:<44}{:>8}{:>10}{:>10}{:>10}", "what", "", "median ms", "p10 ms", "p90 ms");
-        timing.print();
-        println!("{:<44}{:>8}{bare_ms:>10.3}", "bare meta-epoch (the prototype row)", "");
-        println!("{:<44}{:>8}{ratio:>10.2}", "loop / bare", "");
+            config.train.probe_networks,
+            config.train.probe_every,
+            config.train.checkpoint_every
+        )?;
+        writeln!(std::io::stdout(), "{:<44}{:>8}{:>10}{:>10}{:>10}", "what", "", "median ms", "p10 ms", "p90 ms")?;
+        timing.print()?;
+        writeln!(std::io::stdout(), "{:<44}{:>8}{bare_ms:>10.3}", "bare meta-epoch (the prototype row)", "")?;
+        writeln!(std::io::stdout(), "{:<44}{:>8}{ratio:>10.2}", "loop / bare", "")?;
     }
     Ok(TrainLoop { runs, timing, bare_ms, ratio })
 }
@@ -298,18 +318,20 @@ fn rule_passes(overrides: &[String], show: bool) -> Result<RulePasses> {
     if !show {
         return Ok(passes);
     }
-    println!();
-    println!(
+    writeln!(std::io::stdout())?;
+    writeln!(
+        std::io::stdout(),
         "rule passes: shapes {:?} (the default config's rule), {}-row chunks, 1 thread, median of 7",
-        passes.shapes, passes.chunk
-    );
-    println!("{:<52}{:>12}{:>10}", "what", "rows/s", "of limit");
+        passes.shapes,
+        passes.chunk
+    )?;
+    writeln!(std::io::stdout(), "{:<52}{:>12}{:>10}", "what", "rows/s", "of limit")?;
     for (name, rate) in [
         ("bare matrix-product chain (the limit)", rates.limit),
         ("rule forward pass without tape", rates.forward),
         ("the same MLP through dfdx's ops on a tape", rates.taped),
     ] {
-        println!("{name:<52}{:>12}{:>10.2}", limit::millions(rate), rate / rates.limit);
+        writeln!(std::io::stdout(), "{name:<52}{:>12}{:>10.2}", limit::millions(rate), rate / rates.limit)?;
     }
     Ok(passes)
 }
@@ -333,9 +355,20 @@ fn grow_step_rows(epochs: usize, show: bool) -> Result<Vec<Timing>> {
     use meta_nca_rule::topology::Topology;
 
     if show {
-        println!();
-        println!("one grow step (no tape) of a [784,10] network on a generated task, 784 features, 10 classes");
-        println!("{:<44}{:>8}{:>10}{:>10}{:>10}", "rows seen per step", "cells", "median ms", "p10 ms", "p90 ms");
+        writeln!(std::io::stdout())?;
+        writeln!(
+            std::io::stdout(),
+            "one grow step (no tape) of a [784,10] network on a generated task, 784 features, 10 classes"
+        )?;
+        writeln!(
+            std::io::stdout(),
+            "{:<44}{:>8}{:>10}{:>10}{:>10}",
+            "rows seen per step",
+            "cells",
+            "median ms",
+            "p10 ms",
+            "p90 ms"
+        )?;
     }
     let mut rows_out = Vec::new();
     let config = Config::default();
@@ -370,7 +403,7 @@ fn grow_step_rows(epochs: usize, show: bool) -> Result<Vec<Timing>> {
             };
             let row = Timing::new(name, Some(cells), times);
             if show {
-                row.print();
+                row.print()?;
             }
             rows_out.push(row);
         }

@@ -30,14 +30,6 @@ pub struct Args {
     json: bool,
 }
 
-/// [`write_report`] on stdout, failing as `println!` does (a panic, which `main`'s hook ends
-/// quietly when stdout is a closed pipe): for callers that return no error.
-pub fn print_report(r: &EvalReport) {
-    if let Err(e) = write_report(&mut std::io::stdout().lock(), r) {
-        panic!("failed printing to stdout: {e}");
-    }
-}
-
 /// Writes an evaluation as a table.
 pub fn write_report(out: &mut impl Write, r: &EvalReport) -> std::io::Result<()> {
     writeln!(

@@ -137,26 +137,7 @@ fn is_broken_pipe(e: &anyhow::Error) -> bool {
     e.chain().any(|c| c.downcast_ref::<std::io::Error>().is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe))
 }
 
-/// Fallback for output still printed with `println!` (`train` and `bench`, and
-/// [`eval::print_report`] for `train`): it panics on a closed stdout, and this hook ends the
-/// program quietly with [`BROKEN_PIPE_STATUS`] instead of a panic report. Everything else
-/// returns the write error to `main` ([`is_broken_pipe`]); resetting SIGPIPE to its default
-/// would need `unsafe`, which the workspace forbids.
-fn quiet_on_broken_pipe() {
-    let default = std::panic::take_hook();
-    std::panic::set_hook(Box::new(move |info| {
-        let payload = info.payload();
-        let message =
-            payload.downcast_ref::<String>().map(String::as_str).or_else(|| payload.downcast_ref::<&str>().copied());
-        if message.is_some_and(|m| m.starts_with("failed printing to stdout") && m.contains("Broken pipe")) {
-            std::process::exit(BROKEN_PIPE_STATUS.into());
-        }
-        default(info);
-    }));
-}
-
 fn main() -> ExitCode {
-    quiet_on_broken_pipe();
     let cli = Cli::parse();
     init_logging(cli.verbose);
     // dfdx's CPU matmul runs on rayon's global pool; pin it before the first tensor op.

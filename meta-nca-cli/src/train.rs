@@ -1,5 +1,6 @@
 //! `meta-nca train`: meta-train a rule and keep its run folder up to date.
 
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -12,7 +13,7 @@ use meta_nca_rule::experiment::Experiment;
 use meta_nca_rule::train::{EpochMetrics, ProbeMeasure, Trainer};
 use tracing::info;
 
-use crate::eval::print_report;
+use crate::eval::write_report;
 use crate::plot::epochs::save_snapshot;
 use crate::run_dir::{MetricsWriter, Start, Which, check_new_folder, checkpoint_path, prepare_folder};
 
@@ -348,38 +349,41 @@ pub fn run(args: Args) -> Result<()> {
     if config.tasks.generates() {
         data.push(format!("{} generated tasks per meta-epoch", config.tasks.per_epoch));
     }
-    println!("seed {}  dataset {}  run folder {}", config.seed, data.join("+"), out.display());
+    writeln!(std::io::stdout(), "seed {}  dataset {}  run folder {}", config.seed, data.join("+"), out.display())?;
     let bar = progress_bar(args.quiet);
     let snapshot_every = args.snapshot_every.map(|n| n as usize);
     let summary = train_run(&config, &out, start, &bar, snapshot_every)?;
     bar.finish_and_clear();
     let recent = &summary.recent;
     let n = recent.len().max(1) as f64;
-    println!();
-    println!("meta-epochs         {} ({} this invocation)", summary.epochs, summary.ran);
+    writeln!(std::io::stdout())?;
+    writeln!(std::io::stdout(), "meta-epochs         {} ({} this invocation)", summary.epochs, summary.ran)?;
     let ran = summary.ran.max(1) as f64;
-    println!(
+    writeln!(
+        std::io::stdout(),
         "time                {:.2} s ({:.3} ms per meta-epoch, probes and checkpoints included; {:.3} ms in the \
          meta-epochs themselves, so {:.2}x for the rest)",
         summary.seconds,
         1e3 * summary.seconds / ran,
         1e3 * summary.epoch_seconds / ran,
         summary.seconds / summary.epoch_seconds.max(f64::MIN_POSITIVE)
-    );
+    )?;
     if !recent.is_empty() {
-        println!(
+        writeln!(
+            std::io::stdout(),
             "last {:>3} epochs     loss {:.4}  train acc {:.3}  val acc {:.3}",
             recent.len(),
             recent.iter().map(|m| m.loss).sum::<f64>() / n,
             recent.iter().map(|m| m.train_acc).sum::<f64>() / n,
             recent.iter().map(|m| m.val_acc).sum::<f64>() / n
-        );
+        )?;
     }
     if let Some(b) = summary.best_probe_loss {
-        println!(
+        writeln!(
+            std::io::stdout(),
             "best probe loss     {b:.4} (mean train loss of {} fixed fresh networks)",
             config.train.probe_networks
-        );
+        )?;
     }
     if args.eval_networks > 0 {
         evaluate_best(&out, &config, args.eval_networks)?;
@@ -426,7 +430,7 @@ fn resume_config(args: &Args) -> Result<(Config, PathBuf)> {
         );
     }
     for c in &allowed {
-        println!("resuming with a changed {c}");
+        writeln!(std::io::stdout(), "resuming with a changed {c}")?;
     }
     Ok((given, out))
 }
@@ -476,8 +480,8 @@ fn evaluate_best(out: &Path, config: &Config, networks: usize) -> Result<()> {
     let spec =
         EvalSpec { networks, steps: config.grow.steps, fire_fraction: config.grow.fire_fraction, seed: config.seed };
     let report = evaluate(&ckpt.rule, &ckpt.meta, exp.primary(), spec)?;
-    println!();
-    println!("best rule, {networks} fresh networks:");
-    print_report(&report);
+    writeln!(std::io::stdout())?;
+    writeln!(std::io::stdout(), "best rule, {networks} fresh networks:")?;
+    write_report(&mut std::io::stdout(), &report)?;
     Ok(())
 }

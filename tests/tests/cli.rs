@@ -613,10 +613,17 @@ fn a_closed_stdout_ends_quietly() {
     // The reading end is closed before the program starts, so its first write finds no reader
     // whatever the timing (no race with the pipe buffer). The result tables of the other
     // commands end the same way.
-    for args in [&["inspect", &trace][..], &["eval", "--run", &run_dir, "--networks", "2"]] {
+    let other_run = tmp.arg("other-run");
+    for args in [
+        &["inspect", &trace][..],
+        &["eval", "--run", &run_dir, "--networks", "2"],
+        &["bench", "--only", "prototype", "--epochs", "2"],
+        &["train", "--config", "configs/smoke.toml", "--out", &other_run, "--quiet"],
+    ] {
         let (reader, writer) = std::io::pipe().expect("a pipe");
         drop(reader);
         let out = std::process::Command::new(meta_nca_tests::bin())
+            .current_dir(meta_nca_tests::root())
             .args(args)
             .stdout(writer)
             .stderr(std::process::Stdio::piped())
