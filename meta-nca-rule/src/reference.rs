@@ -308,6 +308,14 @@ impl Grower {
         fire: &[bool],
         rows: Option<&[usize]>,
     ) -> Tensor2<T> {
+        tracing::debug!(
+            networks = self.batch.num_nets(),
+            cells = fire.len(),
+            fired = fire.iter().filter(|f| **f).count(),
+            rows = rows.map_or(self.data.y.len(), <[usize]>::len),
+            taped = T::OWNS_TAPE,
+            "grow step"
+        );
         match rows {
             Some(rows) => self.on_rows(rows).step(rule, state, fire),
             None => self.step(rule, state, fire),

@@ -401,7 +401,7 @@ impl Trainer {
             }
         }
         self.epoch += 1;
-        Ok(EpochMetrics {
+        let metrics = EpochMetrics {
             epoch,
             loss_step: steps_done.unwrap_or(steps),
             loss: loss_value,
@@ -409,6 +409,16 @@ impl Trainer {
             val_acc: val_acc / n,
             grad_norm,
             seconds: start.elapsed().as_secs_f64(),
-        })
+        };
+        tracing::debug!(
+            epoch,
+            networks = n,
+            loss_step = metrics.loss_step,
+            loss = metrics.loss,
+            grad_norm,
+            seconds = metrics.seconds,
+            "meta-epoch"
+        );
+        Ok(metrics)
     }
 }

@@ -244,6 +244,7 @@ impl RuleHandle {
         let inner = shared.clone();
         let thread = std::thread::Builder::new().name("rule-service".into()).spawn(move || {
             let _close = CloseOnPanic(&inner);
+            let _span = tracing::debug_span!("rule service", threads).entered();
             let pass = rule.forward_pass();
             std::thread::scope(|scope| {
                 let helpers: Vec<_> = (1..threads.max(1))
@@ -262,6 +263,13 @@ impl RuleHandle {
                         stats.add(&s);
                     }
                 }
+                tracing::debug!(
+                    batches = stats.batches,
+                    rows = stats.rows,
+                    max_batch = stats.max_batch,
+                    forward_seconds = stats.forward_seconds,
+                    "rule service stopped"
+                );
                 stats
             })
         })?;

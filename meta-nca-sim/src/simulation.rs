@@ -266,7 +266,9 @@ impl Simulation {
             });
         }
         let (round, fire) = (self.round, fire.to_vec());
+        let fired = fire.iter().filter(|f| **f).count();
         self.call(|respond_to| DriverMsg::Step { round, fire, respond_to })?;
+        tracing::debug!(round, cells = self.world.num_cells(), fired, "actor round");
         self.round += 1;
         Ok(())
     }

@@ -147,7 +147,7 @@ impl DriverHandle {
     /// of the run's tracked tasks: it outlives their shutdown to report it.
     pub(crate) fn spawn(driver: impl Driver) -> Self {
         let (tx, rx) = unbounded_channel();
-        tokio::spawn(coordinate(driver, rx));
+        tokio::spawn(tracing::Instrument::instrument(coordinate(driver, rx), tracing::debug_span!("coordinator")));
         Self { tx }
     }
 

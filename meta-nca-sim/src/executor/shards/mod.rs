@@ -319,6 +319,7 @@ impl ShardDriver {
             let shard = Shard { lo, cells: block, local_fans: fans, neurons, io };
             let guard = self.coord.guard(format!("shard {s}"), &self.spawner.token);
             let task = shard_task(shard, rx, self.peers.clone(), self.coord.sender(), guard);
+            let task = tracing::Instrument::instrument(task, tracing::debug_span!("shard", index = s));
             self.tasks.push(self.spawner.spawn(task));
         }
     }
