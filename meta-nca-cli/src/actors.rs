@@ -22,7 +22,7 @@ use crate::trace::TraceFile;
 /// Which engine grows the network.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize, serde::Deserialize)]
 #[serde(rename_all = "kebab-case")]
-pub enum Engine {
+pub enum EngineArg {
     /// The batched reference path.
     Reference,
     /// The actor simulation (`meta-nca-sim`).
@@ -32,16 +32,16 @@ pub enum Engine {
 /// Where the grows of an engine-agnostic experiment (robustness, continual) run: the reference
 /// path, or one lockstep simulation per network with `executor` (`shards` shard tasks), all on
 /// one runtime of one worker and one rule service (the networks run one after another).
-pub fn engine_kind(engine: Engine, executor: ExecutorArg, shards: usize, seed: u64) -> Box<dyn EngineKind> {
+pub fn engine_kind(engine: EngineArg, executor: ExecutorArg, shards: usize, seed: u64) -> Box<dyn EngineKind> {
     match engine {
-        Engine::Reference => Box::new(meta_nca_rule::engine::Reference),
-        Engine::Actors => {
+        EngineArg::Reference => Box::new(meta_nca_rule::engine::ReferenceKind),
+        EngineArg::Actors => {
             let executor = match executor {
                 ExecutorArg::Tasks => meta_nca_sim::Executor::Tasks,
                 ExecutorArg::Shards => meta_nca_sim::Executor::Shards { shards },
             };
             let spec = SimSpec { executor, workers: 1, seed, ..SimSpec::default() };
-            Box::new(meta_nca_sim::engine::Actors { spec })
+            Box::new(meta_nca_sim::engine::ActorKind { spec })
         }
     }
 }
@@ -105,8 +105,8 @@ pub struct SimArgs {
 #[derive(Debug, Clone, clap::Args)]
 pub struct EngineArgs {
     /// Grow with the batched reference path or the actor simulation.
-    #[arg(long, value_enum, default_value_t = Engine::Reference)]
-    pub engine: Engine,
+    #[arg(long, value_enum, default_value_t = EngineArg::Reference)]
+    pub engine: EngineArg,
     /// Actor simulation settings.
     #[command(flatten)]
     pub sim: SimArgs,
@@ -265,7 +265,7 @@ pub fn scores(world: &World, loaded: &Loaded, state: &[f64]) -> (Score, Score) {
 
 #[derive(Serialize)]
 struct ActorGrow<'a> {
-    engine: Engine,
+    engine: EngineArg,
     executor: ExecutorArg,
     mode: ModeArg,
     sizes: &'a [usize],
@@ -312,7 +312,7 @@ pub fn grow(args: &EngineArgs, loaded: &Loaded, plan: Plan, save: &Path) -> Resu
     let (train, val) = scores(&setup.world, loaded, &out.state);
     let width = setup.world.ctx.spec.state_width();
     let record = ActorGrow {
-        engine: Engine::Actors,
+        engine: EngineArg::Actors,
         executor: args.sim.executor,
         mode: args.sim.mode,
         sizes,

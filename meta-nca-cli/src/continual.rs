@@ -18,7 +18,7 @@ use meta_nca_rule::experiment::TaskSource;
 use meta_nca_rule::random::Stream;
 use serde::{Deserialize, Serialize};
 
-use crate::actors::{Engine, ExecutorArg};
+use crate::actors::{EngineArg, ExecutorArg};
 use crate::run_dir::{Which, load_run, write_csv};
 
 /// Arguments of `meta-nca continual`.
@@ -36,7 +36,7 @@ pub struct Args {
     checkpoint: Which,
     /// Where the grows run (overrides the config's `engine`).
     #[arg(long, value_enum)]
-    engine: Option<Engine>,
+    engine: Option<EngineArg>,
     /// Networks grown per task (overrides the config's `networks`).
     #[arg(long, value_parser = crate::at_least_one)]
     networks: Option<usize>,
@@ -87,7 +87,7 @@ pub struct ContinualConfig {
     /// Firing fraction (unset: the run's `grow.fire-fraction`).
     pub fire_fraction: Option<f64>,
     /// Where the grows run.
-    pub engine: Engine,
+    pub engine: EngineArg,
     /// Actors: the executor (`shards`: two shard tasks per network).
     pub executor: ExecutorArg,
     /// The phases.
@@ -104,7 +104,7 @@ impl Default for ContinualConfig {
             networks: 20,
             seed: 0,
             fire_fraction: None,
-            engine: Engine::Reference,
+            engine: EngineArg::Reference,
             executor: ExecutorArg::Tasks,
             schedule: ScheduleSpec::default(),
             baseline: BaselineConfig::default(),

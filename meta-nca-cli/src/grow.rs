@@ -6,13 +6,13 @@ use std::path::PathBuf;
 use anyhow::{Context, Result, bail};
 use meta_nca_rule::checkpoint::write_atomic;
 use meta_nca_rule::config::Architectures;
-use meta_nca_rule::engine::{EngineKind, Reference};
+use meta_nca_rule::engine::{EngineKind, ReferenceKind};
 use meta_nca_rule::eval::grow_one;
 use meta_nca_rule::topology::{Change, Scheduled, Topology};
 use meta_nca_sim::SimSpec;
-use meta_nca_sim::engine::Actors;
+use meta_nca_sim::engine::ActorKind;
 
-use crate::actors::{Engine, Loaded, ModeArg};
+use crate::actors::{EngineArg, Loaded, ModeArg};
 use crate::run_dir::{GrowFlags, Widths, layer_sizes, load_run};
 
 /// Arguments of `meta-nca grow`.
@@ -55,27 +55,27 @@ pub fn run(args: Args) -> Result<()> {
     }
     let sim = &args.engine.sim;
     match args.engine.engine {
-        Engine::Reference if sim.traces() => bail!(
+        EngineArg::Reference if sim.traces() => bail!(
             "--trace-cells and --trace-json trace the actor simulation's cells; the reference engine has none \
              (add --engine actors)"
         ),
-        Engine::Reference => {}
-        Engine::Actors => {
+        EngineArg::Reference => {}
+        EngineArg::Actors => {
             let archs = Architectures::List(vec![sizes.clone()]);
-            crate::memory::check_actors_for(&archs, exp.config.task.bias, Engine::Actors, sim.executor)?;
+            crate::memory::check_actors_for(&archs, exp.config.task.bias, EngineArg::Actors, sim.executor)?;
             let topology = Topology::dense(&sizes, exp.config.task.bias)?;
             sim.check_trace(&topology, &args.changes, Some(&args.save))?;
         }
     }
     let (engine, trace): (Box<dyn EngineKind>, _) = match (args.engine.engine, sim.mode) {
-        (Engine::Reference, _) => (Box::new(Reference), None),
-        (Engine::Actors, ModeArg::Lockstep) => {
+        (EngineArg::Reference, _) => (Box::new(ReferenceKind), None),
+        (EngineArg::Actors, ModeArg::Lockstep) => {
             let (spec, trace) = sim.spec(sim.executor, sim.mode, p, seed)?;
             // The record reads every step's state through snapshots: no per-round weight reports
             // (they would also take the cells off the barrier's cheap count).
-            (Box::new(Actors { spec: SimSpec { record_weights: false, ..spec } }), trace)
+            (Box::new(ActorKind { spec: SimSpec { record_weights: false, ..spec } }), trace)
         }
-        (Engine::Actors, ModeArg::Async) => {
+        (EngineArg::Actors, ModeArg::Async) => {
             if let Some(c) = args.changes.first() {
                 bail!("--change {c}: topology changes need lockstep mode (async cells have no common step)");
             }

@@ -15,7 +15,7 @@ use anyhow::{Context, Result, bail};
 use meta_nca_rule::config::{Architectures, Config};
 use meta_nca_rule::experiment::Experiment;
 
-use crate::actors::{Engine, ExecutorArg};
+use crate::actors::{EngineArg, ExecutorArg};
 
 /// Bytes of resident memory per counted tape float (the count is [`Estimate::floats`]).
 ///
@@ -195,10 +195,10 @@ pub fn check_actors(cells: usize, executor: ExecutorArg) -> Result<()> {
 }
 
 /// [`check_actors`] for the largest network `archs` can draw, when `engine` is the actors.
-pub fn check_actors_for(archs: &Architectures, bias: bool, engine: Engine, executor: ExecutorArg) -> Result<()> {
+pub fn check_actors_for(archs: &Architectures, bias: bool, engine: EngineArg, executor: ExecutorArg) -> Result<()> {
     match engine {
-        Engine::Reference => Ok(()),
-        Engine::Actors => check_actors(largest(archs, bias).0, executor),
+        EngineArg::Reference => Ok(()),
+        EngineArg::Actors => check_actors(largest(archs, bias).0, executor),
     }
 }
 

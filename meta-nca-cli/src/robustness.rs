@@ -15,7 +15,7 @@ use meta_nca_rule::robustness::{
 };
 use serde::Serialize;
 
-use crate::robustness_config::{Damage, Mode, Plan, RobustnessConfig};
+use crate::robustness_config::{Damage, Plan, PruneModeArg, RobustnessConfig};
 use crate::run_dir::{Which, load_run, round_to, write_csv};
 
 /// Arguments of `meta-nca robustness`.
@@ -246,8 +246,8 @@ fn prune(plan: &Plan, bench: &Bench<'_>, path: &Path, baseline: &Path) -> Result
     let spec = PruneSpec {
         fractions: plan.fractions.clone(),
         mode: match plan.mode {
-            Mode::Random => PruneMode::Random,
-            Mode::Magnitude => PruneMode::Magnitude,
+            PruneModeArg::Random => PruneMode::Random,
+            PruneModeArg::Magnitude => PruneMode::Magnitude,
         },
         at: plan.steps,
         recover: plan.recover,

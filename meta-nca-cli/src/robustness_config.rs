@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 
 use meta_nca_rule::engine::EngineKind;
 
-use crate::actors::{Engine, ExecutorArg};
+use crate::actors::{EngineArg, ExecutorArg};
 use crate::run_dir::Which;
 
 /// What is done to the grown networks.
@@ -34,14 +34,14 @@ pub enum Damage {
 /// Which connections a prune removes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
-pub enum Mode {
+pub enum PruneModeArg {
     /// Uniformly at random.
     Random,
     /// The smallest |w| first.
     Magnitude,
 }
 
-impl Mode {
+impl PruneModeArg {
     /// Name in file names and tables.
     pub fn name(self) -> &'static str {
         match self {
@@ -65,7 +65,7 @@ pub struct RobustnessConfig {
     pub fractions: Option<Vec<f64>>,
     /// Prune: which connections are removed [default: random].
     #[arg(long, value_enum)]
-    pub mode: Option<Mode>,
+    pub mode: Option<PruneModeArg>,
     /// Neurons: numbers of hidden neurons added, comma-separated [default: 1,2].
     #[arg(long, value_delimiter = ',', value_name = "N1,N2,..")]
     pub neurons: Option<Vec<usize>>,
@@ -97,7 +97,7 @@ pub struct RobustnessConfig {
     /// Where the grows run: the batched reference path or the actor simulation (lockstep,
     /// one simulation per network) [default: reference].
     #[arg(long, value_enum)]
-    pub engine: Option<Engine>,
+    pub engine: Option<EngineArg>,
     /// Actors: one task per cell, or shards [default: tasks].
     #[arg(long, value_enum)]
     pub executor: Option<ExecutorArg>,
@@ -116,7 +116,7 @@ pub struct Plan {
     /// Prune: fractions of the connections removed, each in [0, 1].
     pub fractions: Vec<f64>,
     /// Prune: which connections.
-    pub mode: Mode,
+    pub mode: PruneModeArg,
     /// Neurons: numbers of neurons added, each at least 1.
     pub neurons: Vec<usize>,
     /// Churn: fractions replaced per step, each in [0, 1].
@@ -136,7 +136,7 @@ pub struct Plan {
     /// Seed of the grows and of the damage.
     pub seed: u64,
     /// Where the grows run.
-    pub engine: Engine,
+    pub engine: EngineArg,
     /// Actors: the executor.
     pub executor: ExecutorArg,
     /// Actors: shards of the shard executor, at least 1.
@@ -215,7 +215,7 @@ impl RobustnessConfig {
         Ok(Plan {
             experiment: self.experiment.unwrap_or(Damage::Prune),
             fractions: self.fractions.unwrap_or_else(|| vec![0.1, 0.2, 0.3, 0.5]),
-            mode: self.mode.unwrap_or(Mode::Random),
+            mode: self.mode.unwrap_or(PruneModeArg::Random),
             neurons: self.neurons.unwrap_or_else(|| vec![1, 2]),
             rates: self.rates.unwrap_or_else(|| vec![0.02, 0.05, 0.1]),
             recover: self.recover.unwrap_or(10),
@@ -225,7 +225,7 @@ impl RobustnessConfig {
             steps: self.steps.unwrap_or(run.grow.steps),
             fire_fraction: self.fire_fraction.unwrap_or(run.grow.fire_fraction),
             seed: self.seed.unwrap_or(run.seed),
-            engine: self.engine.unwrap_or(Engine::Reference),
+            engine: self.engine.unwrap_or(EngineArg::Reference),
             executor: self.executor.unwrap_or(ExecutorArg::Tasks),
             shards: self.shards.unwrap_or(2),
         })
@@ -243,8 +243,8 @@ impl Plan {
             Damage::Churn => "robustness-churn".into(),
         };
         match self.engine {
-            Engine::Reference => stem,
-            Engine::Actors => format!("{stem}-actors"),
+            EngineArg::Reference => stem,
+            EngineArg::Actors => format!("{stem}-actors"),
         }
     }
 
@@ -264,8 +264,8 @@ impl Plan {
             Damage::Churn => &["fractions", "mode", "neurons", "fine-tune"],
         };
         let reference_only: &[&str] = match self.engine {
-            Engine::Reference => &["executor", "shards"],
-            Engine::Actors => &[],
+            EngineArg::Reference => &["executor", "shards"],
+            EngineArg::Actors => &[],
         };
         for key in unused.iter().chain(reference_only) {
             table.remove(*key);

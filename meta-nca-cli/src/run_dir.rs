@@ -1,5 +1,6 @@
 //! A run folder: `config.toml` (the resolved config), `metrics.csv` (one row per meta-epoch),
-//! `best.safetensors` and `last.safetensors` (checkpoints, written atomically).
+//! `best.safetensors` and `last.safetensors` (checkpoints, written atomically), and with
+//! `--snapshot-every` the rule every N meta-epochs in `snapshots/`.
 
 use std::path::{Path, PathBuf};
 
@@ -270,6 +271,36 @@ impl MetricsWriter {
         self.csv.flush()?;
         Ok(())
     }
+}
+
+/// Folder of a run's snapshots.
+pub const SNAPSHOTS: &str = "snapshots";
+
+/// Saves `ckpt` as the snapshot of meta-epoch `epoch` of run `dir`.
+pub fn save_snapshot(ckpt: &Checkpoint, dir: &Path, epoch: usize) -> Result<()> {
+    let folder = dir.join(SNAPSHOTS);
+    std::fs::create_dir_all(&folder).with_context(|| format!("creating {}", folder.display()))?;
+    ckpt.save(&folder.join(format!("epoch-{epoch:05}.safetensors")))?;
+    Ok(())
+}
+
+/// The snapshots of run `dir`, sorted by meta-epoch (none if it has no snapshot folder).
+pub fn snapshots(dir: &Path) -> Result<Vec<(usize, PathBuf)>> {
+    let folder = dir.join(SNAPSHOTS);
+    if !folder.is_dir() {
+        return Ok(Vec::new());
+    }
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir(&folder).with_context(|| format!("listing {}", folder.display()))? {
+        let path = entry?.path();
+        let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let epoch = name.strip_prefix("epoch-").and_then(|r| r.strip_suffix(".safetensors"));
+        if let Some(Ok(epoch)) = epoch.map(str::parse::<usize>) {
+            found.push((epoch, path));
+        }
+    }
+    found.sort();
+    Ok(found)
 }
 
 #[cfg(test)]

@@ -116,9 +116,9 @@ impl Engine for ReferenceEngine {
 
 /// Starts [`ReferenceEngine`]s.
 #[derive(Debug, Clone, Copy, Default)]
-pub struct Reference;
+pub struct ReferenceKind;
 
-impl EngineKind for Reference {
+impl EngineKind for ReferenceKind {
     fn name(&self) -> String {
         "reference".into()
     }

@@ -20,7 +20,7 @@ use crate::simulation::{Mode, SimSpec, Simulation};
 
 /// Starts actor simulations (lockstep; `spec` chooses the executor and workers).
 #[derive(Debug, Clone)]
-pub struct Actors {
+pub struct ActorKind {
     /// How each network's simulation runs; its mode must be lockstep.
     pub spec: SimSpec,
 }
@@ -43,7 +43,7 @@ fn lift(engine: &str, e: crate::Error) -> meta_nca_rule::Error {
     }
 }
 
-impl EngineKind for Actors {
+impl EngineKind for ActorKind {
     fn name(&self) -> String {
         match self.spec.executor {
             crate::Executor::Tasks => "actors (task per cell)".into(),

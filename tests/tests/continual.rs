@@ -6,12 +6,12 @@ use meta_nca_rule::baseline::BaselineSpec;
 use meta_nca_rule::config::Config;
 use meta_nca_rule::config::schedule::{PhaseRows, ScheduleKind, ScheduleSpec};
 use meta_nca_rule::continual::{ContinualReport, ContinualSpec, Schedule, forgetting, run};
-use meta_nca_rule::engine::{EngineKind, Reference};
+use meta_nca_rule::engine::{EngineKind, ReferenceKind};
 use meta_nca_rule::experiment::Experiment;
 use meta_nca_rule::perception::Group;
 use meta_nca_rule::random::{Stream, rng_for};
 use meta_nca_rule::train::Trainer;
-use meta_nca_sim::engine::Actors;
+use meta_nca_sim::engine::ActorKind;
 use meta_nca_sim::{Executor, SimSpec};
 
 /// A rule that perceives every group (the message waves and feedback weights included),
@@ -110,9 +110,9 @@ fn forgetting_is_the_mean_drop_from_the_best_earlier_accuracy() {
 fn actors_grow_through_class_arrivals_and_drifts_as_the_reference_path_does() {
     let t = trained();
     for schedule in [class_incremental(), domain_incremental()] {
-        let reference = grow(&t, &Reference, schedule.clone());
+        let reference = grow(&t, &ReferenceKind, schedule.clone());
         for executor in [Executor::Tasks, Executor::Shards { shards: 2 }] {
-            let actors = Actors { spec: SimSpec { executor, workers: 1, ..SimSpec::default() } };
+            let actors = ActorKind { spec: SimSpec { executor, workers: 1, ..SimSpec::default() } };
             let other = grow(&t, &actors, schedule.clone());
             assert_close(&reference, &other, &format!("{:?} on {}", schedule.kind, actors.name()));
         }
@@ -128,7 +128,7 @@ fn actors_grow_through_class_arrivals_and_drifts_as_the_reference_path_does() {
 fn zero_networks_predict_the_first_class_as_everywhere_else() {
     let t = trained();
     assert_eq!(t.exp.config.task.weight_init, meta_nca_rule::init::WeightInit::Zeros);
-    let report = grow(&t, &Reference, class_incremental());
+    let report = grow(&t, &ReferenceKind, class_incremental());
     let val = &t.exp.primary().val.y;
     let (zeros, first) = (val.iter().filter(|&&y| y == 0).count(), val.iter().filter(|&&y| y < 2).count());
     let start = report.curve[0];
@@ -139,7 +139,7 @@ fn zero_networks_predict_the_first_class_as_everywhere_else() {
 #[test]
 fn fine_tuning_on_new_classes_alone_forgets_the_old_ones() {
     let t = trained();
-    let report = grow(&t, &Reference, class_incremental());
+    let report = grow(&t, &ReferenceKind, class_incremental());
     let (first, last) = (report.phase_ends[0], report.phase_ends[report.phase_ends.len() - 1]);
     let old = last.fine_tune.old.expect("old classes exist in the last phase");
     let table = report.table();
@@ -147,7 +147,7 @@ fn fine_tuning_on_new_classes_alone_forgets_the_old_ones() {
     assert!(report.fine_tune.forgetting.expect("measured") > 0.3, "{table}");
     assert!(report.joint.seen > 0.85, "backprop on all of wine at once: {}", report.joint.seen);
     assert!(report.recovery.is_empty());
-    let drift = grow(&t, &Reference, domain_incremental());
+    let drift = grow(&t, &ReferenceKind, domain_incremental());
     assert_eq!(drift.recovery.len(), 2, "one recovery per drift");
     let table = drift.table();
     assert!(table.contains("drift at phase 1") && table.contains("backprop on all data"), "{table}");

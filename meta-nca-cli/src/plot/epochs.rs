@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 use meta_nca_rule::checkpoint::Checkpoint;
-use meta_nca_rule::engine::Reference;
+use meta_nca_rule::engine::ReferenceKind;
 use meta_nca_rule::eval::grow_one;
 use meta_nca_rule::experiment::Experiment;
 
@@ -14,36 +14,6 @@ use super::GifOptions;
 use super::grow_file::{Grow, LayerGrid};
 use super::weights::{Shot, animate};
 use crate::run_dir::{Widths, layer_sizes, resolve_grow};
-
-/// Folder of a run's snapshots.
-pub const SNAPSHOTS: &str = "snapshots";
-
-/// Saves `ckpt` as the snapshot of meta-epoch `epoch` of run `dir`.
-pub fn save_snapshot(ckpt: &Checkpoint, dir: &Path, epoch: usize) -> Result<()> {
-    let folder = dir.join(SNAPSHOTS);
-    std::fs::create_dir_all(&folder).with_context(|| format!("creating {}", folder.display()))?;
-    ckpt.save(&folder.join(format!("epoch-{epoch:05}.safetensors")))?;
-    Ok(())
-}
-
-/// The snapshots of run `dir`, sorted by meta-epoch (none if it has no snapshot folder).
-pub fn snapshots(dir: &Path) -> Result<Vec<(usize, PathBuf)>> {
-    let folder = dir.join(SNAPSHOTS);
-    if !folder.is_dir() {
-        return Ok(Vec::new());
-    }
-    let mut found = Vec::new();
-    for entry in std::fs::read_dir(&folder).with_context(|| format!("listing {}", folder.display()))? {
-        let path = entry?.path();
-        let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-        let epoch = name.strip_prefix("epoch-").and_then(|r| r.strip_suffix(".safetensors"));
-        if let Some(Ok(epoch)) = epoch.map(str::parse::<usize>) {
-            found.push((epoch, path));
-        }
-    }
-    found.sort();
-    Ok(found)
-}
 
 /// How the network of every snapshot is grown (defaults: the run's config).
 #[derive(Debug, Clone, Default)]
@@ -70,7 +40,7 @@ pub fn gifs(snapshots: &[(usize, PathBuf)], args: &GrowArgs, opts: &GifOptions, 
     let mut grown: Vec<(usize, Grow)> = Vec::with_capacity(snapshots.len());
     for (epoch, path) in snapshots {
         let ckpt = Checkpoint::load(path).with_context(|| format!("loading snapshot {}", path.display()))?;
-        let record = grow_one(&Reference, &ckpt.rule, &ckpt.meta, task, &sizes, steps, p, seed, &[])
+        let record = grow_one(&ReferenceKind, &ckpt.rule, &ckpt.meta, task, &sizes, steps, p, seed, &[])
             .with_context(|| format!("growing with snapshot {}", path.display()))?;
         grown.push((*epoch, record));
     }

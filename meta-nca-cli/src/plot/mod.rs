@@ -138,7 +138,7 @@ pub fn run(args: Args) -> Result<()> {
         let title = dir.file_name().map_or_else(|| dir.display().to_string(), |n| n.to_string_lossy().into_owned());
         curves::draw(&curves::Metrics::load(&metrics)?, &title)?.save_png(&path)?;
         written.push(path);
-        let snapshots = epochs::snapshots(dir)?;
+        let snapshots = crate::run_dir::snapshots(dir)?;
         if !snapshots.is_empty() {
             let grow = epochs::GrowArgs {
                 steps: args.steps,
