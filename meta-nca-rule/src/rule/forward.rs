@@ -198,46 +198,69 @@ impl ForwardPass {
         } else {
             x
         };
-        let layers =
-            Layers { layers: &self.layers, x, input: self.input, rows, buffers: &mut self.buffers, hidden, last };
-        let result = self.arch.dispatch(layers);
-        for (o, r) in out.chunks_exact_mut(self.output).zip(result.chunks_exact(result.len() / rows)) {
-            o.copy_from_slice(&r[..self.output]);
-        }
+        let layers = Layers {
+            layers: &self.layers,
+            x,
+            input: self.input,
+            rows,
+            buffers: &mut self.buffers,
+            out,
+            output: self.output,
+            hidden,
+            last,
+        };
+        self.arch.dispatch(layers);
     }
 }
 
-/// Every layer of one pass, as one kernel for [`pulp::Arch::dispatch`]: its output is the
-/// last layer's buffer (`[rows, padded]`).
+/// Rows a pass takes through every layer at a time: their inputs and every layer's outputs
+/// stay in the core's caches.
+const CHUNK: usize = 256;
+
+/// Every layer of one pass, as one kernel for [`pulp::Arch::dispatch`], [`CHUNK`] rows at a
+/// time, into `out` (`[rows, output]`).
 struct Layers<'a, H, L> {
     layers: &'a [Dense],
     x: &'a [f64],
     input: usize,
     rows: usize,
     buffers: &'a mut [Vec<f64>; 2],
+    out: &'a mut [f64],
+    output: usize,
     hidden: H,
     last: L,
 }
 
-impl<'a, H: Fn(f64) -> f64 + Copy, L: Fn(f64) -> f64 + Copy> pulp::WithSimd for Layers<'a, H, L> {
-    type Output = &'a [f64];
+impl<H: Fn(f64) -> f64 + Copy, L: Fn(f64) -> f64 + Copy> pulp::WithSimd for Layers<'_, H, L> {
+    type Output = ();
 
     #[inline(always)]
-    fn with_simd<S: pulp::Simd>(self, _simd: S) -> &'a [f64] {
+    fn with_simd<S: pulp::Simd>(self, _simd: S) {
         let [a, b] = self.buffers;
         let n = self.layers.len();
-        for (k, layer) in self.layers.iter().enumerate() {
-            // Layer k writes one buffer and reads the other, which layer k - 1 wrote.
-            let (done, target) = if k % 2 == 0 { (&*b, &mut *a) } else { (&*a, &mut *b) };
-            let (input, stride) = if k == 0 { (self.x, self.input) } else { (&done[..], self.layers[k - 1].padded) };
-            target.resize(self.rows * layer.padded, 0.0);
-            if k + 1 == n {
-                layer.run(input, stride, self.rows, target, self.last);
-            } else {
-                layer.run(input, stride, self.rows, target, self.hidden);
+        let widest = self.layers.iter().map(|l| l.padded).max().unwrap_or(0);
+        for buffer in [&mut *a, &mut *b] {
+            buffer.resize(CHUNK.min(self.rows) * widest, 0.0);
+        }
+        for first in (0..self.rows).step_by(CHUNK) {
+            let rows = CHUNK.min(self.rows - first);
+            let x = &self.x[first * self.input..(first + rows) * self.input];
+            for (k, layer) in self.layers.iter().enumerate() {
+                // Layer k writes one buffer and reads the other, which layer k - 1 wrote.
+                let (done, target) = if k % 2 == 0 { (&*b, &mut *a) } else { (&*a, &mut *b) };
+                let (input, stride) = if k == 0 { (x, self.input) } else { (&done[..], self.layers[k - 1].padded) };
+                if k + 1 < n {
+                    layer.run(input, stride, rows, target, self.hidden);
+                    continue;
+                }
+                // The last activation on the output columns only, as they are copied out.
+                layer.run(input, stride, rows, target, |z| z);
+                let out = &mut self.out[first * self.output..(first + rows) * self.output];
+                for (o, t) in out.chunks_exact_mut(self.output).zip(target.chunks_exact(layer.padded)) {
+                    o.iter_mut().zip(t).for_each(|(o, t)| *o = (self.last)(*t));
+                }
             }
         }
-        if n % 2 == 1 { a } else { b }
     }
 }
 
