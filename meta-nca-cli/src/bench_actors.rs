@@ -10,6 +10,7 @@ use crate::actors::ExecutorArg;
 use anyhow::{Context, Result, bail};
 
 use crate::limit;
+use crate::run_dir::Widths;
 use meta_nca_sim::synthetic::{SyntheticSpec, time_reference, wide_setup, wide_sizes};
 use meta_nca_sim::{AsyncSpec, Executor, Mode, SimSpec};
 use serde::{Deserialize, Serialize};
@@ -37,8 +38,8 @@ pub struct Args {
     shards: usize,
     /// Hidden widths of the synthetic rule network, comma-separated ("" = none: a linear rule,
     /// which shows the executors' own cost).
-    #[arg(long, default_value = "16")]
-    rule_hidden: String,
+    #[arg(long, default_value = "16", value_name = "W1,W2,..")]
+    rule_hidden: Widths,
     /// Async: the rule service runs when this many queries wait...
     #[arg(long, default_value_t = 256, value_parser = crate::at_least_one)]
     batch_rows: usize,
@@ -133,12 +134,7 @@ fn status_kb(field: &str) -> f64 {
 const CASES: [&str; 5] = ["floor", "tasks-lockstep", "tasks-async", "shards-lockstep", "shards-async"];
 
 fn synthetic_spec(args: &Args) -> Result<SyntheticSpec> {
-    let rule_hidden = args
-        .rule_hidden
-        .split(',')
-        .filter(|w| !w.trim().is_empty())
-        .map(|w| w.trim().parse::<usize>().with_context(|| format!("--rule-hidden: '{w}' is not a width")))
-        .collect::<Result<Vec<_>>>()?;
+    let rule_hidden = args.rule_hidden.0.clone();
     Ok(SyntheticSpec {
         samples: args.samples,
         steps: args.steps,
@@ -237,7 +233,7 @@ pub fn run(args: Args) -> Result<()> {
                 .args(["bench-actors", "--one", &format!("{case}:{cells}")])
                 .args(["--steps", &args.steps.to_string(), "--samples", &args.samples.to_string()])
                 .args(["--p", &args.fire_fraction.to_string(), "--workers", &args.workers.to_string()])
-                .args(["--shards", &args.shards.to_string(), "--rule-hidden", &args.rule_hidden])
+                .args(["--shards", &args.shards.to_string(), "--rule-hidden", &args.rule_hidden.to_string()])
                 .args(["--batch-rows", &args.batch_rows.to_string(), "--deadline-us", &args.deadline_us.to_string()])
                 .args(args.messages.then_some("--messages"))
                 .output()

@@ -94,6 +94,14 @@ impl std::str::FromStr for Widths {
     }
 }
 
+impl std::fmt::Display for Widths {
+    /// As the flag spells it (`5,5`; `""` for none).
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let parts: Vec<String> = self.0.iter().map(ToString::to_string).collect();
+        f.write_str(&parts.join(","))
+    }
+}
+
 /// Layer sizes of a network on `task` with the hidden widths of `--hidden` (absent: the
 /// config's first architecture).
 pub fn layer_sizes(hidden: Option<&Widths>, cfg: &Config, task: &TaskSource) -> Vec<usize> {
