@@ -14,8 +14,7 @@ use meta_nca_rule::train::{EpochMetrics, ProbeMeasure, Trainer};
 use tracing::info;
 
 use crate::eval::write_report;
-use crate::run_dir::save_snapshot;
-use crate::run_dir::{MetricsWriter, Start, Which, check_new_folder, checkpoint_path, prepare_folder};
+use crate::run_dir::{MetricsWriter, Start, Which, check_new_folder, checkpoint_path, prepare_folder, save_snapshot};
 
 /// Arguments of `meta-nca train`.
 #[derive(Debug, clap::Args)]
