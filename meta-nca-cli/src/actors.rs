@@ -9,6 +9,7 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 use meta_nca_rule::checkpoint::{Checkpoint, write_atomic};
 use meta_nca_rule::engine::EngineKind;
+use meta_nca_rule::eval::{GrowRecord, GrowStep};
 use meta_nca_rule::experiment::Experiment;
 use meta_nca_rule::task_data::{Score, TaskData, score};
 use meta_nca_rule::topology::{CellId, Scheduled, Topology};
@@ -263,28 +264,6 @@ pub fn scores(world: &World, loaded: &Loaded, state: &[f64]) -> (Score, Score) {
     (score(&net, &loaded.train), score(&net, &loaded.val))
 }
 
-#[derive(Serialize)]
-struct ActorGrow<'a> {
-    engine: EngineArg,
-    executor: ExecutorArg,
-    mode: ModeArg,
-    sizes: &'a [usize],
-    seed: u64,
-    steps: usize,
-    fire_fraction: f64,
-    cells: Vec<meta_nca_rule::topology::CellId>,
-    /// Every cell's fixed feedback weight `B`, in `cells` order (empty when the rule draws none).
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    feedback: Vec<f64>,
-    /// `weights[t][c]` after step `t`.
-    weights: &'a [Vec<f64>],
-    final_state: Vec<&'a [f64]>,
-    train_acc: f64,
-    val_acc: f64,
-    train_loss: f64,
-    stats: &'a meta_nca_sim::RunStats,
-}
-
 /// What to grow: layer sizes, steps, firing fraction, seed.
 #[derive(Debug, Clone)]
 pub struct Plan {
@@ -311,23 +290,34 @@ pub fn grow(args: &EngineArgs, loaded: &Loaded, plan: Plan, save: &Path) -> Resu
     }
     let (train, val) = scores(&setup.world, loaded, &out.state);
     let width = setup.world.ctx.spec.state_width();
-    let record = ActorGrow {
-        engine: EngineArg::Actors,
-        executor: args.sim.executor,
-        mode: args.sim.mode,
-        sizes,
+    // The grow record `plot --grow` reads: step t is every cell after its own t-th round.
+    let step = |step: usize, state: &[f64], fired: Vec<bool>| {
+        let (train, val) = scores(&setup.world, loaded, state);
+        GrowStep {
+            step,
+            weights: state.chunks(width).map(|r| r[0]).collect(),
+            hidden: state.chunks(width).map(|r| r[1..].to_vec()).collect(),
+            fired,
+            train_loss: train.loss,
+            train_acc: train.acc,
+            val_acc: val.acc,
+            topology: None,
+        }
+    };
+    let mut recorded = vec![step(0, &setup.state0, Vec::new())];
+    recorded.extend(out.states.iter().zip(&out.fired).enumerate().map(|(t, (s, f))| step(t + 1, s, f.clone())));
+    let record = GrowRecord {
+        sizes: sizes.to_vec(),
+        bias: out.topology.bias(),
         seed,
-        steps,
         fire_fraction: p,
         cells: out.cells(),
+        steps: recorded,
+        engine: format!("actors (async, {:?} executor)", args.sim.executor).to_lowercase(),
+        changes: Vec::new(),
         feedback: if out.topology.feedback_seed().is_some() { out.topology.feedback().collect() } else { Vec::new() },
-        weights: &out.weights,
-        final_state: out.state.chunks(width).collect(),
-        train_acc: train.acc,
-        val_acc: val.acc,
-        train_loss: train.loss,
-        stats: &out.stats,
     };
+    record.check().context("the recorded async grow")?;
     write_atomic(save, &serde_json::to_vec(&record)?).with_context(|| format!("saving {}", save.display()))?;
     let s = &out.stats;
     writeln!(

@@ -379,6 +379,7 @@ impl Cell {
         self.back_sent = false;
         let finished = self.round >= ctx.rounds;
         self.phase = if finished { Phase::Finished } else { Phase::Idle };
+        let row = ctx.record.then(|| self.state.to_vec());
         out.done(CellDone {
             cell: self.index,
             round,
@@ -386,6 +387,7 @@ impl Cell {
             dw,
             fired,
             staleness,
+            row,
             // A finished cell hands its state over (it only owes drives now, from `later`).
             final_state: finished.then(|| std::mem::take(&mut self.state).into_vec()),
         });

@@ -71,6 +71,11 @@ pub struct Outcome {
     /// `weights[t][c]`: weight of cell `c` (the state-row order of step `t`) after step `t`,
     /// when recorded.
     pub weights: Vec<Vec<f64>>,
+    /// `states[t]`: every cell's state row after step `t` (`[cells, 1+d]`, the state-row order
+    /// of step `t`), when recorded.
+    pub states: Vec<Vec<f64>>,
+    /// `fired[t][c]`: whether cell `c` fired in step `t`, when recorded.
+    pub fired: Vec<Vec<bool>>,
     /// Counts.
     pub stats: RunStats,
 }

@@ -301,6 +301,9 @@ pub struct CellDone {
     pub staleness: u32,
     /// The whole state row after the last round (`None` before).
     pub final_state: Option<Vec<f64>>,
+    /// The whole state row after this round, when the run records every round
+    /// ([`crate::world::Ctx::record`]; `None` otherwise).
+    pub row: Option<Vec<f64>>,
 }
 
 /// Where cells and neurons put the messages they send. Executors implement it.

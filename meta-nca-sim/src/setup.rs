@@ -91,6 +91,7 @@ impl Setup {
             max_staleness: 0,
             async_mode: false,
             fire_fraction: 0.0,
+            record: false,
         };
         let world = World::new(topology, data, spec, ctx)?;
         Ok(Self { world: Arc::new(world), state0: episode.state0, fires: episode.fires, rule })

@@ -181,6 +181,7 @@ impl Simulation {
                 ctx.max_staleness = a.max_staleness;
             }
         }
+        ctx.record = spec.record_weights;
         let mut world = (*setup.world).clone();
         world.ctx = ctx;
         let world = Arc::new(world);

@@ -32,6 +32,8 @@ pub struct Ctx {
     pub async_mode: bool,
     /// Async mode: firing probability per tick.
     pub fire_fraction: f64,
+    /// Cells report their whole state row after every round (the run records them).
+    pub record: bool,
 }
 
 /// One simulated network: its topology, neuron fans and shared context. Cloning shares the

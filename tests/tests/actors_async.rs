@@ -108,3 +108,43 @@ fn async_accuracy_is_within_two_points_of_lockstep_for_more_rules() {
         check(seed, 100);
     }
 }
+
+/// An async grow that records every round (what `meta-nca grow --mode async --save` writes as
+/// a grow record): each round's rows hold the weights reported for it, the last round's rows
+/// are the final state, and the firing flags count the updates, on both executors.
+#[test]
+fn recorded_async_rounds_agree_with_the_run() {
+    let trainer = trained(0);
+    let config = &trainer.exp.config;
+    let task = trainer.exp.primary();
+    let sizes = task.archs.sample(&mut StdRng::seed_from_u64(0));
+    let topology = Topology::dense(&sizes, config.task.bias).expect("topology");
+    let steps = 6;
+    let setup = Setup::grow_episode(
+        trainer.rule.clone(),
+        trainer.spec.clone(),
+        trainer.code,
+        config.task.weight_init,
+        topology,
+        Arc::clone(&task.train),
+        steps,
+        0.8,
+        3,
+    )
+    .expect("setup");
+    let width = trainer.spec.state_width();
+    for executor in [Executor::Tasks, Executor::Shards { shards: 3 }] {
+        let mode = Mode::Async(AsyncSpec { fire_fraction: 0.8, max_staleness: 1, jitter: 8, ..AsyncSpec::default() });
+        let spec = SimSpec { executor, mode, workers: 2, seed: 3, record_weights: true, ..SimSpec::default() };
+        let out = meta_nca_sim::run(&setup, &spec).expect("async run");
+        assert_eq!((out.states.len(), out.fired.len(), out.weights.len()), (steps, steps, steps), "{executor:?}");
+        for (t, (rows, weights)) in out.states.iter().zip(&out.weights).enumerate() {
+            let w: Vec<f64> = rows.chunks(width).map(|r| r[0]).collect();
+            assert_eq!(&w, weights, "{executor:?}: round {t}'s rows and weights");
+        }
+        assert_eq!(out.states.last(), Some(&out.state), "{executor:?}: the last round is the final state");
+        let fired: u64 = out.fired.iter().flatten().map(|&f| u64::from(f)).sum();
+        assert_eq!(fired, out.stats.updates, "{executor:?}: firing flags against the updates counted");
+        assert!(out.states[0] != setup.state0, "{executor:?}: the first round changed something");
+    }
+}

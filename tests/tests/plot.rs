@@ -356,3 +356,26 @@ fn robustness_plot_bad_inputs_fail_cleanly() {
     fails(&["plot", "--robustness", &tmp.arg("r.csv")], &["grown_train_acc"]);
     assert!(!tmp.path("r.png").exists());
 }
+
+/// An async grow on the actors is saved as a grow record: `plot --grow` animates it, a frame
+/// per round (and the starting state), like a lockstep grow.
+#[test]
+fn an_async_actor_grow_plots_like_any_grow() {
+    let tmp = Scratch::new("async-grow");
+    let dir = tmp.arg("run");
+    ok(&["train", "--config", "configs/smoke.toml", "--out", &dir, "--quiet", "--eval-networks", "0"]);
+    let save = tmp.arg("async.json");
+    let grow = ["grow", "--run", &dir, "--engine", "actors", "--mode", "async", "--steps", "4", "--save", &save];
+    ok(&grow);
+    let record: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(tmp.path("async.json")).expect("the record")).expect("JSON");
+    assert_eq!(record["steps"].as_array().map(Vec::len), Some(5), "the start and 4 rounds");
+    assert!(record["engine"].as_str().is_some_and(|e| e.contains("async")), "{}", record["engine"]);
+    let out_dir = tmp.arg("pics");
+    ok(&["plot", "--grow", &save, "--out", &out_dir]);
+    for layer in 0..2 {
+        let (_, _, frames) = gif_frames(&tmp.path("pics").join(format!("async-layer{layer}.gif")));
+        assert_eq!(frames.len(), 5, "a frame per recorded state");
+    }
+    assert!(tmp.path("pics").join("async-hidden.png").is_file());
+}

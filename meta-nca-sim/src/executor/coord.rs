@@ -65,6 +65,10 @@ pub(crate) struct Collector {
     pub(crate) state: Vec<f64>,
     pub(crate) finished: usize,
     pub(crate) weights: Vec<Vec<f64>>,
+    /// Recording: every cell's state row after every round (`[cells, width]` per round) and
+    /// whether it fired.
+    rows: Vec<Vec<f64>>,
+    fired: Vec<Vec<bool>>,
     pub(crate) stats: RunStats,
     /// The snapshot being gathered.
     snapshot: Option<Gathering>,
@@ -131,6 +135,8 @@ impl Collector {
             state: vec![0.0; world.num_cells() * width],
             finished: 0,
             weights: vec![vec![0.0; world.num_cells()]; async_rounds],
+            rows: vec![vec![0.0; world.num_cells() * width]; async_rounds],
+            fired: vec![vec![false; world.num_cells()]; async_rounds],
             stats: RunStats::default(),
             snapshot: None,
         }
@@ -145,6 +151,8 @@ impl Collector {
     pub(crate) fn begin_round(&mut self, cells: usize) {
         if self.record {
             self.weights.push(vec![0.0; cells]);
+            self.rows.push(vec![0.0; cells * self.width]);
+            self.fired.push(vec![false; cells]);
         }
     }
 
@@ -180,8 +188,13 @@ impl Collector {
     fn add(&mut self, d: CellDone) {
         self.stats.record(&d);
         let c = d.cell as usize;
-        if let Some(row) = self.weights.get_mut(d.round as usize) {
+        let t = d.round as usize;
+        if let Some(row) = self.weights.get_mut(t) {
             row[c] = d.w;
+        }
+        if let (Some(rows), Some(fired), Some(row)) = (self.rows.get_mut(t), self.fired.get_mut(t), &d.row) {
+            rows[c * self.width..(c + 1) * self.width].copy_from_slice(row);
+            fired[c] = d.fired;
         }
         if let Some(s) = d.final_state {
             self.state[c * self.width..(c + 1) * self.width].copy_from_slice(&s);
@@ -215,7 +228,7 @@ impl Collector {
         let mut stats = self.stats;
         stats.seconds = seconds;
         stats.rule = rule;
-        Outcome { topology, state, weights: self.weights, stats }
+        Outcome { topology, state, weights: self.weights, states: self.rows, fired: self.fired, stats }
     }
 }
 
