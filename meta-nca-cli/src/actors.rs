@@ -292,17 +292,7 @@ pub fn grow(args: &EngineArgs, loaded: &Loaded, plan: Plan, save: &Path) -> Resu
     let width = setup.world.ctx.spec.state_width();
     // The grow record `plot --grow` reads: step t is every cell after its own t-th round.
     let step = |step: usize, state: &[f64], fired: Vec<bool>| {
-        let (train, val) = scores(&setup.world, loaded, state);
-        GrowStep {
-            step,
-            weights: state.chunks(width).map(|r| r[0]).collect(),
-            hidden: state.chunks(width).map(|r| r[1..].to_vec()).collect(),
-            fired,
-            train_loss: train.loss,
-            train_acc: train.acc,
-            val_acc: val.acc,
-            topology: None,
-        }
+        GrowStep::new(step, state, width, fired, scores(&setup.world, loaded, state), None)
     };
     let mut recorded = vec![step(0, &setup.state0, Vec::new())];
     recorded.extend(out.states.iter().zip(&out.fired).enumerate().map(|(t, (s, f))| step(t + 1, s, f.clone())));

@@ -248,6 +248,31 @@ pub struct GrowStep {
     pub topology: Option<Topology>,
 }
 
+impl GrowStep {
+    /// Step `step` of a grow in state `values` (rows `[w, h..]` of `width`, in `cells` order),
+    /// reached by firing `fired`, scoring `train` and `val`; `topology`: the network, when a
+    /// change made it differ from the last step's.
+    pub fn new(
+        step: usize,
+        values: &[f64],
+        width: usize,
+        fired: Vec<bool>,
+        (train, val): (Score, Score),
+        topology: Option<Topology>,
+    ) -> Self {
+        Self {
+            step,
+            weights: values.chunks(width).map(|r| r[0]).collect(),
+            hidden: values.chunks(width).map(|r| r[1..].to_vec()).collect(),
+            fired,
+            train_loss: train.loss,
+            train_acc: train.acc,
+            val_acc: val.acc,
+            topology,
+        }
+    }
+}
+
 /// A recorded grow of one network (what `meta-nca grow --save` writes).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct GrowRecord {
@@ -382,17 +407,8 @@ pub fn grow_one(
     let width = meta.perception.state_width();
     let record = |step: usize, topology: &Topology, values: &[f64], fired: Vec<bool>, changed: bool| {
         let net = Batch::new(vec![topology.clone()]).dense_net(0, values, width);
-        let train = score(&net, &task.train);
-        GrowStep {
-            step,
-            weights: values.chunks(width).map(|r| r[0]).collect(),
-            hidden: values.chunks(width).map(|r| r[1..].to_vec()).collect(),
-            fired,
-            train_loss: train.loss,
-            train_acc: train.acc,
-            val_acc: score(&net, &task.val).acc,
-            topology: changed.then(|| topology.clone()),
-        }
+        let scores = (score(&net, &task.train), score(&net, &task.val));
+        GrowStep::new(step, values, width, fired, scores, changed.then(|| topology.clone()))
     };
     let mut topology = start;
     let mut out = vec![record(0, &topology, &grow.state()?, Vec::new(), false)];
