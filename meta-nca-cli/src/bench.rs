@@ -210,15 +210,7 @@ pub fn run(args: Args) -> Result<()> {
             config = config.with_override(o)?;
         }
         let mut trainer = Trainer::new(Experiment::new(config)?)?;
-        for _ in 0..10 {
-            trainer.meta_epoch()?;
-        }
-        let mut times = Vec::with_capacity(args.epochs);
-        for _ in 0..args.epochs.max(1) {
-            let t = Instant::now();
-            trainer.meta_epoch()?;
-            times.push(t.elapsed().as_secs_f64() * 1e3);
-        }
+        let times = time_meta_epochs(&mut trainer, args.epochs)?;
         let row = Timing::new(name.to_string(), cells_of(&trainer), times);
         if show {
             row.print()?;
@@ -241,6 +233,20 @@ pub fn run(args: Args) -> Result<()> {
     Ok(())
 }
 
+/// Milliseconds of each of `epochs` meta-epochs of `trainer` (at least one), after 10 untimed.
+fn time_meta_epochs(trainer: &mut Trainer, epochs: usize) -> Result<Vec<f64>> {
+    for _ in 0..10 {
+        trainer.meta_epoch()?;
+    }
+    let mut times = Vec::with_capacity(epochs.max(1));
+    for _ in 0..epochs.max(1) {
+        let t = Instant::now();
+        trainer.meta_epoch()?;
+        times.push(t.elapsed().as_secs_f64() * 1e3);
+    }
+    Ok(times)
+}
+
 /// Times the whole `train` loop ([`TrainLoop`]); `bare`: the prototype row's median, timed
 /// here when `--only` left that row out. Printed if `show`.
 fn train_loop(overrides: &[String], bare: Option<f64>, show: bool) -> Result<TrainLoop> {
@@ -255,17 +261,7 @@ fn train_loop(overrides: &[String], bare: Option<f64>, show: bool) -> Result<Tra
     let cells = cells_of(&trainer);
     let bare_ms = match bare {
         Some(ms) => ms,
-        None => {
-            let mut times = Vec::new();
-            for k in 0..210 {
-                let t = Instant::now();
-                trainer.meta_epoch()?;
-                if k >= 10 {
-                    times.push(t.elapsed().as_secs_f64() * 1e3);
-                }
-            }
-            Timing::new(String::new(), None, times).median_ms
-        }
+        None => Timing::new(String::new(), None, time_meta_epochs(&mut trainer, 200)?).median_ms,
     };
     let runs = 5;
     let mut times = Vec::with_capacity(runs);

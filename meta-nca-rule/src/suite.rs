@@ -211,10 +211,9 @@ fn adam_from(
     Ok(sum)
 }
 
-/// Chooses Adam's learning rate for `start` on training-stream tasks (never on a suite task):
-/// the rate with the highest mean validation accuracy after the first horizon's steps.
-pub fn choose_adam_lr(meta: &RuleMeta, spec: &SuiteSpec, start: AdamStart) -> Result<(f64, Vec<LrScore>)> {
-    let k = spec.horizons.first().copied().unwrap_or(meta.config.grow.steps);
+/// The training-stream tasks (never a suite task) that choose Adam's learning rates, each with
+/// the networks Adam starts from.
+pub fn lr_tasks(meta: &RuleMeta, spec: &SuiteSpec) -> Result<Vec<(TaskSource, Episode)>> {
     let mut tasks = Vec::new();
     for i in 0..spec.lr_tasks as u64 {
         let g = generate::draw(&TasksConfig { per_epoch: 1, ..spec.ranges.clone() }, spec.seed, Stream::TrainTasks, i);
@@ -223,11 +222,23 @@ pub fn choose_adam_lr(meta: &RuleMeta, spec: &SuiteSpec, start: AdamStart) -> Re
             tasks.push((task, ep));
         }
     }
+    Ok(tasks)
+}
+
+/// Chooses Adam's learning rate for `start` on `tasks` ([`lr_tasks`]): the rate with the
+/// highest mean validation accuracy after the first horizon's steps.
+pub fn choose_adam_lr(
+    meta: &RuleMeta,
+    spec: &SuiteSpec,
+    tasks: &[(TaskSource, Episode)],
+    start: AdamStart,
+) -> Result<(f64, Vec<LrScore>)> {
+    let k = spec.horizons.first().copied().unwrap_or(meta.config.grow.steps);
     let one = SuiteSpec { horizons: vec![k], ..spec.clone() };
     let mut grid = Vec::with_capacity(spec.lr_grid.len());
     for &lr in &spec.lr_grid {
         let mut total = 0.0;
-        for (t, ep) in &tasks {
+        for (t, ep) in tasks {
             total += adam_from(meta, t, ep, start, lr, &one)?[0].val;
         }
         grid.push(LrScore { lr, val_acc: total / tasks.len().max(1) as f64 });
@@ -311,8 +322,9 @@ pub fn run_suite(
             message: format!("must be ascending step counts >= 1, got {:?}", spec.horizons),
         });
     }
-    let (adam_lr, adam_lr_grid) = choose_adam_lr(meta, spec, AdamStart::Grown)?;
-    let (adam_xavier_lr, adam_xavier_lr_grid) = choose_adam_lr(meta, spec, AdamStart::Xavier)?;
+    let choosers = lr_tasks(meta, spec)?;
+    let (adam_lr, adam_lr_grid) = choose_adam_lr(meta, spec, &choosers, AdamStart::Grown)?;
+    let (adam_xavier_lr, adam_xavier_lr_grid) = choose_adam_lr(meta, spec, &choosers, AdamStart::Xavier)?;
     let mut named = held_out(spec);
     for d in &spec.datasets {
         named.push(Named { kind: "dataset".into(), data: load_dataset(d, None)? });
