@@ -200,7 +200,7 @@ impl SimArgs {
             executor: self.executor(executor),
             mode: self.mode(mode, p),
             workers: self.workers.max(1),
-            record_weights: true,
+            record_rounds: true,
             seed,
             trace,
             dispatch,

@@ -165,8 +165,9 @@ pub fn run(args: Args) -> Result<()> {
     for executor in [ExecutorArg::Tasks, ExecutorArg::Shards] {
         let (spec, _) = args.sim.spec(executor, ModeArg::Lockstep, p, seed)?;
         let out = meta_nca_sim::run(&setup0, &spec)?;
+        let recorded = out.weights();
         let max_dw =
-            (0..steps).map(|t| max_abs_diff(&out.weights[t], &weights(&setup0.world, &reference[t + 1]))).collect();
+            (0..steps).map(|t| max_abs_diff(&recorded[t], &weights(&setup0.world, &reference[t + 1]))).collect();
         let (train, val) = scores(&setup0.world, &loaded, &out.state);
         let final_diff = max_abs_diff(&out.state, &reference[steps]);
         executors.push(LockstepRun { executor, max_dw, final_diff, train_acc: train.acc, val_acc: val.acc });

@@ -73,7 +73,7 @@ pub fn run(args: Args) -> Result<()> {
             let (spec, trace) = sim.spec(sim.executor, sim.mode, p, seed)?;
             // The record reads every step's state through snapshots: no per-round weight reports
             // (they would also take the cells off the barrier's cheap count).
-            (Box::new(ActorKind { spec: SimSpec { record_weights: false, ..spec } }), trace)
+            (Box::new(ActorKind { spec: SimSpec { record_rounds: false, ..spec } }), trace)
         }
         (EngineArg::Actors, ModeArg::Async) => {
             if let Some(c) = args.changes.first() {

@@ -68,9 +68,8 @@ pub struct Outcome {
     pub topology: Topology,
     /// Final state rows `[cells, 1+d]`, in [`Topology::cells`] order.
     pub state: Vec<f64>,
-    /// `weights[t][c]`: weight of cell `c` (the state-row order of step `t`) after step `t`,
-    /// when recorded.
-    pub weights: Vec<Vec<f64>>,
+    /// A state row's width `1 + d`.
+    pub width: usize,
     /// `states[t]`: every cell's state row after step `t` (`[cells, 1+d]`, the state-row order
     /// of step `t`), when recorded.
     pub states: Vec<Vec<f64>>,
@@ -84,6 +83,12 @@ impl Outcome {
     /// The cells' ids, in state-row order.
     pub fn cells(&self) -> Vec<CellId> {
         self.topology.cells().copied().collect()
+    }
+
+    /// `weights()[t][c]`: the weight of cell `c` (the state-row order of step `t`) after step
+    /// `t`, when recorded (the first column of [`Self::states`]).
+    pub fn weights(&self) -> Vec<Vec<f64>> {
+        self.states.iter().map(|rows| rows.chunks(self.width).map(|r| r[0]).collect()).collect()
     }
 }
 

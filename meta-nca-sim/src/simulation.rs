@@ -78,8 +78,9 @@ pub struct SimSpec {
     pub mode: Mode,
     /// tokio worker threads.
     pub workers: usize,
-    /// Keep every cell's weight after every step ([`Outcome::weights`]).
-    pub record_weights: bool,
+    /// Keep every cell's state row and firing after every step ([`Outcome::states`],
+    /// [`Outcome::fired`], [`Outcome::weights`]).
+    pub record_rounds: bool,
     /// Seed of the cells' async clocks.
     pub seed: u64,
     /// Cells that get a span and an update event.
@@ -124,7 +125,7 @@ impl Default for SimSpec {
             executor: Executor::Tasks,
             mode: Mode::Lockstep,
             workers: 2,
-            record_weights: false,
+            record_rounds: false,
             seed: 0,
             trace: CellFilter::none(),
             dispatch: None,
@@ -181,7 +182,7 @@ impl Simulation {
                 ctx.max_staleness = a.max_staleness;
             }
         }
-        ctx.record = spec.record_weights;
+        ctx.record = spec.record_rounds;
         let mut world = (*setup.world).clone();
         world.ctx = ctx;
         let world = Arc::new(world);
@@ -195,7 +196,7 @@ impl Simulation {
         let tasks = spawner.tracker.clone();
         let parts = Parts {
             neurons: Neuron::all(&world),
-            collector: Collector::new(&world, spec.record_weights),
+            collector: Collector::new(&world, spec.record_rounds),
             world: world.clone(),
             cells,
             rule: rule.clone(),

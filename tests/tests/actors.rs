@@ -136,16 +136,16 @@ fn all_groups_case(seed: u64) -> Case {
 fn lockstep_records_every_step_and_fires_the_episode_cells() {
     let b = build(&all_groups_case(3));
     let mut s = spec(Executor::Tasks, Mode::Lockstep);
-    s.record_weights = true;
+    s.record_rounds = true;
     let out = meta_nca_sim::run(&b.setup, &s).expect("run");
-    assert_eq!(out.weights.len(), 4);
+    assert_eq!(out.weights().len(), 4);
     let fired: u64 = b.setup.fires.iter().flatten().filter(|&&f| f).count() as u64;
     assert_eq!(out.stats.updates, fired);
     assert_eq!(out.stats.cell_steps, 4 * b.setup.world.num_cells() as u64);
     assert_eq!(out.stats.staleness, vec![out.stats.cell_steps]);
     let width = b.setup.world.ctx.spec.state_width();
     let last: Vec<f64> = out.state.chunks(width).map(|r| r[0]).collect();
-    assert_eq!(out.weights[3], last);
+    assert_eq!(out.weights()[3], last);
 }
 
 #[test]
@@ -157,14 +157,14 @@ fn async_mode_finishes_on_both_executors() {
         for max_staleness in [0, 2] {
             let mode = Mode::Async(AsyncSpec { max_staleness, jitter: 3, ..AsyncSpec::default() });
             let s = SimSpec { rule_chunk: chunk, ..spec(executor, mode) };
-            let s = SimSpec { record_weights: true, ..s };
+            let s = SimSpec { record_rounds: true, ..s };
             let out = meta_nca_sim::run(&b.setup, &s).expect("async run");
             assert_eq!(out.stats.cell_steps, 4 * b.setup.world.num_cells() as u64);
             // Every cell's weight after every round, the last one the final state's.
-            assert_eq!(out.weights.len(), 4);
+            assert_eq!(out.weights().len(), 4);
             let width = b.setup.world.ctx.spec.state_width();
             let last: Vec<f64> = out.state.chunks(width).map(|r| r[0]).collect();
-            assert_eq!(out.weights[3], last);
+            assert_eq!(out.weights()[3], last);
             assert!(out.stats.staleness.len() <= max_staleness as usize + 1, "{:?}", out.stats.staleness);
             assert!(out.state.iter().all(|v| v.is_finite()));
         }

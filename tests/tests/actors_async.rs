@@ -110,7 +110,7 @@ fn async_accuracy_is_within_two_points_of_lockstep_for_more_rules() {
 }
 
 /// An async grow that records every round (what `meta-nca grow --mode async --save` writes as
-/// a grow record): each round's rows hold the weights reported for it, the last round's rows
+/// a grow record): every round holds a row and a firing flag per cell, the last round's rows
 /// are the final state, and the firing flags count the updates, on both executors.
 #[test]
 fn recorded_async_rounds_agree_with_the_run() {
@@ -135,12 +135,12 @@ fn recorded_async_rounds_agree_with_the_run() {
     let width = trainer.spec.state_width();
     for executor in [Executor::Tasks, Executor::Shards { shards: 3 }] {
         let mode = Mode::Async(AsyncSpec { fire_fraction: 0.8, max_staleness: 1, jitter: 8, ..AsyncSpec::default() });
-        let spec = SimSpec { executor, mode, workers: 2, seed: 3, record_weights: true, ..SimSpec::default() };
+        let spec = SimSpec { executor, mode, workers: 2, seed: 3, record_rounds: true, ..SimSpec::default() };
         let out = meta_nca_sim::run(&setup, &spec).expect("async run");
-        assert_eq!((out.states.len(), out.fired.len(), out.weights.len()), (steps, steps, steps), "{executor:?}");
-        for (t, (rows, weights)) in out.states.iter().zip(&out.weights).enumerate() {
-            let w: Vec<f64> = rows.chunks(width).map(|r| r[0]).collect();
-            assert_eq!(&w, weights, "{executor:?}: round {t}'s rows and weights");
+        assert_eq!((out.states.len(), out.fired.len()), (steps, steps), "{executor:?}");
+        let cells = setup.world.num_cells();
+        for (t, (rows, fired)) in out.states.iter().zip(&out.fired).enumerate() {
+            assert_eq!((rows.len(), fired.len()), (cells * width, cells), "{executor:?}: round {t}'s rows and flags");
         }
         assert_eq!(out.states.last(), Some(&out.state), "{executor:?}: the last round is the final state");
         let fired: u64 = out.fired.iter().flatten().map(|&f| u64::from(f)).sum();

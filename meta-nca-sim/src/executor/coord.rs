@@ -1,6 +1,6 @@
 //! The coordinator's side of a run, shared by both executors: what actors tell it
 //! ([`CoordMsg`]), how a failing actor reports itself ([`FailGuard`]), what it collects
-//! ([`Collector`]: counts, recorded weights, async final states, snapshots), and its waits
+//! ([`Collector`]: counts, recorded states, async final states, snapshots), and its waits
 //! ([`Coordinator`]: a lockstep round, every async cell finishing, a snapshot's answers).
 
 use std::sync::Arc;
@@ -20,7 +20,7 @@ use crate::{Error, Result};
 pub(crate) enum CoordMsg {
     /// A cell finished a round.
     Done(CellDone),
-    /// A batch of finished rounds (shards, when weights are recorded).
+    /// A batch of finished rounds (shards, when rounds are recorded).
     DoneBatch(Vec<CellDone>),
     /// Counts of finished rounds and the final states among them (not recording).
     Progress { stats: RunStats, finals: Vec<(u32, Vec<f64>)> },
@@ -56,7 +56,7 @@ impl Drop for FailGuard {
     }
 }
 
-/// Collects the actors' reports: counts, recorded weights, final states (async) and
+/// Collects the actors' reports: counts, recorded states, final states (async) and
 /// snapshots.
 pub(crate) struct Collector {
     width: usize,
@@ -64,7 +64,6 @@ pub(crate) struct Collector {
     /// Async: the final state rows the cells hand over, and how many did.
     pub(crate) state: Vec<f64>,
     pub(crate) finished: usize,
-    pub(crate) weights: Vec<Vec<f64>>,
     /// Recording: every cell's state row after every round (`[cells, width]` per round) and
     /// whether it fired.
     rows: Vec<Vec<f64>>,
@@ -124,7 +123,7 @@ impl Gathering {
 }
 
 impl Collector {
-    /// A collector for `world`; `record`: keep every cell's weight after every round (lockstep
+    /// A collector for `world`; `record`: keep every cell's state row after every round (lockstep
     /// rounds add their rows as they begin; async rounds are known up front).
     pub(crate) fn new(world: &World, record: bool) -> Self {
         let width = world.ctx.spec.state_width();
@@ -134,7 +133,6 @@ impl Collector {
             record,
             state: vec![0.0; world.num_cells() * width],
             finished: 0,
-            weights: vec![vec![0.0; world.num_cells()]; async_rounds],
             rows: vec![vec![0.0; world.num_cells() * width]; async_rounds],
             fired: vec![vec![false; world.num_cells()]; async_rounds],
             stats: RunStats::default(),
@@ -142,7 +140,7 @@ impl Collector {
         }
     }
 
-    /// Whether every cell's weight after every step is kept (then actors send every report).
+    /// Whether every cell's state row after every step is kept (then actors send every report).
     pub(crate) fn recording(&self) -> bool {
         self.record
     }
@@ -150,7 +148,6 @@ impl Collector {
     /// A lockstep round of `cells` cells begins.
     pub(crate) fn begin_round(&mut self, cells: usize) {
         if self.record {
-            self.weights.push(vec![0.0; cells]);
             self.rows.push(vec![0.0; cells * self.width]);
             self.fired.push(vec![false; cells]);
         }
@@ -189,9 +186,6 @@ impl Collector {
         self.stats.record(&d);
         let c = d.cell as usize;
         let t = d.round as usize;
-        if let Some(row) = self.weights.get_mut(t) {
-            row[c] = d.w;
-        }
         if let (Some(rows), Some(fired), Some(row)) = (self.rows.get_mut(t), self.fired.get_mut(t), &d.row) {
             rows[c * self.width..(c + 1) * self.width].copy_from_slice(row);
             fired[c] = d.fired;
@@ -228,7 +222,7 @@ impl Collector {
         let mut stats = self.stats;
         stats.seconds = seconds;
         stats.rule = rule;
-        Outcome { topology, state, weights: self.weights, states: self.rows, fired: self.fired, stats }
+        Outcome { topology, state, width: self.width, states: self.rows, fired: self.fired, stats }
     }
 }
 
