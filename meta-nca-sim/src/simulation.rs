@@ -196,7 +196,7 @@ impl Simulation {
         let tasks = spawner.tracker.clone();
         let parts = Parts {
             neurons: Neuron::all(&world),
-            collector: Collector::new(&world, spec.record_rounds),
+            collector: Collector::new(&world),
             world: world.clone(),
             cells,
             rule: rule.clone(),

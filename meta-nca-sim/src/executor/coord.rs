@@ -123,9 +123,11 @@ impl Gathering {
 }
 
 impl Collector {
-    /// A collector for `world`; `record`: keep every cell's state row after every round (lockstep
-    /// rounds add their rows as they begin; async rounds are known up front).
-    pub(crate) fn new(world: &World, record: bool) -> Self {
+    /// A collector for `world`; when its context records (`Ctx::record`), it keeps every cell's
+    /// state row after every round (lockstep rounds add their rows as they begin; async rounds
+    /// are known up front).
+    pub(crate) fn new(world: &World) -> Self {
+        let record = world.ctx.record;
         let width = world.ctx.spec.state_width();
         let async_rounds = if record && world.ctx.async_mode { world.ctx.rounds as usize } else { 0 };
         Self {
