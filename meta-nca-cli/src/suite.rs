@@ -15,7 +15,7 @@ use crate::train::progress_bar;
 /// Arguments of `meta-nca suite`.
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// Run folder written by `meta-nca train`; suite.csv and suite.json are written into it.
+    /// Run folder written by `meta-nca train`; suite.csv and suite.json (see --name) are written into it.
     #[arg(long)]
     run: std::path::PathBuf,
     /// Which checkpoint of the run.
@@ -27,6 +27,25 @@ pub struct Args {
     /// Held-out generated tasks (default: 12; 3 small ones with --quick).
     #[arg(long)]
     tasks: Option<usize>,
+    /// Feature counts of the held-out generated tasks, `LO,HI` (default: 2,64; spread on a log
+    /// scale). Wider than the rule was trained on: how it extrapolates to wide inputs.
+    #[arg(long, value_name = "LO,HI", value_parser = parse_range)]
+    features: Option<[usize; 2]>,
+    /// Class counts of the held-out generated tasks, `LO,HI` (default: 2,10).
+    #[arg(long, value_name = "LO,HI", value_parser = parse_range)]
+    classes: Option<[usize; 2]>,
+    /// Row counts of the held-out generated tasks, `LO,HI` (default: 100,2000).
+    #[arg(long, value_name = "LO,HI", value_parser = parse_range)]
+    rows: Option<[usize; 2]>,
+    /// Share of the held-out generated tasks whose features mix a few latent dimensions plus
+    /// noise (correlated features, as in images or spectra; default 0). Their kind reads
+    /// `KIND/D`, D latent dimensions.
+    #[arg(long, value_name = "SHARE")]
+    latent: Option<f64>,
+    /// Stem of the files written into the run folder (`NAME.csv`, `NAME.json`), so that suites
+    /// over other ranges sit next to the standard one.
+    #[arg(long, default_value = "suite", value_parser = parse_name)]
+    name: String,
     /// Datasets besides the generated tasks, comma-separated (embedded names or CSV paths;
     /// default: iris,wine,breast-cancer; iris with --quick; "" = none).
     #[arg(long, value_name = "A,B,..")]
@@ -42,7 +61,7 @@ pub struct Args {
     /// learning-rate grid.
     #[arg(long)]
     quick: bool,
-    /// Overwrite suite.csv and suite.json if the run already has them.
+    /// Overwrite the suite's files if the run already has them.
     #[arg(long)]
     force: bool,
     /// Print the report as one JSON object instead of tables.
@@ -73,9 +92,33 @@ pub fn parse_horizons(text: &str, k: usize) -> Result<Vec<usize>> {
     Ok(out)
 }
 
+/// Parses `LO,HI` (two counts, LO <= HI).
+fn parse_range(text: &str) -> Result<[usize; 2], String> {
+    let parts: Vec<&str> = text.split(',').map(str::trim).collect();
+    let [lo, hi] = parts[..] else {
+        return Err(format!("'{text}' is not LO,HI (two counts separated by a comma)"));
+    };
+    let count = |s: &str| s.parse::<usize>().map_err(|_| format!("'{s}' is not a count"));
+    let (lo, hi) = (count(lo)?, count(hi)?);
+    if lo > hi {
+        return Err(format!("LO ({lo}) is above HI ({hi})"));
+    }
+    Ok([lo, hi])
+}
+
+/// A file stem: letters, digits, '-' and '_' only (it names files inside the run folder).
+fn parse_name(text: &str) -> Result<String, String> {
+    if !text.is_empty() && text.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
+        Ok(text.to_string())
+    } else {
+        Err(format!("'{text}' is not a file stem (letters, digits, '-' and '_')"))
+    }
+}
+
 /// Runs `meta-nca suite`.
 pub fn run(args: Args) -> Result<()> {
-    let (csv_path, json_path) = (args.run.join("suite.csv"), args.run.join("suite.json"));
+    let (csv_path, json_path) =
+        (args.run.join(format!("{}.csv", args.name)), args.run.join(format!("{}.json", args.name)));
     if !args.force
         && let Some(p) = [&csv_path, &json_path].into_iter().find(|p| p.exists())
     {
@@ -92,6 +135,19 @@ pub fn run(args: Args) -> Result<()> {
     if let Some(n) = args.tasks {
         spec.generated = n;
     }
+    if let Some(f) = args.features {
+        spec.ranges.features = f;
+    }
+    if let Some(c) = args.classes {
+        spec.ranges.classes = c;
+    }
+    if let Some(r) = args.rows {
+        spec.ranges.rows = r;
+    }
+    if let Some(l) = args.latent {
+        spec.ranges.latent = l;
+    }
+    spec.ranges.check().context("the suite's task ranges (--features, --classes, --rows)")?;
     if let Some(d) = &args.datasets {
         spec.datasets = d.split(',').map(str::trim).filter(|s| !s.is_empty()).map(String::from).collect();
     }
@@ -130,7 +186,7 @@ fn write_row(out: &mut impl Write, r: &SuiteRow) -> std::io::Result<()> {
     let seen = if r.seen { "*" } else { "" };
     writeln!(
         out,
-        "{:<16}{:<9}{:>7}{:>7}{:>9.4}{:>8.4}{:>8.4}{:>9.4}{:>8.4}{:>8.4}{:>9.4}{:>9.4}{:>9.4}",
+        "{:<16}{:<11}{:>8}{:>7}{:>9.4}{:>8.4}{:>8.4}{:>9.4}{:>8.4}{:>8.4}{:>9.4}{:>9.4}{:>9.4}",
         format!("{}{seen}", r.task),
         r.kind,
         shape,
@@ -171,7 +227,7 @@ pub fn write_report(out: &mut impl Write, report: &SuiteReport, run: &Path) -> s
     )?;
     writeln!(
         out,
-        "{:<16}{:<9}{:>7}{:>7}{:>9}{:>8}{:>8}{:>9}{:>8}{:>8}{:>9}{:>9}{:>9}",
+        "{:<16}{:<11}{:>8}{:>7}{:>9}{:>8}{:>8}{:>9}{:>8}{:>8}{:>9}{:>9}{:>9}",
         "task",
         "kind",
         "f x c",

@@ -34,6 +34,8 @@ pub struct Generated {
     pub kind: Kind,
     /// Its size.
     pub shape: Shape,
+    /// Its latent dimensions when its features mix a few latent ones (`tasks.latent`).
+    pub latent: Option<usize>,
     /// Its table (named after the kind and the draw).
     pub dataset: Dataset,
 }
@@ -46,11 +48,22 @@ fn int<R: Rng>(rng: &mut R, r: [usize; 2]) -> usize {
     rng.gen_range(r[0]..=r[1])
 }
 
+/// A count in `r`, uniform on a log scale.
+fn log_int<R: Rng>(rng: &mut R, r: [usize; 2]) -> usize {
+    let (lo, hi) = ((r[0].max(1) as f64).ln(), ((r[1].max(1) + 1) as f64).ln());
+    let v = if lo < hi { rng.gen_range(lo..hi).exp().floor() as usize } else { r[0] };
+    v.clamp(r[0], r[1])
+}
+
+/// Range of the standard deviation of the noise added to each latent task's feature, in units
+/// of a latent dimension's within-cluster standard deviation.
+const LATENT_NOISE: [f64; 2] = [0.25, 1.0];
+
 /// Draws task `index` of `stream` under `seed`: shape and kind from the ranges of `cfg`.
 pub fn draw(cfg: &TasksConfig, seed: u64, stream: Stream, index: u64) -> Generated {
     let mut rng = rng_for(seed, stream, index);
     let shape = Shape {
-        features: int(&mut rng, cfg.features),
+        features: if cfg.log_features { log_int(&mut rng, cfg.features) } else { int(&mut rng, cfg.features) },
         classes: int(&mut rng, cfg.classes),
         rows: int(&mut rng, cfg.rows),
     };
@@ -60,8 +73,32 @@ pub fn draw(cfg: &TasksConfig, seed: u64, stream: Stream, index: u64) -> Generat
 
 /// Generates a task of `kind` and `shape`; clusters, separation and label noise are drawn from
 /// the ranges of `cfg`. Classes take turns over the rows, so each has `rows / classes` rows
-/// (rounded) before the label noise moves a few.
+/// (rounded) before the label noise moves a few. With probability `cfg.latent` the task is
+/// made in `d` latent dimensions (drawn from `cfg.latent-dims`, below the feature count) and
+/// each feature is a random Gaussian mix of them (weights `N(0, 1/d)`) plus Gaussian noise.
 pub fn generate(kind: Kind, shape: Shape, cfg: &TasksConfig, name: &str, rng: &mut StdRng) -> Generated {
+    let f = shape.features;
+    // Drawn only when asked for, so that configs without latent tasks keep their draws.
+    if cfg.latent > 0.0 && rng.gen_bool(cfg.latent) {
+        let d = int(rng, [cfg.latent_dims[0].min(f), cfg.latent_dims[1].min(f)]);
+        if d < f {
+            let flat = TasksConfig { latent: 0.0, ..cfg.clone() };
+            let inner = generate(kind, Shape { features: d, ..shape }, &flat, name, rng);
+            let mix: Vec<Vec<f64>> =
+                (0..f).map(|_| (0..d).map(|_| normal(rng) / (d as f64).sqrt()).collect()).collect();
+            let noise = uniform(rng, LATENT_NOISE);
+            let mut dataset = inner.dataset;
+            dataset.x = dataset
+                .x
+                .iter()
+                .map(|z| {
+                    mix.iter().map(|m| m.iter().zip(z).map(|(a, v)| a * v).sum::<f64>() + noise * normal(rng)).collect()
+                })
+                .collect();
+            dataset.feature_names = (0..f).map(|j| format!("x{j}")).collect();
+            return Generated { kind, shape, latent: Some(d), dataset };
+        }
+    }
     let Shape { features: f, classes: c, rows: n } = shape;
     let separation = uniform(rng, cfg.separation);
     let mut y: Vec<usize> = (0..n).map(|i| i % c).collect();
@@ -126,7 +163,7 @@ pub fn generate(kind: Kind, shape: Shape, cfg: &TasksConfig, name: &str, rng: &m
         x,
         y,
     };
-    Generated { kind, shape, dataset }
+    Generated { kind, shape, latent: None, dataset }
 }
 
 /// Labels of `x` from a random teacher that reads the first `informative` columns: hidden
@@ -223,6 +260,73 @@ mod tests {
                 assert!(counts.iter().all(|&k| k as f64 >= 0.4 * share), "{kind} c={c}: {counts:?}");
             }
         }
+    }
+
+    /// Mean absolute correlation over pairs of distinct feature columns.
+    fn mean_abs_correlation(x: &[Vec<f64>]) -> f64 {
+        let (n, f) = (x.len() as f64, x[0].len());
+        let cols: Vec<Vec<f64>> = (0..f)
+            .map(|j| {
+                let mean = x.iter().map(|r| r[j]).sum::<f64>() / n;
+                let sd = (x.iter().map(|r| (r[j] - mean).powi(2)).sum::<f64>() / n).sqrt();
+                x.iter().map(|r| (r[j] - mean) / sd).collect()
+            })
+            .collect();
+        let mut sum = 0.0;
+        for a in 0..f {
+            for b in a + 1..f {
+                sum += (cols[a].iter().zip(&cols[b]).map(|(u, v)| u * v).sum::<f64>() / n).abs();
+            }
+        }
+        sum / (f * (f - 1) / 2) as f64
+    }
+
+    #[test]
+    fn latent_tasks_have_correlated_features_of_low_dimension() {
+        let cfg = TasksConfig { features: [40, 60], latent: 1.0, latent_dims: [2, 4], ..wide() };
+        for i in 0..6 {
+            let g = draw(&cfg, 0, Stream::TrainTasks, i);
+            let d = g.latent.expect("every task is latent at share 1");
+            assert!((2..=4).contains(&d), "{d} latent dimensions");
+            assert_eq!(g.dataset.num_features(), g.shape.features);
+            assert!(g.dataset.x.iter().flatten().all(|v| v.is_finite()));
+            // A few latent dimensions shared by 40+ features: strongly correlated columns.
+            let latent = mean_abs_correlation(&g.dataset.x);
+            let flat = mean_abs_correlation(
+                &draw(&TasksConfig { latent: 0.0, ..cfg.clone() }, 0, Stream::TrainTasks, i).dataset.x,
+            );
+            assert!(latent > 0.15 && latent > 2.0 * flat, "task {i}: latent {latent:.3}, independent {flat:.3}");
+            Split::stratified(&g.dataset, 0.8, 0).expect("splits");
+        }
+    }
+
+    #[test]
+    fn without_latent_tasks_the_draws_do_not_change() {
+        // No random number is spent on the latent options when the share is 0, so configs
+        // written before them draw the same tasks.
+        let other = TasksConfig { latent_dims: [1, 1], ..wide() };
+        for i in 0..5 {
+            let (a, b) = (draw(&wide(), 2, Stream::TrainTasks, i), draw(&other, 2, Stream::TrainTasks, i));
+            assert!(a.latent.is_none());
+            assert_eq!((a.shape, a.dataset.x, a.dataset.y), (b.shape, b.dataset.x, b.dataset.y));
+        }
+    }
+
+    #[test]
+    fn log_features_spread_over_the_log_scale() {
+        let cfg = TasksConfig { features: [2, 784], log_features: true, ..wide() };
+        let mut counts: Vec<usize> = (0..200)
+            .map(|i| {
+                let mut rng = rng_for(0, Stream::TrainTasks, i);
+                log_int(&mut rng, cfg.features)
+            })
+            .collect();
+        counts.sort_unstable();
+        assert!(counts.iter().all(|f| (2..=784).contains(f)));
+        // Uniform on a log scale: the median near sqrt(2 * 784) = 40 (uniform: 393); both ends reached.
+        let median = counts[100];
+        assert!((20..=80).contains(&median), "median {median}");
+        assert!(counts[10] < 5 && counts[190] > 400, "{} .. {}", counts[10], counts[190]);
     }
 
     #[test]

@@ -121,7 +121,11 @@ fn held_out(spec: &SuiteSpec) -> Vec<Named> {
             let kind = [Kind::Mixture, Kind::Teacher, Kind::Xor][i % 3];
             let mut rng = rng_for(spec.seed, Stream::EvalTasks, i as u64);
             let g = generate::generate(kind, shape, r, &format!("{kind}-{i}"), &mut rng);
-            Named { kind: kind.to_string(), data: g.dataset }
+            let kind = match g.latent {
+                Some(d) => format!("{kind}/{d}"),
+                None => kind.to_string(),
+            };
+            Named { kind, data: g.dataset }
         })
         .collect()
 }

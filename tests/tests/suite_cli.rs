@@ -90,6 +90,22 @@ fn train_on_generated_tasks_then_quick_suite() {
     let table = ok(&["suite", "--run", &run, "--quick", "--quiet", "--force", "--horizons", "K,3"]);
     assert!(table.contains("growth past K") && table.contains("iris"), "{table}");
     fails(&["suite", "--run", &run, "--quick", "--quiet", "--force", "--horizons", "K,x"], &["--horizons", "'x'"]);
+
+    // Wider, latent held-out tasks, written next to the standard suite under another name.
+    let wide = ["suite", "--run", &run, "--quick", "--quiet", "--datasets", "", "--horizons", "K"];
+    let latent =
+        json(&ok(&[&wide[..], &["--features", "20,40", "--latent", "1", "--name", "wide", "--json"]].concat()));
+    for t in latent["tasks"].as_array().expect("tasks") {
+        let features = t["features"].as_u64().expect("features");
+        assert!((20..=40).contains(&features), "{t}");
+        let kind = t["kind"].as_str().expect("kind");
+        assert!(kind.contains('/'), "a latent task's kind names its latent dimensions: {kind}");
+    }
+    assert!(tmp.path("run").join("wide.json").is_file() && tmp.path("run").join("wide.csv").is_file());
+    fails(&[&wide[..], &["--features", "9,2"]].concat(), &["--features", "above"]);
+    fails(&[&wide[..], &["--classes", "1,3", "--force"]].concat(), &["tasks.classes"]);
+    fails(&[&wide[..], &["--latent", "2", "--force"]].concat(), &["tasks.latent"]);
+    fails(&[&wide[..], &["--name", "../x"]].concat(), &["--name", "file stem"]);
 }
 
 #[test]

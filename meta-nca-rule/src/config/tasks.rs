@@ -17,6 +17,9 @@ pub struct TasksConfig {
     pub per_epoch: usize,
     /// Inclusive range `[min, max]` of a generated task's feature count.
     pub features: [usize; 2],
+    /// Draw feature counts uniformly on a log scale instead of uniformly (for wide ranges such
+    /// as 2-784, where a uniform draw would make nearly every task wide).
+    pub log_features: bool,
     /// Inclusive range `[min, max]` of a generated task's class count.
     pub classes: [usize; 2],
     /// Inclusive range `[min, max]` of a generated task's row count (before the split).
@@ -32,6 +35,12 @@ pub struct TasksConfig {
     /// Range of the fraction of labels moved to another class at random, so that no task is
     /// solved perfectly.
     pub label_noise: [f64; 2],
+    /// Share of generated tasks (0-1) whose features are *latent*: the task is made in a few
+    /// latent dimensions and every feature is a random mix of them plus noise, so the features
+    /// are correlated and the data has a low intrinsic dimension, as images or spectra have.
+    pub latent: f64,
+    /// Inclusive range of a latent task's latent dimensions (capped at its feature count).
+    pub latent_dims: [usize; 2],
     /// Also grow on the datasets of `[data]` (`dataset` and `extra-datasets`) every meta-epoch.
     pub include_datasets: bool,
     /// Shuffle the feature columns of the `[data]` datasets afresh every meta-epoch (a rule
@@ -110,12 +119,15 @@ impl Default for TasksConfig {
         Self {
             per_epoch: 0,
             features: [2, 64],
+            log_features: false,
             classes: [2, 10],
             rows: [100, 2000],
             mix: KindMix::default(),
             clusters: [1, 3],
             separation: [1.5, 3.0],
             label_noise: [0.0, 0.1],
+            latent: 0.0,
+            latent_dims: [2, 16],
             include_datasets: true,
             permute_features: false,
             subsample_features: 1.0,
@@ -155,6 +167,10 @@ impl TasksConfig {
         range("label-noise", self.label_noise, 0.0)?;
         if !self.separation.iter().all(|s| s.is_finite()) {
             return Err(bad("separation", "must be finite"));
+        }
+        range("latent-dims", self.latent_dims, 1)?;
+        if !(0.0..=1.0).contains(&self.latent) {
+            return Err(bad("latent", format!("must be a share in [0, 1], got {}", self.latent)));
         }
         if self.label_noise[1] >= 0.5 {
             return Err(bad("label-noise", format!("must stay below 0.5, got {}", self.label_noise[1])));
@@ -216,13 +232,16 @@ mod tests {
     #[test]
     fn bad_values_name_their_key() {
         type Case = (&'static str, fn(&mut TasksConfig));
-        let cases: [Case; 6] = [
+        let cases: [Case; 9] = [
             ("tasks.features", |t| t.features = [10, 2]),
             ("tasks.classes", |t| t.classes = [1, 3]),
             ("tasks.rows", |t| t.rows = [20, 30]),
             ("tasks.label-noise", |t| t.label_noise = [0.0, 0.6]),
             ("tasks.mix", |t| t.mix = KindMix { mixture: 0.0, teacher: 0.0, xor: 0.0 }),
             ("tasks.include-datasets", |t| t.include_datasets = false),
+            ("tasks.latent", |t| t.latent = 1.5),
+            ("tasks.latent", |t| t.latent = f64::NAN),
+            ("tasks.latent-dims", |t| t.latent_dims = [0, 4]),
         ];
         for (key, f) in cases {
             let mut t = TasksConfig::default();
