@@ -2,7 +2,7 @@
 //! CSV file) into a [`Dataset`], and turning a dataset into a seeded, stratified,
 //! standardised train/validation [`Split`].
 //!
-//! This module owns the hand-written CSV reader and every check on the table it reads
+//! This module owns CSV reading (through the `csv` crate) and every check on the table it reads
 //! (ragged rows, non-numeric or missing cells, label column lookup, class count); all of
 //! its failures are [`Error::Csv`], [`Error::Dataset`] or [`Error::Io`].
 
