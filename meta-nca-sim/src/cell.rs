@@ -383,7 +383,6 @@ impl Cell {
         out.done(CellDone {
             cell: self.index,
             round,
-            w: self.state[0],
             dw,
             fired,
             staleness,

@@ -291,8 +291,6 @@ pub struct CellDone {
     pub cell: u32,
     /// The round finished.
     pub round: u32,
-    /// Weight after the round.
-    pub w: f64,
     /// Weight change of the round (0 when it did not fire).
     pub dw: f64,
     /// Whether it fired.

@@ -190,16 +190,8 @@ fn a_firing_cell_reports_queries_once_and_applies_the_rules_answer() {
     assert_eq!(cell.state(), new.as_slice());
     let calls = out.take();
     let [Call::Done(done)] = calls.as_slice() else { panic!("one report: {calls:?}") };
-    let expected = CellDone {
-        cell: c,
-        round: 0,
-        w: new[0],
-        dw: new[0] - row[0],
-        fired: true,
-        staleness: 0,
-        final_state: None,
-        row: None,
-    };
+    let expected =
+        CellDone { cell: c, round: 0, dw: new[0] - row[0], fired: true, staleness: 0, final_state: None, row: None };
     assert_eq!(*done, expected);
 
     // The next round reports the new state to both neurons.
@@ -221,8 +213,7 @@ fn a_cell_that_does_not_fire_still_reports_and_keeps_its_state() {
     let calls = out.take();
     assert!(!calls.iter().any(|c| matches!(c, Call::Query { .. })), "{calls:?}");
     let [Call::Done(done)] = calls.as_slice() else { panic!("one report: {calls:?}") };
-    let expected =
-        CellDone { cell: 1, round: 0, w: row[0], dw: 0.0, fired: false, staleness: 0, final_state: None, row: None };
+    let expected = CellDone { cell: 1, round: 0, dw: 0.0, fired: false, staleness: 0, final_state: None, row: None };
     assert_eq!(*done, expected);
     assert_eq!(cell.state(), row.as_slice());
     assert!(cell.settled());

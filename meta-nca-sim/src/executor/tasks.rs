@@ -327,6 +327,46 @@ impl TaskDriver {
     }
 }
 
+/// Where an actor of the reshaped network comes from: a surviving task (keeping its inbox) or a
+/// new actor with the receiving end of its new inbox.
+enum Place<A, M> {
+    Kept(JoinHandle<()>),
+    New(A, UnboundedReceiver<Inbox<M>>),
+}
+
+/// Tells every actor whose task was not kept to stop (through its old inbox); returns their
+/// tasks, to be waited for.
+fn stop_unkept<M>(tasks: Vec<Option<JoinHandle<()>>>, inboxes: &[UnboundedSender<Inbox<M>>]) -> Vec<JoinHandle<()>> {
+    let unkept = tasks.into_iter().zip(inboxes).filter_map(|(task, inbox)| task.map(|t| (t, inbox)));
+    unkept
+        .map(|(task, inbox)| {
+            let _ = inbox.send(Inbox::Stop);
+            task
+        })
+        .collect()
+}
+
+/// The tasks of the reshaped network, in its order: survivors are sent their new index and
+/// routing, new actors are spawned.
+fn settle<A, M>(
+    places: Vec<Place<A, M>>,
+    inboxes: &[UnboundedSender<Inbox<M>>],
+    world: &Arc<World>,
+    routes: &Arc<Routes>,
+    spawn: impl Fn(A, UnboundedReceiver<Inbox<M>>) -> JoinHandle<()>,
+) -> Vec<JoinHandle<()>> {
+    let placed = places.into_iter().zip(inboxes).enumerate();
+    placed
+        .map(|(i, (place, inbox))| match place {
+            Place::Kept(task) => {
+                let _ = inbox.send(Inbox::Rewire { index: i as u32, world: world.clone(), routes: routes.clone() });
+                task
+            }
+            Place::New(actor, rx) => spawn(actor, rx),
+        })
+        .collect()
+}
+
 impl Driver for TaskDriver {
     async fn run_async(&mut self) -> Result<()> {
         for tx in &self.routes.cells {
@@ -378,11 +418,6 @@ impl Driver for TaskDriver {
             std::mem::take(&mut self.cell_tasks).into_iter().map(Some).collect();
         let mut old_neurons: Vec<Option<JoinHandle<()>>> =
             std::mem::take(&mut self.neuron_tasks).into_iter().map(Some).collect();
-        // Who is where in the new network: a surviving task (with its inbox) or a new actor.
-        enum Place<A, M> {
-            Kept(JoinHandle<()>),
-            New(A, UnboundedReceiver<Inbox<M>>),
-        }
         let mut cell_tx = Vec::with_capacity(cells.len());
         let mut cell_places = Vec::with_capacity(cells.len());
         for (c, source) in cells.into_iter().enumerate() {
@@ -432,44 +467,13 @@ impl Driver for TaskDriver {
             closing: AtomicBool::new(false),
         });
         // The removed: told to stop through the old routes, and waited for.
-        let mut ending = Vec::new();
-        for (r, task) in old_cells.into_iter().enumerate() {
-            if let Some(task) = task {
-                let _ = old.cells[r].send(Inbox::Stop);
-                ending.push(task);
-            }
-        }
-        for (g, task) in old_neurons.into_iter().enumerate() {
-            if let Some(task) = task {
-                let _ = old.neurons[g].send(Inbox::Stop);
-                ending.push(task);
-            }
-        }
+        let mut ending = stop_unkept(old_cells, &old.cells);
+        ending.extend(stop_unkept(old_neurons, &old.neurons));
         drop(old);
-        for (c, place) in cell_places.into_iter().enumerate() {
-            let task = match place {
-                Place::Kept(task) => {
-                    let rewire =
-                        Inbox::Rewire { index: c as u32, world: self.world.clone(), routes: self.routes.clone() };
-                    let _ = self.routes.cells[c].send(rewire);
-                    task
-                }
-                Place::New(cell, rx) => self.spawn_cell(cell, rx),
-            };
-            self.cell_tasks.push(task);
-        }
-        for (g, place) in neuron_places.into_iter().enumerate() {
-            let task = match place {
-                Place::Kept(task) => {
-                    let rewire =
-                        Inbox::Rewire { index: g as u32, world: self.world.clone(), routes: self.routes.clone() };
-                    let _ = self.routes.neurons[g].send(rewire);
-                    task
-                }
-                Place::New(neuron, rx) => self.spawn_neuron(neuron, rx),
-            };
-            self.neuron_tasks.push(task);
-        }
+        let (world, routes) = (&self.world, &self.routes);
+        self.cell_tasks = settle(cell_places, &routes.cells, world, routes, |cell, rx| self.spawn_cell(cell, rx));
+        self.neuron_tasks =
+            settle(neuron_places, &routes.neurons, world, routes, |neuron, rx| self.spawn_neuron(neuron, rx));
         for task in ending {
             let _ = task.await;
         }
