@@ -1,6 +1,7 @@
 //! Generated classification tasks: seeded tables whose feature, class and row counts are drawn
 //! from the ranges of `[tasks]`, of three kinds ([`Kind`]), each with some label noise so that
-//! no learner is perfect. A task is an ordinary [`Dataset`], so the stratified split and the
+//! no learner is perfect; a share of them (`tasks.latent`) is made in a few latent dimensions
+//! that every feature mixes, so that their features are correlated as real data's are. A task is an ordinary [`Dataset`], so the stratified split and the
 //! standardisation of [`crate::data`] apply to it unchanged.
 //!
 //! Meta-training draws its tasks from [`Stream::TrainTasks`], held-out evaluation from
