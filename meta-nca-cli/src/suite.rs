@@ -147,7 +147,7 @@ pub fn run(args: Args) -> Result<()> {
     if let Some(l) = args.latent {
         spec.ranges.latent = l;
     }
-    spec.ranges.check().context("the suite's task ranges (--features, --classes, --rows)")?;
+    spec.ranges.check().context("the suite's task ranges (--features, --classes, --rows, --latent)")?;
     if let Some(d) = &args.datasets {
         spec.datasets = d.split(',').map(str::trim).filter(|s| !s.is_empty()).map(String::from).collect();
     }

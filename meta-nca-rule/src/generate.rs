@@ -78,26 +78,12 @@ pub fn draw(cfg: &TasksConfig, seed: u64, stream: Stream, index: u64) -> Generat
 /// made in `d` latent dimensions (drawn from `cfg.latent-dims`, below the feature count) and
 /// each feature is a random Gaussian mix of them (weights `N(0, 1/d)`) plus Gaussian noise.
 pub fn generate(kind: Kind, shape: Shape, cfg: &TasksConfig, name: &str, rng: &mut StdRng) -> Generated {
-    let f = shape.features;
     // Drawn only when asked for, so that configs without latent tasks keep their draws.
     if cfg.latent > 0.0 && rng.gen_bool(cfg.latent) {
+        let f = shape.features;
         let d = int(rng, [cfg.latent_dims[0].min(f), cfg.latent_dims[1].min(f)]);
         if d < f {
-            let flat = TasksConfig { latent: 0.0, ..cfg.clone() };
-            let inner = generate(kind, Shape { features: d, ..shape }, &flat, name, rng);
-            let mix: Vec<Vec<f64>> =
-                (0..f).map(|_| (0..d).map(|_| normal(rng) / (d as f64).sqrt()).collect()).collect();
-            let noise = uniform(rng, LATENT_NOISE);
-            let mut dataset = inner.dataset;
-            dataset.x = dataset
-                .x
-                .iter()
-                .map(|z| {
-                    mix.iter().map(|m| m.iter().zip(z).map(|(a, v)| a * v).sum::<f64>() + noise * normal(rng)).collect()
-                })
-                .collect();
-            dataset.feature_names = (0..f).map(|j| format!("x{j}")).collect();
-            return Generated { kind, shape, latent: Some(d), dataset };
+            return latent(kind, shape, d, cfg, name, rng);
         }
     }
     let Shape { features: f, classes: c, rows: n } = shape;
@@ -159,12 +145,34 @@ pub fn generate(kind: Kind, shape: Shape, cfg: &TasksConfig, name: &str, rng: &m
     let x = x.into_iter().map(|row| order.iter().map(|&j| row[j]).collect()).collect();
     let dataset = Dataset {
         name: name.to_string(),
-        feature_names: (0..f).map(|j| format!("x{j}")).collect(),
+        feature_names: feature_names(f),
         class_names: (0..c).map(|k| k.to_string()).collect(),
         x,
         y,
     };
     Generated { kind, shape, latent: None, dataset }
+}
+
+/// A task of `kind` made in `d` latent dimensions, its `shape.features` features each a random
+/// Gaussian mix of them (weights `N(0, 1/d)`) plus Gaussian noise (see [`generate`]).
+fn latent(kind: Kind, shape: Shape, d: usize, cfg: &TasksConfig, name: &str, rng: &mut StdRng) -> Generated {
+    let flat = TasksConfig { latent: 0.0, ..cfg.clone() };
+    let mut dataset = generate(kind, Shape { features: d, ..shape }, &flat, name, rng).dataset;
+    let mix: Vec<Vec<f64>> =
+        (0..shape.features).map(|_| (0..d).map(|_| normal(rng) / (d as f64).sqrt()).collect()).collect();
+    let noise = uniform(rng, LATENT_NOISE);
+    dataset.x = dataset
+        .x
+        .iter()
+        .map(|z| mix.iter().map(|m| m.iter().zip(z).map(|(a, v)| a * v).sum::<f64>() + noise * normal(rng)).collect())
+        .collect();
+    dataset.feature_names = feature_names(shape.features);
+    Generated { kind, shape, latent: Some(d), dataset }
+}
+
+/// Column names `x0`, `x1`, ... of `f` features.
+fn feature_names(f: usize) -> Vec<String> {
+    (0..f).map(|j| format!("x{j}")).collect()
 }
 
 /// Labels of `x` from a random teacher that reads the first `informative` columns: hidden

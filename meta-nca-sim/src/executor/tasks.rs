@@ -337,13 +337,12 @@ enum Place<A, M> {
 /// Tells every actor whose task was not kept to stop (through its old inbox); returns their
 /// tasks, to be waited for.
 fn stop_unkept<M>(tasks: Vec<Option<JoinHandle<()>>>, inboxes: &[UnboundedSender<Inbox<M>>]) -> Vec<JoinHandle<()>> {
-    let unkept = tasks.into_iter().zip(inboxes).filter_map(|(task, inbox)| task.map(|t| (t, inbox)));
-    unkept
-        .map(|(task, inbox)| {
-            let _ = inbox.send(Inbox::Stop);
-            task
-        })
-        .collect()
+    let unkept = tasks.into_iter().zip(inboxes).filter_map(|(task, inbox)| {
+        let task = task?;
+        let _ = inbox.send(Inbox::Stop);
+        Some(task)
+    });
+    unkept.collect()
 }
 
 /// The tasks of the reshaped network, in its order: survivors are sent their new index and
