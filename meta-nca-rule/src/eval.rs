@@ -83,6 +83,20 @@ pub struct EvalReport {
     pub baseline: BaselineAcc,
     /// Mean over the grown networks of [`hidden_redundancy`] (`None` without hidden layers).
     pub hidden_redundancy: Option<f64>,
+    /// Accuracy of the same grows after each step count asked for, ascending, the last being
+    /// `steps` (`eval --horizons`; only `steps` without it).
+    pub horizons: Vec<HorizonAcc>,
+}
+
+/// Accuracy of grown networks after a number of steps.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct HorizonAcc {
+    /// Rule steps grown.
+    pub steps: usize,
+    /// Training accuracy of the grown networks.
+    pub train_acc: Stats,
+    /// Validation accuracy of the grown networks.
+    pub val_acc: Stats,
 }
 
 /// How to evaluate.
@@ -117,6 +131,23 @@ pub fn grow_nets(
     spec: EvalSpec,
     stream: Stream,
 ) -> Result<Vec<DenseNet<f64>>> {
+    let mut at = grow_nets_at(rule, perception, code, cfg, task, spec, stream, &[spec.steps])?;
+    Ok(at.pop().unwrap_or_default())
+}
+
+/// [`grow_nets`] scored along the way: the dense weights after each of `horizons` steps
+/// (ascending, the last `spec.steps`), all from the same grows.
+#[allow(clippy::too_many_arguments)]
+pub fn grow_nets_at(
+    rule: &RuleNet,
+    perception: &PerceptionSpec,
+    code: HiddenCode,
+    cfg: &Config,
+    task: &TaskSource,
+    spec: EvalSpec,
+    stream: Stream,
+    horizons: &[usize],
+) -> Result<Vec<Vec<DenseNet<f64>>>> {
     let dev = Cpu::default();
     let mut rng = rng_for(spec.seed, stream, 0);
     let episode_spec = EpisodeSpec {
@@ -131,11 +162,18 @@ pub fn grow_nets(
     let episode = Episode::draw(&episode_spec, &mut rng)?;
     let rows = draw_rows(cfg.grow.batch_size, task.train.y.len(), spec.steps, &mut rng);
     let per_step = rows.first().map_or(task.train.y.len(), Vec::len);
-    let mut nets = Vec::with_capacity(spec.networks);
+    let mut nets: Vec<Vec<DenseNet<f64>>> = horizons.iter().map(|_| Vec::with_capacity(spec.networks)).collect();
     for part in in_groups(&episode, rule, per_step, GROW_FLOATS) {
         let grower = Grower::new(&dev, Batch::new(part.topologies), perception.clone(), task.train.clone())?;
-        let last = values(&grower.unroll_on(rule, grower.state_tensor(part.state0), &part.fires, &rows));
-        nets.extend(grower.dense_nets(&last));
+        let mut state = grower.state_tensor(part.state0);
+        let mut done = 0;
+        for (&h, at) in horizons.iter().zip(nets.iter_mut()) {
+            let h = h.min(spec.steps);
+            let rows_now = if rows.is_empty() { &rows[..] } else { &rows[done..h] };
+            state = grower.unroll_on(rule, state, &part.fires[done..h], rows_now);
+            done = h;
+            at.extend(grower.dense_nets(&values(&state)));
+        }
     }
     Ok(nets)
 }
@@ -192,10 +230,43 @@ pub fn hidden_redundancy(net: &DenseNet<f64>) -> Option<f64> {
 /// Grows `spec.networks` fresh networks on `task` and scores them next to the backprop
 /// baseline. The task need not be one the rule was trained on.
 pub fn evaluate(rule: &RuleNet, meta: &RuleMeta, task: &TaskSource, spec: EvalSpec) -> Result<EvalReport> {
+    evaluate_at(rule, meta, task, spec, &[spec.steps])
+}
+
+/// [`evaluate`], also scoring the same grows after each of `horizons` steps (growth past K:
+/// `eval --horizons K,2K,5K`). The grows last `spec.steps`, which must be the largest horizon;
+/// the report's main scores are at `spec.steps`.
+pub fn evaluate_at(
+    rule: &RuleNet,
+    meta: &RuleMeta,
+    task: &TaskSource,
+    spec: EvalSpec,
+    horizons: &[usize],
+) -> Result<EvalReport> {
     let cfg = &meta.config;
-    let nets = grow_nets(rule, &meta.perception, meta.code, cfg, task, spec, Stream::Eval)?;
+    let mut horizons: Vec<usize> = horizons.iter().copied().filter(|&h| h > 0 && h < spec.steps).collect();
+    horizons.sort_unstable();
+    horizons.dedup();
+    horizons.push(spec.steps);
+    let mut at = grow_nets_at(rule, &meta.perception, meta.code, cfg, task, spec, Stream::Eval, &horizons)?;
+    let nets = at.pop().unwrap_or_default();
+    let accs = |nets: &[DenseNet<f64>]| {
+        let grown = score_nets(nets, task);
+        let train: Vec<f64> = grown.iter().map(|g| g.1.acc).collect();
+        let val: Vec<f64> = grown.iter().map(|g| g.2.acc).collect();
+        (grown, Stats::of(&train), Stats::of(&val))
+    };
+    let mut past: Vec<HorizonAcc> = horizons
+        .iter()
+        .zip(&at)
+        .map(|(&steps, nets)| {
+            let (_, train_acc, val_acc) = accs(nets);
+            HorizonAcc { steps, train_acc, val_acc }
+        })
+        .collect();
     let redundancy: Vec<f64> = nets.iter().filter_map(hidden_redundancy).collect();
-    let grown = score_nets(&nets, task);
+    let (grown, train_acc, val_acc) = accs(&nets);
+    past.push(HorizonAcc { steps: spec.steps, train_acc, val_acc });
     let mut baselines = BTreeMap::new();
     for (s, _, _) in &grown {
         if !baselines.contains_key(s) {
@@ -208,19 +279,18 @@ pub fn evaluate(rule: &RuleNet, meta: &RuleMeta, task: &TaskSource, spec: EvalSp
         train_acc: grown.iter().map(|(s, _, _)| baselines[s].train.acc).sum::<f64>() / k,
         val_acc: grown.iter().map(|(s, _, _)| baselines[s].val.acc).sum::<f64>() / k,
     };
-    let train: Vec<f64> = grown.iter().map(|g| g.1.acc).collect();
-    let val: Vec<f64> = grown.iter().map(|g| g.2.acc).collect();
     Ok(EvalReport {
         dataset: task.name.clone(),
         networks: spec.networks,
         steps: spec.steps,
         fire_fraction: spec.fire_fraction,
         seed: spec.seed,
-        train_acc: Stats::of(&train),
-        val_acc: Stats::of(&val),
+        train_acc,
+        val_acc,
         train_loss: grown.iter().map(|g| g.1.loss).sum::<f64>() / k,
         baseline,
         hidden_redundancy: (!redundancy.is_empty()).then(|| redundancy.iter().sum::<f64>() / redundancy.len() as f64),
+        horizons: past,
     })
 }
 

@@ -86,6 +86,24 @@ fn smoke_train_eval_grow() {
         assert!((0.0..=1.0).contains(&v), "baseline.{key} = {v}");
     }
 
+    // Growth past K: `--horizons` scores the same grows after each step count; without a
+    // minibatch, step t fires the same cells whatever the grow's length, so each horizon
+    // equals a plain eval of that many steps (the smoke run's K is 4).
+    let past = json(&ok(&["eval", "--run", &run_dir, "--networks", "10", "--horizons", "K,3K,2", "--json"]));
+    let horizons = past["horizons"].as_array().expect("horizons");
+    let steps: Vec<u64> = horizons.iter().map(|h| h["steps"].as_u64().expect("steps")).collect();
+    assert_eq!(steps, [2, 4, 12]);
+    assert_eq!(past["steps"].as_u64(), Some(12));
+    assert_eq!(past["val_acc"], horizons[2]["val_acc"], "the main scores are the last horizon's");
+    assert_eq!(report["horizons"].as_array().map(Vec::len), Some(1), "{report}");
+    for (h, n) in horizons.iter().zip(["2", "4", "12"]) {
+        let plain = json(&ok(&["eval", "--run", &run_dir, "--networks", "10", "--steps", n, "--json"]));
+        assert_eq!(h["val_acc"], plain["val_acc"], "{n} steps");
+        assert_eq!(h["train_acc"], plain["train_acc"], "{n} steps");
+    }
+    fails(&["eval", "--run", &run_dir, "--horizons", "K", "--steps", "3"], &["--horizons and --steps"]);
+    fails(&["eval", "--run", &run_dir, "--horizons", "K,x"], &["--horizons", "'x'"]);
+
     let grow_file = tmp.arg("g.json");
     ok(&["grow", "--run", &run_dir, "--steps", "3", "--save", &grow_file]);
     let record = json(&String::from_utf8(read(&tmp.path("g.json"))).expect("utf-8"));
