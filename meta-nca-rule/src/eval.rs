@@ -121,24 +121,10 @@ pub fn score_nets(nets: &[DenseNet<f64>], task: &TaskSource) -> Grown {
 }
 
 /// Grows `spec.networks` fresh networks in one batch (architectures drawn as in training,
-/// from `stream`): their final dense weights.
-pub fn grow_nets(
-    rule: &RuleNet,
-    perception: &PerceptionSpec,
-    code: HiddenCode,
-    cfg: &Config,
-    task: &TaskSource,
-    spec: EvalSpec,
-    stream: Stream,
-) -> Result<Vec<DenseNet<f64>>> {
-    let mut at = grow_nets_at(rule, perception, code, cfg, task, spec, stream, &[spec.steps])?;
-    Ok(at.pop().unwrap_or_default())
-}
-
-/// [`grow_nets`] scored along the way: the dense weights after each of `horizons` steps
-/// (ascending, the last `spec.steps`), all from the same grows.
+/// from `stream`): their dense weights after each of `horizons` steps (ascending, the last
+/// `spec.steps`; step `t` fires the same cells whatever the grow's length).
 #[allow(clippy::too_many_arguments)]
-pub fn grow_nets_at(
+pub fn grow_nets(
     rule: &RuleNet,
     perception: &PerceptionSpec,
     code: HiddenCode,
@@ -248,7 +234,7 @@ pub fn evaluate_at(
     horizons.sort_unstable();
     horizons.dedup();
     horizons.push(spec.steps);
-    let mut at = grow_nets_at(rule, &meta.perception, meta.code, cfg, task, spec, Stream::Eval, &horizons)?;
+    let mut at = grow_nets(rule, &meta.perception, meta.code, cfg, task, spec, Stream::Eval, &horizons)?;
     let nets = at.pop().unwrap_or_default();
     let accs = |nets: &[DenseNet<f64>]| {
         let grown = score_nets(nets, task);

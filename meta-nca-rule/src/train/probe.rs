@@ -67,7 +67,9 @@ impl ProbeJob {
             fire_fraction: cfg.grow.fire_fraction,
             seed: cfg.seed,
         };
-        let nets = grow_nets(&self.rule, &self.spec, self.code, cfg, &self.task, spec, Stream::Probe)?;
+        let nets = grow_nets(&self.rule, &self.spec, self.code, cfg, &self.task, spec, Stream::Probe, &[spec.steps])?
+            .pop()
+            .unwrap_or_default();
         let grown = score_nets(&nets, &self.task);
         let n = grown.len().max(1) as f64;
         Ok(ProbeMeasure {
