@@ -2,6 +2,7 @@
 //! the backprop baseline; and single grows recorded step by step.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use dfdx::prelude::*;
 use serde::{Deserialize, Serialize};
@@ -23,7 +24,7 @@ use crate::random::{Stream, rng_for};
 use crate::reference::Grower;
 use crate::rule::RuleNet;
 use crate::task::DenseNet;
-use crate::task_data::{Score, score};
+use crate::task_data::{Score, TaskData, score};
 use crate::topology::{CellId, Scheduled, Topology};
 
 /// Mean, min and max of a sample.
@@ -134,7 +135,6 @@ pub fn grow_nets(
     stream: Stream,
     horizons: &[usize],
 ) -> Result<Vec<Vec<DenseNet<f64>>>> {
-    let dev = Cpu::default();
     let mut rng = rng_for(spec.seed, stream, 0);
     let episode_spec = EpisodeSpec {
         archs: &task.archs,
@@ -147,21 +147,39 @@ pub fn grow_nets(
     };
     let episode = Episode::draw(&episode_spec, &mut rng)?;
     let rows = draw_rows(cfg.grow.batch_size, task.train.y.len(), spec.steps, &mut rng);
-    let per_step = rows.first().map_or(task.train.y.len(), Vec::len);
     let mut nets: Vec<Vec<DenseNet<f64>>> = horizons.iter().map(|_| Vec::with_capacity(spec.networks)).collect();
-    for part in in_groups(&episode, rule, per_step, GROW_FLOATS) {
-        let grower = Grower::new(&dev, Batch::new(part.topologies), perception.clone(), task.train.clone())?;
+    grow_at(rule, perception, &task.train, &episode, &rows, horizons, |i, grown| nets[i].extend(grown))?;
+    Ok(nets)
+}
+
+/// Grows `episode` on `data` without tape, its networks in groups within [`GROW_FLOATS`], step
+/// `t` seeing the training rows `rows[t]` (every row when `rows` is empty), and hands each
+/// group's dense networks after `horizons[i]` steps (ascending, at most the episode's
+/// length) to `at(i, networks)`.
+pub fn grow_at(
+    rule: &RuleNet,
+    perception: &PerceptionSpec,
+    data: &Arc<TaskData>,
+    episode: &Episode,
+    rows: &[Vec<usize>],
+    horizons: &[usize],
+    mut at: impl FnMut(usize, Vec<DenseNet<f64>>),
+) -> Result<()> {
+    let dev = Cpu::default();
+    let per_step = rows.first().map_or(data.y.len(), Vec::len);
+    for part in in_groups(episode, rule, per_step, GROW_FLOATS) {
+        let grower = Grower::new(&dev, Batch::new(part.topologies), perception.clone(), data.clone())?;
         let mut state = grower.state_tensor(part.state0);
         let mut done = 0;
-        for (&h, at) in horizons.iter().zip(nets.iter_mut()) {
-            let h = h.min(spec.steps);
-            let rows_now = if rows.is_empty() { &rows[..] } else { &rows[done..h] };
+        for (i, &h) in horizons.iter().enumerate() {
+            let h = h.min(part.fires.len());
+            let rows_now = if rows.is_empty() { rows } else { &rows[done..h] };
             state = grower.unroll_on(rule, state, &part.fires[done..h], rows_now);
             done = h;
-            at.extend(grower.dense_nets(&values(&state)));
+            at(i, grower.dense_nets(&values(&state)));
         }
     }
-    Ok(nets)
+    Ok(())
 }
 
 /// Floats an untaped grow may hold at a step, summed over its networks (2^27: 1 GiB of

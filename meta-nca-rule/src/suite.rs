@@ -11,8 +11,6 @@
 
 use std::collections::BTreeMap;
 
-use dfdx::prelude::Cpu;
-
 use crate::Result;
 use crate::baseline::{BaselineSpec, adam_curve, train_baseline, xavier_net};
 use crate::batch::Batch;
@@ -21,12 +19,10 @@ use crate::config::TasksConfig;
 use crate::config::tasks::Kind;
 use crate::data::Dataset;
 use crate::episode::{Episode, EpisodeSpec};
-use crate::eval::{GROW_FLOATS, Stats, in_groups};
+use crate::eval::{Stats, grow_at};
 use crate::experiment::{TaskSource, load_dataset};
-use crate::fused::values;
 use crate::generate::{self, Shape};
 use crate::random::{Stream, rng_for};
-use crate::reference::Grower;
 use crate::rule::RuleNet;
 use crate::task_data::score;
 
@@ -149,7 +145,7 @@ fn episode(meta: &RuleMeta, task: &TaskSource, networks: usize, steps: usize, ke
 }
 
 /// Grows `episode` on `task`, scoring every network at each horizon: `(train, val)` accuracy.
-/// The networks grow in groups within [`GROW_FLOATS`] (the suite grows on every training row).
+/// The suite grows on every training row.
 fn grow_curve(
     rule: &RuleNet,
     meta: &RuleMeta,
@@ -158,20 +154,13 @@ fn grow_curve(
     horizons: &[usize],
 ) -> Result<Vec<Acc2>> {
     let mut acc: Vec<(Vec<f64>, Vec<f64>)> = vec![(Vec::new(), Vec::new()); horizons.len()];
-    for part in in_groups(ep, rule, task.train.y.len(), GROW_FLOATS) {
-        let grower =
-            Grower::new(&Cpu::default(), Batch::new(part.topologies), meta.perception.clone(), task.train.clone())?;
-        let mut state = grower.state_tensor(part.state0);
-        let mut done = 0;
-        for (&h, (train, val)) in horizons.iter().zip(acc.iter_mut()) {
-            state = grower.unroll(rule, state, &part.fires[done..h]);
-            done = h;
-            for net in grower.dense_nets(&values(&state)) {
-                train.push(score(&net, &task.train).acc);
-                val.push(score(&net, &task.val).acc);
-            }
+    grow_at(rule, &meta.perception, &task.train, ep, &[], horizons, |i, nets| {
+        let (train, val) = &mut acc[i];
+        for net in nets {
+            train.push(score(&net, &task.train).acc);
+            val.push(score(&net, &task.val).acc);
         }
-    }
+    })?;
     Ok(acc.iter().map(|(train, val)| (Stats::of(train), Stats::of(val))).collect())
 }
 
