@@ -274,7 +274,11 @@ fn write_header(out: &mut impl Write, args: &Args, r: &BenchActorsReport) -> std
         )?;
     }
     writeln!(out, "async: staleness <= 1, no jitter, rule passes at {} rows or {} us", r.batch_rows, r.deadline_us)?;
-    writeln!(out, "floor = the batched reference step (perception + rule for every cell, no tape), 1 thread")?;
+    writeln!(
+        out,
+        "floor = the batched reference step without tape (perception + rule for every firing cell, in place), on every core from {} firing cells on",
+        meta_nca_rule::reference::PARALLEL_CELLS
+    )?;
     writeln!(
         out,
         "memory = peak RSS growth during the run / cells; rule time = share of the run in the rule's forward passes"

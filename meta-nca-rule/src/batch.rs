@@ -136,11 +136,12 @@ impl Batch {
     pub fn neuron_sums(&self, state: &[f64], width: usize) -> (Vec<f64>, Vec<f64>) {
         let mut ins = vec![0.0; self.num_neurons() * width];
         let mut outs = vec![0.0; self.num_neurons() * width];
-        for (c, slot) in self.cells.iter().enumerate() {
-            let row = &state[c * width..(c + 1) * width];
-            for k in 0..width {
-                ins[slot.post * width + k] += row[k];
-                outs[slot.pre * width + k] += row[k];
+        for (slot, row) in self.cells.iter().zip(state.chunks_exact(width.max(1))) {
+            for (sum, v) in ins[slot.post * width..][..width].iter_mut().zip(row) {
+                *sum += v;
+            }
+            for (sum, v) in outs[slot.pre * width..][..width].iter_mut().zip(row) {
+                *sum += v;
             }
         }
         (ins, outs)
@@ -190,34 +191,66 @@ impl ActivityStats {
     }
 }
 
-/// Perception of every cell of `batch`: `[cells, spec.width()]`, from the state `[cells, width]`
-/// and the activity statistics. The batched form of [`perceive`].
-pub fn perceive_batch(spec: &PerceptionSpec, batch: &Batch, state: &[f64], stats: &ActivityStats) -> Vec<f64> {
-    let s = spec.state_width();
-    let f = spec.width();
-    let (ins, outs) = batch.neuron_sums(state, s);
-    let (in_count, out_count) = batch.counts();
-    let view = |g: usize| NeuronView {
-        in_sum: &ins[g * s..(g + 1) * s],
-        in_count: in_count[g],
-        out_sum: &outs[g * s..(g + 1) * s],
-        out_count: out_count[g],
-        act: stats.act[g],
-        pre_act: stats.pre_act[g],
-        err: stats.err[g],
-        delta: stats.delta[g],
-        delta_fa: stats.delta_fa[g],
-    };
-    let mut p = vec![0.0; batch.num_cells() * f];
-    for (c, slot) in batch.cells().iter().enumerate() {
+/// What perceiving a cell of a batch reads besides its own state row: the summed states of
+/// every neuron's incoming and outgoing cells (taken once from one state) and the activity
+/// statistics. [`Self::cell`] perceives one cell, so a caller can perceive a batch whole
+/// ([`perceive_batch`]) or a few cells at a time without a `[cells, width]` matrix.
+pub struct Perceiver<'a> {
+    spec: &'a PerceptionSpec,
+    batch: &'a Batch,
+    stats: &'a ActivityStats,
+    ins: Vec<f64>,
+    outs: Vec<f64>,
+}
+
+impl<'a> Perceiver<'a> {
+    /// The neighbourhood of every cell of `batch` in `state` (`[cells, state width]`).
+    pub fn new(spec: &'a PerceptionSpec, batch: &'a Batch, state: &[f64], stats: &'a ActivityStats) -> Self {
+        let (ins, outs) = batch.neuron_sums(state, spec.state_width());
+        Self { spec, batch, stats, ins, outs }
+    }
+
+    fn view(&self, g: usize) -> NeuronView<'_, f64> {
+        let s = self.spec.state_width();
+        let (in_count, out_count) = self.batch.counts();
+        let stats = self.stats;
+        NeuronView {
+            in_sum: &self.ins[g * s..(g + 1) * s],
+            in_count: in_count[g],
+            out_sum: &self.outs[g * s..(g + 1) * s],
+            out_count: out_count[g],
+            act: stats.act[g],
+            pre_act: stats.pre_act[g],
+            err: stats.err[g],
+            delta: stats.delta[g],
+            delta_fa: stats.delta_fa[g],
+        }
+    }
+
+    /// The perception of cell `c` (`spec.width()` values) into `out`; `row` is the cell's own
+    /// state row in the state the sums were taken from.
+    pub fn cell(&self, c: usize, row: &[f64], out: &mut [f64]) {
+        let slot = &self.batch.cells()[c];
+        let stats = self.stats;
         let cell = CellView {
-            state: &state[c * s..(c + 1) * s],
+            state: row,
             hebb_z: stats.hebb_z[c],
             hebb_e: stats.hebb_e[c],
             back: stats.back[c],
             align: stats.align[c],
         };
-        perceive(spec, cell, view(slot.pre), view(slot.post), &mut p[c * f..(c + 1) * f]);
+        perceive(self.spec, cell, self.view(slot.pre), self.view(slot.post), out);
+    }
+}
+
+/// Perception of every cell of `batch`: `[cells, spec.width()]`, from the state `[cells, width]`
+/// and the activity statistics. The batched form of [`perceive`].
+pub fn perceive_batch(spec: &PerceptionSpec, batch: &Batch, state: &[f64], stats: &ActivityStats) -> Vec<f64> {
+    let (s, f) = (spec.state_width(), spec.width());
+    let perceiver = Perceiver::new(spec, batch, state, stats);
+    let mut p = vec![0.0; batch.num_cells() * f];
+    for (c, out) in p.chunks_exact_mut(f.max(1)).enumerate().take(batch.num_cells()) {
+        perceiver.cell(c, &state[c * s..(c + 1) * s], out);
     }
     p
 }

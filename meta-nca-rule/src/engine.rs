@@ -89,8 +89,7 @@ impl Engine for ReferenceEngine {
     }
 
     fn step(&mut self, fire: &[bool]) -> Result<()> {
-        let state = self.grower.state_tensor(std::mem::take(&mut self.state));
-        self.state = values(&self.grower.step(&self.rule, state, fire));
+        self.grower.step_plain(&self.rule, &mut self.state, fire);
         Ok(())
     }
 

@@ -14,16 +14,52 @@ use std::sync::Arc;
 
 use dfdx::prelude::*;
 
-use crate::batch::{ActivityStats, Batch, perceive_batch};
+use crate::batch::{ActivityStats, Batch, Perceiver, perceive_batch};
 use crate::init::{HiddenCode, RowSource, WeightInit, apply_plan, carry_plan};
 use crate::perception::{Counts, Input, PerceptionSpec, perceive_adjoint};
-use crate::rule::{RuleNet, bound};
+use crate::rule::{ForwardPass, RuleNet, bound};
 use crate::task::{self, Activity, ActivityGrad, DenseNet};
 use crate::task_data::TaskData;
 use crate::topology::Topology;
 use rand::rngs::StdRng;
 
 mod activity;
+
+/// Firing cells perceived and passed through the rule together by [`Grower::step_plain`].
+pub const STEP_CHUNK: usize = 256;
+
+/// Firing cells from which [`Grower::step_plain`] shares a step among the machine's cores.
+pub const PARALLEL_CELLS: usize = 16 * STEP_CHUNK;
+
+/// The update of the firing cells `cells` (ascending) in `block`, the state rows of the cells
+/// from `first` on: [`STEP_CHUNK`] cells at a time, perceived, passed through the rule, and
+/// added to their rows.
+fn update_cells(
+    perceiver: &Perceiver<'_>,
+    pass: &mut ForwardPass,
+    cells: &[usize],
+    first: usize,
+    block: &mut [f64],
+    s: usize,
+) {
+    let f = pass.input();
+    let mut percept = vec![0.0; STEP_CHUNK.min(cells.len()) * f];
+    let mut delta = vec![0.0; STEP_CHUNK.min(cells.len()) * s];
+    for chunk in cells.chunks(STEP_CHUNK) {
+        for (&c, out) in chunk.iter().zip(percept.chunks_exact_mut(f)) {
+            let at = (c - first) * s;
+            perceiver.cell(c, &block[at..at + s], out);
+        }
+        let n = chunk.len();
+        pass.run(&percept[..n * f], &mut delta[..n * s]);
+        for (&c, d) in chunk.iter().zip(delta.chunks_exact(s)) {
+            let at = (c - first) * s;
+            for (v, d) in block[at..at + s].iter_mut().zip(d) {
+                *v += d;
+            }
+        }
+    }
+}
 
 pub use crate::fused::Tensor2;
 use crate::fused::{fused, pure, values};
@@ -101,10 +137,55 @@ impl Grower {
     }
 
     /// One step: every cell perceives the same state, the firing cells add the rule's update.
+    /// Without a tape this is [`Self::step_plain`] on the tensor's values.
     pub fn step<T: Tape<f64, Cpu>>(&self, rule: &RuleNet, state: Tensor2<T>, fire: &[bool]) -> Tensor2<T> {
         let (value, tape) = state.split_tape();
+        if !T::OWNS_TAPE {
+            let mut plain = values(&value);
+            self.step_plain(rule, &mut plain, fire);
+            return self.dev.tensor_from_vec(plain, *value.shape()).put_tape(tape);
+        }
         let p = self.perceive(value.clone().put_tape(tape));
         self.apply(rule, rule.logits(p), value, fire)
+    }
+
+    /// [`Self::step`] without tape, in place on plain values `[cells, state width]`: the
+    /// rule's update is a [`ForwardPass`] (as on the actors), so it agrees with the taped
+    /// step to a few machine epsilons (the pass's `tanh`, `rule/tanh.rs`, is not the C
+    /// library's). Only firing cells are perceived and passed through the rule,
+    /// [`STEP_CHUNK`] at a time, each updated as soon as its chunk is through: a cell's
+    /// perception reads its own row and the neuron sums taken before the first update, so no
+    /// `[cells, width]` perception matrix is built and nothing but the state is copied. From
+    /// [`PARALLEL_CELLS`] firing cells on, the machine's cores share the chunks.
+    pub fn step_plain(&self, rule: &RuleNet, state: &mut [f64], fire: &[bool]) {
+        let firing = fire.iter().filter(|f| **f).count();
+        let threads =
+            if firing >= PARALLEL_CELLS { std::thread::available_parallelism().map_or(1, |n| n.get()) } else { 1 };
+        self.step_plain_on(rule, state, fire, threads);
+    }
+
+    /// [`Self::step_plain`] on `threads` threads, each taking a contiguous block of cells
+    /// with about the same number of firing cells. Every thread count gives the same bits.
+    pub fn step_plain_on(&self, rule: &RuleNet, state: &mut [f64], fire: &[bool], threads: usize) {
+        let s = self.spec.state_width();
+        let (stats, _) = self.activity(state);
+        let perceiver = Perceiver::new(&self.spec, &self.batch, state, &stats);
+        let pass = rule.forward_pass();
+        let firing: Vec<usize> = fire.iter().enumerate().filter(|(_, f)| **f).map(|(c, _)| c).collect();
+        let threads = threads.clamp(1, firing.len().div_ceil(STEP_CHUNK).max(1));
+        if threads == 1 {
+            return update_cells(&perceiver, &mut pass.clone(), &firing, 0, state, s);
+        }
+        let (perceiver, pass) = (&perceiver, &pass);
+        std::thread::scope(|scope| {
+            let (mut rest, mut first) = (state, 0);
+            for part in firing.chunks(firing.len().div_ceil(threads)) {
+                let end = part.last().map_or(first, |c| c + 1);
+                let (block, tail) = std::mem::take(&mut rest).split_at_mut((end - first) * s);
+                scope.spawn(move || update_cells(perceiver, &mut pass.clone(), part, first, block, s));
+                (rest, first) = (tail, end);
+            }
+        });
     }
 
     /// Fused update: `state + fire ⊙ bound(logits)`. The state's gradient passes straight

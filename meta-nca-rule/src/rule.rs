@@ -142,7 +142,7 @@ impl RuleNet {
     /// Without a tape this is a [`ForwardPass`].
     pub fn forward<T: Tape<f64, Cpu>>(&self, x: Tensor2<T>) -> Tensor2<T> {
         if !T::OWNS_TAPE {
-            return self.untaped(x, ForwardPass::run_owned);
+            return self.untaped(x, ForwardPass::run);
         }
         self.logits(x).tanh() * self.shape.output_scale
     }
@@ -154,15 +154,11 @@ impl RuleNet {
     }
 
     /// `pass` on `x`'s values, as a tensor with `x`'s (empty) tape.
-    fn untaped<T: Tape<f64, Cpu>>(
-        &self,
-        x: Tensor2<T>,
-        pass: fn(&mut ForwardPass, Vec<f64>, &mut [f64]),
-    ) -> Tensor2<T> {
+    fn untaped<T: Tape<f64, Cpu>>(&self, x: Tensor2<T>, pass: fn(&mut ForwardPass, &[f64], &mut [f64])) -> Tensor2<T> {
         let (x, tape) = x.split_tape();
         let rows = x.shape().0;
         let mut out = vec![0.0; rows * self.shape.output];
-        pass(&mut self.forward_pass(), values(&x), &mut out);
+        pass(&mut self.forward_pass(), &values(&x), &mut out);
         self.dev.tensor_from_vec(out, (rows, self.shape.output)).put_tape(tape)
     }
 

@@ -374,7 +374,7 @@ fn serve(mut pass: ForwardPass, shared: &Shared, runtime: tokio::runtime::Handle
             debug_assert_eq!(input.len(), rows * width);
             let mut block: Arc<[f64]> = std::iter::repeat_n(0.0, rows * out_width).collect();
             if let Some(out) = Arc::get_mut(&mut block) {
-                pass.run_owned(input, out);
+                pass.run(&input, out);
             }
             stats.batches += 1;
             stats.rows += rows as u64;

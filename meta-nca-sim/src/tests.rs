@@ -346,7 +346,7 @@ fn grow_synchronously(setup: &Setup) -> Vec<f64> {
                     }
                     Call::Query { cell, row } => {
                         let mut delta = vec![0.0; pass.output()];
-                        pass.run_owned(row, &mut delta);
+                        pass.run(&row, &mut delta);
                         queue.push_back(To::Cell(cell, CellMsg::Update { block: delta.into(), row: 0 }));
                     }
                     Call::Done(done) => {

@@ -13,6 +13,7 @@ use meta_nca_rule::batch::{ActivityStats, Batch, CellSlot, perceive_batch};
 use meta_nca_rule::firing::{choose_firing, firing_count};
 use meta_nca_rule::perception::{Group, PerceptionSpec};
 use meta_nca_rule::reference::Grower;
+use meta_nca_rule::rule::{Activation, RuleNet, RuleShape};
 use meta_nca_rule::task_data::TaskData;
 use meta_nca_rule::topology::Topology;
 use proptest::prelude::*;
@@ -600,6 +601,109 @@ proptest! {
     }
 }
 
+/// A rule of `spec`'s widths with every nonlinearity on (tanh hidden layer, squashed inputs)
+/// and a last layer large enough that updates are far from zero.
+fn test_rule(dev: &Cpu, spec: &PerceptionSpec, seed: u64) -> RuleNet {
+    let shape = RuleShape {
+        input: spec.width(),
+        hidden: vec![7],
+        output: spec.state_width(),
+        activation: Activation::Tanh,
+        output_scale: 0.5,
+        last_init: 1.0,
+        input_squash: true,
+    };
+    RuleNet::new(dev, shape, &mut StdRng::seed_from_u64(seed))
+}
+
+/// `step_plain` against the taped step on the same state and firing: equal to a few machine
+/// epsilons (the two use different `tanh`s), and cells that do not fire keep their bits.
+fn check_plain_step(grower: &Grower, rule: &RuleNet, state: &[f64], fire: &[bool]) -> Result<(), TestCaseError> {
+    let s = grower.spec().state_width();
+    let taped = grower.step(rule, grower.state_tensor(state.to_vec()).put_tape(OwnedTape::default()), fire);
+    let want = taped.as_vec();
+    let mut got = state.to_vec();
+    grower.step_plain(rule, &mut got, fire);
+    prop_assert_eq!(got.len(), want.len());
+    for (c, &f) in fire.iter().enumerate() {
+        for k in c * s..(c + 1) * s {
+            if f {
+                prop_assert!(
+                    (got[k] - want[k]).abs() <= 1e-14 * (1.0 + want[k].abs()),
+                    "cell {} value {}: plain {} taped {}",
+                    c,
+                    k - c * s,
+                    got[k],
+                    want[k]
+                );
+            } else {
+                prop_assert_eq!(got[k].to_bits(), state[k].to_bits(), "cell {} does not fire but changed", c);
+            }
+        }
+    }
+    Ok(())
+}
+
+proptest! {
+    #![proptest_config(config(128))]
+
+    /// The step without tape (perception and rule a chunk of firing cells at a time, the state
+    /// updated in place) is the taped step, on random batches, perceptions and firings.
+    #[test]
+    fn plain_step_matches_the_taped_step(
+        // An empty batch is covered by `grower_with_no_live_cells_does_not_panic`.
+        case in arb_grow_case().prop_filter("one live cell at least", |c| !c.state.is_empty()),
+        fire_seed in any::<u64>(),
+        rule_seed in any::<u64>(),
+        groups in prop::sample::subsequence(Group::ALL.to_vec(), 1..=Group::ALL.len()),
+    ) {
+        let dev = Cpu::default();
+        let spec = PerceptionSpec::new(&groups, case.d).expect("valid");
+        let data = Arc::new(TaskData { x: case.x.clone(), y: case.y.clone(), features: case.features, classes: case.classes });
+        let grower = Grower::new(&dev, Batch::new(case.topologies.clone()), spec.clone(), data).expect("sizes match");
+        let mut rng = StdRng::seed_from_u64(fire_seed);
+        let fire: Vec<bool> = (0..grower.batch().num_cells()).map(|_| rng.gen_bool(0.7)).collect();
+        check_plain_step(&grower, &test_rule(&dev, &spec, rule_seed), &case.state, &fire)?;
+    }
+}
+
+/// The same on a batch of about 2000 cells, so firing cells fill several chunks of the
+/// plain step and the last chunk is partial, over three steps; on 2, 3 and 7 threads the
+/// plain step gives the bits it gives on one.
+#[test]
+fn plain_step_matches_the_taped_step_across_chunks() {
+    let dev = Cpu::default();
+    let spec = PerceptionSpec::new(&Group::ALL, 2).expect("valid");
+    let s = spec.state_width();
+    let topologies: Vec<Topology> = (0..3).map(|n| Topology::dense(&[6, 20, 9, 4], n != 1).expect("valid")).collect();
+    let batch = Batch::new(topologies);
+    let mut rng = StdRng::seed_from_u64(5);
+    let rows = 12;
+    let x: Vec<f64> = (0..rows * 6).map(|_| rng.gen_range(-2.0..2.0)).collect();
+    let y: Vec<usize> = (0..rows).map(|_| rng.gen_range(0..4)).collect();
+    let data = Arc::new(TaskData { x, y, features: 6, classes: 4 });
+    let grower = Grower::new(&dev, batch, spec.clone(), data).expect("sizes match");
+    let n = grower.batch().num_cells();
+    assert!(n > 4 * meta_nca_rule::reference::STEP_CHUNK, "{n} cells");
+    let rule = test_rule(&dev, &spec, 11);
+    let mut state: Vec<f64> = (0..n * s).map(|_| rng.gen_range(-1.0..1.0)).collect();
+    for _ in 0..3 {
+        let fire: Vec<bool> = (0..n).map(|_| rng.gen_bool(0.8)).collect();
+        check_plain_step(&grower, &rule, &state, &fire).expect("plain step = taped step");
+        let mut one = state.clone();
+        grower.step_plain_on(&rule, &mut one, &fire, 1);
+        for threads in [2, 3, 7] {
+            let mut many = state.clone();
+            grower.step_plain_on(&rule, &mut many, &fire, threads);
+            assert!(
+                one.iter().zip(&many).all(|(a, b)| a.to_bits() == b.to_bits()),
+                "{threads} threads differ from one"
+            );
+        }
+        state = one;
+    }
+}
+
 /// A grow batch whose every connection was removed: perception is empty, not a panic.
 #[test]
 fn grower_with_no_live_cells_does_not_panic() {
@@ -618,6 +722,7 @@ fn grower_with_no_live_cells_does_not_panic() {
     let grower = Grower::new(&dev, grower.batch().clone(), spec, grower.data().clone().into()).expect("sizes");
     let next = grower.step(&rule, grower.state_tensor(Vec::new()), &[]);
     assert_eq!(next.shape().0, 0);
+    grower.step_plain_on(&rule, &mut [], &[], 2);
     let loss = grower.loss(next).array();
     assert!((loss - 0.0).abs() < 1e-12, "one class: a constant prediction has zero loss, got {loss}");
 }

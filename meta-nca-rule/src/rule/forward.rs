@@ -155,15 +155,10 @@ impl ForwardPass {
         self.pass(x, out, move |z| scale * tanh(z));
     }
 
-    /// [`Self::run`] on rows the caller gives away.
-    pub fn run_owned(&mut self, x: Vec<f64>, out: &mut [f64]) {
-        self.run(&x, out);
-    }
-
     /// The logits (the MLP before the bound) of every row of `x` into `out`, what
     /// [`RuleNet::logits`] gives.
-    pub fn logits(&mut self, x: Vec<f64>, out: &mut [f64]) {
-        self.pass(&x, out, |z| z);
+    pub fn logits(&mut self, x: &[f64], out: &mut [f64]) {
+        self.pass(x, out, |z| z);
     }
 
     fn pass(&mut self, x: &[f64], out: &mut [f64], last: impl Fn(f64) -> f64 + Copy) {
