@@ -41,21 +41,22 @@ fn update_cells(
     first: usize,
     block: &mut [f64],
     s: usize,
+    scale: f64,
 ) {
     let f = pass.input();
     let mut percept = vec![0.0; STEP_CHUNK.min(cells.len()) * f];
-    let mut delta = vec![0.0; STEP_CHUNK.min(cells.len()) * s];
+    let mut logits = vec![0.0; STEP_CHUNK.min(cells.len()) * s];
     for chunk in cells.chunks(STEP_CHUNK) {
         for (&c, out) in chunk.iter().zip(percept.chunks_exact_mut(f)) {
             let at = (c - first) * s;
             perceiver.cell(c, &block[at..at + s], out);
         }
         let n = chunk.len();
-        pass.run(&percept[..n * f], &mut delta[..n * s]);
-        for (&c, d) in chunk.iter().zip(delta.chunks_exact(s)) {
+        pass.logits(&percept[..n * f], &mut logits[..n * s]);
+        for (&c, z) in chunk.iter().zip(logits.chunks_exact(s)) {
             let at = (c - first) * s;
-            for (v, d) in block[at..at + s].iter_mut().zip(d) {
-                *v += d;
+            for (v, &z) in block[at..at + s].iter_mut().zip(z) {
+                *v += bound(scale, z).0;
             }
         }
     }
@@ -150,9 +151,9 @@ impl Grower {
     }
 
     /// [`Self::step`] without tape, in place on plain values `[cells, state width]`: the
-    /// rule's update is a [`ForwardPass`] (as on the actors), so it agrees with the taped
-    /// step to a few machine epsilons (the pass's `tanh`, `rule/tanh.rs`, is not the C
-    /// library's). Only firing cells are perceived and passed through the rule,
+    /// rule's logits come from a [`ForwardPass`] and are bounded with [`bound`], as the taped
+    /// step bounds them, so the two agree to a few machine epsilons (the pass's hidden `tanh`,
+    /// `rule/tanh.rs`, is not the C library's, and it sums in its own order). Only firing cells are perceived and passed through the rule,
     /// [`STEP_CHUNK`] at a time, each updated as soon as its chunk is through: a cell's
     /// perception reads its own row and the neuron sums taken before the first update, so no
     /// `[cells, width]` perception matrix is built and nothing but the state is copied. From
@@ -171,10 +172,11 @@ impl Grower {
         let (stats, _) = self.activity(state);
         let perceiver = Perceiver::new(&self.spec, &self.batch, state, &stats);
         let pass = rule.forward_pass();
+        let scale = rule.shape.output_scale;
         let firing: Vec<usize> = fire.iter().enumerate().filter(|(_, f)| **f).map(|(c, _)| c).collect();
         let threads = threads.clamp(1, firing.len().div_ceil(STEP_CHUNK).max(1));
         if threads == 1 {
-            return update_cells(&perceiver, &mut pass.clone(), &firing, 0, state, s);
+            return update_cells(&perceiver, &mut pass.clone(), &firing, 0, state, s, scale);
         }
         let (perceiver, pass) = (&perceiver, &pass);
         std::thread::scope(|scope| {
@@ -182,7 +184,7 @@ impl Grower {
             for part in firing.chunks(firing.len().div_ceil(threads)) {
                 let end = part.last().map_or(first, |c| c + 1);
                 let (block, tail) = std::mem::take(&mut rest).split_at_mut((end - first) * s);
-                scope.spawn(move || update_cells(perceiver, &mut pass.clone(), part, first, block, s));
+                scope.spawn(move || update_cells(perceiver, &mut pass.clone(), part, first, block, s, scale));
                 (rest, first) = (tail, end);
             }
         });

@@ -64,10 +64,6 @@ fn axpy(out: &mut [f64], k: f64, x: &[f64]) {
     out.iter_mut().zip(x).for_each(|(o, x)| *o += k * x);
 }
 
-fn dot(a: &[f64], b: &[f64]) -> f64 {
-    a.iter().zip(b).map(|(a, b)| a * b).sum()
-}
-
 /// Forward pass of `net` on `x` (row-major `[B, n0]`). With labels, also the error signal.
 pub fn forward(net: &DenseNet<f64>, x: &[f64], y: Option<&[usize]>) -> Activity {
     let n0 = net.sizes[0];
@@ -217,12 +213,7 @@ pub fn backward(net: &DenseNet<f64>, act: &Activity, mut grad: ActivityGrad) -> 
         let (rows, cols) = (net.rows(l), net.cols(l));
         let a = &act.acts[l];
         let dz = std::mem::take(&mut grad.d_pre[l]);
-        for r in 0..rows {
-            let ar = &a[r * batch..(r + 1) * batch];
-            for (cc, dzc) in dz.chunks_exact(batch).enumerate() {
-                dw[l][r * cols + cc] = dot(ar, dzc);
-            }
-        }
+        dw[l] = at_z(a, rows, &dz, cols);
         if l == 0 {
             break;
         }
@@ -313,15 +304,84 @@ pub fn means(m: &[f64], n: usize) -> Vec<f64> {
 }
 
 /// `H[r, c] = Σ_b a[r, b] z[c, b]`: `a` is `[ra, B]`, `z` is `[cz, B]`, `H` is `[ra, cz]`.
+///
+/// Each sum runs over `b` in order from `-0.0`, exactly as an iterator's `sum` would (the
+/// same bits as one dot product per entry), but [`AT_Z_ROWS`] rows by [`AT_Z_LANES`] columns
+/// of `H` are accumulated together in registers, over a copy of `z` laid out `[B, cz]`, under
+/// the widest SIMD the CPU has (`pulp`): the additions of different entries run side by side
+/// instead of one dependent chain per entry.
 pub fn at_z(a: &[f64], ra: usize, z: &[f64], cz: usize) -> Vec<f64> {
     let batch = a.len() / ra.max(1);
-    let mut out = vec![0.0; ra * cz];
-    for (r, ar) in a.chunks_exact(batch.max(1)).enumerate() {
-        for (c, zc) in z.chunks_exact(batch.max(1)).enumerate().take(cz) {
-            out[r * cz + c] = dot(ar, zc);
+    if batch == 0 || cz == 0 {
+        return vec![0.0; ra * cz];
+    }
+    let padded = cz.div_ceil(AT_Z_LANES) * AT_Z_LANES;
+    let mut zt = vec![0.0; batch * padded];
+    for (c, zc) in z.chunks_exact(batch).enumerate().take(cz) {
+        for (b, &v) in zc.iter().enumerate() {
+            zt[b * padded + c] = v;
         }
     }
+    let mut out = vec![0.0; ra * cz];
+    pulp::Arch::new().dispatch(AtZ { a, batch, zt: &zt, padded, cz, out: &mut out });
     out
+}
+
+/// Columns of `H` that [`at_z`] accumulates together.
+const AT_Z_LANES: usize = 8;
+/// Rows of `H` that [`at_z`] accumulates together.
+const AT_Z_ROWS: usize = 4;
+
+/// [`at_z`]'s kernel, for [`pulp::Arch::dispatch`]: `zt` is `z` laid out `[B, padded]`.
+struct AtZ<'a> {
+    a: &'a [f64],
+    batch: usize,
+    zt: &'a [f64],
+    padded: usize,
+    cz: usize,
+    out: &'a mut [f64],
+}
+
+impl AtZ<'_> {
+    /// Rows `first..first + R` of `H`.
+    #[inline(always)]
+    fn block<const R: usize>(&mut self, first: usize) {
+        let rows: [&[f64]; R] = std::array::from_fn(|k| &self.a[(first + k) * self.batch..][..self.batch]);
+        for c in (0..self.padded).step_by(AT_Z_LANES) {
+            let mut sums = [[-0.0; AT_Z_LANES]; R];
+            for (b, zb) in self.zt.chunks_exact(self.padded).enumerate() {
+                let zb = &zb[c..c + AT_Z_LANES];
+                for (row, ar) in sums.iter_mut().zip(&rows) {
+                    let v = ar[b];
+                    for (s, w) in row.iter_mut().zip(zb) {
+                        *s += v * w;
+                    }
+                }
+            }
+            let width = AT_Z_LANES.min(self.cz - c);
+            for (k, row) in sums.iter().enumerate() {
+                self.out[(first + k) * self.cz + c..][..width].copy_from_slice(&row[..width]);
+            }
+        }
+    }
+}
+
+impl pulp::WithSimd for AtZ<'_> {
+    type Output = ();
+
+    #[inline(always)]
+    fn with_simd<S: pulp::Simd>(mut self, _simd: S) {
+        let ra = self.a.len() / self.batch;
+        let mut r = 0;
+        while r + AT_Z_ROWS <= ra {
+            self.block::<AT_Z_ROWS>(r);
+            r += AT_Z_ROWS;
+        }
+        while r < ra {
+            self.block::<1>(r);
+            r += 1;
+        }
+    }
 }
 
 /// `out[r, :] += Σ_c g[r, c] z[c, :]`: `out` is `[ra, B]`, `z` is `[cz, B]`, `g` is `[ra, cz]`.
@@ -353,6 +413,36 @@ pub fn add_a_g(out: &mut [f64], cz: usize, a: &[f64], ra: usize, g: &[f64]) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `at_z` gives, bit for bit, one dot product per entry summed in batch order (what it
+    /// replaced), zeros included: every layer's Hebbian statistics and weight gradients
+    /// depend on it.
+    #[test]
+    fn at_z_is_a_dot_product_per_entry_bit_for_bit() {
+        use rand::{Rng, SeedableRng, rngs::StdRng};
+        let mut rng = StdRng::seed_from_u64(3);
+        for (ra, cz, batch) in [(1, 1, 1), (5, 3, 7), (17, 10, 128), (4, 9, 33), (3, 2, 0)] {
+            let mut draw = |n: usize| -> Vec<f64> {
+                (0..n).map(|_| if rng.gen_bool(0.2) { -0.0 } else { rng.gen_range(-3.0..3.0) }).collect()
+            };
+            let (a, z) = (draw(ra * batch), draw(cz * batch));
+            let got = at_z(&a, ra, &z, cz);
+            for r in 0..ra {
+                for c in 0..cz {
+                    let want: f64 = if batch == 0 {
+                        0.0
+                    } else {
+                        a[r * batch..(r + 1) * batch]
+                            .iter()
+                            .zip(&z[c * batch..(c + 1) * batch])
+                            .map(|(x, y)| x * y)
+                            .sum()
+                    };
+                    assert_eq!(got[r * cz + c].to_bits(), want.to_bits(), "[{ra}, {cz}] B {batch}: entry ({r}, {c})");
+                }
+            }
+        }
+    }
 
     fn net() -> DenseNet<f64> {
         let mut net = DenseNet::zeros(&[2, 3, 2], true);

@@ -1,9 +1,9 @@
 //! `tanh` in plain arithmetic that the compiler vectorises (the C library's `tanh` is a call
 //! per value, about half of a rule pass at the rule's sizes). Within 3 machine epsilons of the
-//! C library's result, relative; one definition for every pass without tape (the rule's
-//! activations and its bound, in [`super::ForwardPass`]: the rule service and the reference
-//! step without tape), so those agree bit for bit. The tape keeps the C library's `tanh`, so
-//! a taped step and one without tape agree to a few machine epsilons.
+//! C library's result, relative; one definition for every [`super::ForwardPass`] (the rule's
+//! activations without tape, and the bound of [`super::ForwardPass::run`], which the actors'
+//! rule service runs). The tape, and the bound of the reference step without tape, keep the C
+//! library's `tanh`, so a pass with tape and one without agree to a few machine epsilons.
 
 /// Past this `2|x|`, `tanh` rounds to ±1 (from |x| ≈ 19.1 on).
 const CLAMP: f64 = 40.0;
