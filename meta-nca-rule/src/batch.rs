@@ -96,6 +96,13 @@ impl Batch {
         self.net_cells[net]
     }
 
+    /// Neurons `start..end` of network `net`.
+    pub fn net_neurons(&self, net: usize) -> (usize, usize) {
+        let start = self.neuron_base[net][0];
+        let end = self.neuron_base.get(net + 1).map_or(self.num_neurons(), |b| b[0]);
+        (start, end)
+    }
+
     /// Global index of neuron `idx` of layer `k` of network `net`.
     pub fn neuron(&self, net: usize, k: usize, idx: usize) -> usize {
         self.neuron_base[net][k] + idx

@@ -704,6 +704,66 @@ fn plain_step_matches_the_taped_step_across_chunks() {
     }
 }
 
+/// Networks perceive independently, and a batch with enough work shares its networks'
+/// activity among the cores: perceiving 8 networks of `[64, 32, 10]` on 256 rows together
+/// (parallel) gives, network by network, the bits of perceiving each alone (one thread), with
+/// every perception group on, and so does the gradient of a taped step.
+#[test]
+fn perception_of_a_big_batch_is_each_network_alone() {
+    let dev = Cpu::default();
+    let spec = PerceptionSpec::new(&Group::ALL, 2).expect("valid");
+    let s = spec.state_width();
+    let mut rng = StdRng::seed_from_u64(9);
+    let topologies: Vec<Topology> = (0..8)
+        .map(|n| {
+            let mut t = Topology::dense(&[64, 32, 10], n % 3 != 1).expect("valid");
+            t.set_feedback_seed(n as u64 + 3);
+            t
+        })
+        .collect();
+    let rows = 256;
+    let x: Vec<f64> = (0..rows * 64).map(|_| rng.gen_range(-2.0..2.0)).collect();
+    let y: Vec<usize> = (0..rows).map(|_| rng.gen_range(0..10)).collect();
+    let data = Arc::new(TaskData { x, y, features: 64, classes: 10 });
+    let batch = Batch::new(topologies.clone());
+    let n = batch.num_cells();
+    assert!(n * rows >= 1 << 22, "the batch must be big enough to run in parallel: {n} cells");
+    let state: Vec<f64> = (0..n * s).map(|_| rng.gen_range(-1.0..1.0)).collect();
+    let grower = Grower::new(&dev, batch.clone(), spec.clone(), data.clone()).expect("sizes match");
+    let together = grower.perceive(grower.state_tensor(state.clone())).as_vec();
+    let f = spec.width();
+    for (net, t) in topologies.into_iter().enumerate() {
+        let (start, end) = batch.net_cells(net);
+        let alone = Grower::new(&dev, Batch::new(vec![t]), spec.clone(), data.clone()).expect("sizes match");
+        let got = alone.perceive(alone.state_tensor(state[start * s..end * s].to_vec())).as_vec();
+        let want = &together[start * f..end * f];
+        assert!(got.iter().zip(want).all(|(a, b)| a.to_bits() == b.to_bits()), "network {net} differs");
+    }
+    // The adjoint reads each network's kept activity back in order: the gradient of the loss
+    // after one taped step with respect to a network's initial state is, bit for bit, 1/8 of
+    // that network's own (the loss is the mean over the 8 networks).
+    let rule = test_rule(&dev, &spec, 4);
+    let d_state0 = |grower: &Grower, state: Vec<f64>| -> Vec<f64> {
+        let state0 = grower.state_tensor(state);
+        let fire = vec![true; grower.batch().num_cells()];
+        let next = grower.step(&rule, state0.clone().put_tape(OwnedTape::default()), &fire);
+        let grads = grower.loss(next).backward();
+        grads.get(&state0).as_vec()
+    };
+    let together = d_state0(&grower, state.clone());
+    for (net, t) in batch.topologies().iter().enumerate() {
+        let (start, end) = batch.net_cells(net);
+        let alone = Grower::new(&dev, Batch::new(vec![t.clone()]), spec.clone(), data.clone()).expect("sizes match");
+        let got = d_state0(&alone, state[start * s..end * s].to_vec());
+        let want = &together[start * s..end * s];
+        assert!(got.iter().any(|g| *g != 0.0), "network {net}: no gradient");
+        assert!(
+            got.iter().zip(want).all(|(a, b)| (a * 0.125).to_bits() == b.to_bits()),
+            "network {net}: gradient differs"
+        );
+    }
+}
+
 /// A grow batch whose every connection was removed: perception is empty, not a panic.
 #[test]
 fn grower_with_no_live_cells_does_not_panic() {

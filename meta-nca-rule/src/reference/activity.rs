@@ -28,60 +28,160 @@ pub(super) fn broadcast_mean(m: &mut [f64], n: usize, v: &[f64], k: f64) {
     }
 }
 
+/// One network's share of an [`ActivityStats`]: every vector's entries for the network's
+/// neurons (from global neuron `neuron0` on) and cells (from global cell `cell0` on), so
+/// that networks can fill their statistics side by side.
+struct NetStats<'a> {
+    neuron0: usize,
+    cell0: usize,
+    act: &'a mut [f64],
+    pre_act: &'a mut [f64],
+    err: &'a mut [f64],
+    delta: &'a mut [f64],
+    delta_fa: &'a mut [f64],
+    hebb_z: &'a mut [f64],
+    hebb_e: &'a mut [f64],
+    back: &'a mut [f64],
+    align: &'a mut [f64],
+}
+
+/// The first `n` entries of `rest`, which keeps the others.
+fn split_off<'a>(rest: &mut &'a mut [f64], n: usize) -> &'a mut [f64] {
+    let (head, tail) = std::mem::take(rest).split_at_mut(n);
+    *rest = tail;
+    head
+}
+
+impl ActivityStats {
+    /// Every network's share, in network order.
+    fn by_net(&mut self, batch: &Batch) -> Vec<NetStats<'_>> {
+        let Self { act, pre_act, err, hebb_z, hebb_e, delta, delta_fa, back, align } = self;
+        let (mut act, mut pre_act, mut err, mut delta, mut delta_fa) =
+            (&mut act[..], &mut pre_act[..], &mut err[..], &mut delta[..], &mut delta_fa[..]);
+        let (mut hebb_z, mut hebb_e, mut back, mut align) =
+            (&mut hebb_z[..], &mut hebb_e[..], &mut back[..], &mut align[..]);
+        (0..batch.num_nets())
+            .map(|n| {
+                let (neuron0, neuron1) = batch.net_neurons(n);
+                let (cell0, cell1) = batch.net_cells(n);
+                let (g, c) = (neuron1 - neuron0, cell1 - cell0);
+                NetStats {
+                    neuron0,
+                    cell0,
+                    act: split_off(&mut act, g),
+                    pre_act: split_off(&mut pre_act, g),
+                    err: split_off(&mut err, g),
+                    delta: split_off(&mut delta, g),
+                    delta_fa: split_off(&mut delta_fa, g),
+                    hebb_z: split_off(&mut hebb_z, c),
+                    hebb_e: split_off(&mut hebb_e, c),
+                    back: split_off(&mut back, c),
+                    align: split_off(&mut align, c),
+                }
+            })
+            .collect()
+    }
+}
+
+/// Cells times grow rows from which [`Grower::activity`] shares the networks among the
+/// machine's cores.
+const PARALLEL_WORK: usize = 1 << 22;
+
 impl Grower {
     /// Activity statistics of every network in `state` (zeros when the perception needs none),
-    /// and the networks with their activity and messages for the adjoint.
+    /// and the networks with their activity and messages for the adjoint. Networks are
+    /// independent, so with enough work they run on all cores, each thread taking a
+    /// contiguous run of networks: the same bits on any number of threads.
     pub(super) fn activity(&self, state: &[f64]) -> (ActivityStats, Vec<NetActivity>) {
         let mut stats = ActivityStats::zeros(&self.batch);
-        let needs = self.spec.needs();
-        if !needs.activity {
+        if !self.spec.needs().activity {
             return (stats, Vec::new());
         }
-        let mut out = Vec::with_capacity(self.batch.num_nets());
-        for (n, net) in self.dense_nets(state).into_iter().enumerate() {
-            let act = task::forward(&net, &self.data.x, Some(&self.data.y));
-            let inv = 1.0 / act.batch.max(1) as f64;
-            let nl = net.num_layers();
-            for k in 0..nl {
-                let (rows, cols) = (net.rows(k), net.cols(k));
-                let first = self.batch.neuron(n, k, 0);
-                stats.act[first..first + rows].copy_from_slice(&task::means(&act.acts[k], rows));
-                let next = self.batch.neuron(n, k + 1, 0);
-                stats.pre_act[next..next + cols].copy_from_slice(&task::means(&act.pre[k], cols));
-                if needs.hebbian {
-                    let hz = task::at_z(&act.acts[k], rows, &act.pre[k], cols);
-                    self.scatter_cells(n, k, &hz, inv, &mut stats.hebb_z);
-                    if k + 1 == nl {
-                        let he = task::at_z(&act.acts[k], rows, &act.err, cols);
-                        self.scatter_cells(n, k, &he, inv, &mut stats.hebb_e);
-                    }
-                }
-            }
-            let c = net.classes();
-            let last = self.batch.neuron(n, nl, 0);
-            stats.err[last..last + c].copy_from_slice(&task::means(&act.err, c));
-            let back = needs.backward.then(|| {
-                let msgs = task::messages(&net, &act, &net.weights);
-                self.message_stats(n, &net, &act, &msgs, &mut stats.delta, &mut stats.back);
-                msgs
-            });
-            let align = needs.alignment.then(|| {
-                let fb = self.batch.dense_feedback(n);
-                let msgs = task::messages(&net, &act, &fb);
-                self.message_stats(n, &net, &act, &msgs, &mut stats.delta_fa, &mut stats.align);
-                (fb, msgs)
-            });
-            out.push(NetActivity { net, act, back, align });
-        }
+        let nets = self.batch.num_nets();
+        let work = self.batch.num_cells() * self.data.y.len();
+        let threads = if work >= PARALLEL_WORK && nets > 1 {
+            std::thread::available_parallelism().map_or(1, |n| n.get()).min(nets)
+        } else {
+            1
+        };
+        let mut parts = stats.by_net(&self.batch);
+        let out = if threads == 1 {
+            parts.iter_mut().enumerate().map(|(n, part)| self.net_activity(n, state, part)).collect()
+        } else {
+            let per = nets.div_ceil(threads);
+            std::thread::scope(|scope| {
+                let handles: Vec<_> = parts
+                    .chunks_mut(per)
+                    .enumerate()
+                    .map(|(t, chunk)| {
+                        scope.spawn(move || {
+                            let first = t * per;
+                            chunk
+                                .iter_mut()
+                                .enumerate()
+                                .map(|(k, part)| self.net_activity(first + k, state, part))
+                                .collect::<Vec<_>>()
+                        })
+                    })
+                    .collect();
+                handles
+                    .into_iter()
+                    .flat_map(|h| h.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic)))
+                    .collect()
+            })
+        };
+        drop(parts);
         (stats, out)
     }
 
+    /// Network `n`'s forward pass, statistics (into `out`) and messages.
+    fn net_activity(&self, n: usize, state: &[f64], out: &mut NetStats<'_>) -> NetActivity {
+        let needs = self.spec.needs();
+        let net = self.batch.dense_net(n, state, self.spec.state_width());
+        let act = task::forward(&net, &self.data.x, Some(&self.data.y));
+        let inv = 1.0 / act.batch.max(1) as f64;
+        let nl = net.num_layers();
+        let g0 = out.neuron0;
+        for k in 0..nl {
+            let (rows, cols) = (net.rows(k), net.cols(k));
+            let first = self.batch.neuron(n, k, 0) - g0;
+            out.act[first..first + rows].copy_from_slice(&task::means(&act.acts[k], rows));
+            let next = self.batch.neuron(n, k + 1, 0) - g0;
+            out.pre_act[next..next + cols].copy_from_slice(&task::means(&act.pre[k], cols));
+            if needs.hebbian {
+                let hz = task::at_z(&act.acts[k], rows, &act.pre[k], cols);
+                self.scatter_cells(n, k, &hz, inv, out.cell0, out.hebb_z);
+                if k + 1 == nl {
+                    let he = task::at_z(&act.acts[k], rows, &act.err, cols);
+                    self.scatter_cells(n, k, &he, inv, out.cell0, out.hebb_e);
+                }
+            }
+        }
+        let c = net.classes();
+        let last = self.batch.neuron(n, nl, 0) - g0;
+        out.err[last..last + c].copy_from_slice(&task::means(&act.err, c));
+        let back = needs.backward.then(|| {
+            let msgs = task::messages(&net, &act, &net.weights);
+            self.message_stats(n, &net, &act, &msgs, (g0, out.cell0), out.delta, out.back);
+            msgs
+        });
+        let align = needs.alignment.then(|| {
+            let fb = self.batch.dense_feedback(n);
+            let msgs = task::messages(&net, &act, &fb);
+            self.message_stats(n, &net, &act, &msgs, (g0, out.cell0), out.delta_fa, out.align);
+            (fb, msgs)
+        });
+        NetActivity { net, act, back, align }
+    }
+
     /// Writes `dense[pre, post] * k` (a `[rows, cols]` matrix of weight matrix `layer` of network
-    /// `n`) into `per_cell` at every live cell of that matrix.
-    fn scatter_cells(&self, n: usize, layer: usize, dense: &[f64], k: f64, per_cell: &mut [f64]) {
+    /// `n`) into `per_cell` (whose first entry is global cell `cell0`) at every live cell of
+    /// that matrix.
+    fn scatter_cells(&self, n: usize, layer: usize, dense: &[f64], k: f64, cell0: usize, per_cell: &mut [f64]) {
         let (start, end) = self.batch.net_cells(n);
         let cols = self.batch.topologies()[n].cols(layer);
-        for (slot, v) in self.batch.cells()[start..end].iter().zip(&mut per_cell[start..end]) {
+        let slots = &self.batch.cells()[start..end];
+        for (slot, v) in slots.iter().zip(&mut per_cell[start - cell0..end - cell0]) {
             if slot.id.layer == layer {
                 *v = dense[slot.id.pre * cols + slot.id.post] * k;
             }
@@ -95,22 +195,24 @@ impl Grower {
     }
 
     /// Batch statistics of one message wave: each neuron's mean message, each cell's mean
-    /// `a_pre * δ_post`.
+    /// `a_pre * δ_post`; `delta` and `corr` start at global neuron and cell `first`.
+    #[allow(clippy::too_many_arguments)]
     fn message_stats(
         &self,
         n: usize,
         net: &DenseNet<f64>,
         act: &Activity,
         msgs: &[Vec<f64>],
+        first: (usize, usize),
         delta: &mut [f64],
         corr: &mut [f64],
     ) {
         let inv = 1.0 / act.batch.max(1) as f64;
         for (k, m) in msgs.iter().enumerate() {
             let (rows, cols) = (net.rows(k), net.cols(k));
-            let next = self.batch.neuron(n, k + 1, 0);
+            let next = self.batch.neuron(n, k + 1, 0) - first.0;
             delta[next..next + cols].copy_from_slice(&task::means(m, cols));
-            self.scatter_cells(n, k, &task::at_z(&act.acts[k], rows, m, cols), inv, corr);
+            self.scatter_cells(n, k, &task::at_z(&act.acts[k], rows, m, cols), inv, first.1, corr);
         }
     }
 
