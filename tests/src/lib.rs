@@ -125,3 +125,25 @@ impl Drop for Scratch {
         }
     }
 }
+
+/// A rule network of `spec`'s widths with every nonlinearity on: one `tanh` hidden layer of
+/// `hidden` units, squashed inputs, updates bounded by `output_scale`, last layer drawn from
+/// `±last_init` (large, so that updates are far from zero).
+pub fn tanh_rule(
+    spec: &meta_nca_rule::perception::PerceptionSpec,
+    hidden: usize,
+    output_scale: f64,
+    last_init: f64,
+    rng: &mut impl rand::Rng,
+) -> meta_nca_rule::rule::RuleNet {
+    let shape = meta_nca_rule::rule::RuleShape {
+        input: spec.width(),
+        hidden: vec![hidden],
+        output: spec.state_width(),
+        activation: meta_nca_rule::rule::Activation::Tanh,
+        output_scale,
+        last_init,
+        input_squash: true,
+    };
+    meta_nca_rule::rule::RuleNet::new(&dfdx::prelude::Cpu::default(), shape, rng)
+}

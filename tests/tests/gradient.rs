@@ -11,7 +11,7 @@ use meta_nca_rule::firing::choose_firing;
 use meta_nca_rule::init::{HiddenCode, WeightInit, initial_state};
 use meta_nca_rule::perception::{Group, PerceptionSpec};
 use meta_nca_rule::reference::{Grower, Tensor2};
-use meta_nca_rule::rule::{Activation, RuleNet, RuleShape};
+use meta_nca_rule::rule::RuleNet;
 use meta_nca_rule::task_data::TaskData;
 use meta_nca_rule::topology::Topology;
 use rand::{Rng, SeedableRng, rngs::StdRng};
@@ -56,16 +56,7 @@ fn setup_sized(groups: &[Group], classes: usize) -> Setup {
     }
     let fires: Vec<Vec<bool>> =
         (0..3).map(|_| topologies.iter().flat_map(|t| choose_firing(&mut rng, t, 0.7)).collect()).collect();
-    let shape = RuleShape {
-        input: spec.width(),
-        hidden: vec![6],
-        output: spec.state_width(),
-        activation: Activation::Tanh,
-        output_scale: 0.3,
-        last_init: 0.3,
-        input_squash: true,
-    };
-    let rule = RuleNet::new(&dev, shape, &mut rng);
+    let rule = meta_nca_tests::tanh_rule(&spec, 6, 0.3, 0.3, &mut rng);
     let grower = Grower::new(&dev, Batch::new(topologies), spec, data).expect("sizes match");
     Setup { grower, rule, state0, fires }
 }

@@ -13,7 +13,7 @@ use meta_nca_rule::batch::{ActivityStats, Batch, CellSlot, perceive_batch};
 use meta_nca_rule::firing::{choose_firing, firing_count};
 use meta_nca_rule::perception::{Group, PerceptionSpec};
 use meta_nca_rule::reference::Grower;
-use meta_nca_rule::rule::{Activation, RuleNet, RuleShape};
+use meta_nca_rule::rule::RuleNet;
 use meta_nca_rule::task_data::TaskData;
 use meta_nca_rule::topology::Topology;
 use proptest::prelude::*;
@@ -601,19 +601,9 @@ proptest! {
     }
 }
 
-/// A rule of `spec`'s widths with every nonlinearity on (tanh hidden layer, squashed inputs)
-/// and a last layer large enough that updates are far from zero.
-fn test_rule(dev: &Cpu, spec: &PerceptionSpec, seed: u64) -> RuleNet {
-    let shape = RuleShape {
-        input: spec.width(),
-        hidden: vec![7],
-        output: spec.state_width(),
-        activation: Activation::Tanh,
-        output_scale: 0.5,
-        last_init: 1.0,
-        input_squash: true,
-    };
-    RuleNet::new(dev, shape, &mut StdRng::seed_from_u64(seed))
+/// A rule of `spec`'s widths with every nonlinearity on, updates far from zero.
+fn test_rule(spec: &PerceptionSpec, seed: u64) -> RuleNet {
+    meta_nca_tests::tanh_rule(spec, 7, 0.5, 1.0, &mut StdRng::seed_from_u64(seed))
 }
 
 /// `step_plain` against the taped step on the same state and firing: equal to a few machine
@@ -663,7 +653,7 @@ proptest! {
         let grower = Grower::new(&dev, Batch::new(case.topologies.clone()), spec.clone(), data).expect("sizes match");
         let mut rng = StdRng::seed_from_u64(fire_seed);
         let fire: Vec<bool> = (0..grower.batch().num_cells()).map(|_| rng.gen_bool(0.7)).collect();
-        check_plain_step(&grower, &test_rule(&dev, &spec, rule_seed), &case.state, &fire)?;
+        check_plain_step(&grower, &test_rule(&spec, rule_seed), &case.state, &fire)?;
     }
 }
 
@@ -685,7 +675,7 @@ fn plain_step_matches_the_taped_step_across_chunks() {
     let grower = Grower::new(&dev, batch, spec.clone(), data).expect("sizes match");
     let n = grower.batch().num_cells();
     assert!(n > 4 * meta_nca_rule::reference::STEP_CHUNK, "{n} cells");
-    let rule = test_rule(&dev, &spec, 11);
+    let rule = test_rule(&spec, 11);
     let mut state: Vec<f64> = (0..n * s).map(|_| rng.gen_range(-1.0..1.0)).collect();
     for _ in 0..3 {
         let fire: Vec<bool> = (0..n).map(|_| rng.gen_bool(0.8)).collect();
@@ -742,7 +732,7 @@ fn perception_of_a_big_batch_is_each_network_alone() {
     // The adjoint reads each network's kept activity back in order: the gradient of the loss
     // after one taped step with respect to a network's initial state is, bit for bit, 1/8 of
     // that network's own (the loss is the mean over the 8 networks).
-    let rule = test_rule(&dev, &spec, 4);
+    let rule = test_rule(&spec, 4);
     let d_state0 = |grower: &Grower, state: Vec<f64>| -> Vec<f64> {
         let state0 = grower.state_tensor(state);
         let fire = vec![true; grower.batch().num_cells()];
