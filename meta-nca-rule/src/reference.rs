@@ -153,11 +153,12 @@ impl Grower {
     /// [`Self::step`] without tape, in place on plain values `[cells, state width]`: the
     /// rule's logits come from a [`ForwardPass`] and are bounded with [`bound`], as the taped
     /// step bounds them, so the two agree to a few machine epsilons (the pass's hidden `tanh`,
-    /// `rule/tanh.rs`, is not the C library's, and it sums in its own order). Only firing cells are perceived and passed through the rule,
-    /// [`STEP_CHUNK`] at a time, each updated as soon as its chunk is through: a cell's
-    /// perception reads its own row and the neuron sums taken before the first update, so no
-    /// `[cells, width]` perception matrix is built and nothing but the state is copied. From
-    /// [`PARALLEL_CELLS`] firing cells on, the machine's cores share the chunks.
+    /// `rule/tanh.rs`, is not the C library's, and it sums in its own order). Only firing
+    /// cells are perceived and passed through the rule, [`STEP_CHUNK`] at a time, each
+    /// updated as soon as its chunk is through: a cell's perception reads its own row and the
+    /// neuron sums taken before the first update, so no `[cells, width]` perception matrix is
+    /// built and nothing but the state is copied. From [`PARALLEL_CELLS`] firing cells on, the
+    /// machine's cores share the chunks.
     pub fn step_plain(&self, rule: &RuleNet, state: &mut [f64], fire: &[bool]) {
         let firing = fire.iter().filter(|f| **f).count();
         let threads =
