@@ -172,12 +172,12 @@ impl Grower {
         let s = self.spec.state_width();
         let (stats, _) = self.activity(state);
         let perceiver = Perceiver::new(&self.spec, &self.batch, state, &stats);
-        let pass = rule.forward_pass();
+        let mut pass = rule.forward_pass();
         let scale = rule.shape.output_scale;
         let firing: Vec<usize> = fire.iter().enumerate().filter(|(_, f)| **f).map(|(c, _)| c).collect();
         let threads = threads.clamp(1, firing.len().div_ceil(STEP_CHUNK).max(1));
         if threads == 1 {
-            return update_cells(&perceiver, &mut pass.clone(), &firing, 0, state, s, scale);
+            return update_cells(&perceiver, &mut pass, &firing, 0, state, s, scale);
         }
         let (perceiver, pass) = (&perceiver, &pass);
         std::thread::scope(|scope| {

@@ -130,7 +130,6 @@ impl Grower {
                     .collect()
             })
         };
-        drop(parts);
         (stats, out)
     }
 
