@@ -186,7 +186,7 @@ fn write_row(out: &mut impl Write, r: &SuiteRow) -> std::io::Result<()> {
     let seen = if r.seen { "*" } else { "" };
     writeln!(
         out,
-        "{:<16}{:<11}{:>8}{:>7}{:>9.4}{:>8.4}{:>8.4}{:>9.4}{:>8.4}{:>8.4}{:>9.4}{:>9.4}{:>9.4}",
+        "{:<16}{:<11}{:>8}{:>7}{:>9.4}{:>8.4}{:>8.4}{:>9.4}{:>8.4}{:>8.4}{:>9.4}{:>9.4}{:>9.4}{:>9.4}{:>9.4}",
         format!("{}{seen}", r.task),
         r.kind,
         shape,
@@ -199,7 +199,9 @@ fn write_row(out: &mut impl Write, r: &SuiteRow) -> std::io::Result<()> {
         r.adam_xavier_val,
         r.backprop_train,
         r.backprop_val,
-        r.logistic_val
+        r.logistic_val,
+        r.grown_train_loss,
+        r.backprop_train_loss
     )
 }
 
@@ -223,11 +225,11 @@ pub fn write_report(out: &mut impl Write, report: &SuiteReport, run: &Path) -> s
     writeln!(
         out,
         "accuracy after {k} steps: validation unless marked 'tr' or 'train' (* = a dataset the rule was \
-         meta-trained on; min = the worst grown network)"
+         meta-trained on; min = the worst grown network); 'CE': mean cross-entropy on the training split"
     )?;
     writeln!(
         out,
-        "{:<16}{:<11}{:>8}{:>7}{:>9}{:>8}{:>8}{:>9}{:>8}{:>8}{:>9}{:>9}{:>9}",
+        "{:<16}{:<11}{:>8}{:>7}{:>9}{:>8}{:>8}{:>9}{:>8}{:>8}{:>9}{:>9}{:>9}{:>9}{:>9}",
         "task",
         "kind",
         "f x c",
@@ -240,7 +242,9 @@ pub fn write_report(out: &mut impl Write, report: &SuiteReport, run: &Path) -> s
         "adam xv",
         "bp train",
         "backprop",
-        "logistic"
+        "logistic",
+        "grown CE",
+        "bp CE"
     )?;
     let rows = report.rows();
     for r in rows.iter().chain(&report.mean).filter(|r| r.steps == k) {

@@ -144,27 +144,37 @@ fn episode(meta: &RuleMeta, task: &TaskSource, networks: usize, steps: usize, ke
     Episode::draw(&spec, &mut rng_for(key, Stream::Eval, 0))
 }
 
-/// Grows `episode` on `task`, scoring every network at each horizon: `(train, val)` accuracy.
-/// The suite grows on every training row.
+/// Grows `episode` on `task`, scoring every network at each horizon: train and validation
+/// accuracy and training loss. The suite grows on every training row.
 fn grow_curve(
     rule: &RuleNet,
     meta: &RuleMeta,
     task: &TaskSource,
     ep: &Episode,
     horizons: &[usize],
-) -> Result<Vec<Acc2>> {
-    let mut acc: Vec<(Vec<f64>, Vec<f64>)> = vec![(Vec::new(), Vec::new()); horizons.len()];
+) -> Result<Vec<Grown>> {
+    let mut acc: Vec<[Vec<f64>; 3]> = vec![Default::default(); horizons.len()];
     grow_at(rule, &meta.perception, &task.train, ep, &[], horizons, |i, nets| {
-        let (train, val) = &mut acc[i];
+        let [train, val, loss] = &mut acc[i];
         for net in nets {
-            train.push(score(&net, &task.train).acc);
+            let fit = score(&net, &task.train);
+            train.push(fit.acc);
+            loss.push(fit.loss);
             val.push(score(&net, &task.val).acc);
         }
     })?;
-    Ok(acc.iter().map(|(train, val)| (Stats::of(train), Stats::of(val))).collect())
+    Ok(acc
+        .iter()
+        .map(|[train, val, loss]| Grown { train: Stats::of(train), val: Stats::of(val), loss: Stats::of(loss) })
+        .collect())
 }
 
-type Acc2 = (Stats, Stats);
+/// The grown networks at one horizon: train and validation accuracy, training loss.
+struct Grown {
+    train: Stats,
+    val: Stats,
+    loss: Stats,
+}
 
 /// Where the equal-step Adam baseline starts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -187,7 +197,7 @@ fn adam_from(
 ) -> Result<Vec<Acc>> {
     let batch = Batch::new(ep.topologies.clone());
     let n = spec.adam_networks.clamp(1, batch.num_nets());
-    let mut sum = vec![Acc { train: 0.0, val: 0.0 }; spec.horizons.len()];
+    let mut sum = vec![Acc { train: 0.0, val: 0.0, train_loss: 0.0 }; spec.horizons.len()];
     for k in 0..n {
         let net = match start {
             AdamStart::Grown => batch.dense_net(k, &ep.state0, meta.perception.state_width()),
@@ -199,6 +209,7 @@ fn adam_from(
         for (s, b) in sum.iter_mut().zip(adam_curve(net, &task.train, &task.val, lr, &spec.horizons)) {
             s.train += b.train.acc / n as f64;
             s.val += b.val.acc / n as f64;
+            s.train_loss += b.train.loss / n as f64;
         }
     }
     Ok(sum)
@@ -274,6 +285,7 @@ fn run_task(
     let backprop = Acc {
         train: ep.topologies.iter().map(|t| by_arch[t.sizes()].train.acc).sum::<f64>() / n,
         val: ep.topologies.iter().map(|t| by_arch[t.sizes()].val.acc).sum::<f64>() / n,
+        train_loss: ep.topologies.iter().map(|t| by_arch[t.sizes()].train.loss).sum::<f64>() / n,
     };
     let (f, c) = (task.split.num_features, task.split.num_classes);
     let lr_fit = train_baseline(&[f, c], true, &task.train, &task.val, BaselineSpec::default())?;
@@ -289,16 +301,17 @@ fn run_task(
         horizons: (0..spec.horizons.len())
             .map(|i| HorizonResult {
                 steps: spec.horizons[i],
-                grown_train: grown[i].0,
-                grown_val: grown[i].1,
-                permuted_train: permuted[i].0,
-                permuted_val: permuted[i].1,
+                grown_train: grown[i].train,
+                grown_val: grown[i].val,
+                grown_train_loss: grown[i].loss,
+                permuted_train: permuted[i].train,
+                permuted_val: permuted[i].val,
                 adam: adam[i],
                 adam_xavier: adam_xavier[i],
             })
             .collect(),
         backprop,
-        logistic: Acc { train: lr_fit.train.acc, val: lr_fit.val.acc },
+        logistic: Acc { train: lr_fit.train.acc, val: lr_fit.val.acc, train_loss: lr_fit.train.loss },
     })
 }
 

@@ -53,9 +53,15 @@ fn train_on_generated_tasks_then_quick_suite() {
             }
             acc(&h["adam"]["val"]);
             acc(&h["adam_xavier"]["val"]);
+            let grown_loss = h["grown_train_loss"]["mean"].as_f64().expect("grown training loss");
+            assert!(grown_loss.is_finite() && grown_loss > 0.0, "{h}");
         }
         acc(&t["backprop"]["val"]);
         acc(&t["logistic"]["val"]);
+        // Cross-entropy from all-zero weights is ln C; backprop trained to convergence fits below it.
+        let chance = (t["classes"].as_u64().expect("classes") as f64).ln();
+        let bp_loss = t["backprop"]["train_loss"].as_f64().expect("backprop training loss");
+        assert!(bp_loss > 0.0 && bp_loss < chance, "{t}");
     }
     assert!(report["adam_lr"].as_f64().is_some_and(|lr| lr > 0.0), "{report}");
     assert_eq!(report["adam_lr_grid"].as_array().expect("grid").len(), 2);
@@ -66,6 +72,7 @@ fn train_on_generated_tasks_then_quick_suite() {
     let mut lines = csv.lines();
     let header = lines.next().expect("header");
     assert!(header.starts_with("task,kind,features,classes"), "{header}");
+    assert!(header.contains(",grown_train_loss,") && header.contains(",backprop_train_loss"), "{header}");
     assert_eq!(lines.count(), 4 * 3 + 3, "a row per task and step count, then the means");
     assert!(tmp.path("run").join("suite.json").is_file());
 

@@ -5,13 +5,18 @@ use serde::{Deserialize, Serialize};
 
 use crate::eval::Stats;
 
-/// Train and validation accuracy.
+/// Train and validation accuracy, and the training split's loss.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct Acc {
     /// On the training split.
     pub train: f64,
     /// On the validation split.
     pub val: f64,
+    /// Mean cross-entropy on the training split: what meta-training and backprop minimise,
+    /// so it tells a network that fits less from one that fits differently (on some tasks a
+    /// lower loss means a lower accuracy).
+    #[serde(default)]
+    pub train_loss: f64,
 }
 
 /// Everything measured at one step count.
@@ -23,6 +28,8 @@ pub struct HorizonResult {
     pub grown_train: Stats,
     /// Grown networks, labels as given: validation accuracy.
     pub grown_val: Stats,
+    /// Grown networks, labels as given: mean cross-entropy on the training split.
+    pub grown_train_loss: Stats,
     /// Grown networks, class `k` renamed `(k+1) mod C`: training accuracy.
     pub permuted_train: Stats,
     /// Grown networks, labels permuted: validation accuracy.
@@ -130,6 +137,8 @@ pub struct SuiteRow {
     pub grown_val: f64,
     /// Grown, labels as given: worst network's validation accuracy.
     pub grown_val_min: f64,
+    /// Grown, labels as given: mean cross-entropy on the training split.
+    pub grown_train_loss: f64,
     /// Grown, labels permuted: mean training accuracy.
     pub permuted_train: f64,
     /// Grown, labels permuted: mean validation accuracy.
@@ -146,6 +155,8 @@ pub struct SuiteRow {
     pub backprop_train: f64,
     /// Backprop to convergence: validation accuracy.
     pub backprop_val: f64,
+    /// Backprop to convergence: mean cross-entropy on the training split.
+    pub backprop_train_loss: f64,
     /// Logistic regression: training accuracy.
     pub logistic_train: f64,
     /// Logistic regression: validation accuracy.
@@ -170,6 +181,7 @@ impl SuiteReport {
                     grown_train: h.grown_train.mean,
                     grown_val: h.grown_val.mean,
                     grown_val_min: h.grown_val.min,
+                    grown_train_loss: h.grown_train_loss.mean,
                     permuted_train: h.permuted_train.mean,
                     permuted_val: h.permuted_val.mean,
                     adam_train: h.adam.train,
@@ -178,6 +190,7 @@ impl SuiteReport {
                     adam_xavier_val: h.adam_xavier.val,
                     backprop_train: t.backprop.train,
                     backprop_val: t.backprop.val,
+                    backprop_train_loss: t.backprop.train_loss,
                     logistic_train: t.logistic.train,
                     logistic_val: t.logistic.val,
                 })
@@ -209,6 +222,7 @@ impl SuiteReport {
                     grown_train: mean(|r| r.grown_train),
                     grown_val: mean(|r| r.grown_val),
                     grown_val_min: mean(|r| r.grown_val_min),
+                    grown_train_loss: mean(|r| r.grown_train_loss),
                     permuted_train: mean(|r| r.permuted_train),
                     permuted_val: mean(|r| r.permuted_val),
                     adam_train: mean(|r| r.adam_train),
@@ -217,6 +231,7 @@ impl SuiteReport {
                     adam_xavier_val: mean(|r| r.adam_xavier_val),
                     backprop_train: mean(|r| r.backprop_train),
                     backprop_val: mean(|r| r.backprop_val),
+                    backprop_train_loss: mean(|r| r.backprop_train_loss),
                     logistic_train: mean(|r| r.logistic_train),
                     logistic_val: mean(|r| r.logistic_val),
                 }
