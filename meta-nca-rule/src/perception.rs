@@ -41,6 +41,11 @@ pub enum Group {
     /// The same through every cell's fixed random feedback weight `B` instead of `w`
     /// (feedback alignment: no weight transport).
     Alignment,
+    /// `1/sqrt(n)` of the post-neuron's live incoming cells and of the pre-neuron's live
+    /// outgoing cells (the cell included): how many cells' updates add up in one neuron's
+    /// input, so a rule can size its steps to a neuron's fan-in (taken from the topology; no
+    /// gradient flows through it).
+    Fan,
 }
 
 /// What the enabled groups need computed besides each cell's own state row.
@@ -78,7 +83,7 @@ impl Needs {
 
 impl Group {
     /// Every group, in the canonical order the perception vector is laid out in.
-    pub const ALL: [Group; 10] = [
+    pub const ALL: [Group; 11] = [
         Group::SelfState,
         Group::Column,
         Group::Row,
@@ -89,13 +94,14 @@ impl Group {
         Group::Hebbian,
         Group::Backward,
         Group::Alignment,
+        Group::Fan,
     ];
 
     /// Width of this group for state width `s = 1 + d`.
     pub fn width(self, s: usize) -> usize {
         match self {
             Group::SelfState | Group::Column | Group::Row | Group::Upstream | Group::Downstream => s,
-            Group::Activations | Group::Hebbian | Group::Backward | Group::Alignment => 2,
+            Group::Activations | Group::Hebbian | Group::Backward | Group::Alignment | Group::Fan => 2,
             Group::Feedback => 1,
         }
     }
@@ -105,7 +111,7 @@ impl Group {
         let none = Needs::default();
         let activity = Needs { activity: true, ..none };
         match self {
-            Group::SelfState => none,
+            Group::SelfState | Group::Fan => none,
             Group::Column | Group::Row | Group::Upstream | Group::Downstream => Needs { sums: true, ..none },
             Group::Activations | Group::Feedback => activity,
             Group::Hebbian => Needs { hebbian: true, ..activity },
@@ -127,6 +133,7 @@ impl Group {
             Group::Hebbian => "hebbian",
             Group::Backward => "backward",
             Group::Alignment => "alignment",
+            Group::Fan => "fan",
         }
     }
 }
@@ -277,6 +284,12 @@ pub fn perceive<E: num_traits::Float>(
                 out[at + 1] = post.delta_fa;
                 at += 2;
             }
+            Group::Fan => {
+                let root = |n: usize| E::from(n.max(1)).map_or_else(E::one, |n| E::one() / n.sqrt());
+                out[at] = root(post.in_count);
+                out[at + 1] = root(pre.out_count);
+                at += 2;
+            }
         }
     }
     debug_assert_eq!(at, out.len());
@@ -380,6 +393,8 @@ pub fn perceive_adjoint(spec: &PerceptionSpec, counts: Counts, d: &[f64], mut ad
                 add(Input::Align, d[0]);
                 add(Input::PostDeltaFa, d[1]);
             }
+            // A function of the topology alone.
+            Group::Fan => {}
         }
         at += g.width(s);
     }

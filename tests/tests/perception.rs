@@ -34,7 +34,7 @@ fn config(cases: u32) -> ProptestConfig {
 const MAX_CELLS: usize = 3 * 5 * 4;
 
 /// SPEC's table order of the perception groups.
-const SPEC_ORDER: [Group; 10] = [
+const SPEC_ORDER: [Group; 11] = [
     Group::SelfState,
     Group::Column,
     Group::Row,
@@ -45,6 +45,7 @@ const SPEC_ORDER: [Group; 10] = [
     Group::Hebbian,
     Group::Backward,
     Group::Alignment,
+    Group::Fan,
 ];
 
 /// A network before it is built: sizes, bias, and which dense cells are dead.
@@ -230,6 +231,7 @@ fn brute_force(
                 Group::Hebbian => p.extend([a.hebb.0, a.hebb.1]),
                 Group::Backward => p.extend([a.back.0, a.back.1]),
                 Group::Alignment => p.extend([a.align.0, a.align.1]),
+                Group::Fan => p.extend([column.len(), row.len()].map(|n| 1.0 / ((n + 1) as f64).sqrt())),
             }
         }
         out.push(p);
@@ -299,7 +301,7 @@ proptest! {
         check_indexing(&batch)?;
         let spec = PerceptionSpec::new(&Group::ALL, case.d).expect("valid");
         let s = spec.state_width();
-        prop_assert_eq!(spec.width(), 5 * s + 2 + 1 + 2 + 2 + 2);
+        prop_assert_eq!(spec.width(), 5 * s + 2 + 1 + 2 + 2 + 2 + 2);
         let stats = case.stats();
         let got = perceive_batch(&spec, &batch, &case.state, &stats);
         let want = brute_force_stats(&batch, &case.state, s, &SPEC_ORDER, &stats);
