@@ -7,7 +7,7 @@ use std::path::Path;
 
 use anyhow::{Context, Result, bail};
 use meta_nca_rule::checkpoint::write_atomic;
-use meta_nca_rule::suite::{SuiteReport, SuiteRow, SuiteSpec, run_suite};
+use meta_nca_rule::suite::{SuiteReport, SuiteRow, SuiteSpec, held_out_datasets, run_suite};
 
 use crate::run_dir::{Which, load_run, write_csv};
 use crate::train::progress_bar;
@@ -61,6 +61,11 @@ pub struct Args {
     /// learning-rate grid.
     #[arg(long)]
     quick: bool,
+    /// Also write the held-out generated tasks into this folder as CSV files (`<task>.csv`:
+    /// the feature columns, then `label`; the rows the suite splits), to look at one or grow on
+    /// it alone with `meta-nca eval --dataset`.
+    #[arg(long, value_name = "DIR")]
+    export_tasks: Option<std::path::PathBuf>,
     /// Overwrite the suite's files if the run already has them.
     #[arg(long)]
     force: bool,
@@ -154,6 +159,9 @@ pub fn run(args: Args) -> Result<()> {
     if spec.networks == 0 {
         bail!("--networks must be at least 1");
     }
+    if let Some(dir) = &args.export_tasks {
+        export_tasks(&spec, dir)?;
+    }
     let bar = progress_bar(args.quiet);
     bar.set_length((spec.generated + spec.datasets.len()) as u64);
     let report = run_suite(&ckpt.rule, &ckpt.meta, &spec, |t| {
@@ -171,6 +179,20 @@ pub fn run(args: Args) -> Result<()> {
         writeln!(out, "{}", serde_json::to_string(&report)?)?;
     } else {
         write_report(&mut out, &report, &args.run)?;
+    }
+    Ok(())
+}
+
+/// Writes the held-out generated tasks of `spec` into `dir` as CSV files.
+fn export_tasks(spec: &SuiteSpec, dir: &Path) -> Result<()> {
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    for d in held_out_datasets(spec) {
+        let header: Vec<&str> = d.feature_names.iter().map(String::as_str).chain(["label"]).collect();
+        let rows =
+            d.x.iter().zip(&d.y).map(|(x, &y)| {
+                x.iter().map(|v| v.to_string()).chain([d.class_names[y].clone()]).collect::<Vec<String>>()
+            });
+        write_csv(&dir.join(format!("{}.csv", d.name)), Some(&header), rows)?;
     }
     Ok(())
 }

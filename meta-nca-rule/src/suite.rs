@@ -126,6 +126,12 @@ fn held_out(spec: &SuiteSpec) -> Vec<Named> {
         .collect()
 }
 
+/// The held-out generated tasks of `spec`, whole (before the split), as the suite grows on
+/// them: to look at one, or to grow on it alone (`meta-nca eval --dataset`).
+pub fn held_out_datasets(spec: &SuiteSpec) -> Vec<Dataset> {
+    held_out(spec).into_iter().map(|n| n.data).collect()
+}
+
 /// Draws `networks` networks on `task` as a grow would, for `steps` steps; `None` when the
 /// rule's hidden-state code cannot number their cells.
 fn episode(meta: &RuleMeta, task: &TaskSource, networks: usize, steps: usize, key: u64) -> Result<Episode> {

@@ -93,6 +93,23 @@ fn train_on_generated_tasks_then_quick_suite() {
     let plotted = ok(&["plot", "--suite", &older_path.to_string_lossy()]);
     assert!(tmp.path("older").join("suite.png").is_file(), "{plotted}");
 
+    // The held-out tasks, exported, are the suite's tasks to the last bit, and a rule grows on one alone.
+    let exported = tmp.arg("tasks");
+    ok(&["suite", "--run", &run, "--quick", "--quiet", "--force", "--name", "again", "--export-tasks", &exported]);
+    let held_out = meta_nca_rule::suite::held_out_datasets(&meta_nca_rule::suite::SuiteSpec::quick(vec![4]));
+    assert_eq!(held_out.len(), 3);
+    for (d, t) in held_out.iter().zip(tasks) {
+        assert_eq!(t["name"].as_str(), Some(d.name.as_str()));
+        let path = tmp.path("tasks").join(format!("{}.csv", d.name));
+        let back = meta_nca_rule::data::Dataset::from_csv_path(&path, None).expect("an exported task loads");
+        assert_eq!((&back.x, &back.y, &back.class_names), (&d.x, &d.y, &d.class_names), "{}", path.display());
+        let rows = t["train_rows"].as_u64().expect("rows") + t["val_rows"].as_u64().expect("rows");
+        assert_eq!(rows as usize, back.x.len());
+    }
+    let one = tmp.path("tasks").join(format!("{}.csv", held_out[0].name));
+    let grown = ok(&["eval", "--run", &run, "--dataset", &one.to_string_lossy(), "--networks", "3", "--json"]);
+    assert_eq!(json(&grown)["dataset"].as_str(), Some(held_out[0].name.as_str()));
+
     fails(&["suite", "--run", &run, "--quick", "--quiet"], &["suite.", "--force"]);
     let table = ok(&["suite", "--run", &run, "--quick", "--quiet", "--force", "--horizons", "K,3"]);
     assert!(table.contains("growth past K") && table.contains("iris"), "{table}");
